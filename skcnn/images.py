@@ -1,0 +1,171 @@
+"""Images in, RGB (or grayscale) float arrays out.
+
+Every rule about what counts as an image lives here: which containers ``X``
+may be, which pixel types and modes are accepted, and how each becomes a
+``float32`` array in ``[0, 1]`` of shape ``(H, W, C)`` with ``C`` 1 (gray) or
+3 (RGB). The same picture given as a file path, a PIL image or an array gives
+the same array, so it gives the same codes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any, Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+ImageLike = Union[str, "os.PathLike[str]", Image.Image, np.ndarray]
+
+# PIL modes that carry colour (or a palette / alpha) and are converted to RGB;
+# gray modes stay one channel and are replicated to three after resizing.
+_GRAY_MODES = {"L", "1", "LA", "La"}
+_SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N"}
+
+
+class ImageError(ValueError):
+    """An input image cannot be read or has an unsupported format."""
+
+
+def as_image_list(X: Any) -> list:
+    """Return the images held by ``X`` as a list, one entry per sample.
+
+    Accepted containers: a list or tuple of images (paths, PIL images or
+    arrays), a 1-D array or pandas Series of paths, a single-column pandas
+    DataFrame, or a stacked uint8/float array of shape ``(N, H, W)``,
+    ``(N, H, W, 1)``, ``(N, H, W, 3)`` or ``(N, H, W, 4)``.
+    """
+    if isinstance(X, (str, os.PathLike, Image.Image)):
+        raise ImageError(
+            "X must be a sequence of images (one per sample); got a single "
+            f"{type(X).__name__}. Wrap it in a list: [image]."
+        )
+    if hasattr(X, "iloc") and hasattr(X, "columns"):  # pandas DataFrame
+        if X.shape[1] != 1:
+            raise ImageError(
+                "A DataFrame X must have exactly one column of images or paths; "
+                f"got {X.shape[1]} columns {list(X.columns)[:5]}."
+            )
+        X = X.iloc[:, 0]
+    if hasattr(X, "iloc"):  # pandas Series
+        return X.tolist()
+    if isinstance(X, np.ndarray):
+        return _split_array(X)
+    if isinstance(X, Sequence):
+        return list(X)
+    raise ImageError(
+        "X must be a list of image paths, PIL images or arrays, or an array of "
+        f"shape (N, H, W[, C]); got {type(X).__name__}."
+    )
+
+
+def _split_array(X: np.ndarray) -> list:
+    if X.dtype.kind in "OUS":  # an array of paths or of image objects
+        if X.ndim != 1:
+            raise ImageError(
+                f"An object or string array X must be 1-D (one entry per image); got shape {X.shape}."
+            )
+        return X.tolist()
+    if X.ndim not in (3, 4):
+        raise ImageError(
+            f"An image array X must have shape (N, H, W) or (N, H, W, C); got shape {X.shape}. "
+            "skcnn takes images, not 2-D feature tables."
+        )
+    return list(X)
+
+
+def load_image(image: ImageLike) -> np.ndarray:
+    """Decode one image to a float32 array in [0, 1] of shape (H, W, 1 or 3).
+
+    Paths are decoded at full resolution with their EXIF orientation applied.
+    Colour images, palettes and images with alpha become RGB (alpha is
+    dropped); gray images stay one channel (the network input replicates it
+    over three channels, the usual recipe for MNIST-like data).
+    """
+    if isinstance(image, (str, os.PathLike)):
+        return _pil_to_array(_open_path(image))
+    if isinstance(image, Image.Image):
+        return _pil_to_array(image)
+    if isinstance(image, np.ndarray):
+        return _array_to_float(image)
+    raise ImageError(
+        "Each image must be a file path (str or os.PathLike), a PIL.Image.Image or a "
+        f"numpy array; got {type(image).__name__}."
+    )
+
+
+def _open_path(path: str | os.PathLike) -> Image.Image:
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return ImageOps.exif_transpose(im)
+    except FileNotFoundError:
+        raise ImageError(f"Image file not found: {os.fspath(path)!r}.") from None
+    except IsADirectoryError:
+        raise ImageError(f"{os.fspath(path)!r} is a directory, not an image file.") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{os.fspath(path)!r} is not an image file PIL can read.") from None
+    except OSError as exc:
+        raise ImageError(f"Cannot decode image {os.fspath(path)!r}: {exc}.") from exc
+
+
+def _pil_to_array(im: Image.Image) -> np.ndarray:
+    if im.mode in _SIXTEEN_BIT_MODES:
+        return _array_to_float(np.asarray(im, dtype=np.uint16))
+    if im.mode in _GRAY_MODES:
+        return _array_to_float(np.asarray(im.convert("L")))
+    if im.mode in ("I", "F"):
+        raise ImageError(
+            f"PIL image mode {im.mode!r} (32-bit integer or float pixels) has no defined "
+            "intensity range; convert it to 'L', 'RGB' or a float array in [0, 1] first."
+        )
+    return _array_to_float(np.asarray(im.convert("RGB")))
+
+
+def _array_to_float(array: np.ndarray) -> np.ndarray:
+    array = _to_hwc(array)
+    if array.dtype == np.uint8:
+        return array.astype(np.float32) / np.float32(255)
+    if array.dtype == np.uint16:
+        return array.astype(np.float32) / np.float32(65535)
+    if array.dtype == np.bool_:
+        return array.astype(np.float32)
+    if array.dtype.kind == "f":
+        return _check_unit_range(array.astype(np.float32, copy=False))
+    raise ImageError(
+        f"Image arrays must be uint8 (0-255), uint16 (0-65535), bool or float in [0, 1]; "
+        f"got dtype {array.dtype}."
+    )
+
+
+def _to_hwc(array: np.ndarray) -> np.ndarray:
+    if array.ndim == 2:
+        return array[:, :, None]
+    if array.ndim == 3 and array.shape[2] in (1, 3):
+        return array
+    if array.ndim == 3 and array.shape[2] == 4:
+        return array[:, :, :3]  # RGBA: drop alpha, as PIL's convert("RGB") does
+    raise ImageError(
+        "An image array must have shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4); "
+        f"got shape {array.shape}."
+    )
+
+
+def _check_unit_range(array: np.ndarray) -> np.ndarray:
+    if not np.isfinite(array).all():
+        raise ImageError("A float image contains NaN or infinite values.")
+    low, high = float(array.min()), float(array.max())
+    if low < 0.0 or high > 1.0:
+        raise ImageError(
+            f"Float images must have values in [0, 1]; got values in [{low:g}, {high:g}]. "
+            "Divide uint8-range data by 255 or pass it as uint8."
+        )
+    return array
+
+
+def describe(image: Any, index: int) -> str:
+    """Name an image in error messages: its path if it has one, else its index."""
+    if isinstance(image, (str, os.PathLike)):
+        return f"image {index} ({os.fspath(image)!r})"
+    return f"image {index}"

@@ -1,0 +1,309 @@
+"""``CNNFeatureTransformer``: a frozen pretrained CNN as a scikit-learn transformer."""
+
+from __future__ import annotations
+
+import os
+from numbers import Integral
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from . import backbones, images as image_io
+from .extraction import TapPlan, extract_codes, show_progress
+from .layers import check_layer_names, probe_backbone
+from .pooling import POOLINGS, check_poolable, n_codes
+from .taps import PENULTIMATE
+
+
+class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
+    """Codes of a frozen pretrained CNN: images in, fixed-length vectors out.
+
+    Every image is run through a network pretrained on ImageNet; the
+    activations of the chosen layer(s) are ReLU'd and pooled into a vector,
+    the *CNN code* a linear classifier is then trained on. The network is
+    frozen: ``fit`` only checks the parameters and records the output
+    shapes, it never runs the network over the data.
+
+    Parameters
+    ----------
+    backbone : str, default="efficientnet_lite0"
+        The network: a torchvision classification model name (``"alexnet"``,
+        ``"vgg16"``, ``"resnet50"``, ... anything
+        ``torchvision.models.list_models(module=torchvision.models)``
+        lists), ``"timm/<name>"`` for any timm model, or an offline-packaged
+        backbone whose ImageNet weights ship with pip:
+        ``"efficientnet_lite0"``, ``"efficientnet_lite1"``,
+        ``"efficientnet_lite2"``.
+
+    weights : str, path or None, default="DEFAULT"
+        ``"DEFAULT"``: the backbone's recommended pretrained weights
+        (torchvision downloads them once into ``$TORCH_HOME``); a weights
+        enum name such as ``"IMAGENET1K_V1"`` (timm: a pretrained tag); a
+        path to a checkpoint file holding a state dict (read with
+        ``torch.load(weights_only=True)``, never full unpickling); or
+        ``None`` for a seeded random initialisation (a from-scratch
+        baseline).
+
+    layer : str or list of str, default="penultimate"
+        Where to tap: ``"penultimate"`` (the input of the classifier head)
+        or a layer name from :func:`skcnn.list_layers`. A list taps several
+        layers in one forward pass and concatenates their codes in the
+        given order. Earlier layers suit data unlike ImageNet (digits,
+        microscopy); the penultimate layer suits data like it.
+
+    pooling : {"avg", "max", "flatten", "spp"}, default="avg"
+        How a conv map (C, H, W) becomes a vector: global average, global
+        max, flattening (C*H*W values) or a spatial pyramid (1x1, 2x2 and
+        4x4 average pools concatenated, 21*C values). Vectors (fully
+        connected outputs, penultimate codes of globally pooled networks)
+        pass through unchanged.
+
+    relu : bool, default=True
+        Threshold activations at zero before pooling, as the codes were
+        during the network's training.
+
+    input_size : int, (int, int) or None, default=None
+        Network input height and width. ``None`` uses the weights' own
+        preprocessing (resize, centre crop, normalisation from
+        torchvision's ``weights.transforms()`` or timm's
+        ``pretrained_cfg``); an int or pair changes the size and keeps the
+        crop fraction. Conv layers accept any size; fully connected layers
+        of AlexNet and VGG expect the original one.
+
+    batch_size : int, default=32
+        Images per forward pass.
+
+    device : str or torch.device, default="auto"
+        ``"auto"``: CUDA if available, else Apple MPS, else the CPU.
+
+    progress : bool or "auto", default="auto"
+        A tqdm progress bar while transforming; ``"auto"`` shows it only
+        on an interactive terminal and for more than one batch.
+
+    Attributes
+    ----------
+    layers_ : tuple of str
+        The tapped layers, in the order their codes are concatenated.
+    layer_shapes_ : dict
+        Output shape of one image at each tapped layer.
+    head_ : str
+        Name of the classifier head whose input ``"penultimate"`` taps.
+    n_features_out_ : int
+        Length of the code of one image.
+    input_size_ : (int, int)
+        Network input height and width.
+    preprocessing_ : dict
+        The resolved preprocessing: sizes, mean, std and interpolation.
+    device_ : str
+        The device the network runs on.
+
+    See Also
+    --------
+    skcnn.list_layers : The tappable layers of a backbone, with their shapes.
+
+    Notes
+    -----
+    Accepted inputs: a list, array or pandas Series of image paths; a list
+    of PIL images; a uint8 array (N, H, W, 3) or gray (N, H, W); a float
+    array in [0, 1]; a list of arrays of different sizes. Gray images are
+    replicated over three channels, alpha is dropped. The same picture as a
+    path, a PIL image or an array gives the same codes.
+
+    The network is built on first use and kept once per process: clones
+    (in ``GridSearchCV``) share it, and a pickled transformer holds no
+    weights (it reloads them from their source after unpickling).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skcnn import CNNFeatureTransformer
+    >>> images = np.random.default_rng(0).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
+    >>> cnn = CNNFeatureTransformer(backbone="efficientnet_lite0", input_size=64)
+    >>> codes = cnn.fit_transform(images)
+    >>> codes.shape, codes.dtype
+    ((4, 1280), dtype('float32'))
+    >>> cnn.get_feature_names_out()[:2].tolist()
+    ['efficientnet_lite0__penultimate__0', 'efficientnet_lite0__penultimate__1']
+
+    In a pipeline, with a linear classifier on the codes:
+
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.svm import LinearSVC
+    >>> model = make_pipeline(CNNFeatureTransformer(input_size=64), LinearSVC())
+    >>> model.fit(images, [0, 1, 0, 1]).predict(images).shape
+    (4,)
+    """
+
+    _parameter_constraints: dict = {
+        "backbone": [str],
+        "weights": [str, os.PathLike, None],
+        "layer": [str, list, tuple],
+        "pooling": [StrOptions(set(POOLINGS))],
+        "relu": ["boolean"],
+        "input_size": [Interval(Integral, 1, None, closed="left"), tuple, list, None],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "device": [str, torch.device],
+        "progress": ["boolean", StrOptions({"auto"})],
+    }
+
+    def __init__(
+        self,
+        backbone="efficientnet_lite0",
+        weights="DEFAULT",
+        layer="penultimate",
+        pooling="avg",
+        relu=True,
+        input_size=None,
+        batch_size=32,
+        device="auto",
+        progress="auto",
+    ):
+        self.backbone = backbone
+        self.weights = weights
+        self.layer = layer
+        self.pooling = pooling
+        self.relu = relu
+        self.input_size = input_size
+        self.batch_size = batch_size
+        self.device = device
+        self.progress = progress
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Check the parameters, load the network and record output shapes.
+
+        The network is frozen: no image of ``X`` is decoded or run.
+
+        Parameters
+        ----------
+        X : sequence of images
+            Paths, PIL images or arrays (see Notes of the class); only the
+            container is checked.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : CNNFeatureTransformer
+            The fitted transformer.
+        """
+        image_io.as_image_list(X)
+        names = self._layer_names()
+        input_size = self._checked_input_size()
+        backbone = backbones.load_backbone(self.backbone, self.weights, self.device)
+        recipe = backbone.preprocessing
+        if input_size is not None:
+            recipe = recipe.with_input_size(input_size)
+        layers, head = probe_backbone(backbone, recipe.crop_size)
+        check_layer_names(names, layers, self.backbone)
+        shapes = {layer.name: layer.shape for layer in layers}
+        for name in names:
+            try:
+                check_poolable(shapes[name], self.pooling)
+            except ValueError as exc:
+                raise ValueError(f"layer={name!r}: {exc}") from None
+        self.layers_ = tuple(names)
+        self.layer_shapes_ = {name: shapes[name] for name in names}
+        self.head_ = head
+        self.n_features_out_ = sum(n_codes(shapes[name], self.pooling) for name in names)
+        self.input_size_ = recipe.crop_size
+        self.preprocessing_ = recipe.as_dict()
+        self.device_ = str(backbone.device)
+        self._fitted_params = self.get_params()
+        return self
+
+    def transform(self, X):
+        """Compute the codes of ``X``.
+
+        Parameters
+        ----------
+        X : sequence of images
+            Paths, PIL images or arrays (see Notes of the class).
+
+        Returns
+        -------
+        codes : ndarray of shape (n_samples, n_features_out_), dtype float32
+            The codes of each image, tapped layers concatenated.
+        """
+        check_is_fitted(self)
+        images = image_io.as_image_list(X)
+        if self.get_params() != self._fitted_params:
+            # Parameters changed by set_params since fit. fit only derives
+            # shapes from the parameters, never from data, so re-deriving
+            # them here is what the user means.
+            self.fit(images)
+        backbone = backbones.load_backbone(self.backbone, self.weights, self.device)
+        recipe = backbone.preprocessing.with_input_size(self.input_size_)
+        plan = TapPlan(self.layers_, self.head_, self.pooling, self.relu)
+        if not images:
+            return np.empty((0, self.n_features_out_), dtype=np.float32)
+        return extract_codes(
+            backbone,
+            images,
+            recipe,
+            plan,
+            batch_size=self.batch_size,
+            progress=show_progress(self.progress, len(images), self.batch_size),
+        )
+
+    def get_feature_names_out(self, input_features=None):
+        """One name per code: ``"<backbone>__<layer>__<index>"``.
+
+        Parameters
+        ----------
+        input_features : None
+            Ignored (the inputs are images, not named columns).
+
+        Returns
+        -------
+        feature_names_out : ndarray of str objects
+            ``n_features_out_`` names, in column order.
+        """
+        check_is_fitted(self)
+        names = [
+            f"{self.backbone}__{layer}__{i}"
+            for layer in self.layers_
+            for i in range(n_codes(self.layer_shapes_[layer], self.pooling))
+        ]
+        return np.asarray(names, dtype=object)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # Images (paths, PIL images, image arrays), not 2-D numeric tables.
+        tags.input_tags.two_d_array = False
+        tags.input_tags.three_d_array = True
+        tags.input_tags.string = True
+        tags.transformer_tags.preserves_dtype = []  # float32 codes whatever the input
+        tags.requires_fit = True
+        return tags
+
+    def _layer_names(self) -> list[str]:
+        names = [self.layer] if isinstance(self.layer, str) else list(self.layer)
+        if not names or not all(isinstance(n, str) for n in names):
+            raise ValueError(
+                f"layer must be a layer name or a non-empty list of names; got {self.layer!r}. "
+                "Use 'penultimate' or names from skcnn.list_layers(backbone)."
+            )
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ValueError(f"layer lists {duplicated} more than once.")
+        return names
+
+    def _checked_input_size(self) -> tuple[int, int] | None:
+        size = self.input_size
+        if size is None:
+            return None
+        if isinstance(size, Integral):
+            return (int(size), int(size))
+        if len(size) == 2 and all(isinstance(s, Integral) and s >= 1 for s in size):
+            return (int(size[0]), int(size[1]))
+        raise ValueError(
+            f"input_size must be None, a positive int or a (height, width) pair of positive "
+            f"ints; got {size!r}."
+        )
+
+
+__all__ = ["CNNFeatureTransformer", "PENULTIMATE"]
