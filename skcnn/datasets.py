@@ -44,7 +44,7 @@ def load_texture_patches(
     --------
     >>> from skcnn.datasets import load_texture_patches
     >>> images, labels = load_texture_patches("test", n_per_class=2, patch_size=32)
-    >>> images.shape, sorted(set(labels))
+    >>> images.shape, sorted(set(labels.tolist()))
     ((6, 32, 32), ['brick', 'grass', 'gravel'])
     """
     from skimage import data

@@ -43,7 +43,9 @@ def list_layers(backbone: str, input_size: int | tuple[int, int] | None = None) 
     >>> from skcnn import list_layers
     >>> layers = list_layers("alexnet")
     >>> [(layer.name, layer.shape) for layer in layers][-3:]
-    [('classifier.6', (1000,)), ('alexnet', (1000,)), ('penultimate', (4096,))]
+    [('classifier.6', (1000,)), ('classifier', (1000,)), ('penultimate', (4096,))]
+    >>> [layer.shape for layer in list_layers("resnet18", input_size=64) if layer.name == "layer4"]
+    [(512, 2, 2)]
     """
     return list(_list_layers(backbone, _size_key(input_size)))
 
