@@ -19,6 +19,7 @@ from __future__ import annotations
 import difflib
 import functools
 import os
+import pickle
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,8 +159,16 @@ def _torchvision(spec: BackboneSpec, weights) -> tuple[nn.Module, Preprocessing]
         _load_file(network, weights)
         return network, recipe
     member = _weights_member(enum, weights, spec.name)
-    with weight_sources.weights_only_loads():
-        network = torchvision.models.get_model(spec.architecture, weights=member)
+    try:
+        with weight_sources.weights_only_loads():
+            network = torchvision.models.get_model(spec.architecture, weights=member)
+    except (OSError, pickle.UnpicklingError, RuntimeError) as exc:
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(member.url)
+        raise ValueError(
+            f"weights={weights!r}: cannot load {member} for {spec.name!r} ({exc}). torchvision "
+            f"downloads it once from {member.url} to {cached}; without internet access, put the "
+            "file there or pass a local checkpoint path as weights."
+        ) from exc
     return network, preprocessing.from_torchvision_transforms(member.transforms())
 
 

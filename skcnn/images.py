@@ -78,7 +78,8 @@ def _split_array(X: np.ndarray) -> list:
 def load_image(image: ImageLike) -> np.ndarray:
     """Decode one image to a float32 array in [0, 1] of shape (H, W, 1 or 3).
 
-    Paths are decoded at full resolution with their EXIF orientation applied.
+    Paths and PIL images are decoded at full resolution with their EXIF
+    orientation applied.
     Colour images, palettes and images with alpha become RGB (alpha is
     dropped); gray images stay one channel (the network input replicates it
     over three channels, the usual recipe for MNIST-like data).
@@ -86,7 +87,7 @@ def load_image(image: ImageLike) -> np.ndarray:
     if isinstance(image, (str, os.PathLike)):
         return _pil_to_array(_open_path(image))
     if isinstance(image, Image.Image):
-        return _pil_to_array(image)
+        return _pil_to_array(ImageOps.exif_transpose(image))
     if isinstance(image, np.ndarray):
         return _array_to_float(image)
     raise ImageError(

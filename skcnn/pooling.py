@@ -69,9 +69,11 @@ def _pool_map(maps: torch.Tensor, pooling: str) -> torch.Tensor:
         return maps.amax(dim=(2, 3))
     if pooling == "flatten":
         return maps.flatten(1)
-    return torch.cat(
-        [F.adaptive_avg_pool2d(maps, level).flatten(1) for level in PYRAMID_LEVELS], dim=1
-    )
+    if pooling == "spp":
+        return torch.cat(
+            [F.adaptive_avg_pool2d(maps, level).flatten(1) for level in PYRAMID_LEVELS], dim=1
+        )
+    raise ValueError(f"pooling={pooling!r} is not one of {list(POOLINGS)}.")
 
 
 def _pool_tokens(tokens: torch.Tensor, pooling: str) -> torch.Tensor:
@@ -79,4 +81,6 @@ def _pool_tokens(tokens: torch.Tensor, pooling: str) -> torch.Tensor:
         return tokens.mean(dim=1)
     if pooling == "max":
         return tokens.amax(dim=1)
-    return tokens.flatten(1)
+    if pooling == "flatten":
+        return tokens.flatten(1)
+    raise ValueError(f"pooling={pooling!r} does not apply to tokens; use 'avg', 'max' or 'flatten'.")

@@ -47,7 +47,8 @@ class Preprocessing:
     def with_input_size(self, input_size: int | tuple[int, int]) -> Preprocessing:
         """The same recipe at another input size, keeping the crop fraction."""
         crop = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
-        resize = math.floor(max(crop) / self.crop_fraction)
+        # Integer arithmetic: no float round-off can move the resize by a pixel.
+        resize = max(crop) * self.resize_size // max(self.crop_size)
         return replace(self, crop_size=(int(crop[0]), int(crop[1])), resize_size=int(resize))
 
     def as_dict(self) -> dict:

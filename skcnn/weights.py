@@ -107,17 +107,28 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        if "Unsupported global" not in str(exc):
+            raise CheckpointError(
+                f"weights: {os.fspath(path)!r} is not a PyTorch checkpoint "
+                f"({_first_line(exc)})."
+            ) from None
         raise CheckpointError(
             f"weights: {os.fspath(path)!r} is not a plain state dict: loading it would need "
-            "full unpickling, which can run arbitrary code, so skcnn refuses it. Convert it "
-            "once, where you trust the file: torch.save(torch.load(path, weights_only=False)"
-            ".state_dict(), 'weights.pth').\nDetails: " + str(exc).splitlines()[0]
+            "full unpickling (weights_only=False), which can run arbitrary code, so skcnn "
+            "refuses it. Convert it once, where you trust the file: torch.save(torch.load(path, "
+            "weights_only=False).state_dict(), 'weights.pth').\nDetails: " + _first_line(exc)
         ) from None
-    except (RuntimeError, EOFError, OSError) as exc:
+    except Exception as exc:  # torch raises many types on files that are not checkpoints
         raise CheckpointError(
-            f"weights: cannot read checkpoint {os.fspath(path)!r}: {exc}"
+            f"weights: cannot read checkpoint {os.fspath(path)!r} "
+            f"({type(exc).__name__}: {_first_line(exc) or 'no details'})."
         ) from None
     return _unwrap_state_dict(loaded, path)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else ""
 
 
 def _unwrap_state_dict(loaded: object, path: Path) -> dict[str, torch.Tensor]:

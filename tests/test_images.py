@@ -58,7 +58,7 @@ def test_as_image_list_keeps_image_objects_of_a_list():
     assert result[2] == "x.png"
 
 
-def test_as_image_list_series_ignores_index_order():
+def test_as_image_list_series_keeps_positional_order():
     series = pd.Series(["first.png", "second.png"], index=[5, 2])
     assert as_image_list(series) == ["first.png", "second.png"]
 
@@ -214,6 +214,15 @@ def test_load_image_palette_is_converted_to_rgb(tmp_path):
     np.testing.assert_array_equal(load_image(path), expected)
 
 
+def test_load_image_cmyk_is_converted_to_rgb():
+    cmyk = Image.fromarray(_rgb(12, 14)).convert("CMYK")
+    result = load_image(cmyk)
+    assert result.shape == (12, 14, 3)
+    np.testing.assert_array_equal(
+        result, np.asarray(cmyk.convert("RGB")).astype(np.float32) / np.float32(255)
+    )
+
+
 def test_load_image_bilevel_mode_1():
     bits = np.random.default_rng(0).random((10, 12)) > 0.5
     result = load_image(Image.fromarray(bits).convert("1"))
@@ -353,7 +362,7 @@ def test_load_image_truncated_jpeg_names_path(tmp_path):
     assert str(truncated) in str(info.value)
 
 
-def test_describe_names_paths_and_indices(tmp_path):
+def test_describe_names_paths_and_indices():
     assert describe("a/b.png", 3) == "image 3 ('a/b.png')"
     assert "b.png" in describe(pathlib.Path("a/b.png"), 0)
     assert describe(np.zeros((2, 2)), 5) == "image 5"
