@@ -107,11 +107,18 @@ def resolve_device(device: str | torch.device) -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     try:
-        return torch.device(device)
+        resolved = torch.device(device)
     except (RuntimeError, TypeError):
         raise ValueError(
             f"device={device!r} is not a torch device; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'."
         ) from None
+    available = {"cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}
+    if resolved.type in available and not available[resolved.type]():
+        raise ValueError(
+            f"device={device!r}: this machine has no {resolved.type.upper()} device available; "
+            "use 'auto' (the best device present) or 'cpu'."
+        )
+    return resolved
 
 
 def weights_key(weights: str | os.PathLike | None) -> tuple:

@@ -216,6 +216,8 @@ def test_transform_before_fit_raises(rgb_images):
         (dict(input_size=0), "'input_size' parameter"),
         (dict(batch_size=0), "'batch_size' parameter"),
         (dict(device="gpu0"), "device='gpu0' is not a torch device"),
+        pytest.param(dict(device="cuda"), "no CUDA device available", marks=pytest.mark.skipif(
+            torch.cuda.is_available(), reason="a CUDA device is present")),
         (dict(backbone="resnt18"), "Closest names: ['resnet18'"),
         (dict(weights="IMAGENET9K"), "Allowed: ['IMAGENET1K_V1'"),
         (dict(weights="no/such/file.pth"), "does not exist"),
