@@ -60,6 +60,7 @@ class Backbone:
     network: nn.Module
     preprocessing: Preprocessing
     device: torch.device
+    weights_id: str  # what the weights are, for cache fingerprints
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
 
@@ -144,7 +145,24 @@ def _load_backbone(name: str, key: tuple, device: str) -> Backbone:
     spec = parse_backbone(name)
     network, recipe = build_network(spec, key[1])
     network.eval().requires_grad_(False).to(device)
-    return Backbone(spec, network, recipe, torch.device(device))
+    return Backbone(spec, network, recipe, torch.device(device), weights_identity(spec, key[1], network))
+
+
+def weights_identity(spec: BackboneSpec, weights, network: nn.Module) -> str:
+    """Name the weights by what they are, not how they were asked for:
+    ``"DEFAULT"`` resolves to its enum member, files to their content hash."""
+    if weights is None:
+        return f"random-init:seed={RANDOM_INIT_SEED}"
+    if weight_sources.is_checkpoint_path(weights):
+        return "sha256:" + weight_sources.file_digest(weights)
+    if spec.family == "torchvision":
+        enum = torchvision.models.get_model_weights(spec.architecture)
+        return str(_weights_member(enum, weights, spec.name))
+    if spec.family == "packaged":
+        source = weight_sources.PACKAGED_WEIGHTS[spec.name]
+        return f"{source.pip_name}:sha256:" + weight_sources.file_digest(source.path())
+    config = getattr(network, "pretrained_cfg", {}) or {}
+    return f"timm:{config.get('architecture', spec.architecture)}.{config.get('tag', weights)}"
 
 
 def build_network(spec: BackboneSpec, weights) -> tuple[nn.Module, Preprocessing]:

@@ -1,20 +1,27 @@
-"""The ``skcnn`` command: ``skcnn demo`` and ``skcnn layers BACKBONE``."""
+"""The ``skcnn`` command: ``demo``, ``layers``, ``extract`` and ``cache``."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
-from . import demo
-from .layers import list_layers
+from PIL import Image
+
+from .cache import CacheError, CodeCache
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from . import demo
+
     demo.run(demo.QUICK if args.quick else demo.DemoSettings())
     return 0
 
 
 def _layers(args: argparse.Namespace) -> int:
+    from .layers import list_layers
+
     layers = list_layers(args.backbone, args.input_size)
     if args.max_depth is not None:
         layers = [l for l in layers if l.name.count(".") < args.max_depth or l.name == "penultimate"]
@@ -23,6 +30,72 @@ def _layers(args: argparse.Namespace) -> int:
     for layer in layers:
         shape = " x ".join(str(s) for s in layer.shape)
         print(f"{layer.name:<{width}}  {layer.kind:<22} {shape}")
+    return 0
+
+
+def image_files(inputs: list[str]) -> list[Path]:
+    """Files named on the command line, and the image files below folders
+    (by the extensions PIL can open), in sorted order."""
+    extensions = {ext.lower() for ext in Image.registered_extensions()}
+    found = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found += sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in extensions
+                            and not p.name.startswith("."))
+        elif item.is_file():
+            found.append(item)
+        else:
+            raise ValueError(f"{os.fspath(item)!r} is neither an image file nor a folder.")
+    return found
+
+
+def _extract(args: argparse.Namespace) -> int:
+    from .transformer import CNNFeatureTransformer
+
+    paths = image_files(args.images)
+    layers = args.layer or ["penultimate"]
+    layer = layers[0] if len(layers) == 1 else layers
+    weights = None if args.weights == "none" else args.weights
+    transformer = CNNFeatureTransformer(
+        backbone=args.backbone, weights=weights, layer=layer, pooling=args.pooling,
+        input_size=args.input_size, batch_size=args.batch_size, device=args.device,
+        progress=True, cache=args.cache,
+    )
+    codes = transformer.fit(paths).transform(paths)
+    stats = transformer.cache_info_
+    print(f"{len(paths)} images: {stats.hits} already cached, {stats.computed} computed; "
+          f"codes of width {codes.shape[1]} in {args.cache}")
+    return 0
+
+
+def _cache_info(args: argparse.Namespace) -> int:
+    cache = CodeCache(args.file)
+    configs = cache.configs()
+    if not configs:
+        print(f"{args.file}: no codes stored")
+        return 0
+    print(f"{'fingerprint':<17} {'backbone':<20} {'layer':<16} {'pooling':<8} {'images':>7} {'width':>6} {'MB':>8}")
+    for config in configs:
+        a = config.attrs
+        print(f"{config.fingerprint:<17} {a.get('backbone', '?'):<20} {a.get('layer', '?'):<16} "
+              f"{a.get('pooling', '?'):<8} {config.n_codes:>7} {config.width:>6} {config.stored_bytes / 1e6:>8.2f}")
+    return 0
+
+
+def _cache_prune(args: argparse.Namespace) -> int:
+    cache = CodeCache(args.file)
+    known = {config.fingerprint for config in cache.configs()}
+    unknown = sorted(set(args.keep_config) - known)
+    if unknown:
+        raise ValueError(f"--keep-config {unknown} not in {args.file}; known: {sorted(known)}.")
+    dropped = cache.prune(args.keep_config)
+    print(f"dropped {len(dropped)} configurations: {dropped}")
+    return 0
+
+
+def _cache_compact(args: argparse.Namespace) -> int:
+    merged = CodeCache(args.file).compact()
+    print(f"merged {merged} segments into {args.file}")
     return 0
 
 
@@ -48,6 +121,37 @@ def build_parser() -> argparse.ArgumentParser:
         help="only layers at most this deep in the module tree (1: top-level blocks)",
     )
     layers_parser.set_defaults(run=_layers)
+
+    extract_parser = commands.add_parser(
+        "extract", help="fill a code cache from image files or folders (resumable: run it again)"
+    )
+    extract_parser.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
+    extract_parser.add_argument("--cache", required=True, help="HDF5 cache file, e.g. codes.h5")
+    extract_parser.add_argument("--backbone", default="efficientnet_lite0")
+    extract_parser.add_argument("--weights", default="DEFAULT", help="DEFAULT, an enum name, a checkpoint path, or none")
+    extract_parser.add_argument(
+        "--layer", action="append", default=None,
+        help="layer to tap (default: penultimate); repeat for several layers",
+    )
+    extract_parser.add_argument("--pooling", default="avg", choices=["avg", "max", "flatten", "spp"])
+    extract_parser.add_argument("--input-size", type=int, default=None)
+    extract_parser.add_argument("--batch-size", type=int, default=32)
+    extract_parser.add_argument("--device", default="auto")
+    extract_parser.set_defaults(run=_extract)
+
+    cache_parser = commands.add_parser("cache", help="look after a code cache file")
+    cache_commands = cache_parser.add_subparsers(dest="cache_command", required=True)
+    info = cache_commands.add_parser("info", help="configurations stored, with counts and sizes")
+    info.add_argument("file")
+    info.set_defaults(run=_cache_info)
+    prune = cache_commands.add_parser("prune", help="keep only the given configurations")
+    prune.add_argument("file")
+    prune.add_argument("--keep-config", nargs="+", required=True, metavar="FINGERPRINT",
+                       help="fingerprints to keep (see `skcnn cache info`)")
+    prune.set_defaults(run=_cache_prune)
+    compact = cache_commands.add_parser("compact", help="merge pending segments into the main file")
+    compact.add_argument("file")
+    compact.set_defaults(run=_cache_compact)
     return parser
 
 
@@ -55,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, ImportError) as exc:
+    except (ValueError, ImportError, CacheError, KeyError) as exc:
         print(f"skcnn {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

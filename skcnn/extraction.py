@@ -1,9 +1,14 @@
-"""The extraction loop: images -> decoded arrays -> batches -> network -> taps -> codes."""
+"""The extraction loop: images -> decoded arrays -> batches -> network -> taps -> codes.
+
+With a cache, images are looked up by content first and only the misses go
+through the network; each computed batch is stored before the next starts,
+so an interrupted run keeps every finished batch.
+"""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,7 +17,9 @@ from tqdm.auto import tqdm
 
 from . import images as image_io
 from .backbones import Backbone
-from .pooling import to_codes
+from .cache import CodeCache
+from .identity import image_key
+from .pooling import relu_commutes, to_codes
 from .preprocessing import Preprocessing
 from .taps import run_taps
 
@@ -20,12 +27,33 @@ from .taps import run_taps
 @dataclass(frozen=True)
 class TapPlan:
     """What to take from each forward pass: layers (in output order), the
-    head they are relative to, and how activations become codes."""
+    head they are relative to, how activations become codes, and each
+    layer's output shape (``None``: ReLU always before pooling)."""
 
     layers: tuple[str, ...]
     head: str
     pooling: str
     relu: bool
+    shapes: tuple[tuple[int, ...], ...] | None = None
+
+    def relu_on_read(self, layer: str) -> bool:
+        """ReLU applied after pooling (it commutes): stored codes are pre-ReLU."""
+        if not self.relu or self.shapes is None:
+            return False
+        return relu_commutes(self.shapes[self.layers.index(layer)], self.pooling)
+
+    def relu_on_tap(self, layer: str) -> bool:
+        return self.relu and not self.relu_on_read(layer)
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    """Images found in the cache, images not found, and forward passes run
+    for them (fewer when the same image appears twice)."""
+
+    hits: int
+    misses: int
+    computed: int
 
 
 def extract_codes(
@@ -40,17 +68,75 @@ def extract_codes(
     """Codes of every image, float32 ``(len(images), n_codes)``, layers concatenated."""
     blocks = []
     with tqdm(total=len(images), unit="img", disable=not progress, desc="skcnn") as bar:
-        for batch in iter_batches(images, recipe, batch_size):
-            blocks.append(codes_of_batch(backbone, batch, plan))
+        for batch in iter_batches(images, range(len(images)), recipe, batch_size):
+            blocks.append(finish(plan, stored_codes_of_batch(backbone, batch, plan)))
             bar.update(len(batch))
-    return np.concatenate(blocks) if blocks else np.empty((0, 0), np.float32)
+    return np.concatenate(blocks)
 
 
-def iter_batches(images: Sequence, recipe: Preprocessing, batch_size: int) -> Iterator[torch.Tensor]:
-    """Decode and preprocess images, yielding stacked ``(B, 3, h, w)`` tensors."""
-    for start in range(0, len(images), batch_size):
-        chunk = images[start:start + batch_size]
-        yield torch.stack([_prepare(image, start + i, recipe) for i, image in enumerate(chunk)])
+def extract_codes_cached(
+    backbone: Backbone,
+    images: Sequence,
+    recipe: Preprocessing,
+    plan: TapPlan,
+    *,
+    cache: CodeCache,
+    configs: Mapping[str, Mapping],
+    batch_size: int,
+    progress: bool,
+) -> tuple[np.ndarray, CacheStats]:
+    """Like :func:`extract_codes`, computing only what ``cache`` lacks.
+
+    ``configs`` gives each layer's cache configuration, whose ``"width"``
+    is the length of the layer's codes.
+    """
+    keys = [_key(image, i) for i, image in enumerate(images)]
+    found = cache.lookup(configs, keys)
+    stored = {layer: np.zeros((len(images), configs[layer]["width"]), np.float32) for layer in plan.layers}
+    for layer, (mask, codes) in found.items():
+        if mask.any():
+            stored[layer][mask] = codes
+    missing = [i for i in range(len(images)) if not all(found[layer][0][i] for layer in plan.layers)]
+    first_of_key = {keys[i]: i for i in reversed(missing)}  # one forward pass per distinct image
+    todo = sorted(first_of_key.values())
+    with tqdm(total=len(todo), unit="img", disable=not progress, desc="skcnn") as bar:
+        for start, batch in zip(range(0, len(todo), batch_size), iter_batches(images, todo, recipe, batch_size)):
+            positions = todo[start:start + batch_size]
+            codes = stored_codes_of_batch(backbone, batch, plan)
+            cache.write({
+                layer: (configs[layer], [keys[i] for i in positions], codes[layer]) for layer in plan.layers
+            })
+            for layer in plan.layers:
+                stored[layer][positions] = codes[layer]
+            bar.update(len(batch))
+    for i in missing:  # repeated images take the codes of their first occurrence
+        for layer in plan.layers:
+            stored[layer][i] = stored[layer][first_of_key[keys[i]]]
+    if todo and cache.should_compact():
+        cache.compact()
+    stats = CacheStats(hits=len(images) - len(missing), misses=len(missing), computed=len(todo))
+    return finish(plan, stored), stats
+
+
+def _key(image, index: int) -> str:
+    try:
+        return image_key(image)
+    except OSError as exc:
+        raise image_io.ImageError(
+            f"{image_io.describe(image, index)}: cannot read the file: {exc.strerror or exc}."
+        ) from None
+    except TypeError as exc:
+        raise image_io.ImageError(f"{image_io.describe(image, index)}: {exc}") from None
+
+
+def iter_batches(
+    images: Sequence, positions: Sequence[int], recipe: Preprocessing, batch_size: int
+) -> Iterator[torch.Tensor]:
+    """Decode and preprocess ``images[i]`` for ``i`` in ``positions``, yielding
+    stacked ``(B, 3, h, w)`` tensors."""
+    for start in range(0, len(positions), batch_size):
+        chunk = positions[start:start + batch_size]
+        yield torch.stack([_prepare(images[i], i, recipe) for i in chunk])
 
 
 def _prepare(image, index: int, recipe: Preprocessing) -> torch.Tensor:
@@ -60,15 +146,33 @@ def _prepare(image, index: int, recipe: Preprocessing) -> torch.Tensor:
         raise image_io.ImageError(f"{image_io.describe(image, index)}: {exc}") from None
 
 
-def codes_of_batch(backbone: Backbone, batch: torch.Tensor, plan: TapPlan) -> np.ndarray:
-    """Run one batch through the network and return its codes on the host."""
-    def on_tap(activation: torch.Tensor) -> torch.Tensor:
-        return to_codes(activation, plan.pooling, plan.relu)
+def stored_codes_of_batch(backbone: Backbone, batch: torch.Tensor, plan: TapPlan) -> dict[str, np.ndarray]:
+    """One batch through the network: each layer's codes in stored form, on the host."""
+    def on_tap_for(layer: str):
+        relu = plan.relu_on_tap(layer)
+        return lambda activation: to_codes(activation, plan.pooling, relu)
 
+    on_tap = {layer: on_tap_for(layer) for layer in plan.layers}
     with backbone.lock, torch.inference_mode():
-        taken = run_taps(backbone.network, batch.to(backbone.device), plan.layers, plan.head, on_tap)
-    codes = torch.cat([taken[name] for name in plan.layers], dim=1)
-    return codes.float().cpu().numpy()
+        taken = run_taps(
+            backbone.network, batch.to(backbone.device), plan.layers, plan.head,
+            on_tap=lambda activation, layer: on_tap[layer](activation),
+        )
+    return {layer: taken[layer].float().cpu().numpy() for layer in plan.layers}
+
+
+def finish(plan: TapPlan, stored: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Stored codes -> returned codes: ReLU where deferred, layers concatenated."""
+    blocks = []
+    for layer in plan.layers:
+        codes = stored[layer]
+        blocks.append(np.maximum(codes, 0, dtype=np.float32) if plan.relu_on_read(layer) else codes)
+    return np.concatenate(blocks, axis=1)
+
+
+def codes_of_batch(backbone: Backbone, batch: torch.Tensor, plan: TapPlan) -> np.ndarray:
+    """Codes of one batch as returned to users, layers concatenated."""
+    return finish(plan, stored_codes_of_batch(backbone, batch, plan))
 
 
 def show_progress(setting, n_images: int, batch_size: int) -> bool:

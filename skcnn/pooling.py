@@ -46,6 +46,16 @@ def check_poolable(shape: tuple[int, ...], pooling: str) -> None:
         )
 
 
+def relu_commutes(shape: tuple[int, ...], pooling: str) -> bool:
+    """Whether ReLU before pooling equals ReLU after it, bit for bit.
+
+    True for vectors (no pooling), ``"max"`` (ReLU is monotonic) and
+    ``"flatten"`` (element-wise). Such codes can be stored before ReLU and
+    thresholded when read, so ``relu`` need not be part of a cache key.
+    """
+    return len(shape) == 1 or pooling in ("max", "flatten")
+
+
 def to_codes(activation: torch.Tensor, pooling: str, relu: bool) -> torch.Tensor:
     """ReLU (optional) then pool a batch of activations into ``(N, D)`` codes.
 

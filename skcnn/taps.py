@@ -98,9 +98,9 @@ def run_taps(
     batch: torch.Tensor,
     names: Iterable[str],
     head: str,
-    on_tap: Callable[[torch.Tensor], torch.Tensor],
+    on_tap: Callable[[torch.Tensor, str], torch.Tensor],
 ) -> dict[str, torch.Tensor]:
-    """One forward pass of ``batch``; ``on_tap(activation)`` for each named layer.
+    """One forward pass of ``batch``; ``on_tap(activation, name)`` for each named layer.
 
     The caller holds the network's lock and the inference mode.
     """
@@ -109,7 +109,7 @@ def run_taps(
     taken: dict[str, torch.Tensor] = {}
 
     def take(name: str, activation: torch.Tensor) -> None:
-        taken[name] = on_tap(activation)
+        taken[name] = on_tap(activation, name)
         if len(taken) == len(wanted):
             raise _StopForward
 

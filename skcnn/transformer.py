@@ -12,7 +12,8 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from . import backbones, images as image_io
-from .extraction import TapPlan, extract_codes, show_progress
+from .cache import FORMAT_VERSION, CodeCache
+from .extraction import TapPlan, extract_codes, extract_codes_cached, show_progress
 from .layers import check_layer_names, probe_backbone
 from .pooling import POOLINGS, check_poolable, n_codes
 from .taps import PENULTIMATE
@@ -83,6 +84,13 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
         A tqdm progress bar while transforming; ``"auto"`` shows it only
         on an interactive terminal and for more than one batch.
 
+    cache : str, path or None, default=None
+        An HDF5 file of codes (see :mod:`skcnn.cache`). ``transform`` looks
+        every image up by content and runs the network only on the misses,
+        storing each computed batch at once: re-runs, other folds, other
+        layer lists sharing a layer, and interrupted runs reuse what is
+        there. Several configurations share one file.
+
     Attributes
     ----------
     layers_ : tuple of str
@@ -99,6 +107,10 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
         The resolved preprocessing: sizes, mean, std and interpolation.
     device_ : str
         The device the network runs on.
+    cache_info_ : CacheStats
+        Set by ``transform`` when ``cache`` is given: ``hits``, ``misses``
+        and ``computed`` (distinct images run through the network) of the
+        last call.
 
     See Also
     --------
@@ -147,6 +159,7 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "device": [str, torch.device],
         "progress": ["boolean", StrOptions({"auto"})],
+        "cache": [str, os.PathLike, None],
     }
 
     def __init__(
@@ -160,6 +173,7 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
         batch_size=32,
         device="auto",
         progress="auto",
+        cache=None,
     ):
         self.backbone = backbone
         self.weights = weights
@@ -170,6 +184,7 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
         self.batch_size = batch_size
         self.device = device
         self.progress = progress
+        self.cache = cache
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
@@ -237,17 +252,45 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
             self.fit(images)
         backbone = backbones.load_backbone(self.backbone, self.weights, self.device)
         recipe = backbone.preprocessing.with_input_size(self.input_size_)
-        plan = TapPlan(self.layers_, self.head_, self.pooling, self.relu)
+        plan = TapPlan(
+            self.layers_, self.head_, self.pooling, self.relu,
+            tuple(self.layer_shapes_[layer] for layer in self.layers_),
+        )
         if not images:
             return np.empty((0, self.n_features_out_), dtype=np.float32)
-        return extract_codes(
-            backbone,
-            images,
-            recipe,
-            plan,
+        progress = show_progress(self.progress, len(images), self.batch_size)
+        if self.cache is None:
+            return extract_codes(
+                backbone, images, recipe, plan, batch_size=self.batch_size, progress=progress
+            )
+        codes, self.cache_info_ = extract_codes_cached(
+            backbone, images, recipe, plan,
+            cache=CodeCache(self.cache),
+            configs={layer: self._cache_config(layer, backbone, recipe, plan) for layer in self.layers_},
             batch_size=self.batch_size,
-            progress=show_progress(self.progress, len(images), self.batch_size),
+            progress=progress,
         )
+        return codes
+
+    def _cache_config(self, layer, backbone, recipe, plan) -> dict:
+        """Everything that changes a layer's stored codes: the cache key.
+
+        ReLU is part of it only where it must come before pooling (average
+        and pyramid pooling of maps); elsewhere codes are stored before ReLU
+        and thresholded when read, so ``relu=True`` and ``False`` share them.
+        """
+        shape = self.layer_shapes_[layer]
+        return {
+            "format_version": FORMAT_VERSION,
+            "backbone": self.backbone,
+            "weights": backbone.weights_id,
+            "layer": layer,
+            "layer_shape": list(shape),
+            "pooling": self.pooling,
+            "relu_before_pooling": plan.relu_on_tap(layer),
+            "preprocessing": recipe.as_dict(),
+            "width": n_codes(shape, self.pooling),
+        }
 
     def get_feature_names_out(self, input_features=None):
         """One name per code: ``"<backbone>__<layer>__<index>"``.

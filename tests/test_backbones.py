@@ -105,7 +105,12 @@ def test_resolve_auto_prefers_cuda_then_mps_then_cpu(monkeypatch):
 def test_resolve_explicit_devices():
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device(torch.device("cpu")) == torch.device("cpu")
-    assert resolve_device("cuda:1") == torch.device("cuda", 1)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")
+def test_absent_cuda_is_a_clear_error():
+    with pytest.raises(ValueError, match="no CUDA device available"):
+        resolve_device("cuda:1")
 
 
 @pytest.mark.parametrize("bad", ["bogus", "cuda:x"])

@@ -75,7 +75,7 @@ def test_early_stop_skips_the_rest_of_the_network():
     handle = backbone.network.layer4.register_forward_hook(lambda *args: ran.append(True))
     try:
         with torch.inference_mode():
-            run_taps(backbone.network, torch.randn(1, 3, 64, 64), ["layer1"], "fc", lambda a: a)
+            run_taps(backbone.network, torch.randn(1, 3, 64, 64), ["layer1"], "fc", lambda a, name: a)
     finally:
         handle.remove()
     assert ran == []
@@ -84,7 +84,7 @@ def test_early_stop_skips_the_rest_of_the_network():
 def test_taps_leave_no_hooks_behind():
     backbone = load_backbone("resnet18", None, "cpu")
     with torch.inference_mode():
-        run_taps(backbone.network, torch.randn(1, 3, 64, 64), ["layer2", PENULTIMATE], "fc", lambda a: a)
+        run_taps(backbone.network, torch.randn(1, 3, 64, 64), ["layer2", PENULTIMATE], "fc", lambda a, name: a)
     hooks = [m for m in backbone.network.modules() if m._forward_hooks or m._forward_pre_hooks]
     assert hooks == []
 

@@ -1,0 +1,42 @@
+"""Content keys of images: what makes two inputs "the same image" for the cache.
+
+A file is keyed by a hash of its bytes (no decoding needed to find a hit),
+so a renamed or copied file hits and a file edited in place misses, whatever
+its name, size or modification time. A PIL image is keyed by its mode, size
+and pixels, an array by its dtype, shape and bytes. A file and the same
+picture given as an array therefore have different keys: both give the same
+codes, the second is simply computed once more.
+
+Only hashlib, numpy and PIL are used: no torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import numpy as np
+from PIL import Image
+
+#: Hex digits of a key (BLAKE2b with a 16-byte digest).
+KEY_LENGTH = 32
+_CHUNK = 1 << 20
+
+
+def image_key(image) -> str:
+    """The content key of one image (path, PIL image or array)."""
+    digest = hashlib.blake2b(digest_size=KEY_LENGTH // 2)
+    if isinstance(image, (str, os.PathLike)):
+        digest.update(b"file\0")
+        with open(image, "rb") as f:
+            while chunk := f.read(_CHUNK):
+                digest.update(chunk)
+    elif isinstance(image, Image.Image):
+        digest.update(f"pil\0{image.mode}\0{image.size}\0".encode())
+        digest.update(image.tobytes())
+    elif isinstance(image, np.ndarray):
+        digest.update(f"array\0{image.dtype.str}\0{image.shape}\0".encode())
+        digest.update(np.ascontiguousarray(image).data)
+    else:
+        raise TypeError(f"Cannot key an image of type {type(image).__name__}.")
+    return digest.hexdigest()
