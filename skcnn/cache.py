@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import time
@@ -66,8 +67,6 @@ class CacheError(ValueError):
 
 def fingerprint(config: Mapping) -> str:
     """Stable 16-hex-digit name of a configuration (a JSON-able mapping)."""
-    import hashlib
-
     canonical = json.dumps(config, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
@@ -204,18 +203,7 @@ class CodeCache:
             self._remove_stale_temporaries()
             if not segments and self.path.exists():
                 return 0
-            merged = self._merge(([self.path] if self.path.exists() else []) + segments)
-            temporary = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}.tmp")
-            try:
-                with h5py.File(temporary, "w", libver="latest") as f:
-                    _mark_as_cache(f)
-                    for config, keys, codes in merged.values():
-                        _write_group(f, config, keys, codes)
-                _fsync(temporary)
-                os.replace(temporary, self.path)
-            finally:
-                temporary.unlink(missing_ok=True)
-            _fsync(self.path.parent)
+            self._replace_main(self._merge(([self.path] if self.path.exists() else []) + segments))
             for segment in segments:
                 segment.unlink(missing_ok=True)
             return len(segments)
@@ -227,16 +215,22 @@ class CodeCache:
             if not self.path.exists():
                 return []
             merged = self._merge([self.path])
-            dropped = sorted(set(merged) - set(keep))
-            temporary = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}.tmp")
+            self._replace_main({fp: entry for fp, entry in merged.items() if fp in keep})
+            return sorted(set(merged) - set(keep))
+
+    def _replace_main(self, merged: Mapping[str, tuple[dict, np.ndarray, np.ndarray]]) -> None:
+        """Write ``merged`` as the new main file: aside, synced, then renamed over it."""
+        temporary = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
             with h5py.File(temporary, "w", libver="latest") as f:
                 _mark_as_cache(f)
-                for fp, (config, keys, codes) in merged.items():
-                    if fp in keep:
-                        _write_group(f, config, keys, codes)
+                for config, keys, codes in merged.values():
+                    _write_group(f, config, keys, codes)
             _fsync(temporary)
             os.replace(temporary, self.path)
-            return dropped
+        finally:
+            temporary.unlink(missing_ok=True)
+        _fsync(self.path.parent)
 
     def should_compact(self, max_segments: int = 64, growth: float = 0.1) -> bool:
         """Whether the segments are many, or large next to the main file."""
@@ -288,8 +282,15 @@ class CodeCache:
 
     @contextlib.contextmanager
     def _locked(self, shared: bool) -> Iterator[None]:
-        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.lock_path, "a") as handle:
+        try:
+            handle = open(self.lock_path, "a")
+        except OSError:
+            if not shared:
+                raise
+            # A cache on read-only storage: nobody can be compacting it.
+            yield
+            return
+        with handle:
             mode = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB
             deadline = time.monotonic() + self.lock_timeout
             while True:
