@@ -149,7 +149,7 @@ class CodeCache:
         ]
 
     def _lookup_one(self, stores, fp, config, keys):
-        index = {key: i for i, key in enumerate(keys)}
+        wanted = np.asarray(keys, dtype=_KEY_DTYPE)
         found = np.zeros(len(keys), dtype=bool)
         codes = None
         for store in stores:
@@ -158,22 +158,16 @@ class CodeCache:
                 if group is None:
                     continue
                 _check_config(group, config, store)
-                n = _committed(group, store)
-                stored_keys = group["keys"][:n].astype(str)
-                rows, targets = [], []
-                for row, key in enumerate(stored_keys):
-                    i = index.get(key)
-                    if i is not None and not found[i]:
-                        found[i] = True
-                        rows.append(row)
-                        targets.append(i)
-                if not rows:
+                rows, targets = _matches(group["keys"][:_committed(group, store)], wanted, found)
+                if not len(rows):
                     continue
                 if codes is None:
                     codes = np.empty((len(keys), group["codes"].shape[1]), dtype=np.float32)
                 codes[targets] = _read_rows(group["codes"], rows)
-        width = 0 if codes is None else codes.shape[1]
-        return found, (codes[found] if codes is not None else np.empty((0, width), np.float32))
+                found[targets] = True
+        if codes is None:
+            return found, np.empty((0, 0), np.float32)
+        return found, codes[found]
 
     # -- writing ---------------------------------------------------------
 
@@ -282,12 +276,15 @@ class CodeCache:
 
     @contextlib.contextmanager
     def _locked(self, shared: bool) -> Iterator[None]:
+        if not shared:
+            self.lock_path.parent.mkdir(parents=True, exist_ok=True)
         try:
             handle = open(self.lock_path, "a")
         except OSError:
             if not shared:
-                raise
-            # A cache on read-only storage: nobody can be compacting it.
+                raise CacheError(f"cannot create the lock file {os.fspath(self.lock_path)!r}.") from None
+            handle = None  # a cache on read-only storage: nobody can be compacting it
+        if handle is None:
             yield
             return
         with handle:
@@ -365,6 +362,18 @@ def _check_config(group: h5py.Group, config: Mapping, store: Path) -> None:
 
 def _attrs(group: h5py.Group) -> dict:
     return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in group.attrs.items() if k != "config"}
+
+
+def _matches(stored: np.ndarray, wanted: np.ndarray, found: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of ``stored`` holding the keys ``wanted[i]`` not yet ``found``, and those ``i``."""
+    order = np.argsort(stored, kind="stable")  # stable: the first stored copy wins
+    ordered = stored[order]
+    at = np.searchsorted(ordered, wanted)
+    inside = at < len(ordered)
+    hit = np.zeros(len(wanted), dtype=bool)
+    hit[inside] = ordered[at[inside]] == wanted[inside]
+    targets = np.flatnonzero(hit & ~found)
+    return order[at[targets]], targets
 
 
 def _read_rows(dataset: h5py.Dataset, rows: list[int]) -> np.ndarray:

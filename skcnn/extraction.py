@@ -112,7 +112,7 @@ def extract_codes_cached(
     for i in missing:  # repeated images take the codes of their first occurrence
         for layer in plan.layers:
             stored[layer][i] = stored[layer][first_of_key[keys[i]]]
-    if todo and cache.should_compact():
+    if cache.should_compact():  # also after a run killed before its compaction
         cache.compact()
     stats = CacheStats(hits=len(images) - len(missing), misses=len(missing), computed=len(todo))
     return finish(plan, stored), stats

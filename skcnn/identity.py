@@ -2,8 +2,9 @@
 
 A file is keyed by a hash of its bytes (no decoding needed to find a hit),
 so a renamed or copied file hits and a file edited in place misses, whatever
-its name, size or modification time. A PIL image is keyed by its mode, size
-and pixels, an array by its dtype, shape and bytes. A file and the same
+its name, size or modification time. A PIL image is keyed by the pixels it
+decodes to (palette and EXIF orientation applied), an array by its dtype,
+shape and bytes. A file and the same
 picture given as an array therefore have different keys: both give the same
 codes, the second is simply computed once more.
 
@@ -17,6 +18,8 @@ import os
 
 import numpy as np
 from PIL import Image
+
+from .images import load_image
 
 #: Hex digits of a key (BLAKE2b with a 16-byte digest).
 KEY_LENGTH = 32
@@ -32,8 +35,11 @@ def image_key(image) -> str:
             while chunk := f.read(_CHUNK):
                 digest.update(chunk)
     elif isinstance(image, Image.Image):
-        digest.update(f"pil\0{image.mode}\0{image.size}\0".encode())
-        digest.update(image.tobytes())
+        # The pixels the network will see: palette, EXIF orientation and
+        # mode conversions applied, so no two different pictures share a key.
+        pixels = load_image(image)
+        digest.update(f"pil\0{pixels.shape}\0".encode())
+        digest.update(pixels.data)
     elif isinstance(image, np.ndarray):
         digest.update(f"array\0{image.dtype.str}\0{image.shape}\0".encode())
         digest.update(np.ascontiguousarray(image).data)

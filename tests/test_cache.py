@@ -266,3 +266,40 @@ def test_cli_extract_is_resumable_and_cache_info_prune(tmp_path, images, capsys)
     assert [c.attrs["layer"] for c in CodeCache(path).configs()] == ["penultimate"]
     assert cli_main(["cache", "prune", str(path), "--keep-config", "0000"]) == 2
     assert "not in" in capsys.readouterr().err
+
+
+def test_pil_images_differing_only_in_palette_or_orientation_miss(tmp_path):
+    indices = np.arange(48, dtype=np.uint8).reshape(6, 8)
+    red, blue = Image.fromarray(indices, mode="P"), Image.fromarray(indices, mode="P")
+    red.putpalette([255, 0, 0] * 256)
+    blue.putpalette([0, 0, 255] * 256)
+    t = cnn(tmp_path / "c.h5").fit([red])
+    first = t.transform([red])
+    second = t.transform([blue])
+    assert t.cache_info_.hits == 0
+    assert not np.array_equal(first, second)
+
+    upright = Image.fromarray(np.random.default_rng(0).integers(0, 256, (6, 8, 3), dtype=np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees when displayed
+    upright.save(tmp_path / "rotated.jpg", exif=exif)
+    upright.save(tmp_path / "plain.jpg")
+    t.transform([Image.open(tmp_path / "plain.jpg")])
+    t.transform([Image.open(tmp_path / "rotated.jpg")])
+    assert t.cache_info_.hits == 0
+
+
+def test_leftover_segments_are_compacted_by_an_all_hit_run(tmp_path, images):
+    path = tmp_path / "c.h5"
+    cache = CodeCache(path)
+    t = cnn(path).fit(images)
+    t.transform(images[:4])
+    # A run killed after writing its batches, before compacting:
+    with h5py.File(path, "r") as f:
+        group = next(iter(f["configs"].values()))
+        config = json.loads(group.attrs["config"])
+        keys, codes = group["keys"][:], group["codes"][:]
+    cache.write({"penultimate": (config, [k.decode() for k in keys], codes)})
+    assert cache.should_compact()
+    t.transform(images[:4])
+    assert t.cache_info_.hits == 4 and not cache.should_compact()
