@@ -23,6 +23,7 @@ _PUBLIC = {
     "Layer": ".taps",
     "list_layers": ".layers",
     "CodeCache": ".cache",
+    "check_images": ".images",
 }
 
 __all__ = [*_PUBLIC, "__version__"]

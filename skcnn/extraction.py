@@ -19,7 +19,7 @@ from . import images as image_io
 from .backbones import Backbone
 from .cache import CodeCache
 from .identity import image_key
-from .pooling import relu_commutes, to_codes
+from .pooling import n_codes, relu_commutes, to_codes
 from .preprocessing import Preprocessing
 from .taps import run_taps
 
@@ -45,6 +45,11 @@ class TapPlan:
     def relu_on_tap(self, layer: str) -> bool:
         return self.relu and not self.relu_on_read(layer)
 
+    @property
+    def width(self) -> int:
+        """Length of the concatenated codes of one image."""
+        return sum(n_codes(shape, self.pooling) for shape in self.shapes)
+
 
 @dataclass(frozen=True)
 class CacheStats:
@@ -64,14 +69,21 @@ def extract_codes(
     *,
     batch_size: int,
     progress: bool,
-) -> np.ndarray:
-    """Codes of every image, float32 ``(len(images), n_codes)``, layers concatenated."""
-    blocks = []
+    max_pixels: int | None = image_io.MAX_PIXELS,
+) -> tuple[np.ndarray, list[image_io.ImageFailure]]:
+    """Codes of every image, float32 ``(len(images), width)``, layers concatenated.
+
+    An image that cannot be decoded gets a row of NaN and an entry in the
+    returned failures; the others are computed all the same.
+    """
+    failures: list[image_io.ImageFailure] = []
+    codes = np.full((len(images), plan.width), np.nan, dtype=np.float32)
     with tqdm(total=len(images), unit="img", disable=not progress, desc="skcnn") as bar:
-        for batch in iter_batches(images, range(len(images)), recipe, batch_size):
-            blocks.append(finish(plan, stored_codes_of_batch(backbone, batch, plan)))
-            bar.update(len(batch))
-    return np.concatenate(blocks)
+        batches = iter_batches(images, range(len(images)), recipe, batch_size, failures, max_pixels)
+        for positions, batch in batches:
+            codes[positions] = finish(plan, stored_codes_of_batch(backbone, batch, plan))
+            bar.update(len(positions))
+    return codes, failures
 
 
 def extract_codes_cached(
@@ -84,66 +96,79 @@ def extract_codes_cached(
     configs: Mapping[str, Mapping],
     batch_size: int,
     progress: bool,
-) -> tuple[np.ndarray, CacheStats]:
+    max_pixels: int | None = image_io.MAX_PIXELS,
+) -> tuple[np.ndarray, list[image_io.ImageFailure], CacheStats]:
     """Like :func:`extract_codes`, computing only what ``cache`` lacks.
 
     ``configs`` gives each layer's cache configuration, whose ``"width"``
     is the length of the layer's codes.
     """
-    keys = [_key(image, i) for i, image in enumerate(images)]
-    found = cache.lookup(configs, keys)
-    stored = {layer: np.zeros((len(images), configs[layer]["width"]), np.float32) for layer in plan.layers}
+    failures: list[image_io.ImageFailure] = []
+    keys = _keys(images, failures)
+    readable = np.asarray(sorted(keys), dtype=np.intp)
+    found = cache.lookup(configs, [keys[i] for i in readable])
+    stored = {layer: np.full((len(images), configs[layer]["width"]), np.nan, np.float32) for layer in plan.layers}
     for layer, (mask, codes) in found.items():
         if mask.any():
-            stored[layer][mask] = codes
-    missing = [i for i in range(len(images)) if not all(found[layer][0][i] for layer in plan.layers)]
+            stored[layer][readable[mask]] = codes
+    missing = [i for j, i in enumerate(readable) if not all(found[layer][0][j] for layer in plan.layers)]
     first_of_key = {keys[i]: i for i in reversed(missing)}  # one forward pass per distinct image
     todo = sorted(first_of_key.values())
     with tqdm(total=len(todo), unit="img", disable=not progress, desc="skcnn") as bar:
-        for start, batch in zip(range(0, len(todo), batch_size), iter_batches(images, todo, recipe, batch_size)):
-            positions = todo[start:start + batch_size]
+        for positions, batch in iter_batches(images, todo, recipe, batch_size, failures, max_pixels):
             codes = stored_codes_of_batch(backbone, batch, plan)
             cache.write({
                 layer: (configs[layer], [keys[i] for i in positions], codes[layer]) for layer in plan.layers
             })
             for layer in plan.layers:
                 stored[layer][positions] = codes[layer]
-            bar.update(len(batch))
-    for i in missing:  # repeated images take the codes of their first occurrence
+            bar.update(len(positions))
+    failed_first = {f.index: f for f in failures}
+    for i in missing:  # repeated images share the codes (or the failure) of their first occurrence
+        first = first_of_key[keys[i]]
+        if i != first and first in failed_first:
+            failures.append(image_io.ImageFailure(i, image_io.describe(images[i], i), failed_first[first].reason))
         for layer in plan.layers:
-            stored[layer][i] = stored[layer][first_of_key[keys[i]]]
+            stored[layer][i] = stored[layer][first]
     if cache.should_compact():  # also after a run killed before its compaction
         cache.compact()
-    stats = CacheStats(hits=len(images) - len(missing), misses=len(missing), computed=len(todo))
-    return finish(plan, stored), stats
+    stats = CacheStats(hits=len(readable) - len(missing), misses=len(missing), computed=len(todo))
+    return finish(plan, stored), sorted(failures, key=lambda f: f.index), stats
 
 
-def _key(image, index: int) -> str:
-    try:
-        return image_key(image)
-    except OSError as exc:
-        raise image_io.ImageError(
-            f"{image_io.describe(image, index)}: cannot read the file: {exc.strerror or exc}."
-        ) from None
-    except TypeError as exc:
-        raise image_io.ImageError(f"{image_io.describe(image, index)}: {exc}") from None
+def _keys(images: Sequence, failures: list[image_io.ImageFailure]) -> dict[int, str]:
+    """Content keys of the images that can be read; failures for the others."""
+    keys = {}
+    for index, image in enumerate(images):
+        try:
+            keys[index] = image_key(image)
+        except (OSError, TypeError, image_io.ImageError) as exc:
+            reason = f"cannot read the file: {exc.strerror}" if isinstance(exc, OSError) and exc.strerror else str(exc)
+            failures.append(image_io.ImageFailure(index, image_io.describe(image, index), reason))
+    return keys
 
 
 def iter_batches(
-    images: Sequence, positions: Sequence[int], recipe: Preprocessing, batch_size: int
-) -> Iterator[torch.Tensor]:
-    """Decode and preprocess ``images[i]`` for ``i`` in ``positions``, yielding
-    stacked ``(B, 3, h, w)`` tensors."""
+    images: Sequence,
+    positions: Sequence[int],
+    recipe: Preprocessing,
+    batch_size: int,
+    failures: list[image_io.ImageFailure],
+    max_pixels: int | None = image_io.MAX_PIXELS,
+) -> Iterator[tuple[list[int], torch.Tensor]]:
+    """Decode and preprocess ``images[i]`` for ``i`` in ``positions``; yield the
+    positions decoded and their stacked ``(B, 3, h, w)`` tensor. Images that
+    fail are appended to ``failures`` and left out."""
     for start in range(0, len(positions), batch_size):
-        chunk = positions[start:start + batch_size]
-        yield torch.stack([_prepare(images[i], i, recipe) for i in chunk])
-
-
-def _prepare(image, index: int, recipe: Preprocessing) -> torch.Tensor:
-    try:
-        return recipe(image_io.load_image(image))
-    except image_io.ImageError as exc:
-        raise image_io.ImageError(f"{image_io.describe(image, index)}: {exc}") from None
+        done, tensors = [], []
+        for i in positions[start:start + batch_size]:
+            try:
+                tensors.append(recipe(image_io.load_image(images[i], max_pixels)))
+                done.append(i)
+            except image_io.ImageError as exc:
+                failures.append(image_io.failure(images[i], i, exc))
+        if tensors:
+            yield done, torch.stack(tensors)
 
 
 def stored_codes_of_batch(backbone: Backbone, batch: torch.Tensor, plan: TapPlan) -> dict[str, np.ndarray]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Union
 
 import numpy as np
@@ -26,6 +27,85 @@ _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N"}
 
 class ImageError(ValueError):
     """An input image cannot be read or has an unsupported format."""
+
+
+@dataclass(frozen=True)
+class ImageFailure:
+    """An image that could not be used: its position in X, its name, why."""
+
+    index: int
+    source: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.source}: {self.reason}"
+
+
+class BadImagesError(ImageError):
+    """Some images could not be used; every other image was computed.
+
+    Attributes
+    ----------
+    failures : list of ImageFailure
+        Every bad image of the call, not just the first.
+    codes : ndarray or None
+        The codes of the call, NaN rows for the bad images: the work done is
+        not lost even without a cache.
+    """
+
+    def __init__(self, failures: list[ImageFailure], codes=None, shown: int = 20):
+        self.failures = failures
+        self.codes = codes
+        listed = "\n".join(f"  {failure}" for failure in failures[:shown])
+        more = f"\n  ... and {len(failures) - shown} more" if len(failures) > shown else ""
+        super().__init__(
+            f"{len(failures)} image(s) could not be used; the codes of the others were computed "
+            f"(and cached, with cache=), and are in this error's .codes:\n{listed}{more}\n"
+            "Use on_error='skip' for NaN rows instead, or skcnn.check_images(X) to drop bad "
+            "images before fitting."
+        )
+
+
+def check_images(X: Any, max_pixels: int | None = None) -> tuple[np.ndarray, list[ImageFailure]]:
+    """Decode every image of ``X`` once; say which ones can be used.
+
+    Returns a boolean mask of the usable images and the failures, so that a
+    training set can be cleaned before it enters a pipeline::
+
+        ok, failures = check_images(paths)
+        model.fit(np.asarray(paths)[ok], np.asarray(y)[ok])
+
+    Parameters
+    ----------
+    X : sequence of images
+        As accepted by :class:`~skcnn.CNNFeatureTransformer`.
+    max_pixels : int or None, default=None
+        Pixel limit of image files; ``None`` uses :data:`MAX_PIXELS`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skcnn import check_images
+    >>> ok, failures = check_images([np.zeros((8, 8), np.uint8), "no/such/file.png"])
+    >>> ok.tolist(), failures[0].index
+    ([True, False], 1)
+    """
+    images = as_image_list(X)
+    limit = MAX_PIXELS if max_pixels is None else max_pixels
+    failures = []
+    for index, image in enumerate(images):
+        try:
+            load_image(image, limit)
+        except ImageError as exc:
+            failures.append(failure(image, index, exc))
+    ok = np.ones(len(images), dtype=bool)
+    ok[[f.index for f in failures]] = False
+    return ok, failures
+
+
+def failure(image: Any, index: int, exc: BaseException) -> ImageFailure:
+    """An :class:`ImageFailure` for ``image`` from the exception it raised."""
+    return ImageFailure(index, describe(image, index), str(exc))
 
 
 def as_image_list(X: Any) -> list:
@@ -75,17 +155,25 @@ def _split_array(X: np.ndarray) -> list:
     return list(X)
 
 
-def load_image(image: ImageLike) -> np.ndarray:
+#: Default limit on the pixels of an image file (width x height): 100
+#: megapixels, above any phone camera's default output, below the size of a
+#: "decompression bomb". Decoded to float32 RGB such an image takes 1.2 GB.
+MAX_PIXELS = 100_000_000
+
+
+def load_image(image: ImageLike, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
     """Decode one image to a float32 array in [0, 1] of shape (H, W, 1 or 3).
 
     Paths and PIL images are decoded at full resolution with their EXIF
-    orientation applied.
-    Colour images, palettes and images with alpha become RGB (alpha is
+    orientation applied; animated files give their first frame. Colour
+    images, CMYK, palettes and images with alpha become RGB (alpha is
     dropped); gray images stay one channel (the network input replicates it
-    over three channels, the usual recipe for MNIST-like data).
+    over three channels, the usual recipe for MNIST-like data); 16-bit
+    images are scaled by 65535. Image files larger than ``max_pixels``
+    (width x height; ``None``: no limit) are refused before decoding.
     """
     if isinstance(image, (str, os.PathLike)):
-        return _pil_to_array(_open_path(image))
+        return _pil_to_array(_open_path(image, max_pixels))
     if isinstance(image, Image.Image):
         return _pil_to_array(ImageOps.exif_transpose(image))
     if isinstance(image, np.ndarray):
@@ -96,19 +184,32 @@ def load_image(image: ImageLike) -> np.ndarray:
     )
 
 
-def _open_path(path: str | os.PathLike) -> Image.Image:
+def _open_path(path: str | os.PathLike, max_pixels: int | None) -> Image.Image:
+    name = os.fspath(path)
     try:
         with Image.open(path) as im:
-            im.load()
+            _check_pixels(im, max_pixels, name)
+            im.load()  # the first frame of animated images
             return ImageOps.exif_transpose(im)
     except FileNotFoundError:
-        raise ImageError(f"Image file not found: {os.fspath(path)!r}.") from None
+        raise ImageError(f"Image file not found: {name!r}.") from None
     except IsADirectoryError:
-        raise ImageError(f"{os.fspath(path)!r} is a directory, not an image file.") from None
+        raise ImageError(f"{name!r} is a directory, not an image file.") from None
     except UnidentifiedImageError:
-        raise ImageError(f"{os.fspath(path)!r} is not an image file PIL can read.") from None
-    except OSError as exc:
-        raise ImageError(f"Cannot decode image {os.fspath(path)!r}: {exc}.") from exc
+        raise ImageError(f"{name!r} is not an image file PIL can read (empty, or not an image).") from None
+    except Image.DecompressionBombError:
+        raise ImageError(f"{name!r} is larger than PIL's decompression-bomb limit.") from None
+    except OSError as exc:  # truncated or corrupt data
+        raise ImageError(f"Cannot decode image {name!r}: {exc}.") from None
+
+
+def _check_pixels(im: Image.Image, max_pixels: int | None, name: str) -> None:
+    width, height = im.size
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageError(
+            f"{name!r} is {width} x {height} = {width * height:,} pixels, above the limit of "
+            f"{max_pixels:,} (max_pixels); raise max_pixels if the image is genuine."
+        )
 
 
 def _pil_to_array(im: Image.Image) -> np.ndarray:
@@ -121,6 +222,8 @@ def _pil_to_array(im: Image.Image) -> np.ndarray:
             f"PIL image mode {im.mode!r} (32-bit integer or float pixels) has no defined "
             "intensity range; convert it to 'L', 'RGB' or a float array in [0, 1] first."
         )
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")  # PIL's advice for palettes with transparency
     return _array_to_float(np.asarray(im.convert("RGB")))
 
 

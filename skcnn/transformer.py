@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from numbers import Integral
 
 import numpy as np
@@ -84,6 +85,19 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
         A tqdm progress bar while transforming; ``"auto"`` shows it only
         on an interactive terminal and for more than one batch.
 
+    on_error : {"raise", "skip"}, default="raise"
+        What a bad image (missing, truncated, not an image, too large) does.
+        Either way every other image of the call is computed (and cached)
+        first. ``"raise"``: then a :class:`~skcnn.images.BadImagesError`
+        lists every bad image with its reason and carries the codes
+        computed (``.codes``). ``"skip"``: its row is NaN, a warning says
+        how many, and ``failed_`` lists them. A classifier cannot take NaN
+        rows: clean a training set first with :func:`skcnn.check_images`.
+
+    max_pixels : int or None, default=100_000_000
+        Image files with more pixels (width x height) are refused before
+        decoding (decompression bombs); ``None``: no limit.
+
     cache : str, path or None, default=None
         An HDF5 file of codes (see :mod:`skcnn.cache`). ``transform`` looks
         every image up by content and runs the network only on the misses,
@@ -107,6 +121,9 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
         The resolved preprocessing: sizes, mean, std and interpolation.
     device_ : str
         The device the network runs on.
+    failed_ : list of ImageFailure
+        Set by ``transform``: the images of the last call that could not be
+        used (index, name, reason); empty when all were.
     cache_info_ : CacheStats
         Set by ``transform`` when ``cache`` is given: ``hits``, ``misses``
         and ``computed`` (distinct images run through the network) of the
@@ -159,6 +176,8 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "device": [str, torch.device],
         "progress": ["boolean", StrOptions({"auto"})],
+        "on_error": [StrOptions({"raise", "skip"})],
+        "max_pixels": [Interval(Integral, 1, None, closed="left"), None],
         "cache": [str, os.PathLike, None],
     }
 
@@ -173,6 +192,8 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
         batch_size=32,
         device="auto",
         progress="auto",
+        on_error="raise",
+        max_pixels=image_io.MAX_PIXELS,
         cache=None,
     ):
         self.backbone = backbone
@@ -184,6 +205,8 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
         self.batch_size = batch_size
         self.device = device
         self.progress = progress
+        self.on_error = on_error
+        self.max_pixels = max_pixels
         self.cache = cache
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -259,17 +282,25 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
         if not images:
             return np.empty((0, self.n_features_out_), dtype=np.float32)
         progress = show_progress(self.progress, len(images), self.batch_size)
+        options = dict(batch_size=self.batch_size, progress=progress, max_pixels=self.max_pixels)
         if self.cache is None:
-            return extract_codes(
-                backbone, images, recipe, plan, batch_size=self.batch_size, progress=progress
+            codes, self.failed_ = extract_codes(backbone, images, recipe, plan, **options)
+        else:
+            codes, self.failed_, self.cache_info_ = extract_codes_cached(
+                backbone, images, recipe, plan,
+                cache=CodeCache(self.cache),
+                configs={layer: self._cache_config(layer, backbone, recipe, plan) for layer in self.layers_},
+                **options,
             )
-        codes, self.cache_info_ = extract_codes_cached(
-            backbone, images, recipe, plan,
-            cache=CodeCache(self.cache),
-            configs={layer: self._cache_config(layer, backbone, recipe, plan) for layer in self.layers_},
-            batch_size=self.batch_size,
-            progress=progress,
-        )
+        if self.failed_ and self.on_error == "raise":
+            raise image_io.BadImagesError(self.failed_, codes)
+        if self.failed_:
+            warnings.warn(
+                f"{len(self.failed_)} of {len(images)} images could not be used; their rows are "
+                f"NaN (see failed_). First: {self.failed_[0]}",
+                UserWarning,
+                stacklevel=2,
+            )
         return codes
 
     def _cache_config(self, layer, backbone, recipe, plan) -> dict:
