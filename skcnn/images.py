@@ -10,6 +10,7 @@ the same array, so it gives the same codes.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Union
@@ -187,7 +188,11 @@ def load_image(image: ImageLike, max_pixels: int | None = MAX_PIXELS) -> np.ndar
 def _open_path(path: str | os.PathLike, max_pixels: int | None) -> Image.Image:
     name = os.fspath(path)
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():
+            # skcnn applies its own limit (max_pixels) right below.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened = Image.open(path)
+        with opened as im:
             _check_pixels(im, max_pixels, name)
             im.load()  # the first frame of animated images
             return ImageOps.exif_transpose(im)
@@ -198,7 +203,10 @@ def _open_path(path: str | os.PathLike, max_pixels: int | None) -> Image.Image:
     except UnidentifiedImageError:
         raise ImageError(f"{name!r} is not an image file PIL can read (empty, or not an image).") from None
     except Image.DecompressionBombError:
-        raise ImageError(f"{name!r} is larger than PIL's decompression-bomb limit.") from None
+        raise ImageError(
+            f"{name!r} is larger than PIL's decompression-bomb limit; raise "
+            "PIL.Image.MAX_IMAGE_PIXELS if the image is genuine."
+        ) from None
     except OSError as exc:  # truncated or corrupt data
         raise ImageError(f"Cannot decode image {name!r}: {exc}.") from None
 
