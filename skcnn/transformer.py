@@ -264,7 +264,14 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
         Returns
         -------
         codes : ndarray of shape (n_samples, n_features_out_), dtype float32
-            The codes of each image, tapped layers concatenated.
+            The codes of each image, tapped layers concatenated (NaN rows
+            for images that could not be used, with ``on_error="skip"``).
+
+        Raises
+        ------
+        skcnn.images.BadImagesError
+            With ``on_error="raise"``, after all other images were computed,
+            when some could not be used; it lists each with its reason.
         """
         check_is_fitted(self)
         images = image_io.as_image_list(X)
@@ -279,6 +286,7 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
             self.layers_, self.head_, self.pooling, self.relu,
             tuple(self.layer_shapes_[layer] for layer in self.layers_),
         )
+        self.failed_ = []
         if not images:
             return np.empty((0, self.n_features_out_), dtype=np.float32)
         progress = show_progress(self.progress, len(images), self.batch_size)
