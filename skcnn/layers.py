@@ -54,7 +54,7 @@ def list_layers(backbone: str, input_size: int | tuple[int, int] | None = None) 
 def _list_layers(backbone: str, input_size: tuple[int, int] | None) -> tuple[Layer, ...]:
     network, recipe = backbones.build_on_meta(backbone)
     size = input_size or recipe.crop_size
-    layers, _ = probe(network, torch.zeros(1, 3, *size, device="meta"))
+    layers, _ = _probe_at_size(network, torch.zeros(1, 3, *size, device="meta"), backbone)
     return tuple(layers)
 
 
@@ -67,7 +67,19 @@ def probe_backbone(backbone: Backbone, input_size: tuple[int, int]) -> tuple[lis
 def _probe_backbone(backbone: Backbone, input_size: tuple[int, int]) -> tuple[list[Layer], str]:
     example = torch.zeros(1, 3, *input_size, device=backbone.device)
     with backbone.lock:
-        return probe(backbone.network, example)
+        return _probe_at_size(backbone.network, example, backbone.spec.name)
+
+
+def _probe_at_size(network, example: torch.Tensor, name: str) -> tuple[list[Layer], str]:
+    try:
+        return probe(network, example)
+    except (AssertionError, RuntimeError, ValueError) as exc:
+        # Fully connected or attention layers built for one input size.
+        height, width = example.shape[-2:]
+        raise ValueError(
+            f"input_size: backbone {name!r} cannot run on {height} x {width} inputs ({exc}). "
+            "Use input_size=None (the size its weights were trained at) or a size it accepts."
+        ) from None
 
 
 def _size_key(input_size) -> tuple[int, int] | None:

@@ -95,3 +95,8 @@ def test_probe_on_a_real_network_matches_meta_listing():
     meta = list_layers("resnet18", input_size=96)
     assert head == "fc"
     assert [(l.name, l.shape) for l in real] == [(l.name, l.shape) for l in meta]
+
+
+def test_a_size_the_network_cannot_take_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"input_size: backbone 'vit_b_16' cannot run on 96 x 96"):
+        list_layers("vit_b_16", input_size=96)
