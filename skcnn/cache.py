@@ -311,7 +311,7 @@ def _open(store: Path) -> h5py.File:
     try:
         f = h5py.File(store, "r")
     except FileNotFoundError:
-        raise
+        raise  # missing, not corrupt: the callers decide
     except OSError as exc:
         raise CacheError(
             f"cache file {os.fspath(store)!r} cannot be read as HDF5 (truncated, corrupt or "
