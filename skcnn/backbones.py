@@ -262,6 +262,11 @@ _BUILDERS = {"torchvision": _torchvision, "timm": _timm, "packaged": _packaged}
 
 def build_on_meta(name: str) -> tuple[nn.Module, Preprocessing]:
     """The architecture of ``name`` on the meta device: shapes, no memory, no weights."""
-    with torch.device("meta"):
-        network, recipe = build_network(parse_backbone(name), None)
+    spec = parse_backbone(name)
+    try:
+        with torch.device("meta"):
+            network, recipe = build_network(spec, None)
+    except NotImplementedError:  # builders that compute with tensors (RegNet's widths)
+        network, recipe = build_network(spec, None)
+        network = network.to("meta")
     return network.eval(), recipe

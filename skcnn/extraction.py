@@ -97,29 +97,36 @@ def extract_codes_cached(
     batch_size: int,
     progress: bool,
     max_pixels: int | None = image_io.MAX_PIXELS,
+    stored_plan: TapPlan | None = None,
 ) -> tuple[np.ndarray, list[image_io.ImageFailure], CacheStats]:
     """Like :func:`extract_codes`, computing only what ``cache`` lacks.
 
     ``configs`` gives each layer's cache configuration, whose ``"width"``
-    is the length of the layer's codes.
+    is the length of the layer's codes. ``stored_plan`` (default ``plan``)
+    holds more layers to compute and store, in the same forward pass,
+    whenever an image misses one of ``plan``'s: a later request for any of
+    them is then a hit.
     """
+    stored_plan = stored_plan or plan
     failures: list[image_io.ImageFailure] = []
     keys = _keys(images, failures)
     readable = np.asarray(sorted(keys), dtype=np.intp)
-    found = cache.lookup(configs, [keys[i] for i in readable])
+    found = cache.lookup({layer: configs[layer] for layer in stored_plan.layers}, [keys[i] for i in readable])
+    have = {layer: set(readable[mask].tolist()) for layer, (mask, _) in found.items()}
     stored = {layer: np.full((len(images), configs[layer]["width"]), np.nan, np.float32) for layer in plan.layers}
-    for layer, (mask, codes) in found.items():
+    for layer in plan.layers:
+        mask, codes = found[layer]
         if mask.any():
             stored[layer][readable[mask]] = codes
-    missing = [i for j, i in enumerate(readable) if not all(found[layer][0][j] for layer in plan.layers)]
+    missing = [i for i in readable.tolist() if not all(i in have[layer] for layer in plan.layers)]
     first_of_key = {keys[i]: i for i in reversed(missing)}  # one forward pass per distinct image
     todo = sorted(first_of_key.values())
     with tqdm(total=len(todo), unit="img", disable=not progress, desc="skcnn") as bar:
         for positions, batch in iter_batches(images, todo, recipe, batch_size, failures, max_pixels):
-            codes = stored_codes_of_batch(backbone, batch, plan)
-            cache.write({
-                layer: (configs[layer], [keys[i] for i in positions], codes[layer]) for layer in plan.layers
-            })
+            codes = stored_codes_of_batch(backbone, batch, stored_plan)
+            unstored = {layer: _unstored(positions, keys, configs[layer], codes[layer], have[layer])
+                        for layer in stored_plan.layers}
+            cache.write({layer: entry for layer, entry in unstored.items() if entry[1]})
             for layer in plan.layers:
                 stored[layer][positions] = codes[layer]
             bar.update(len(positions))
@@ -134,6 +141,12 @@ def extract_codes_cached(
         cache.compact()
     stats = CacheStats(hits=len(readable) - len(missing), misses=len(missing), computed=len(todo))
     return finish(plan, stored), sorted(failures, key=lambda f: f.index), stats
+
+
+def _unstored(positions: list[int], keys: Mapping[int, str], config: Mapping, codes: np.ndarray, have: set[int]):
+    """The ``(config, keys, codes)`` of the rows the cache does not hold yet."""
+    rows = [row for row, i in enumerate(positions) if i not in have]
+    return config, [keys[positions[row]] for row in rows], codes[rows]
 
 
 def _keys(images: Sequence, failures: list[image_io.ImageFailure]) -> dict[int, str]:

@@ -47,15 +47,17 @@ def list_layers(backbone: str, input_size: int | tuple[int, int] | None = None) 
     >>> [layer.shape for layer in list_layers("resnet18", input_size=64) if layer.name == "layer4"]
     [(512, 2, 2)]
     """
-    return list(_list_layers(backbone, _size_key(input_size)))
+    layers, _ = _list_layers(backbone, _size_key(input_size))
+    return list(layers)
 
 
 @functools.lru_cache(maxsize=32)
-def _list_layers(backbone: str, input_size: tuple[int, int] | None) -> tuple[Layer, ...]:
+def _list_layers(backbone: str, input_size: tuple[int, int] | None) -> tuple[tuple[Layer, ...], str]:
+    """Layers and head name, probed on the meta device."""
     network, recipe = backbones.build_on_meta(backbone)
     size = input_size or recipe.crop_size
-    layers, _ = _probe_at_size(network, torch.zeros(1, 3, *size, device="meta"), backbone)
-    return tuple(layers)
+    layers, head = _probe_at_size(network, torch.zeros(1, 3, *size, device="meta"), backbone)
+    return tuple(layers), head
 
 
 def probe_backbone(backbone: Backbone, input_size: tuple[int, int]) -> tuple[list[Layer], str]:
@@ -82,6 +84,96 @@ def _probe_at_size(network, example: torch.Tensor, name: str) -> tuple[list[Laye
         ) from None
 
 
+#: Module types whose output is a hidden fully connected layer's code (after
+#: its non-linearity), worth a candidate of its own.
+_ACTIVATIONS = frozenset({"ReLU", "ReLU6", "GELU", "SiLU", "Hardswish", "Tanh", "ELU", "LeakyReLU"})
+
+
+def candidate_layers(backbone: str, input_size: int | tuple[int, int] | None = None) -> list[str]:
+    """A spread of layers from early to penultimate, one per stage.
+
+    A stage is a run of layers at one spatial resolution; its candidate is
+    the block that ends it, before the next downsampling (blocks are the
+    shallowest modules in the module tree that still show every
+    resolution). Hidden fully connected layers (AlexNet's and VGG's fc6 and
+    fc7) follow, and ``"penultimate"`` ends the list. Global 1x1 pools are
+    left out: they hold the penultimate codes. Networks of tokens (vision
+    transformers) get four evenly spaced blocks.
+
+    Parameters
+    ----------
+    backbone : str
+        A backbone name as accepted by :class:`~skcnn.CNNFeatureTransformer`.
+    input_size : int or (int, int), default=None
+        Input height and width; ``None`` uses the weights' own size.
+
+    Returns
+    -------
+    names : list of str
+        Layer names in forward order, accepted by ``layer=``.
+
+    Examples
+    --------
+    >>> from skcnn.layers import candidate_layers
+    >>> candidate_layers("resnet18")
+    ['relu', 'layer1', 'layer2', 'layer3', 'layer4', 'penultimate']
+    >>> candidate_layers("alexnet")
+    ['features.1', 'features.4', 'features.11', 'avgpool', 'classifier.2', 'penultimate']
+    """
+    layers, head = _list_layers(backbone, _size_key(input_size))
+    return list(_candidates(layers, head))
+
+
+def _candidates(layers: tuple[Layer, ...], head: str) -> tuple[str, ...]:
+    body = layers[:-1]  # without "penultimate"
+    maps = [layer for layer in body if len(layer.shape) == 3 and layer.shape[1:] != (1, 1)]
+    tokens = [layer for layer in body if len(layer.shape) == 2]
+    names = (_stage_ends(maps) if maps else []) + (_spaced_blocks(tokens, 4) if tokens else [])
+    vectors = [layer for layer in body if len(layer.shape) == 1 and layer.name != head]
+    for position, layer in enumerate(vectors):
+        # A hidden layer's code, unless nothing but dropout lies between it and
+        # the head (then it is the penultimate code itself).
+        another_linear_follows = any(v.kind == "Linear" for v in vectors[position + 1:])
+        if layer.kind in _ACTIVATIONS and another_linear_follows:
+            names.append(layer.name)
+    order = {layer.name: i for i, layer in enumerate(layers)}
+    return (*sorted(set(names), key=order.__getitem__), PENULTIMATE)
+
+
+def _depth(layer: Layer) -> int:
+    return layer.name.count(".")
+
+
+def _shallowest_covering(layers: list[Layer], key) -> list[Layer]:
+    """The layers at most d deep in the module tree, for the smallest d whose
+    next depth shows no new value of ``key`` (deeper layers would only add
+    the insides of blocks)."""
+    deepest = max(map(_depth, layers))
+    for depth in range(deepest + 1):
+        shallow = [layer for layer in layers if _depth(layer) <= depth]
+        deeper = {key(layer) for layer in layers if _depth(layer) == depth + 1}
+        if deeper <= {key(layer) for layer in shallow}:
+            return shallow
+    return layers
+
+
+def _stage_ends(maps: list[Layer]) -> list[str]:
+    blocks = _shallowest_covering(maps, key=lambda layer: layer.shape[1:])
+    last_at_resolution = {layer.shape[1:]: layer.name for layer in blocks}  # later layers win
+    return list(last_at_resolution.values())
+
+
+def _spaced_blocks(tokens: list[Layer], n: int) -> list[str]:
+    """``n`` evenly spaced blocks of the longest run of sibling layers (a
+    transformer's ``blocks.0`` ... ``blocks.11``)."""
+    siblings: dict[str, list[Layer]] = {}
+    for layer in tokens:
+        siblings.setdefault(layer.name.rpartition(".")[0], []).append(layer)
+    blocks = max(siblings.values(), key=len)  # the first (shallowest) on ties
+    picks = sorted({round(i * (len(blocks) - 1) / (n - 1)) for i in range(n)})
+    return [blocks[i].name for i in picks]
+
+
 def _size_key(input_size) -> tuple[int, int] | None:
     if input_size is None:
         return None
@@ -103,4 +195,4 @@ def check_layer_names(names: list[str], layers: list[Layer], backbone: str) -> N
             )
 
 
-__all__ = ["PENULTIMATE", "Layer", "list_layers", "probe_backbone", "check_layer_names"]
+__all__ = ["PENULTIMATE", "Layer", "list_layers", "candidate_layers", "probe_backbone", "check_layer_names"]

@@ -31,14 +31,18 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
 
     Parameters
     ----------
-    backbone : str, default="efficientnet_lite0"
+    backbone : str or list of str, default="efficientnet_lite0"
         The network: a torchvision classification model name (``"alexnet"``,
         ``"vgg16"``, ``"resnet50"``, ... anything
         ``torchvision.models.list_models(module=torchvision.models)``
         lists), ``"timm/<name>"`` for any timm model, or an offline-packaged
         backbone whose ImageNet weights ship with pip:
         ``"efficientnet_lite0"``, ``"efficientnet_lite1"``,
-        ``"efficientnet_lite2"``.
+        ``"efficientnet_lite2"``. A list of names concatenates the codes of
+        several networks (AlexNet + VGG), each with its own preprocessing;
+        ``weights``, ``layer``, ``input_size`` and ``cache_layers`` then
+        apply to every backbone, or take a dict ``{backbone: value}`` (or,
+        except ``input_size``, a list with one value per backbone).
 
     weights : str, path or None, default="DEFAULT"
         ``"DEFAULT"``: the backbone's recommended pretrained weights
@@ -54,7 +58,9 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
         or a layer name from :func:`skcnn.list_layers`. A list taps several
         layers in one forward pass and concatenates their codes in the
         given order. Earlier layers suit data unlike ImageNet (digits,
-        microscopy); the penultimate layer suits data like it.
+        microscopy); the penultimate layer suits data like it
+        (:func:`skcnn.advise_layer` and :class:`skcnn.LayerSearchCV` help
+        choose).
 
     pooling : {"avg", "max", "flatten", "spp"}, default="avg"
         How a conv map (C, H, W) becomes a vector: global average, global
@@ -105,10 +111,20 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
         layer lists sharing a layer, and interrupted runs reuse what is
         there. Several configurations share one file.
 
+    cache_layers : list of str or None, default=None
+        More layers to compute and store in the cache, in the same forward
+        pass, whenever an image is missing there: a later request for any
+        of them is a hit. Give it the candidates of a grid search over
+        ``layer`` and the whole search costs one network pass per image.
+        Needs ``cache``.
+
     Attributes
     ----------
     layers_ : tuple of str
         The tapped layers, in the order their codes are concatenated.
+        With several backbones, this and the other per-network attributes
+        (``layer_shapes_``, ``head_``, ``input_size_``, ``preprocessing_``)
+        are dicts keyed by backbone name.
     layer_shapes_ : dict
         Output shape of one image at each tapped layer.
     head_ : str
@@ -127,7 +143,10 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
     cache_info_ : CacheStats
         Set by ``transform`` when ``cache`` is given: ``hits``, ``misses``
         and ``computed`` (distinct images run through the network) of the
-        last call.
+        last call (a dict by backbone with several backbones).
+    parts_ : list of CNNFeatureTransformer
+        With several backbones: one fitted single-backbone transformer per
+        backbone, in order.
 
     See Also
     --------
@@ -164,21 +183,34 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
     >>> model = make_pipeline(CNNFeatureTransformer(input_size=64), LinearSVC())
     >>> model.fit(images, [0, 1, 0, 1]).predict(images).shape
     (4,)
+
+    Two networks' codes concatenated, each with its own preprocessing:
+
+    >>> both = CNNFeatureTransformer(
+    ...     backbone=["efficientnet_lite0", "efficientnet_lite1"],
+    ...     layer={"efficientnet_lite0": "blocks.2", "efficientnet_lite1": "penultimate"},
+    ...     input_size=64,
+    ... ).fit(images)
+    >>> both.transform(images).shape
+    (4, 1320)
+    >>> both.get_feature_names_out()[[0, -1]].tolist()
+    ['efficientnet_lite0__blocks.2__0', 'efficientnet_lite1__penultimate__1279']
     """
 
     _parameter_constraints: dict = {
-        "backbone": [str],
-        "weights": [str, os.PathLike, None],
-        "layer": [str, list, tuple],
+        "backbone": [str, list, tuple],
+        "weights": [str, os.PathLike, None, list, tuple, dict],
+        "layer": [str, list, tuple, dict],
         "pooling": [StrOptions(set(POOLINGS))],
         "relu": ["boolean"],
-        "input_size": [Interval(Integral, 1, None, closed="left"), tuple, list, None],
+        "input_size": [Interval(Integral, 1, None, closed="left"), tuple, list, dict, None],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "device": [str, torch.device],
         "progress": ["boolean", StrOptions({"auto"})],
         "on_error": [StrOptions({"raise", "skip"})],
         "max_pixels": [Interval(Integral, 1, None, closed="left"), None],
         "cache": [str, os.PathLike, None],
+        "cache_layers": [list, tuple, dict, None],
     }
 
     def __init__(
@@ -195,6 +227,7 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
         on_error="raise",
         max_pixels=image_io.MAX_PIXELS,
         cache=None,
+        cache_layers=None,
     ):
         self.backbone = backbone
         self.weights = weights
@@ -208,12 +241,13 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
         self.on_error = on_error
         self.max_pixels = max_pixels
         self.cache = cache
+        self.cache_layers = cache_layers
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
-        """Check the parameters, load the network and record output shapes.
+        """Check the parameters, load the network(s) and record output shapes.
 
-        The network is frozen: no image of ``X`` is decoded or run.
+        The networks are frozen: no image of ``X`` is decoded or run.
 
         Parameters
         ----------
@@ -229,29 +263,64 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
             The fitted transformer.
         """
         image_io.as_image_list(X)
+        if isinstance(self.backbone, str):
+            self._fit_backbone()
+        else:
+            self._fit_parts(X)
+        self._fitted_params = self.get_params()
+        return self
+
+    def _fit_backbone(self) -> None:
+        """Fit for one backbone: layers, shapes, preprocessing."""
+        for param in _PER_BACKBONE:
+            if isinstance(getattr(self, param), dict) or (param == "weights" and isinstance(self.weights, (list, tuple))):
+                raise ValueError(
+                    f"{param}={getattr(self, param)!r} is per backbone, for several backbones "
+                    f"(backbone=[...]); backbone is {self.backbone!r}: give one value."
+                )
         names = self._layer_names()
+        stored_names = self._cache_layer_names(names)
         input_size = self._checked_input_size()
         backbone = backbones.load_backbone(self.backbone, self.weights, self.device)
         recipe = backbone.preprocessing
         if input_size is not None:
             recipe = recipe.with_input_size(input_size)
         layers, head = probe_backbone(backbone, recipe.crop_size)
-        check_layer_names(names, layers, self.backbone)
+        check_layer_names(stored_names, layers, self.backbone)
         shapes = {layer.name: layer.shape for layer in layers}
-        for name in names:
+        for name in stored_names:
             try:
                 check_poolable(shapes[name], self.pooling)
             except ValueError as exc:
-                raise ValueError(f"layer={name!r}: {exc}") from None
+                param = "layer" if name in names else "cache_layers"
+                raise ValueError(f"{param}={name!r}: {exc}") from None
         self.layers_ = tuple(names)
-        self.layer_shapes_ = {name: shapes[name] for name in names}
+        self.layer_shapes_ = {name: shapes[name] for name in stored_names}
         self.head_ = head
         self.n_features_out_ = sum(n_codes(shapes[name], self.pooling) for name in names)
         self.input_size_ = recipe.crop_size
         self.preprocessing_ = recipe.as_dict()
         self.device_ = str(backbone.device)
-        self._fitted_params = self.get_params()
-        return self
+
+    def _fit_parts(self, X) -> None:
+        """Fit one single-backbone transformer per backbone of the list."""
+        names = list(self.backbone)
+        if not names or not all(isinstance(name, str) for name in names):
+            raise ValueError(f"backbone must be a name or a non-empty list of names; got {self.backbone!r}.")
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"backbone lists {repeated} more than once; each backbone's codes are taken once.")
+        shared = {k: v for k, v in self.get_params().items() if k not in _PER_BACKBONE and k != "backbone"}
+        per_backbone = {param: _per_backbone(getattr(self, param), names, param) for param in _PER_BACKBONE}
+        self.parts_ = [
+            type(self)(backbone=name, **shared, **{param: values[name] for param, values in per_backbone.items()})
+            .fit(X)
+            for name in names
+        ]
+        for attribute in ("layers_", "layer_shapes_", "head_", "input_size_", "preprocessing_"):
+            setattr(self, attribute, {part.backbone: getattr(part, attribute) for part in self.parts_})
+        self.n_features_out_ = sum(part.n_features_out_ for part in self.parts_)
+        self.device_ = self.parts_[0].device_
 
     def transform(self, X):
         """Compute the codes of ``X``.
@@ -264,8 +333,9 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
         Returns
         -------
         codes : ndarray of shape (n_samples, n_features_out_), dtype float32
-            The codes of each image, tapped layers concatenated (NaN rows
-            for images that could not be used, with ``on_error="skip"``).
+            The codes of each image, tapped layers (and backbones)
+            concatenated (NaN rows for images that could not be used, with
+            ``on_error="skip"``).
 
         Raises
         ------
@@ -280,26 +350,9 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
             # shapes from the parameters, never from data, so re-deriving
             # them here is what the user means.
             self.fit(images)
-        backbone = backbones.load_backbone(self.backbone, self.weights, self.device)
-        recipe = backbone.preprocessing.with_input_size(self.input_size_)
-        plan = TapPlan(
-            self.layers_, self.head_, self.pooling, self.relu,
-            tuple(self.layer_shapes_[layer] for layer in self.layers_),
-        )
-        self.failed_ = []
-        if not images:
-            return np.empty((0, self.n_features_out_), dtype=np.float32)
-        progress = show_progress(self.progress, len(images), self.batch_size)
-        options = dict(batch_size=self.batch_size, progress=progress, max_pixels=self.max_pixels)
-        if self.cache is None:
-            codes, self.failed_ = extract_codes(backbone, images, recipe, plan, **options)
-        else:
-            codes, self.failed_, self.cache_info_ = extract_codes_cached(
-                backbone, images, recipe, plan,
-                cache=CodeCache(self.cache),
-                configs={layer: self._cache_config(layer, backbone, recipe, plan) for layer in self.layers_},
-                **options,
-            )
+        codes, self.failed_, cache_info = self._codes(images)
+        if self.cache is not None:
+            self.cache_info_ = cache_info
         if self.failed_ and self.on_error == "raise":
             raise image_io.BadImagesError(self.failed_, codes)
         if self.failed_:
@@ -310,6 +363,45 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
                 stacklevel=2,
             )
         return codes
+
+    def _codes(self, images: list) -> tuple[np.ndarray, list[image_io.ImageFailure], object]:
+        """Codes, failures and cache statistics of ``images`` (fitted)."""
+        if not images:
+            return np.empty((0, self.n_features_out_), dtype=np.float32), [], None
+        if hasattr(self, "parts_"):
+            return self._codes_of_parts(images)
+        backbone = backbones.load_backbone(self.backbone, self.weights, self.device)
+        recipe = backbone.preprocessing.with_input_size(self.input_size_)
+        plan = self._plan(self.layers_)
+        progress = show_progress(self.progress, len(images), self.batch_size)
+        options = dict(batch_size=self.batch_size, progress=progress, max_pixels=self.max_pixels)
+        if self.cache is None:
+            codes, failed = extract_codes(backbone, images, recipe, plan, **options)
+            return codes, failed, None
+        stored_plan = self._plan(tuple(self.layer_shapes_))
+        return extract_codes_cached(
+            backbone, images, recipe, plan,
+            cache=CodeCache(self.cache),
+            configs={layer: self._cache_config(layer, backbone, recipe, stored_plan) for layer in stored_plan.layers},
+            stored_plan=stored_plan,
+            **options,
+        )
+
+    def _plan(self, layers: tuple[str, ...]) -> TapPlan:
+        shapes = tuple(self.layer_shapes_[layer] for layer in layers)
+        return TapPlan(layers, self.head_, self.pooling, self.relu, shapes)
+
+    def _codes_of_parts(self, images: list):
+        """Each backbone's codes side by side; a row fails if any backbone failed it."""
+        blocks, failed, cache_info = [], {}, {}
+        for part in self.parts_:
+            codes, part_failed, cache_info[part.backbone] = part._codes(images)
+            blocks.append(codes)
+            for failure in part_failed:
+                failed.setdefault(failure.index, failure)
+        codes = np.concatenate(blocks, axis=1)
+        codes[sorted(failed)] = np.nan
+        return codes, [failed[i] for i in sorted(failed)], cache_info
 
     def _cache_config(self, layer, backbone, recipe, plan) -> dict:
         """Everything that changes a layer's stored codes: the cache key.
@@ -345,6 +437,8 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
             ``n_features_out_`` names, in column order.
         """
         check_is_fitted(self)
+        if hasattr(self, "parts_"):
+            return np.concatenate([part.get_feature_names_out() for part in self.parts_])
         names = [
             f"{self.backbone}__{layer}__{i}"
             for layer in self.layers_
@@ -374,6 +468,20 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
             raise ValueError(f"layer lists {duplicated} more than once.")
         return names
 
+    def _cache_layer_names(self, names: list[str]) -> list[str]:
+        """The tapped layers, then the further ``cache_layers`` (in order, once)."""
+        if self.cache_layers is None:
+            return names
+        extra = [self.cache_layers] if isinstance(self.cache_layers, str) else list(self.cache_layers)
+        if not all(isinstance(name, str) for name in extra):
+            raise ValueError(f"cache_layers must be a list of layer names or None; got {self.cache_layers!r}.")
+        if self.cache is None:
+            raise ValueError(
+                "cache_layers needs a cache: set cache='codes.h5' (the extra layers are stored there), "
+                "or leave cache_layers=None."
+            )
+        return list(dict.fromkeys([*names, *extra]))
+
     def _checked_input_size(self) -> tuple[int, int] | None:
         size = self.input_size
         if size is None:
@@ -386,6 +494,34 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
             f"input_size must be None, a positive int or a (height, width) pair of positive "
             f"ints; got {size!r}."
         )
+
+
+#: Parameters that may differ between the backbones of a list.
+_PER_BACKBONE = ("weights", "layer", "input_size", "cache_layers")
+
+
+def _per_backbone(value, names: list[str], param: str) -> dict:
+    """``{backbone: value}`` from a dict, a list with one entry per backbone,
+    or one value for all (always one value for ``input_size``, whose pairs
+    are a height and a width)."""
+    if isinstance(value, dict):
+        unknown = sorted(set(value) - set(names))
+        missing = [name for name in names if name not in value]
+        if unknown or missing:
+            raise ValueError(
+                f"{param} must have one entry per backbone of {names}; "
+                f"unknown: {unknown}, missing: {missing}."
+            )
+        return dict(value)
+    if not isinstance(value, (list, tuple)) or param == "input_size":
+        return {name: value for name in names}
+    if len(value) != len(names):
+        raise ValueError(
+            f"{param}={value!r}: with several backbones {names}, a list gives one entry per backbone "
+            f"({len(names)}, not {len(value)}); give one value for all, or a dict "
+            f"{{backbone: value}} (e.g. {{{names[0]!r}: ['blocks.2', 'penultimate']}})."
+        )
+    return dict(zip(names, value))
 
 
 __all__ = ["CNNFeatureTransformer", "PENULTIMATE"]
