@@ -24,6 +24,8 @@ _PUBLIC = {
     "list_layers": ".layers",
     "CodeCache": ".cache",
     "check_images": ".images",
+    "LayerSearchCV": ".search",
+    "advise_layer": ".advice",
 }
 
 __all__ = [*_PUBLIC, "__version__"]

@@ -1,0 +1,230 @@
+"""Layer choice: one pass for many taps, cache_layers, several backbones, LayerSearchCV."""
+
+import contextlib
+import os
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV
+from sklearn.naive_bayes import GaussianNB
+from sklearn.pipeline import FeatureUnion, make_pipeline
+
+from skcnn import CNNFeatureTransformer, LayerSearchCV, backbones
+from skcnn.images import BadImagesError
+from skcnn.layers import candidate_layers, list_layers, probe_backbone
+
+SMALL = dict(backbone="efficientnet_lite0", input_size=32, batch_size=8)
+
+
+@contextlib.contextmanager
+def counted_forward_passes(backbone="efficientnet_lite0", weights="DEFAULT", input_size=(32, 32)):
+    """Count the images that enter the (per-process, shared) network, after
+    its one-time probe at ``input_size`` (which fit runs on a zero image)."""
+    loaded = backbones.load_backbone(backbone, weights, "auto")
+    probe_backbone(loaded, input_size)
+    network = loaded.network
+    seen = []
+    handle = network.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape[0]))
+    try:
+        yield seen
+    finally:
+        handle.remove()
+
+
+@pytest.fixture
+def images():
+    return np.random.default_rng(1).integers(0, 256, (12, 32, 32, 3), dtype=np.uint8)
+
+
+def test_several_layers_come_from_one_forward_pass_per_image(images):
+    layers = ["blocks.1", "blocks.3", "penultimate"]
+    with counted_forward_passes() as seen:
+        codes = CNNFeatureTransformer(**SMALL, layer=layers).fit(images).transform(images)
+    assert sum(seen) == len(images)
+    alone = [CNNFeatureTransformer(**SMALL, layer=layer).fit_transform(images) for layer in layers]
+    np.testing.assert_allclose(codes, np.concatenate(alone, axis=1), rtol=1e-5, atol=1e-6)
+
+
+def test_cache_layers_store_the_other_candidates_in_the_same_pass(tmp_path, images):
+    candidates = ["blocks.1", "blocks.3", "penultimate"]
+    cache = os.fspath(tmp_path / "codes.h5")
+    cached = {}
+    with counted_forward_passes() as seen:
+        first = CNNFeatureTransformer(**SMALL, layer="blocks.1", cache=cache, cache_layers=candidates)
+        first.fit(images).transform(images)
+        for layer in candidates[1:]:
+            t = CNNFeatureTransformer(**SMALL, layer=layer, cache=cache).fit(images)
+            cached[layer] = t.transform(images)
+            assert t.cache_info_.computed == 0 and t.cache_info_.hits == len(images)
+    assert sum(seen) == len(images)
+    for layer, codes in cached.items():
+        np.testing.assert_array_equal(codes, CNNFeatureTransformer(**SMALL, layer=layer).fit_transform(images))
+
+
+def test_grid_search_over_layer_with_cache_layers_costs_one_pass_per_image(tmp_path, textures):
+    X, y = textures[0][::4], textures[1][::4]
+    candidates = ["blocks.1", "blocks.3", "penultimate"]
+    transformer = CNNFeatureTransformer(**SMALL, cache=os.fspath(tmp_path / "c.h5"), cache_layers=candidates)
+    grid = GridSearchCV(make_pipeline(transformer, GaussianNB()), {"cnnfeaturetransformer__layer": candidates}, cv=3)
+    with counted_forward_passes() as seen:
+        grid.fit(X, y)
+    assert sum(seen) == len(X)  # not 3 layers x 3 folds x (train + test)
+    assert grid.best_params_["cnnfeaturetransformer__layer"] in candidates
+
+
+def test_cache_layers_need_a_cache_and_valid_names(images):
+    with pytest.raises(ValueError, match="cache_layers needs a cache"):
+        CNNFeatureTransformer(**SMALL, cache_layers=["blocks.1"]).fit(images)
+    with pytest.raises(ValueError, match="blocks.99.*not a tappable layer"):
+        CNNFeatureTransformer(**SMALL, cache="x.h5", cache_layers=["blocks.99"]).fit(images)
+
+
+def test_two_backbones_concatenate_with_their_own_preprocessing_and_prefixed_names(images):
+    both = CNNFeatureTransformer(
+        backbone=["efficientnet_lite0", "resnet18"],
+        weights={"efficientnet_lite0": "DEFAULT", "resnet18": None},
+        layer=["blocks.2", ["layer2", "penultimate"]],
+        input_size=32,
+    ).fit(images)
+    codes = both.transform(images)
+    assert codes.shape == (len(images), 40 + 128 + 512) == (len(images), both.n_features_out_)
+    assert both.layers_ == {"efficientnet_lite0": ("blocks.2",), "resnet18": ("layer2", "penultimate")}
+    lite0 = CNNFeatureTransformer(**SMALL, layer="blocks.2").fit_transform(images)
+    resnet = CNNFeatureTransformer(backbone="resnet18", weights=None, layer=["layer2", "penultimate"],
+                                   input_size=32).fit_transform(images)
+    np.testing.assert_array_equal(codes, np.hstack([lite0, resnet]))
+    names = both.get_feature_names_out()
+    assert names[0] == "efficientnet_lite0__blocks.2__0" and names[40] == "resnet18__layer2__0"
+    assert names[-1] == "resnet18__penultimate__511" and len(set(names)) == len(names)
+    # each backbone keeps its own normalisation (timm lite0: 0.5; torchvision: ImageNet mean)
+    assert both.preprocessing_["efficientnet_lite0"]["mean"] != both.preprocessing_["resnet18"]["mean"]
+
+
+def test_two_backbones_survive_clone_pickle_and_set_output(images):
+    import pickle
+
+    both = CNNFeatureTransformer(backbone=["efficientnet_lite0", "resnet18"], weights=["DEFAULT", None],
+                                 input_size=32).fit(images)
+    codes = both.transform(images)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(both)).transform(images), codes)
+    np.testing.assert_array_equal(clone(both).fit_transform(images), codes)
+    frame = clone(both).set_output(transform="pandas").fit_transform(images)
+    assert list(frame.columns) == both.get_feature_names_out().tolist()
+
+
+def test_two_backbones_bad_image_is_one_failure_and_one_nan_row(tmp_path, images):
+    paths = []
+    for i, image in enumerate(images[:4]):
+        from PIL import Image
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(image).save(paths[-1])
+    paths[2].write_bytes(b"not an image")
+    params = dict(backbone=["efficientnet_lite0", "resnet18"], weights=["DEFAULT", None], input_size=32)
+    with pytest.warns(UserWarning, match="1 of 4 images"):
+        t = CNNFeatureTransformer(**params, on_error="skip").fit(paths)
+        codes = t.transform(paths)
+    assert [f.index for f in t.failed_] == [2]
+    assert np.isnan(codes[2]).all() and np.isfinite(codes[[0, 1, 3]]).all()
+    with pytest.raises(BadImagesError, match="2.png") as raised:
+        CNNFeatureTransformer(**params).fit(paths).transform(paths)
+    np.testing.assert_array_equal(raised.value.codes, codes)
+
+
+@pytest.mark.parametrize("params, message", [
+    (dict(layer=["penultimate"]), "one entry per backbone"),
+    (dict(layer={"efficientnet_lite0": "penultimate"}), r"missing: \['resnet18'\]"),
+    (dict(weights={"efficientnet_lite0": "DEFAULT", "resnet18": None, "vgg16": None}), r"unknown: \['vgg16'\]"),
+])
+def test_per_backbone_parameters_must_match_the_backbones(images, params, message):
+    with pytest.raises(ValueError, match=message):
+        CNNFeatureTransformer(backbone=["efficientnet_lite0", "resnet18"], input_size=32, **params).fit(images)
+
+
+def test_repeated_backbone_and_per_backbone_dict_for_one_backbone_are_refused(images):
+    with pytest.raises(ValueError, match="more than once"):
+        CNNFeatureTransformer(backbone=["resnet18", "resnet18"], weights=None).fit(images)
+    with pytest.raises(ValueError, match="per backbone"):
+        CNNFeatureTransformer(**SMALL, layer={"efficientnet_lite0": "penultimate"}).fit(images)
+
+
+def test_feature_union_of_two_backbones_shares_one_cache_file(tmp_path, images):
+    cache = os.fspath(tmp_path / "shared.h5")
+
+    def union():
+        return FeatureUnion([
+            ("lite0", CNNFeatureTransformer(**SMALL, cache=cache)),
+            ("resnet", CNNFeatureTransformer(backbone="resnet18", weights=None, input_size=32, cache=cache)),
+        ])
+
+    first = union().fit_transform(images)
+    again = union().fit(images)
+    np.testing.assert_array_equal(again.transform(images), first)
+    for _, part in again.transformer_list:
+        assert part.cache_info_.computed == 0
+    from skcnn.cache import CodeCache
+    assert {c.attrs["backbone"] for c in CodeCache(cache).configs()} == {"efficientnet_lite0", "resnet18"}
+
+
+def test_candidate_layers_spread_from_early_to_penultimate():
+    for backbone in ("efficientnet_lite0", "resnet18", "vgg16", "alexnet"):
+        names = candidate_layers(backbone)
+        order = [layer.name for layer in list_layers(backbone)]
+        assert names[-1] == "penultimate" and len(names) >= 5
+        assert [order.index(n) for n in names] == sorted(order.index(n) for n in names)
+        assert order.index(names[0]) < len(order) / 4  # starts early
+    assert candidate_layers("efficientnet_lite0") == ["blocks.0", "blocks.1", "blocks.2", "blocks.4", "bn2", "penultimate"]
+    assert "classifier.1" in candidate_layers("vgg16")  # fc6 of VGG, after its ReLU
+
+
+def test_layer_search_one_extraction_table_and_best_estimator(tmp_path, textures):
+    X, y = textures[0][::3], textures[1][::3]  # 20 patches, every class
+    layers = ["blocks.1", "blocks.3", "penultimate"]
+    search = LayerSearchCV(layers=layers, cv=3, input_size=32, cache=os.fspath(tmp_path / "c.h5"))
+    with counted_forward_passes() as seen:
+        search.fit(X, y)
+    assert sum(seen) == len(X)  # the refit reads the best layer from the cache
+    results = search.cv_results_
+    assert results["layer"].tolist() == layers
+    assert results["n_features"].tolist() == [24, 80, 1280]
+    assert np.all(np.diff(results["depth"]) > 0)
+    assert results["split2_test_score"].shape == (3,)
+    assert search.best_layer_ == layers[int(np.argmax(results["mean_test_score"]))]
+    assert results["rank_test_score"][search.best_index_] == 1
+    assert search.best_estimator_.named_steps["cnnfeaturetransformer"].layers_ == (search.best_layer_,)
+    assert search.predict(X).shape == (len(X),) and 0 <= search.score(X, y) <= 1
+    assert "*" in search.summary() and "blocks.3" in search.summary()
+    with counted_forward_passes() as seen:
+        again = clone(search).set_params(classifier=GaussianNB()).fit(X, y)
+    assert sum(seen) == 0  # a second search runs no network at all
+    assert again.cv_results_["layer"].tolist() == layers
+
+
+def test_layer_search_default_candidates_and_custom_classifier(textures):
+    X, y = textures[0][::4], textures[1][::4]
+    search = LayerSearchCV(classifier=GaussianNB(), cv=3, input_size=32).fit(X, y)
+    assert search.cv_results_["layer"].tolist() == candidate_layers("efficientnet_lite0", 32)
+    assert search.predict_proba(X).shape == (len(X), 3)
+
+
+def test_layer_search_plot_draws_error_bars(tmp_path, textures):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    X, y = textures[0][::4], textures[1][::4]
+    search = LayerSearchCV(layers=["blocks.1", "penultimate"], classifier=GaussianNB(), cv=3, input_size=32).fit(X, y)
+    ax = search.plot()
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["blocks.1", "penultimate"]
+    assert len(ax.containers) == 1  # one errorbar container
+    ax.figure.savefig(tmp_path / "layers.png")
+    assert (tmp_path / "layers.png").stat().st_size > 1000
+
+
+def test_layer_search_bad_parameters(textures):
+    X, y = textures[0][::10], textures[1][::10]
+    with pytest.raises(ValueError, match="layers must be a non-empty list"):
+        LayerSearchCV(layers=[], input_size=32).fit(X, y)
+    with pytest.raises(ValueError, match="6 images but y has 5"):
+        LayerSearchCV(input_size=32).fit(X, y[:5])
+    with pytest.raises(ValueError, match="not a tappable layer"):
+        LayerSearchCV(layers=["blocks.99"], input_size=32).fit(X, y)
