@@ -22,6 +22,8 @@ def _demo(args: argparse.Namespace) -> int:
 def _layers(args: argparse.Namespace) -> int:
     from .layers import list_layers
 
+    if args.search is not None:
+        return _search_layers(args)
     layers = list_layers(args.backbone, args.input_size)
     if args.max_depth is not None:
         layers = [l for l in layers if l.name.count(".") < args.max_depth or l.name == "penultimate"]
@@ -31,6 +33,45 @@ def _layers(args: argparse.Namespace) -> int:
         shape = " x ".join(str(s) for s in layer.shape)
         print(f"{layer.name:<{width}}  {layer.kind:<22} {shape}")
     return 0
+
+
+def _search_layers(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")  # a file, never a window
+    from .search import LayerSearchCV
+
+    paths, labels = labelled_images(args.search)
+    search = LayerSearchCV(
+        backbone=args.backbone, layers=args.layer, cv=args.cv, input_size=args.input_size,
+        weights=None if args.weights == "none" else args.weights, cache=args.cache, progress=True,
+        refit=False,
+    ).fit(paths, labels)
+    print(f"{len(paths)} images, {len(set(labels))} classes, {args.backbone}:")
+    print(search.summary())
+    print(f"best layer: {search.best_layer_}")
+    ax = search.plot(label=os.path.basename(os.path.normpath(args.search)))
+    ax.figure.savefig(args.plot, dpi=120)
+    print(f"plot: {args.plot}")
+    return 0
+
+
+def labelled_images(folder: str) -> tuple[list[Path], list[str]]:
+    """Images below ``folder/<class>/``, labelled by their class folder."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise ValueError(f"--search {folder!r} is not a folder (expected one subfolder of images per class).")
+    paths, labels = [], []
+    for class_folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        found = image_files([os.fspath(class_folder)])
+        paths += found
+        labels += [class_folder.name] * len(found)
+    if len(set(labels)) < 2:
+        raise ValueError(
+            f"--search {folder!r}: found {len(set(labels))} class folder(s) with images; a search needs "
+            "at least two (FOLDER/<class>/<image files>)."
+        )
+    return paths, labels
 
 
 def image_files(inputs: list[str]) -> list[Path]:
@@ -120,6 +161,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-depth", type=int, default=None,
         help="only layers at most this deep in the module tree (1: top-level blocks)",
     )
+    layers_parser.add_argument(
+        "--search", metavar="FOLDER", default=None,
+        help="cross-validate a classifier on each candidate layer's codes of FOLDER/<class>/<images>",
+    )
+    layers_parser.add_argument("--layer", action="append", default=None,
+                               help="with --search: a candidate layer (repeat; default: one per stage)")
+    layers_parser.add_argument("--plot", default="layer_search.png", help="with --search: the PNG to write")
+    layers_parser.add_argument("--cv", type=int, default=5, help="with --search: folds")
+    layers_parser.add_argument("--cache", default=None, help="with --search: HDF5 code cache file")
+    layers_parser.add_argument("--weights", default="DEFAULT", help="DEFAULT, an enum name, a checkpoint path, or none")
     layers_parser.set_defaults(run=_layers)
 
     extract_parser = commands.add_parser(

@@ -12,7 +12,7 @@ import time
 from numbers import Integral
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, _fit_context, clone, is_classifier
+from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, _fit_context, clone
 from sklearn.linear_model import LogisticRegressionCV
 from sklearn.metrics import check_scoring
 from sklearn.model_selection import check_cv, cross_validate
@@ -31,11 +31,11 @@ from .transformer import CNNFeatureTransformer
 DEFAULT_CS = np.logspace(-4, 2, 7)
 
 
-def default_classifier():
+def default_classifier(inner_cv: int = 3):
     """Standardised codes into a logistic regression whose ``C`` is tuned by
-    an inner 3-fold cross-validation: regularised, as few images and many
-    codes call for."""
-    options = dict(Cs=DEFAULT_CS, cv=3, scoring="accuracy", max_iter=2000)
+    an inner ``inner_cv``-fold cross-validation: regularised, as few images
+    and many codes call for."""
+    options = dict(Cs=DEFAULT_CS, cv=inner_cv, scoring="accuracy", max_iter=2000)
     if "use_legacy_attributes" in LogisticRegressionCV().get_params():  # scikit-learn >= 1.8: L2 by l1_ratios
         options.update(use_legacy_attributes=False, l1_ratios=(0.0,))
     return make_pipeline(StandardScaler(), LogisticRegressionCV(**options))
@@ -204,9 +204,9 @@ class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         start = time.perf_counter()
         codes = transformer.fit(images).transform(images)
         self.extraction_time_ = time.perf_counter() - start
-        classifier = self._classifier()
-        cv = check_cv(self.cv, y, classifier=is_classifier(classifier))
+        cv = check_cv(self.cv, y, classifier=True)
         folds = list(cv.split(codes, y))
+        classifier = self._classifier(y, folds)
         self.n_splits_ = len(folds)
         scorer = check_scoring(classifier, scoring=self.scoring)
         scores, fit_times = [], []
@@ -234,8 +234,17 @@ class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             raise ValueError(f"layers must be a non-empty list of layer names or None; got {self.layers!r}.")
         return layers
 
-    def _classifier(self):
-        return default_classifier() if self.classifier is None else self.classifier
+    def _classifier(self, y: np.ndarray, folds: list):
+        if self.classifier is not None:
+            return self.classifier
+        # The inner folds that tune C must fit in the smallest class of every training split.
+        smallest = min(np.unique(y[train], return_counts=True)[1].min() for train, _ in folds)
+        if smallest < 2:
+            raise ValueError(
+                f"A class has {smallest} image(s) in a training split of cv={self.cv!r}: too few to tune "
+                "the default classifier. Give more images per class, a smaller cv, or a classifier."
+            )
+        return default_classifier(inner_cv=min(3, int(smallest)))
 
     def _transformer(self, layer) -> CNNFeatureTransformer:
         return CNNFeatureTransformer(
