@@ -187,7 +187,10 @@ def start_filler(path, n, seed=5):
 def test_ctrl_c_stops_promptly_and_a_rerun_continues(tmp_path):
     path = tmp_path / "c.h5"
     child = start_filler(path, 400)
-    time.sleep(1.5)
+    segments = path.parent / (path.name + ".segments")
+    deadline = time.monotonic() + 60
+    while not list(segments.glob("*.h5")) and time.monotonic() < deadline:  # a batch is stored
+        time.sleep(0.1)
     child.send_signal(signal.SIGINT)
     start = time.monotonic()
     child.wait(timeout=30)
