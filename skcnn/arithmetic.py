@@ -6,9 +6,10 @@ arithmetic is done:
 - **precision**: ``"fp32"``, or autocast to ``"bf16"`` / ``"fp16"``
   (matrix products and convolutions in half width, accumulations and
   pooling in fp32). ``"auto"`` picks fp16 on CUDA, bf16 on a CPU with
-  native bf16 instructions (AVX512-BF16 or AMX), fp32 elsewhere. Half
-  precision changes codes by about a percent (see ``benchmarks/RESULTS.md``),
-  so it is part of the cache key.
+  native bf16 instructions (AVX512-BF16 or AMX), fp32 elsewhere. On
+  EfficientNet-Lite0 bf16 moved codes by about 8% (median relative L2),
+  fp16 by under 1% (``benchmarks/RESULTS.md``), so the precision is part
+  of the cache key.
 - **channels_last** memory layout (NHWC), which oneDNN and cuDNN
   convolutions run faster on.
 - **batch norm folded** into the convolution before it: in eval mode a

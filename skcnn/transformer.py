@@ -91,9 +91,12 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
         Arithmetic of the forward pass: ``"fp32"``, or autocast to bf16 or
         fp16 (pooling stays fp32, codes are float32 either way).
         ``"auto"``: fp16 on CUDA, bf16 on a CPU with native bf16
-        (AVX512-BF16 or AMX), fp32 otherwise. Half precision moves codes
-        by about a percent; it is part of the cache key, so codes of
-        different precisions are never mixed.
+        (AVX512-BF16 or AMX), fp32 otherwise. Measured on EfficientNet-Lite0
+        codes: bf16 moves them by about 8% (relative L2, median), fp16 by
+        under 1%, with no loss of a linear classifier's accuracy. The
+        resolved precision is part of the cache key, so codes of different
+        precisions are never mixed. Without native support (most CPUs)
+        bf16 and fp16 are emulated and much slower than fp32.
 
     decode : {"exact", "draft"}, default="exact"
         ``"draft"`` decodes JPEG files at a reduced scale (PIL's DCT
@@ -163,6 +166,11 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
     array in [0, 1]; a list of arrays of different sizes. Gray images are
     replicated over three channels, alpha is dropped. The same picture as a
     path, a PIL image or an array gives the same codes.
+
+    On CPU and CUDA the forward pass runs on a private copy of the network
+    in channels_last layout with batch norm folded into the convolutions
+    (same function; codes equal within 1e-4); images are decoded by
+    ``num_workers`` threads while it runs.
 
     The network is built on first use and kept once per process: clones
     (in ``GridSearchCV``) share it, and a pickled transformer holds no

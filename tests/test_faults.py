@@ -184,19 +184,22 @@ def start_filler(path, n, seed=5):
     return child
 
 
+CTRL_C_IMAGES = 3000  # enough that the run is still going when Ctrl-C comes
+
+
 def test_ctrl_c_stops_promptly_and_a_rerun_continues(tmp_path):
     path = tmp_path / "c.h5"
-    child = start_filler(path, 400)
+    child = start_filler(path, CTRL_C_IMAGES)
     time.sleep(1.5)
     child.send_signal(signal.SIGINT)
     start = time.monotonic()
     child.wait(timeout=30)
     assert time.monotonic() - start < 10
     assert child.returncode != 0 and "KeyboardInterrupt" in child.stderr.read()
-    images = filler_images(400, 5)
+    images = filler_images(CTRL_C_IMAGES, 5)
     t = CNNFeatureTransformer(**SMALL, cache=str(path)).fit(images)
     codes = t.transform(images)
-    assert 0 < t.cache_info_.hits < 400
+    assert 0 < t.cache_info_.hits < CTRL_C_IMAGES
     np.testing.assert_array_equal(codes, CNNFeatureTransformer(**SMALL).fit(images).transform(images))
 
 

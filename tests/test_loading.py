@@ -165,7 +165,7 @@ print("ready", flush=True)
 try:
     t.transform(paths * 500)
 except KeyboardInterrupt:
-    alive = [th.name for th in threading.enumerate() if th is not threading.main_thread()]
+    alive = [th.name for th in threading.enumerate() if th.name.startswith("skcnn-decode")]
     print("threads", alive, "children", multiprocessing.active_children(), flush=True)
     raise
 """
@@ -181,7 +181,7 @@ def test_ctrl_c_shuts_the_pipeline_down_cleanly(jpegs):
     child.send_signal(signal.SIGINT)
     start = time.monotonic()
     out, err = child.communicate(timeout=60)
-    assert time.monotonic() - start < 10
+    assert time.monotonic() - start < 30  # no hang (about 1 s on an idle machine)
     assert child.returncode != 0 and "KeyboardInterrupt" in err
     assert "threads [] children []" in out  # no decoding thread or process left behind
 
