@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     extract_parser.add_argument("--pooling", default="avg", choices=["avg", "max", "flatten", "spp"])
     extract_parser.add_argument("--input-size", type=int, default=None)
-    extract_parser.add_argument("--batch-size", type=int, default=32)
+    extract_parser.add_argument("--batch-size", type=int, default=8)
     extract_parser.add_argument("--device", default="auto")
     extract_parser.set_defaults(run=_extract)
 

@@ -7,8 +7,9 @@ so an interrupted run keeps every finished batch.
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,9 +17,11 @@ import torch
 from tqdm.auto import tqdm
 
 from . import images as image_io
+from .arithmetic import Inference
 from .backbones import Backbone
 from .cache import CodeCache
 from .identity import image_key
+from .loading import iter_batches
 from .pooling import n_codes, relu_commutes, to_codes
 from .preprocessing import Preprocessing
 from .taps import run_taps
@@ -70,18 +73,28 @@ def extract_codes(
     batch_size: int,
     progress: bool,
     max_pixels: int | None = image_io.MAX_PIXELS,
+    num_workers: int = 0,
+    decode: str = "exact",
+    inference: Inference | None = None,
 ) -> tuple[np.ndarray, list[image_io.ImageFailure]]:
     """Codes of every image, float32 ``(len(images), width)``, layers concatenated.
 
     An image that cannot be decoded gets a row of NaN and an entry in the
-    returned failures; the others are computed all the same.
+    returned failures; the others are computed all the same. Images are
+    decoded by ``num_workers`` threads (see :mod:`skcnn.loading`) while the
+    network runs; ``inference`` says how it runs (default: the backbone's
+    own network in fp32).
     """
     failures: list[image_io.ImageFailure] = []
     codes = np.full((len(images), plan.width), np.nan, dtype=np.float32)
-    with tqdm(total=len(images), unit="img", disable=not progress, desc="skcnn") as bar:
-        batches = iter_batches(images, range(len(images)), recipe, batch_size, failures, max_pixels)
+    batches = iter_batches(
+        images, range(len(images)), recipe, batch_size, failures,
+        max_pixels=max_pixels, num_workers=num_workers, decode=decode,
+    )
+    with tqdm(total=len(images), unit="img", disable=not progress, desc="skcnn") as bar, \
+            contextlib.closing(batches):  # stops the decoding workers at once on an error
         for positions, batch in batches:
-            codes[positions] = finish(plan, stored_codes_of_batch(backbone, batch, plan))
+            codes[positions] = finish(plan, stored_codes_of_batch(backbone, batch, plan, inference))
             bar.update(len(positions))
     return codes, failures
 
@@ -97,6 +110,9 @@ def extract_codes_cached(
     batch_size: int,
     progress: bool,
     max_pixels: int | None = image_io.MAX_PIXELS,
+    num_workers: int = 0,
+    decode: str = "exact",
+    inference: Inference | None = None,
     stored_plan: TapPlan | None = None,
 ) -> tuple[np.ndarray, list[image_io.ImageFailure], CacheStats]:
     """Like :func:`extract_codes`, computing only what ``cache`` lacks.
@@ -121,9 +137,13 @@ def extract_codes_cached(
     missing = [i for i in readable.tolist() if not all(i in have[layer] for layer in plan.layers)]
     first_of_key = {keys[i]: i for i in reversed(missing)}  # one forward pass per distinct image
     todo = sorted(first_of_key.values())
-    with tqdm(total=len(todo), unit="img", disable=not progress, desc="skcnn") as bar:
-        for positions, batch in iter_batches(images, todo, recipe, batch_size, failures, max_pixels):
-            codes = stored_codes_of_batch(backbone, batch, stored_plan)
+    batches = iter_batches(
+        images, todo, recipe, batch_size, failures,
+        max_pixels=max_pixels, num_workers=num_workers, decode=decode,
+    )
+    with tqdm(total=len(todo), unit="img", disable=not progress, desc="skcnn") as bar, contextlib.closing(batches):
+        for positions, batch in batches:
+            codes = stored_codes_of_batch(backbone, batch, stored_plan, inference)
             unstored = {layer: _unstored(positions, keys, configs[layer], codes[layer], have[layer])
                         for layer in stored_plan.layers}
             cache.write({layer: entry for layer, entry in unstored.items() if entry[1]})
@@ -161,40 +181,24 @@ def _keys(images: Sequence, failures: list[image_io.ImageFailure]) -> dict[int, 
     return keys
 
 
-def iter_batches(
-    images: Sequence,
-    positions: Sequence[int],
-    recipe: Preprocessing,
-    batch_size: int,
-    failures: list[image_io.ImageFailure],
-    max_pixels: int | None = image_io.MAX_PIXELS,
-) -> Iterator[tuple[list[int], torch.Tensor]]:
-    """Decode and preprocess ``images[i]`` for ``i`` in ``positions``; yield the
-    positions decoded and their stacked ``(B, 3, h, w)`` tensor. Images that
-    fail are appended to ``failures`` and left out."""
-    for start in range(0, len(positions), batch_size):
-        done, tensors = [], []
-        for i in positions[start:start + batch_size]:
-            try:
-                tensors.append(recipe(image_io.load_image(images[i], max_pixels)))
-                done.append(i)
-            except image_io.ImageError as exc:
-                failures.append(image_io.failure(images[i], i, exc))
-        if tensors:
-            yield done, torch.stack(tensors)
+def stored_codes_of_batch(
+    backbone: Backbone, batch: torch.Tensor, plan: TapPlan, inference: Inference | None = None
+) -> dict[str, np.ndarray]:
+    """One batch through the network: each layer's codes in stored form, on the host.
 
-
-def stored_codes_of_batch(backbone: Backbone, batch: torch.Tensor, plan: TapPlan) -> dict[str, np.ndarray]:
-    """One batch through the network: each layer's codes in stored form, on the host."""
+    Pooling runs on the device, in fp32; only the pooled codes come back.
+    """
     def on_tap_for(layer: str):
         relu = plan.relu_on_tap(layer)
         return lambda activation: to_codes(activation, plan.pooling, relu)
 
     on_tap = {layer: on_tap_for(layer) for layer in plan.layers}
-    with backbone.lock, torch.inference_mode():
+    if inference is None:
+        inference = Inference(backbone.network, backbone.device)
+    with backbone.lock, torch.inference_mode(), inference.autocast():
         taken = run_taps(
-            backbone.network, batch.to(backbone.device), plan.layers, plan.head,
-            on_tap=lambda activation, layer: on_tap[layer](activation),
+            inference.network, inference.prepare(batch), plan.layers, plan.head,
+            on_tap=lambda activation, layer: on_tap[layer](activation.float()),
         )
     return {layer: taken[layer].float().cpu().numpy() for layer in plan.layers}
 
@@ -208,9 +212,11 @@ def finish(plan: TapPlan, stored: Mapping[str, np.ndarray]) -> np.ndarray:
     return np.concatenate(blocks, axis=1)
 
 
-def codes_of_batch(backbone: Backbone, batch: torch.Tensor, plan: TapPlan) -> np.ndarray:
+def codes_of_batch(
+    backbone: Backbone, batch: torch.Tensor, plan: TapPlan, inference: Inference | None = None
+) -> np.ndarray:
     """Codes of one batch as returned to users, layers concatenated."""
-    return finish(plan, stored_codes_of_batch(backbone, batch, plan))
+    return finish(plan, stored_codes_of_batch(backbone, batch, plan, inference))
 
 
 def show_progress(setting, n_images: int, batch_size: int) -> bool:

@@ -162,7 +162,9 @@ def _split_array(X: np.ndarray) -> list:
 MAX_PIXELS = 100_000_000
 
 
-def load_image(image: ImageLike, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
+def load_image(
+    image: ImageLike, max_pixels: int | None = MAX_PIXELS, draft_size: int | None = None
+) -> np.ndarray:
     """Decode one image to a float32 array in [0, 1] of shape (H, W, 1 or 3).
 
     Paths and PIL images are decoded at full resolution with their EXIF
@@ -172,9 +174,14 @@ def load_image(image: ImageLike, max_pixels: int | None = MAX_PIXELS) -> np.ndar
     over three channels, the usual recipe for MNIST-like data); 16-bit
     images are scaled by 65535. Image files larger than ``max_pixels``
     (width x height; ``None``: no limit) are refused before decoding.
+
+    ``draft_size`` (JPEG files only, an approximation) lets PIL decode at
+    1/2, 1/4 or 1/8 scale (DCT scaling) while both sides stay at least
+    ``draft_size``: several times faster on camera-sized photos, with
+    slightly different pixels than decoding in full and resizing.
     """
     if isinstance(image, (str, os.PathLike)):
-        return _pil_to_array(_open_path(image, max_pixels))
+        return _pil_to_array(_open_path(image, max_pixels, draft_size))
     if isinstance(image, Image.Image):
         return _pil_to_array(ImageOps.exif_transpose(image))
     if isinstance(image, np.ndarray):
@@ -185,7 +192,7 @@ def load_image(image: ImageLike, max_pixels: int | None = MAX_PIXELS) -> np.ndar
     )
 
 
-def _open_path(path: str | os.PathLike, max_pixels: int | None) -> Image.Image:
+def _open_path(path: str | os.PathLike, max_pixels: int | None, draft_size: int | None = None) -> Image.Image:
     name = os.fspath(path)
     try:
         with warnings.catch_warnings():
@@ -194,6 +201,8 @@ def _open_path(path: str | os.PathLike, max_pixels: int | None) -> Image.Image:
             opened = Image.open(path)
         with opened as im:
             _check_pixels(im, max_pixels, name)
+            if draft_size is not None and im.format == "JPEG":
+                im.draft(None, (draft_size, draft_size))
             im.load()  # the first frame of animated images
             return ImageOps.exif_transpose(im)
     except FileNotFoundError:

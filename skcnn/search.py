@@ -157,7 +157,7 @@ class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         pooling="avg",
         relu=True,
         input_size=None,
-        batch_size=32,
+        batch_size=8,
         device="auto",
         progress="auto",
         cache=None,

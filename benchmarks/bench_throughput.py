@@ -1,0 +1,356 @@
+"""Throughput from JPEG files to codes, against the network's own limit and naive loops.
+
+    python benchmarks/bench_throughput.py                 # limits, skcnn, naive, create_feature_extractor
+    python benchmarks/bench_throughput.py --memory        # peak memory, 1,000 vs 10,000 images
+    python benchmarks/bench_throughput.py --precision     # bf16/fp16 vs fp32: code error, accuracy
+
+The files: ``--n`` JPEGs (default 512) cut from scikit-image's bundled photos
+and saved at camera-like sizes (longer side 500-1000 px, quality 90) in a
+temporary folder. Every comparison runs in this one process, side by side,
+in ``--rounds`` interleaved rounds; the best round of each is printed, and
+ratios are between those. Backbones use random weights (``weights=None``):
+the arithmetic is that of the pretrained network.
+
+On a CPU-only machine the network and the decoding share the cores, so the
+end-to-end limit is ``1 / (t_network + t_decode)`` per image, each measured
+alone on all cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from skcnn import CNNFeatureTransformer, arithmetic, backbones, loading
+from skcnn.extraction import TapPlan, stored_codes_of_batch
+from skcnn.layers import probe_backbone
+
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field", "retina")
+
+
+def make_jpegs(folder: Path, n: int, seed: int = 0) -> list[str]:
+    """``n`` JPEG files, random crops of the bundled photos, longer side 500-1000 px."""
+    import skimage.data
+
+    rng = np.random.default_rng(seed)
+    photos = [getattr(skimage.data, name)() for name in PHOTOS]
+    paths = []
+    for i in range(n):
+        photo = photos[i % len(photos)]
+        h, w = photo.shape[:2]
+        ch, cw = int(h * rng.uniform(0.6, 1.0)), int(w * rng.uniform(0.6, 1.0))
+        y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+        crop = Image.fromarray(photo[y:y + ch, x:x + cw])
+        side = int(rng.integers(500, 1001))
+        scale = side / max(crop.size)
+        crop = crop.resize((round(crop.width * scale), round(crop.height * scale)), Image.BICUBIC)
+        path = folder / f"{i:04d}.jpg"
+        crop.save(path, quality=90)
+        paths.append(str(path))
+    return paths
+
+
+def rate(seconds: float, n: int) -> float:
+    return n / seconds
+
+
+def timed(function) -> float:
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
+
+
+class Subject:
+    """One backbone's measurements, run side by side."""
+
+    def __init__(self, name: str, precision: str, batch_size: int):
+        self.name, self.precision, self.batch_size = name, precision, batch_size
+        self.backbone = backbones.load_backbone(name, None, "cpu")
+        self.recipe = self.backbone.preprocessing
+        layers, head = probe_backbone(self.backbone, self.recipe.crop_size)
+        self.plan = TapPlan(("penultimate",), head, "avg", True, (layers[-1].shape,))
+        self.inference = arithmetic.inference_for(
+            self.backbone, precision, keep=frozenset(self.plan.layers), input_size=self.recipe.crop_size
+        )
+
+    def network_alone(self, tensors: torch.Tensor, inference=None, batch_size=None) -> float:
+        inference = inference or self.inference
+        batch_size = batch_size or self.batch_size
+        stored_codes_of_batch(self.backbone, tensors[:batch_size], self.plan, inference)  # warm-up
+        def run():
+            for start in range(0, len(tensors), batch_size):
+                stored_codes_of_batch(self.backbone, tensors[start:start + batch_size], self.plan, inference)
+        return rate(timed(run), len(tensors))
+
+    def decode_alone(self, paths, num_workers) -> float:
+        def run():
+            for _ in loading.iter_batches(paths, range(len(paths)), self.recipe, self.batch_size, [],
+                                          num_workers=num_workers):
+                pass
+        return rate(timed(run), len(paths))
+
+    def skcnn(self, paths, **params) -> float:
+        params = {"batch_size": self.batch_size, "precision": self.precision, **params}
+        cnn = CNNFeatureTransformer(backbone=self.name, weights=None, progress=False, **params).fit(paths)
+        cnn.transform(paths[:params["batch_size"]])  # warm-up (builds the folded copy once)
+        return rate(timed(lambda: cnn.transform(paths)), len(paths))
+
+    def headless(self) -> nn.Module:
+        network = copy.deepcopy(self.backbone.network)
+        if hasattr(network, "reset_classifier"):
+            network.reset_classifier(0)
+        else:
+            network.fc = nn.Identity()
+        return network.eval()
+
+    def peer_transform(self):
+        from torchvision import transforms
+
+        r = self.recipe
+        return transforms.Compose([
+            transforms.Resize(r.resize_size, interpolation=r.interpolation),
+            transforms.CenterCrop(r.crop_size),
+            transforms.ToTensor(),
+            transforms.Normalize(r.mean, r.std),
+        ])
+
+    def naive(self, paths) -> float:
+        """As peers do it: PIL open, torchvision transform, one image per forward, fp32."""
+        network, transform = self.headless(), self.peer_transform()
+        def run():
+            with torch.no_grad():
+                for path in paths:
+                    image = Image.open(path).convert("RGB")
+                    network(transform(image).unsqueeze(0)).numpy()
+        return rate(timed(run), len(paths))
+
+    def feature_extractor(self, paths, batch_size=32) -> float:
+        """torchvision's create_feature_extractor in a plain batched loop, fp32."""
+        import timm.layers
+        from torchvision.models.feature_extraction import create_feature_extractor
+
+        node = "global_pool" if hasattr(self.backbone.network, "reset_classifier") else "flatten"
+        extractor = create_feature_extractor(
+            copy.deepcopy(self.backbone.network), {node: "codes"},
+            tracer_kwargs={"leaf_modules": [timm.layers.Conv2dSame]},
+        ).eval()
+        transform = self.peer_transform()
+        def run():
+            with torch.inference_mode():
+                for start in range(0, len(paths), batch_size):
+                    batch = torch.stack([transform(Image.open(p).convert("RGB")) for p in paths[start:start + batch_size]])
+                    extractor(batch)["codes"].numpy()
+        return rate(timed(run), len(paths))
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+               platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()
+    return (f"{cpu}, {loading.usable_cores()} usable cores, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} intra-op threads, native bf16: {arithmetic.cpu_has_native_bf16()}")
+
+
+def best(results: dict, key) -> float:
+    return max(results[key])
+
+
+def main_run(args) -> None:
+    print(f"machine: {machine()}\ndate: {datetime.date.today()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = make_jpegs(Path(tmp), args.n)
+        sizes = [Image.open(p).size for p in paths[:64]]
+        print(f"{len(paths)} JPEGs, e.g. {sizes[:4]}, {sum(os.path.getsize(p) for p in paths) / 2**20:.1f} MiB")
+        for name in args.backbones:
+            subject = Subject(name, "fp32", args.batch_size)
+            tensors = torch.stack([subject.recipe(loading.image_io.load_image(p)) for p in paths])
+            workers = loading.resolve_workers("auto")
+            results: dict = {}
+            for round_ in range(args.rounds):
+                measures = {
+                    "network alone": lambda: subject.network_alone(tensors),
+                    "decode alone (all cores)": lambda: subject.decode_alone(paths, loading.usable_cores()),
+                    "skcnn end to end": lambda: subject.skcnn(paths),
+                    "naive loop": lambda: subject.naive(paths),
+                    "create_feature_extractor, batch 32": lambda: subject.feature_extractor(paths),
+                }
+                for label, measure in measures.items():
+                    results.setdefault(label, []).append(measure())
+            net, dec = best(results, "network alone"), best(results, "decode alone (all cores)")
+            limit = 1 / (1 / net + 1 / dec)
+            e2e = best(results, "skcnn end to end")
+            print(f"\n## {name}, fp32, batch {args.batch_size}, num_workers auto = {workers}, "
+                  f"best of {args.rounds} rounds (images/s; all rounds in brackets)")
+            for label, values in results.items():
+                print(f"  {label:40s} {max(values):7.1f}  [{', '.join(f'{v:.1f}' for v in values)}]")
+            print(f"  {'end-to-end limit 1/(t_net + t_decode)':40s} {limit:7.1f}")
+            print(f"  skcnn / limit                            {e2e / limit:7.2f}  (goal >= 0.9)")
+            print(f"  skcnn / naive loop                       {e2e / best(results, 'naive loop'):7.2f}  (goal >= 2.5)")
+            fx = best(results, "create_feature_extractor, batch 32")
+            print(f"  skcnn / create_feature_extractor         {e2e / fx:7.2f}")
+            print(f"  create_feature_extractor / limit         {fx / limit:7.2f}")
+            if args.details:
+                details(subject, paths[:args.details], tensors[:args.details])
+
+
+def details(subject: Subject, paths, tensors) -> None:
+    """Where the defaults come from: batch size, layout and folding, workers, bf16."""
+    backbone, name = subject.backbone, subject.name
+    variants = {
+        "plain": arithmetic.Inference(backbone.network, backbone.device),
+        "channels_last": arithmetic.inference_for(backbone, "fp32", channels_last=True, fold_batchnorm=False,
+                                                  input_size=subject.recipe.crop_size),
+        "channels_last + folded BN": subject.inference,
+    }
+    rows: dict = {}
+    for _ in range(2):
+        for batch_size in (1, 4, 8, 16, 32):
+            for label, inference in variants.items():
+                rows.setdefault((batch_size, label), []).append(
+                    subject.network_alone(tensors, inference, batch_size))
+    print(f"\n  {name}: network alone on {len(tensors)} tensors, images/s (best of 2 interleaved)")
+    print("  batch " + "".join(f"{label:>28s}" for label in variants))
+    for batch_size in (1, 4, 8, 16, 32):
+        print(f"  {batch_size:5d} " + "".join(f"{max(rows[(batch_size, label)]):28.1f}" for label in variants))
+    workers: dict = {}
+    for _ in range(2):
+        for n in (0, 1, 2):
+            workers.setdefault(("threads", n), []).append(subject.skcnn(paths, num_workers=n))
+        for n in (1, 2):
+            workers.setdefault(("DataLoader processes", n), []).append(dataloader_run(subject, paths, n))
+    print(f"\n  {name}: end to end on {len(paths)} files by decoding workers, images/s (best of 2)")
+    for (kind, n), values in workers.items():
+        print(f"  {kind:22s} {n}: {max(values):6.1f}  [{', '.join(f'{v:.1f}' for v in values)}]")
+    small = tensors[:4]
+    fp32 = subject.network_alone(small, batch_size=4)
+    for precision in ("bf16",):
+        inference = arithmetic.inference_for(backbone, precision, input_size=subject.recipe.crop_size)
+        half = subject.network_alone(small, inference, batch_size=4)
+        print(f"  {name}: network alone, 4 tensors, {precision} autocast {half:.2f} img/s vs fp32 {fp32:.1f} img/s "
+              f"({half / fp32:.3f}x; native bf16: {arithmetic.cpu_has_native_bf16()})")
+
+
+def dataloader_run(subject: Subject, paths, num_workers: int) -> float:
+    """The same decoding in torch DataLoader worker processes, for comparison."""
+    from torch.utils.data import DataLoader
+
+    dataset = _Decoding(paths, subject.recipe)
+    loader = DataLoader(dataset, batch_size=subject.batch_size, num_workers=num_workers, collate_fn=_collate)
+    def run():
+        for _, batch in loader:
+            stored_codes_of_batch(subject.backbone, batch, subject.plan, subject.inference)
+    return rate(timed(run), len(paths))
+
+
+class _Decoding(torch.utils.data.Dataset):
+    def __init__(self, paths, recipe):
+        self.paths, self.recipe = paths, recipe
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        return i, loading.decode(self.paths[i], self.recipe)
+
+
+def _collate(items):
+    return [i for i, _ in items], torch.stack([t for _, t in items])
+
+
+MEMORY = """
+import sys, threading, time
+from skcnn import CNNFeatureTransformer
+paths = [line.strip() for line in open(sys.argv[1])]
+n = int(sys.argv[2])
+images = [paths[i % len(paths)] for i in range(n)]
+cnn = CNNFeatureTransformer(backbone="efficientnet_lite0", weights=None, input_size=64, progress=False).fit(images)
+cnn.transform(images[:64])
+def rss():
+    return int(next(l for l in open("/proc/self/status") if l.startswith("VmRSS")).split()[1]) / 1024
+base, peak, done = rss(), [0.0], []
+def sample():
+    while not done:
+        peak[0] = max(peak[0], rss()); time.sleep(0.005)
+sampler = threading.Thread(target=sample); sampler.start()
+start = time.perf_counter(); codes = cnn.transform(images); seconds = time.perf_counter() - start
+done.append(1); sampler.join()
+print(f"{n} {seconds:.1f} {peak[0] - base:.1f} {rss() - base:.1f} {codes.nbytes / 2**20:.2f}")
+"""
+
+
+def memory_run(args) -> None:
+    print(f"machine: {machine()}\ndate: {datetime.date.today()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = make_jpegs(Path(tmp), 64)
+        listing = Path(tmp) / "paths.txt"
+        listing.write_text("\n".join(paths))
+        print("images  seconds  peak RSS above baseline (MiB)  held after (MiB)  codes (MiB)")
+        for n in (1_000, 10_000):
+            out = subprocess.run([sys.executable, "-c", MEMORY, str(listing), str(n)],
+                                 capture_output=True, text=True, check=True).stdout.split()
+            print(f"{int(out[0]):6d}  {float(out[1]):7.1f}  {float(out[2]):29.1f}  {float(out[3]):16.1f}  {float(out[4]):11.2f}")
+
+
+def precision_run(args) -> None:
+    """Codes and a linear classifier's accuracy at each precision (pretrained EfficientNet-Lite0)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from skcnn.datasets import load_texture_patches
+
+    print(f"machine: {machine()}\ndate: {datetime.date.today()}")
+    X_train, y_train = load_texture_patches("train", n_per_class=args.per_class, patch_size=64)
+    X_test, y_test = load_texture_patches("test", n_per_class=args.per_class, patch_size=64)
+    codes = {}
+    for precision in ("fp32", "bf16", "fp16"):
+        cnn = CNNFeatureTransformer(input_size=args.input_size, precision=precision, progress=False).fit(X_train)
+        start = time.perf_counter()
+        codes[precision] = (cnn.transform(X_train), cnn.transform(X_test))
+        seconds = time.perf_counter() - start
+        model = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=5000))
+        accuracy = model.fit(codes[precision][0], y_train).score(codes[precision][1], y_test)
+        error = ""
+        if precision != "fp32":
+            a, b = np.concatenate(codes[precision]), np.concatenate(codes["fp32"])
+            rel = np.linalg.norm(a - b, axis=1) / np.linalg.norm(b, axis=1)
+            worst = np.abs(a - b).max() / np.abs(b).max()
+            error = f"  relative error per image: median {np.median(rel):.2e}, max {rel.max():.2e}; max abs / max code {worst:.2e}"
+        print(f"{precision}: accuracy {accuracy:.3f} on {len(y_test)} test patches, "
+              f"{len(X_train) + len(X_test)} images in {seconds:.1f} s{error}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=512)
+    parser.add_argument("--backbones", nargs="+", default=["efficientnet_lite0", "resnet18"])
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--details", type=int, default=64, help="files for the batch/layout/workers study (0: skip)")
+    parser.add_argument("--memory", action="store_true")
+    parser.add_argument("--precision", action="store_true")
+    parser.add_argument("--per-class", type=int, default=20)
+    parser.add_argument("--input-size", type=int, default=128)
+    args = parser.parse_args()
+    if args.memory:
+        memory_run(args)
+    elif args.precision:
+        precision_run(args)
+    else:
+        main_run(args)
+
+
+if __name__ == "__main__":
+    main()

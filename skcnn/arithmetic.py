@@ -1,0 +1,222 @@
+"""How the frozen network computes: precision, memory layout, folded batch norm.
+
+None of this changes which function the network computes, only how its
+arithmetic is done:
+
+- **precision**: ``"fp32"``, or autocast to ``"bf16"`` / ``"fp16"``
+  (matrix products and convolutions in half width, accumulations and
+  pooling in fp32). ``"auto"`` picks fp16 on CUDA, bf16 on a CPU with
+  native bf16 instructions (AVX512-BF16 or AMX), fp32 elsewhere. On
+  EfficientNet-Lite0 bf16 moved codes by about 8% (median relative L2),
+  fp16 by under 1% (``benchmarks/RESULTS.md``), so the precision is part
+  of the cache key.
+- **channels_last** memory layout (NHWC), which oneDNN and cuDNN
+  convolutions run faster on.
+- **batch norm folded** into the convolution before it: in eval mode a
+  BatchNorm is an affine map per channel, which the convolution's weights
+  and bias absorb; one pass over the activations fewer.
+
+Layout and folding are applied to a private copy of the network (the
+shared :class:`~skcnn.backbones.Backbone` is never modified); a
+convolution whose own output is tapped is not folded, and the folded copy
+is checked against the original on a probe batch before use. In fp32
+they change codes only by float rounding (about 1e-6 relative).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .backbones import Backbone
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+#: Largest difference allowed between the folded and the original network
+#: on the probe batch, relative to the largest output value; beyond it the
+#: original network is used.
+FOLD_TOLERANCE = 1e-4
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX-BF16)."""
+    return bool({"avx512_bf16", "amx_bf16"} & _cpu_flags())
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_flags() -> frozenset[str]:
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``"auto"`` -> the fastest precision that this device computes natively."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "fp16"
+    if device.type == "cpu" and cpu_has_native_bf16():
+        return "bf16"
+    return "fp32"
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """The autocast context of a resolved precision (none for fp32)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=DTYPES[precision])
+
+
+@dataclass(frozen=True)
+class Inference:
+    """How batches run through a backbone: which copy of the network, in
+    which memory layout and precision."""
+
+    network: nn.Module
+    device: torch.device
+    precision: str = "fp32"
+    channels_last: bool = False
+
+    def prepare(self, batch: torch.Tensor) -> torch.Tensor:
+        """Move a host batch to the device in the network's layout."""
+        if self.device.type == "cuda":
+            batch = batch.pin_memory().to(self.device, non_blocking=True)
+        else:
+            batch = batch.to(self.device)
+        if self.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        return batch
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        return autocast(self.device, self.precision)
+
+
+#: Device types where channels_last and folded batch norm measured faster
+#: (CPU: ``benchmarks/bench_throughput.py``) or are the vendor's advice (CUDA).
+FAST_LAYOUT_DEVICES = ("cpu", "cuda")
+
+
+def inference_for(
+    backbone: Backbone,
+    precision: str = "fp32",
+    *,
+    channels_last: bool | None = None,
+    fold_batchnorm: bool | None = None,
+    keep: frozenset[str] = frozenset(),
+    input_size: tuple[int, int] = (224, 224),
+) -> Inference:
+    """An :class:`Inference` for ``backbone``; ``keep`` names tapped layers,
+    whose own outputs must not change (convolutions in it are not folded).
+    ``None``: channels_last and folding where they pay (CPU and CUDA)."""
+    precision = resolve_precision(precision, backbone.device)
+    fast = backbone.device.type in FAST_LAYOUT_DEVICES
+    channels_last = fast if channels_last is None else channels_last
+    fold_batchnorm = fast if fold_batchnorm is None else fold_batchnorm
+    if not (channels_last or fold_batchnorm):
+        return Inference(backbone.network, backbone.device, precision, False)
+    network = _private_copy(backbone, channels_last, fold_batchnorm, keep, tuple(input_size))
+    return Inference(network, backbone.device, precision, channels_last)
+
+
+@functools.lru_cache(maxsize=4)
+def _private_copy(
+    backbone: Backbone, channels_last: bool, fold: bool, keep: frozenset[str], input_size: tuple[int, int]
+) -> nn.Module:
+    with backbone.lock:
+        network = copy.deepcopy(backbone.network)
+    if fold:
+        example = torch.rand(2, 3, *input_size, device=backbone.device)
+        network = fold_batchnorm(network, example, keep)
+    if channels_last:
+        network = network.to(memory_format=torch.channels_last)
+    return network
+
+
+def fold_batchnorm(network: nn.Module, example: torch.Tensor, keep: frozenset[str] = frozenset()) -> nn.Module:
+    """Fold every eval-mode ``BatchNorm2d`` that directly follows a ``Conv2d``
+    into it, in place; return ``network``, or an unfolded copy's original if
+    the folded outputs drift beyond :data:`FOLD_TOLERANCE`.
+
+    Pairs are found by running ``example``: a BatchNorm whose input is the
+    very tensor a convolution just returned. The BatchNorm is replaced, at
+    the same name, by what it does besides normalising (timm's
+    ``BatchNormAct2d`` keeps its activation), so taps on it see the same
+    values; convolutions named in ``keep`` are left as they are.
+    """
+    modules = dict(network.named_modules())
+    produced: dict[int, tuple[str, torch.Tensor]] = {}
+    pairs: list[tuple[str, str]] = []
+
+    def after_conv(name):
+        def hook(module, args, output):
+            produced[id(output)] = (name, output)
+        return hook
+
+    def before_norm(name):
+        def hook(module, args, output):
+            source = produced.get(id(args[0]))
+            if source is not None and source[1] is args[0]:
+                pairs.append((source[0], name))
+        return hook
+
+    handles = []
+    for name, module in modules.items():
+        if isinstance(module, nn.Conv2d) and name not in keep:
+            handles.append(module.register_forward_hook(after_conv(name)))
+        elif type(module) is nn.BatchNorm2d or _is_batchnorm_act(module):
+            handles.append(module.register_forward_hook(before_norm(name)))
+    try:
+        with torch.inference_mode():
+            reference = network(example)
+    finally:
+        for handle in handles:
+            handle.remove()
+    calls = {}
+    for conv_name, _ in pairs:
+        calls[conv_name] = calls.get(conv_name, 0) + 1
+    original = copy.deepcopy(network)
+    for conv_name, norm_name in pairs:
+        if calls[conv_name] == 1:  # a conv feeding two norms keeps its output
+            _fold_pair(network, modules[conv_name], modules[norm_name], norm_name)
+    with torch.inference_mode():
+        folded = network(example)
+    scale = reference.abs().max().clamp_min(1e-12)
+    if ((folded - reference).abs().max() / scale).item() > FOLD_TOLERANCE:
+        return original
+    return network
+
+
+def _is_batchnorm_act(module: nn.Module) -> bool:
+    """timm's ``BatchNormAct2d``: a BatchNorm2d followed by dropout and activation."""
+    return isinstance(module, nn.BatchNorm2d) and hasattr(module, "act") and hasattr(module, "drop")
+
+
+def _fold_pair(network: nn.Module, conv: nn.Conv2d, norm: nn.BatchNorm2d, norm_name: str) -> None:
+    if not norm.track_running_stats or norm.running_var is None:
+        return
+    with torch.no_grad():
+        scale = norm.running_var.add(norm.eps).rsqrt()
+        if norm.affine:
+            scale = scale * norm.weight
+        shift = -norm.running_mean * scale
+        if norm.affine:
+            shift = shift + norm.bias
+        conv.weight.mul_(scale.reshape(-1, 1, 1, 1))
+        bias = shift if conv.bias is None else conv.bias * scale + shift
+        conv.bias = nn.Parameter(bias, requires_grad=False)
+    parent_name, _, child = norm_name.rpartition(".")
+    parent = network.get_submodule(parent_name) if parent_name else network
+    after = nn.Sequential(norm.drop, norm.act) if _is_batchnorm_act(norm) else nn.Identity()
+    setattr(parent, child, after)
