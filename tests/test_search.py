@@ -10,26 +10,29 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.naive_bayes import GaussianNB
 from sklearn.pipeline import FeatureUnion, make_pipeline
 
-from skcnn import CNNFeatureTransformer, LayerSearchCV, backbones
+from skcnn import CNNFeatureTransformer, LayerSearchCV, extraction
 from skcnn.images import BadImagesError
-from skcnn.layers import candidate_layers, list_layers, probe_backbone
+from skcnn.layers import candidate_layers, list_layers
 
 SMALL = dict(backbone="efficientnet_lite0", input_size=32, batch_size=8)
 
 
 @contextlib.contextmanager
-def counted_forward_passes(backbone="efficientnet_lite0", weights="DEFAULT", input_size=(32, 32)):
-    """Count the images that enter the (per-process, shared) network, after
-    its one-time probe at ``input_size`` (which fit runs on a zero image)."""
-    loaded = backbones.load_backbone(backbone, weights, "auto")
-    probe_backbone(loaded, input_size)
-    network = loaded.network
+def counted_forward_passes():
+    """Count the images that go through a network to make codes (the
+    one-time probe and self-checks of a network are not data passes)."""
     seen = []
-    handle = network.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape[0]))
+    run_taps = extraction.run_taps
+
+    def counting(network, batch, *args, **kwargs):
+        seen.append(batch.shape[0])
+        return run_taps(network, batch, *args, **kwargs)
+
+    extraction.run_taps = counting
     try:
         yield seen
     finally:
-        handle.remove()
+        extraction.run_taps = run_taps
 
 
 @pytest.fixture
