@@ -30,10 +30,8 @@ Two parts, each measured side by side in one run:
 (b) Curves. ``LayerSearchCV`` over the default candidates of the pretrained
     backbone on a dataset similar to ImageNet (texture photo patches) and a
     dissimilar one (scikit-learn's 8 x 8 digits, upscaled), ``--n-curve``
-    images each, 5-fold cross-validation. ``bn2`` (EfficientNet's batch
-    norm + ReLU6 after its last 1x1 conv) is left out of the curve: with average pooling its
-    codes are the penultimate codes (checked here, printed), and its point
-    would sit on top of the penultimate one. Both curves go on one figure,
+    images each, 5-fold cross-validation (``candidate_layers`` leaves out
+    ``bn2``, whose average-pooled codes are the penultimate codes). Both curves go on one figure,
     saved as ``benchmarks/layer_curves.png`` (``--figure``).
 
     The classifier is standardised codes into ``RidgeClassifierCV`` (its
@@ -275,15 +273,8 @@ def part_curves(args) -> None:
     import matplotlib.pyplot as plt
 
     candidates = candidate_layers(args.backbone, args.input_size)
-    layers = [layer for layer in candidates if layer != "bn2"]
+    layers = candidates  # without EfficientNet's bn2, whose average is the penultimate code
     common = dict(backbone=args.backbone, input_size=args.input_size, batch_size=args.batch_size, progress=False)
-    if "bn2" in candidates:
-        X, _ = digits(32)
-        both = CNNFeatureTransformer(layer=["bn2", "penultimate"], **common).fit(X).transform(X)
-        half = both.shape[1] // 2
-        difference = float(np.abs(both[:, :half] - both[:, half:]).max())
-        print(f"\n[b] candidates {candidates}; bn2 left out of the curve: its average-pooled codes differ from "
-              f"the penultimate codes by at most {difference:.1e} (32 digits)")
 
     classifier = None if args.classifier == "default" else ridge()
     datasets = {

@@ -133,7 +133,7 @@ def advise_layer(
     (EfficientNet-Lite0, at its own 224 px) and the mean shift of their
     batch-norm inputs from the ImageNet statistics stored in the network
     is mapped to [0, 1] (see :mod:`skcnn.advice`). The earlier layer is
-    the end of the second-to-last resolution stage of ``backbone``
+    the end of the stage before the last resolution stage of ``backbone``
     (``blocks.4`` of EfficientNet-Lite0, ``layer3`` of a ResNet): one or
     two stages back from the top, where digits measured best, rather than
     the very first layers, which measured worse.
@@ -215,14 +215,19 @@ def _size(images: list, y) -> tuple[int | None, float]:
 
 
 def earlier_layer(backbone: str, candidates: Sequence[str], input_size=None) -> str:
-    """The end of the second-to-last resolution stage (or token block) among
-    ``candidates``: early enough to leave the source-specific top behind,
-    late enough to keep composed features."""
-    shapes = {layer.name: layer.shape for layer in list_layers(backbone, input_size)}
-    spatial = [name for name in candidates if name != PENULTIMATE and len(shapes[name]) > 1]
-    if not spatial:
-        return PENULTIMATE
-    return spatial[-2] if len(spatial) > 1 else spatial[0]
+    """The last candidate before the network's final resolution stage (for
+    transformers, the second-to-last candidate block): early enough to
+    leave the source-specific top behind, late enough to keep composed
+    features."""
+    layers = list_layers(backbone, input_size)
+    shapes = {layer.name: layer.shape for layer in layers}
+    maps = [layer.shape[1:] for layer in layers if len(layer.shape) == 3 and layer.shape[1:] != (1, 1)]
+    tokens = [name for name in candidates if len(shapes[name]) == 2]
+    if tokens:
+        return tokens[-2] if len(tokens) > 1 else tokens[0]
+    earlier = [name for name in candidates
+               if len(shapes[name]) == 3 and shapes[name][1:] not in (maps[-1], (1, 1))]
+    return earlier[-1] if earlier else PENULTIMATE
 
 
 def measure_domain_shift(images: Sequence, *, device="auto", progress="auto", batch_size: int = 16) -> tuple[float, int]:

@@ -126,7 +126,9 @@ def inference_for(
     fold_batchnorm = fast if fold_batchnorm is None else fold_batchnorm
     if not (channels_last or fold_batchnorm):
         return Inference(backbone.network, backbone.device, precision, False)
-    network = _private_copy(backbone, channels_last, fold_batchnorm, keep, tuple(input_size))
+    # Only tapped convolutions change the folding: other layer lists share one copy.
+    convolutions = {name for name, module in backbone.network.named_modules() if isinstance(module, nn.Conv2d)}
+    network = _private_copy(backbone, channels_last, fold_batchnorm, keep & convolutions, tuple(input_size))
     return Inference(network, backbone.device, precision, channels_last)
 
 

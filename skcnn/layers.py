@@ -96,9 +96,10 @@ def candidate_layers(backbone: str, input_size: int | tuple[int, int] | None = N
     the block that ends it, before the next downsampling (blocks are the
     shallowest modules in the module tree that still show every
     resolution). Hidden fully connected layers (AlexNet's and VGG's fc6 and
-    fc7) follow, and ``"penultimate"`` ends the list. Global 1x1 pools are
-    left out: they hold the penultimate codes. Networks of tokens (vision
-    transformers) get four evenly spaced blocks.
+    fc7) follow, and ``"penultimate"`` ends the list. Global 1x1 pools, and a
+    last map that only pooling separates from the head (ResNet's
+    ``layer4``), are left out: their average is the penultimate code.
+    Networks of tokens (vision transformers) get four evenly spaced blocks.
 
     Parameters
     ----------
@@ -116,7 +117,7 @@ def candidate_layers(backbone: str, input_size: int | tuple[int, int] | None = N
     --------
     >>> from skcnn.layers import candidate_layers
     >>> candidate_layers("resnet18")
-    ['relu', 'layer1', 'layer2', 'layer3', 'layer4', 'penultimate']
+    ['relu', 'layer1', 'layer2', 'layer3', 'penultimate']
     >>> candidate_layers("alexnet")
     ['features.1', 'features.4', 'features.11', 'avgpool', 'classifier.2', 'penultimate']
     """
@@ -129,6 +130,8 @@ def _candidates(layers: tuple[Layer, ...], head: str) -> tuple[str, ...]:
     maps = [layer for layer in body if len(layer.shape) == 3 and layer.shape[1:] != (1, 1)]
     tokens = [layer for layer in body if len(layer.shape) == 2]
     names = (_stage_ends(maps) if maps else []) + (_spaced_blocks(tokens, 4) if tokens else [])
+    if names and _pools_into_penultimate(layers, names[-1], head):
+        names.pop()  # its average-pooled codes are the penultimate codes
     vectors = [layer for layer in body if len(layer.shape) == 1 and layer.name != head]
     for position, layer in enumerate(vectors):
         # A hidden layer's code, unless nothing but dropout lies between it and
@@ -138,6 +141,23 @@ def _candidates(layers: tuple[Layer, ...], head: str) -> tuple[str, ...]:
             names.append(layer.name)
     order = {layer.name: i for i, layer in enumerate(layers)}
     return (*sorted(set(names), key=order.__getitem__), PENULTIMATE)
+
+
+#: Modules that pass a map on to the head without changing its values
+#: beyond pooling: a map followed only by these is the penultimate layer unpooled.
+_PASS_THROUGH = frozenset({
+    "AdaptiveAvgPool2d", "SelectAdaptivePool2d", "Flatten", "Dropout", "Identity", "Sequential",
+})
+
+
+def _pools_into_penultimate(layers: tuple[Layer, ...], name: str, head: str) -> bool:
+    """Whether ``name`` is a map whose global average is the penultimate code
+    (ResNet's ``layer4``, EfficientNet's last conv): only pooling, flattening
+    and dropout lie between it and the head."""
+    names = [layer.name for layer in layers]
+    start, end = names.index(name), names.index(head)
+    same_width = layers[start].shape[0] == layers[-1].shape[0]
+    return same_width and all(layer.kind in _PASS_THROUGH for layer in layers[start + 1:end])
 
 
 def _depth(layer: Layer) -> int:

@@ -176,7 +176,8 @@ def test_candidate_layers_spread_from_early_to_penultimate():
         assert names[-1] == "penultimate" and len(names) >= 5
         assert [order.index(n) for n in names] == sorted(order.index(n) for n in names)
         assert order.index(names[0]) < len(order) / 4  # starts early
-    assert candidate_layers("efficientnet_lite0") == ["blocks.0", "blocks.1", "blocks.2", "blocks.4", "bn2", "penultimate"]
+    assert candidate_layers("efficientnet_lite0") == ["blocks.0", "blocks.1", "blocks.2", "blocks.4", "penultimate"]
+    assert "layer4" not in candidate_layers("resnet18")  # its average is the penultimate code
     assert "classifier.1" in candidate_layers("vgg16")  # fc6 of VGG, after its ReLU
 
 
