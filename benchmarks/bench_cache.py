@@ -42,11 +42,9 @@ Linux only for part 3 (``/proc``).
 from __future__ import annotations
 
 import argparse
-import datetime
 import gc
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -57,47 +55,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from reporting import load_average, machine_line, table
 
-# -- machine and reporting ----------------------------------------------------
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine_line() -> str:
-    import h5py
-    import torch
-
-    return (
-        f"machine: {cpu_name()}, {os.cpu_count()} cores, {platform.machine()} | "
-        f"torch {torch.__version__} ({torch.get_num_threads()} threads, CPU) | h5py {h5py.__version__} | "
-        f"python {platform.python_version()} | {datetime.datetime.now():%Y-%m-%d %H:%M} | "
-        f"load average {load_average()} (other processes slow every timing down)"
-    )
-
-
-def load_average() -> str:
-    try:
-        return "/".join(f"{x:.1f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
-
-
-def table(header: list[str], rows: list[list]) -> None:
-    cells = [header] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    for j, row in enumerate(cells):
-        print("  " + "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
-        if j == 0:
-            print("  " + "  ".join("-" * w for w in widths))
+# -- reporting ----------------------------------------------------------------
 
 
 def mib(n_bytes: float) -> str:
@@ -434,7 +394,9 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     try:
-        print(machine_line())
+        import h5py
+
+        print(machine_line(h5py))
         print(f"skcnn cache benchmark, backbone {args.backbone}, work folder {work}")
         needed = max([args.n_rerun] * (1 in args.parts)
                      + [args.n_incremental + round(args.n_incremental * args.grow)] * (2 in args.parts) + [0])

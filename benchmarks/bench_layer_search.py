@@ -51,63 +51,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
-import os
-import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from reporting import load_average, machine_line, table
 
 from skcnn import CNNFeatureTransformer, LayerSearchCV, backbones
 from skcnn.datasets import load_texture_patches
 from skcnn.layers import candidate_layers, probe_backbone
 
 HERE = Path(__file__).resolve().parent
-
-
-# -- machine and reporting ---------------------------------------------------------
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def load_average() -> str:
-    try:
-        return "/".join(f"{x:.1f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
-
-
-def machine_line() -> str:
-    import sklearn
-    import torch
-
-    return (
-        f"machine: {cpu_name()}, {os.cpu_count()} cores, {platform.machine()} | "
-        f"torch {torch.__version__} ({torch.get_num_threads()} threads, CPU) | scikit-learn {sklearn.__version__} | "
-        f"python {platform.python_version()} | {datetime.datetime.now():%Y-%m-%d %H:%M} | "
-        f"load average {load_average()} (other processes slow every timing down)"
-    )
-
-
-def table(header: list[str], rows: list[list]) -> None:
-    cells = [header] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    for j, row in enumerate(cells):
-        print("  " + "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
-        if j == 0:
-            print("  " + "  ".join("-" * w for w in widths))
 
 
 @contextlib.contextmanager
@@ -335,7 +291,9 @@ def main() -> None:
     args = parser.parse_args()
 
     started = time.perf_counter()
-    print(machine_line())
+    import sklearn
+
+    print(machine_line(sklearn))
     if "a" in args.parts:
         part_cost(args)
     if "b" in args.parts:

@@ -22,7 +22,6 @@ import argparse
 import copy
 import datetime
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from reporting import cpu_name
 import torch
 from PIL import Image
 from torch import nn
@@ -157,9 +157,7 @@ class Subject:
 
 
 def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()
-    return (f"{cpu}, {loading.usable_cores()} usable cores, torch {torch.__version__}, "
+    return (f"{cpu_name()}, {loading.usable_cores()} usable cores, torch {torch.__version__}, "
             f"{torch.get_num_threads()} intra-op threads, native bf16: {arithmetic.cpu_has_native_bf16()}")
 
 
