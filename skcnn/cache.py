@@ -18,9 +18,18 @@ One cache is a file ``codes.h5`` plus, while work is in flight, a folder
   codes already stored. A crash between the swap and the removal leaves
   duplicates, which readers and the next compaction drop.
 
+Shards: a writer given ``shard="name"`` (one per Dask worker process, see
+:mod:`skcnn.dask`) writes its segments under ``codes.h5.shards/`` and
+compacts them into its own ``codes.h5.shards/name.h5``, so workers never
+wait for each other. Every reader sees the main file and all shards: a run
+cut short is already usable, and a re-run skips what any shard holds.
+``compact()`` on the main cache merges the segments and every shard into
+the main file (``skcnn cache compact``), streaming the codes in blocks.
+
 Concurrency: segment writers never conflict (unique names). Readers hold a
-shared lock on ``codes.h5.lock`` while reading; compaction holds it
-exclusively, waiting up to ``lock_timeout`` seconds with a clear error after.
+shared lock on ``codes.h5.lock`` (and on each shard's lock) while reading;
+compaction holds the locks of what it merges exclusively, waiting up to
+``lock_timeout`` seconds with a clear error after.
 
 This module needs only h5py and numpy: codes can be read back on a machine
 without torch::
@@ -35,9 +44,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
+import re
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -57,6 +68,8 @@ FORMAT_VERSION = 1
 COMPRESSION = "lzf"
 _KEY_DTYPE = f"S{KEY_LENGTH}"
 _CHUNK_BYTES = 1 << 20
+#: Codes copied at a time by a compaction.
+_COPY_BYTES = 64 << 20
 _SEGMENT_SUFFIX = ".h5"
 _STALE_TEMP_SECONDS = 3600
 
@@ -91,13 +104,30 @@ class CodeCache:
         The main HDF5 file; created on first write.
     lock_timeout : float, default=600
         Seconds to wait for another process's compaction before failing.
+    shard : str or None, default=None
+        Write into this shard, ``<path>.shards/<shard>.h5``, instead of the
+        main file: one per Dask worker process (see :mod:`skcnn.dask`), so
+        that workers never wait for each other. Letters, digits, ``.``,
+        ``_`` and ``-``. Reading always sees the main file and every shard.
     """
 
-    def __init__(self, path: str | os.PathLike, lock_timeout: float = 600.0):
+    def __init__(self, path: str | os.PathLike, lock_timeout: float = 600.0, shard: str | None = None):
         self.path = Path(path)
         self.segments = self.path.with_name(self.path.name + ".segments")
         self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self.shards = self.path.with_name(self.path.name + ".shards")
         self.lock_timeout = lock_timeout
+        self.shard = shard
+
+    def __repr__(self) -> str:
+        shard = f", shard={self.shard!r}" if self.shard is not None else ""
+        return f"CodeCache({os.fspath(self.path)!r}{shard})"
+
+    def __eq__(self, other) -> bool:  # parameters compare equal after clone and pickling
+        return isinstance(other, CodeCache) and (self.path, self.shard) == (other.path, other.shard)
+
+    def __hash__(self) -> int:
+        return hash((self.path, self.shard))
 
     # -- reading ---------------------------------------------------------
 
@@ -107,18 +137,17 @@ class CodeCache:
         ``configs`` maps a caller's name (a layer) to its configuration.
         """
         wanted = {name: fingerprint(config) for name, config in configs.items()}
-        with self._locked(shared=True):
-            stores = self._stores()
+        with self._reading() as stores:
             return {
-                name: self._lookup_one(stores, fp, configs[name], keys)
+                name: _lookup_one(stores, fp, configs[name], keys)
                 for name, fp in wanted.items()
             }
 
     def read(self, config_fingerprint: str) -> tuple[np.ndarray, np.ndarray]:
         """All ``(keys, codes)`` stored for one configuration, duplicates dropped."""
-        with self._locked(shared=True):
+        with self._reading() as stores:
             keys, codes = [], []
-            for store in self._stores():
+            for store in stores:
                 with _open(store) as f:
                     group = f.get(f"configs/{config_fingerprint}")
                     if group is not None:
@@ -135,8 +164,8 @@ class CodeCache:
     def configs(self) -> list[ConfigInfo]:
         """The configurations stored, with counts and sizes."""
         found: dict[str, dict] = {}
-        with self._locked(shared=True):
-            for store in self._stores():
+        with self._reading() as stores:
+            for store in stores:
                 with _open(store) as f:
                     for fp, group in f.get("configs", {}).items():
                         entry = found.setdefault(fp, {"attrs": _attrs(group), "keys": set(), "bytes": 0, "width": group["codes"].shape[1]})
@@ -148,134 +177,168 @@ class CodeCache:
             for fp, e in sorted(found.items(), key=lambda item: item[1]["attrs"].get("layer", ""))
         ]
 
-    def _lookup_one(self, stores, fp, config, keys):
-        wanted = np.asarray(keys, dtype=_KEY_DTYPE)
-        found = np.zeros(len(keys), dtype=bool)
-        codes = None
-        for store in stores:
-            with _open(store) as f:
-                group = f.get(f"configs/{fp}")
-                if group is None:
-                    continue
-                _check_config(group, config, store)
-                rows, targets = _matches(group["keys"][:_committed(group, store)], wanted, found)
-                if not len(rows):
-                    continue
-                if codes is None:
-                    codes = np.empty((len(keys), group["codes"].shape[1]), dtype=np.float32)
-                codes[targets] = _read_rows(group["codes"], rows)
-                found[targets] = True
-        if codes is None:
-            return found, np.empty((0, 0), np.float32)
-        return found, codes[found]
+    def shard_names(self) -> list[str]:
+        """The shards waiting to be merged into the main file by :meth:`compact`."""
+        if not self.shards.is_dir():
+            return []
+        names = {_shard_name(p) for p in self.shards.iterdir() if not p.name.startswith(".")}
+        return sorted(name for name in names if name)
 
     # -- writing ---------------------------------------------------------
 
     def write(self, batch: Mapping[str, tuple[Mapping, list[str], np.ndarray]]) -> Path:
-        """Store one computed batch atomically as a new segment.
+        """Store one computed batch atomically as a new segment (of the shard, if any).
 
         ``batch`` maps a name (a layer) to (configuration, keys, codes).
         Returns the segment's path.
         """
-        self.segments.mkdir(parents=True, exist_ok=True)
+        segments = self._own_area().segments
+        segments.mkdir(parents=True, exist_ok=True)
         name = f"{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        temporary = self.segments / f".{name}.tmp"
-        final = self.segments / f"{name}{_SEGMENT_SUFFIX}"
+        temporary = segments / f".{name}.tmp"
+        final = segments / f"{name}{_SEGMENT_SUFFIX}"
         with h5py.File(temporary, "w", libver="latest") as f:
             _mark_as_cache(f)
             for config, keys, codes in batch.values():
                 _write_group(f, config, np.asarray(keys, dtype=_KEY_DTYPE), codes)
         _fsync(temporary)
         os.replace(temporary, final)
-        _fsync(self.segments)
+        _fsync(segments)
         return final
 
-    def compact(self) -> int:
-        """Merge the segments into the main file; return the number merged."""
-        with self._locked(shared=False):
-            segments = self._segment_files()
-            self._remove_stale_temporaries()
-            if not segments and self.path.exists():
-                return 0
-            self._replace_main(self._merge(([self.path] if self.path.exists() else []) + segments))
-            for segment in segments:
-                segment.unlink(missing_ok=True)
-            return len(segments)
+    def compact(self, remove_shards: bool = False) -> int:
+        """Merge what is pending into one file; return the number of files merged.
+
+        Without ``shard``: the segments and every shard go into the main
+        file, each image once per configuration (a Dask run's merge step).
+        With ``shard``: the shard's own segments go into the shard's file.
+        Codes are copied in blocks, so memory stays bounded by the keys.
+
+        The shards' lock files and folders stay, for workers still writing;
+        ``remove_shards=True`` removes them too: only once no process writes
+        into a shard any more (:func:`skcnn.dask.extract` does, at its end).
+        """
+        if self.shard is not None:
+            areas = [self._own_area()]
+        else:
+            areas = [self._main_area()] + [self._shard_area(name) for name in self.shard_names()]
+        with contextlib.ExitStack() as locks:
+            for area in areas:
+                locks.enter_context(area.locked(shared=False, timeout=self.lock_timeout))
+            self._remove_stale_temporaries(areas[:1])
+            # A shard's temporaries are stale once its writer is known to be done.
+            self._remove_stale_temporaries(areas[1:], 0 if remove_shards else _STALE_TEMP_SECONDS)
+            target, pending = areas[0].file, [store for area in areas for store in area.stores()]
+            merged = [store for store in pending if store != target]
+            if merged or not target.exists():
+                _replace(target, ([target] if target.exists() else []) + merged)
+            for store in merged:
+                store.unlink(missing_ok=True)
+            if remove_shards and self.shard is None:
+                for area in areas[1:]:
+                    with contextlib.suppress(OSError):  # not empty: a segment written since
+                        area.segments.rmdir()
+                    area.lock_path.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    self.shards.rmdir()
+            return len(merged)
 
     def prune(self, keep: list[str]) -> list[str]:
         """Drop every configuration whose fingerprint is not in ``keep``; return those dropped."""
         self.compact()
-        with self._locked(shared=False):
+        main = self._main_area()
+        with main.locked(shared=False, timeout=self.lock_timeout):
             if not self.path.exists():
                 return []
-            merged = self._merge([self.path])
-            self._replace_main({fp: entry for fp, entry in merged.items() if fp in keep})
-            return sorted(set(merged) - set(keep))
-
-    def _replace_main(self, merged: Mapping[str, tuple[dict, np.ndarray, np.ndarray]]) -> None:
-        """Write ``merged`` as the new main file: aside, synced, then renamed over it."""
-        temporary = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}.tmp")
-        try:
-            with h5py.File(temporary, "w", libver="latest") as f:
-                _mark_as_cache(f)
-                for config, keys, codes in merged.values():
-                    _write_group(f, config, keys, codes)
-            _fsync(temporary)
-            os.replace(temporary, self.path)
-        finally:
-            temporary.unlink(missing_ok=True)
-        _fsync(self.path.parent)
+            with _open(self.path) as f:
+                stored = set(f.get("configs", {}))
+            _replace(self.path, [self.path], keep=set(keep))
+            return sorted(stored - set(keep))
 
     def should_compact(self, max_segments: int = 64, growth: float = 0.1) -> bool:
-        """Whether the segments are many, or large next to the main file."""
-        segments = self._segment_files()
+        """Whether this writer's segments are many, or large next to its file."""
+        area = self._own_area()
+        segments = area.segment_files()
         if not segments:
             return False
-        if len(segments) >= max_segments or not self.path.exists():
+        if len(segments) >= max_segments or not area.file.exists():
             return True
         pending = sum(s.stat().st_size for s in segments)
-        return pending >= growth * self.path.stat().st_size
+        return pending >= growth * area.file.stat().st_size
 
     # -- internals -------------------------------------------------------
 
-    def _stores(self) -> list[Path]:
-        return ([self.path] if self.path.exists() else []) + self._segment_files()
+    def _main_area(self) -> _Area:
+        return _Area(self.path)
 
-    def _segment_files(self) -> list[Path]:
+    def _shard_area(self, name: str) -> _Area:
+        return _Area(self.shards / f"{name}{_SEGMENT_SUFFIX}")
+
+    def _own_area(self) -> _Area:
+        if self.shard is None:
+            return self._main_area()
+        if not _SHARD_NAME.fullmatch(self.shard):
+            raise ValueError(f"shard={self.shard!r}: use letters, digits, '.', '_' and '-', not starting with '.'.")
+        return self._shard_area(self.shard)
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[list[Path]]:
+        """Shared locks on the main file and every shard; their files, main first."""
+        areas = [self._main_area()] + [self._shard_area(name) for name in self.shard_names()]
+        with contextlib.ExitStack() as locks:
+            for area in areas:
+                locks.enter_context(area.locked(shared=True, timeout=self.lock_timeout))
+            yield [store for area in areas for store in area.stores()]
+
+    @staticmethod
+    def _remove_stale_temporaries(areas: list[_Area], age: float = _STALE_TEMP_SECONDS) -> None:
+        # Temporaries of killed writers; a live writer's is younger than ``age``.
+        now = time.time()
+        for area in areas:
+            folders = ((area.segments, ".*.tmp"), (area.file.parent, f".{area.file.name}.*.tmp"))
+            for folder, pattern in folders:
+                if folder.is_dir():
+                    for temporary in folder.glob(pattern):
+                        with contextlib.suppress(FileNotFoundError):
+                            if now - temporary.stat().st_mtime >= age:
+                                temporary.unlink()
+
+
+_SHARD_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+
+
+def _shard_name(path: Path) -> str | None:
+    """``name`` for ``<name>.h5``, ``<name>.h5.segments`` or ``<name>.h5.lock``."""
+    for suffix in (_SEGMENT_SUFFIX, _SEGMENT_SUFFIX + ".segments", _SEGMENT_SUFFIX + ".lock"):
+        if path.name.endswith(suffix):
+            return path.name[: -len(suffix)]
+    return None
+
+
+@dataclass(frozen=True)
+class _Area:
+    """One writer's file, its segments folder and its lock."""
+
+    file: Path
+
+    @property
+    def segments(self) -> Path:
+        return self.file.with_name(self.file.name + ".segments")
+
+    @property
+    def lock_path(self) -> Path:
+        return self.file.with_name(self.file.name + ".lock")
+
+    def segment_files(self) -> list[Path]:
         if not self.segments.is_dir():
             return []
         return sorted(p for p in self.segments.iterdir() if p.suffix == _SEGMENT_SUFFIX and not p.name.startswith("."))
 
-    def _remove_stale_temporaries(self) -> None:
-        # Temporaries of killed writers; a live writer's is younger than this.
-        now = time.time()
-        for folder, pattern in ((self.segments, ".*.tmp"), (self.path.parent, f".{self.path.name}.*.tmp")):
-            if folder.is_dir():
-                for temporary in folder.glob(pattern):
-                    with contextlib.suppress(FileNotFoundError):
-                        if now - temporary.stat().st_mtime > _STALE_TEMP_SECONDS:
-                            temporary.unlink()
-
-    def _merge(self, stores: list[Path]) -> dict[str, tuple[dict, np.ndarray, np.ndarray]]:
-        parts: dict[str, tuple[dict, list, list]] = {}
-        for store in stores:
-            with _open(store) as f:
-                for fp, group in f.get("configs", {}).items():
-                    n = _committed(group, store)
-                    config = json.loads(group.attrs["config"])
-                    entry = parts.setdefault(fp, (config, [], []))
-                    entry[1].append(group["keys"][:n])
-                    entry[2].append(group["codes"][:n])
-        merged = {}
-        for fp, (config, keys, codes) in parts.items():
-            keys, codes = np.concatenate(keys), np.concatenate(codes)
-            _, first = np.unique(keys, return_index=True)
-            first.sort()  # keep the order in which images were first stored
-            merged[fp] = (config, keys[first], codes[first])
-        return merged
+    def stores(self) -> list[Path]:
+        return ([self.file] if self.file.exists() else []) + self.segment_files()
 
     @contextlib.contextmanager
-    def _locked(self, shared: bool) -> Iterator[None]:
+    def locked(self, shared: bool, timeout: float) -> Iterator[None]:
         if not shared:
             self.lock_path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -289,7 +352,7 @@ class CodeCache:
             return
         with handle:
             mode = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB
-            deadline = time.monotonic() + self.lock_timeout
+            deadline = time.monotonic() + timeout
             while True:
                 try:
                     fcntl.flock(handle, mode)
@@ -297,14 +360,59 @@ class CodeCache:
                 except BlockingIOError:
                     if time.monotonic() > deadline:
                         raise CacheError(
-                            f"cache {os.fspath(self.path)!r} stayed locked by another process for "
-                            f"{self.lock_timeout:g} s (lock file {os.fspath(self.lock_path)!r})."
+                            f"cache {os.fspath(self.file)!r} stayed locked by another process for "
+                            f"{timeout:g} s (lock file {os.fspath(self.lock_path)!r})."
                         ) from None
                     time.sleep(0.05)
             try:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _lookup_one(stores: list[Path], fp: str, config: Mapping, keys: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    wanted = np.asarray(keys, dtype=_KEY_DTYPE)
+    found = np.zeros(len(keys), dtype=bool)
+    codes = None
+    for store in stores:
+        index = _key_index(store, fp)
+        if index is None:
+            continue
+        rows, targets = _matches(index, wanted, found)
+        if not len(rows):
+            continue
+        with _open(store) as f:
+            group = f[f"configs/{fp}"]
+            _check_config(group, config, store)
+            if codes is None:
+                codes = np.empty((len(keys), group["codes"].shape[1]), dtype=np.float32)
+            codes[targets] = _read_rows(group["codes"], rows)
+        found[targets] = True
+    if codes is None:
+        return found, np.empty((0, 0), np.float32)
+    return found, codes[found]
+
+
+def _key_index(store: Path, fp: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """The keys one store holds for a configuration, sorted, with their rows.
+
+    Stores are never modified in place (a compaction writes a new file), so
+    an index is kept per process for each (file, inode, mtime): a Dask worker
+    looking up every shard before each task reads each shard's keys once.
+    """
+    stat = store.stat()
+    return _key_index_of(os.fspath(store), stat.st_ino, stat.st_mtime_ns, stat.st_size, fp)
+
+
+@functools.lru_cache(maxsize=256)
+def _key_index_of(store: str, inode: int, mtime_ns: int, size: int, fp: str) -> tuple[np.ndarray, np.ndarray] | None:
+    with _open(Path(store)) as f:
+        group = f.get(f"configs/{fp}")
+        if group is None:
+            return None
+        keys = group["keys"][:_committed(group, Path(store))]
+    order = np.argsort(keys, kind="stable")  # stable: the first stored copy wins
+    return keys[order], order
 
 
 def _open(store: Path) -> h5py.File:
@@ -332,17 +440,84 @@ def _mark_as_cache(f: h5py.File) -> None:
 
 
 def _write_group(f: h5py.File, config: Mapping, keys: np.ndarray, codes: np.ndarray) -> None:
+    codes_out = _create_group(f, config, keys, codes.shape[1])
+    codes_out[:] = codes.astype(np.float32, copy=False)
+    codes_out.parent.attrs["n_rows"] = len(keys)
+
+
+def _create_group(f: h5py.File, config: Mapping, keys: np.ndarray, width: int) -> h5py.Dataset:
+    """A configuration's group with its keys; returns the (unfilled) codes dataset.
+
+    ``n_rows`` is set by the caller once the codes are written.
+    """
     group = f.create_group(f"configs/{fingerprint(config)}")
     for name, value in config.items():  # readable with h5dump
         group.attrs[name] = value if isinstance(value, (str, int, float, bool)) else json.dumps(value)
     group.attrs["config"] = json.dumps(dict(config), sort_keys=True)
-    rows_per_chunk = max(1, min(len(keys), _CHUNK_BYTES // max(1, 4 * codes.shape[1])))
+    rows_per_chunk = max(1, min(len(keys), _CHUNK_BYTES // max(1, 4 * width)))
     group.create_dataset("keys", data=keys.astype(_KEY_DTYPE), maxshape=(None,), chunks=(max(1, min(len(keys), 4096)),))
-    group.create_dataset(
-        "codes", data=codes.astype(np.float32, copy=False), maxshape=(None, codes.shape[1]),
-        chunks=(rows_per_chunk, codes.shape[1]), compression=COMPRESSION,
+    return group.create_dataset(
+        "codes", shape=(len(keys), width), dtype=np.float32, maxshape=(None, width),
+        chunks=(rows_per_chunk, width), compression=COMPRESSION,
     )
-    group.attrs["n_rows"] = len(keys)
+
+
+def _replace(target: Path, stores: list[Path], keep: set[str] | None = None) -> None:
+    """Write the union of ``stores`` as ``target``: aside, synced, then renamed over it.
+
+    ``keep``: the configurations to keep (default all).
+    """
+    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with h5py.File(temporary, "w", libver="latest") as f:
+            _mark_as_cache(f)
+            _merge_into(f, stores, keep)
+        _fsync(temporary)
+        os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
+    _fsync(target.parent)
+
+
+def _merge_into(out: h5py.File, stores: list[Path], keep: set[str] | None) -> None:
+    """Each configuration of ``stores`` into ``out``, each image once (its first stored copy).
+
+    All keys are read first to find the rows to keep; codes are then copied
+    a block at a time, so memory holds the keys but never all the codes.
+    """
+    parts: dict[str, tuple[dict, int, list[tuple[Path, int]], list[np.ndarray]]] = {}
+    for store in stores:
+        with _open(store) as f:
+            for fp, group in f.get("configs", {}).items():
+                if keep is not None and fp not in keep:
+                    continue
+                n = _committed(group, store)
+                entry = parts.setdefault(fp, (json.loads(group.attrs["config"]), group["codes"].shape[1], [], []))
+                entry[2].append((store, n))
+                entry[3].append(group["keys"][:n])
+    for fp, (config, width, sources, keys) in parts.items():
+        all_keys = np.concatenate(keys)
+        _, first = np.unique(all_keys, return_index=True)
+        first.sort()  # keep the order in which images were first stored
+        codes_out = _create_group(out, config, all_keys[first], width)
+        written, start = 0, 0
+        for store, n in sources:
+            rows = first[(first >= start) & (first < start + n)] - start
+            with _open(store) as f:
+                for block in _blocks(f[f"configs/{fp}/codes"], rows):
+                    codes_out[written:written + len(block)] = block
+                    written += len(block)
+            start += n
+        codes_out.parent.attrs["n_rows"] = written
+
+
+def _blocks(dataset: h5py.Dataset, rows: np.ndarray) -> Iterator[np.ndarray]:
+    """``dataset[rows]`` (increasing rows), read in windows of about ``_COPY_BYTES``."""
+    step = max(1, _COPY_BYTES // max(1, 4 * dataset.shape[1]))
+    for lo in range(0, int(rows[-1]) + 1 if len(rows) else 0, step):
+        chosen = rows[(rows >= lo) & (rows < lo + step)]
+        if len(chosen):
+            yield dataset[lo:min(lo + step, int(chosen[-1]) + 1)][chosen - lo]
 
 
 def _committed(group: h5py.Group, store: Path) -> int:
@@ -364,10 +539,10 @@ def _attrs(group: h5py.Group) -> dict:
     return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in group.attrs.items() if k != "config"}
 
 
-def _matches(stored: np.ndarray, wanted: np.ndarray, found: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of ``stored`` holding the keys ``wanted[i]`` not yet ``found``, and those ``i``."""
-    order = np.argsort(stored, kind="stable")  # stable: the first stored copy wins
-    ordered = stored[order]
+def _matches(index: tuple[np.ndarray, np.ndarray], wanted: np.ndarray, found: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of a store (``index`` from :func:`_key_index`) holding the keys
+    ``wanted[i]`` not yet ``found``, and those ``i``."""
+    ordered, order = index
     at = np.searchsorted(ordered, wanted)
     inside = at < len(ordered)
     hit = np.zeros(len(wanted), dtype=bool)

@@ -95,18 +95,34 @@ def _extract(args: argparse.Namespace) -> int:
 
     paths = image_files(args.images)
     layers = args.layer or ["penultimate"]
-    layer = layers[0] if len(layers) == 1 else layers
-    weights = None if args.weights == "none" else args.weights
-    transformer = CNNFeatureTransformer(
-        backbone=args.backbone, weights=weights, layer=layer, pooling=args.pooling,
-        input_size=args.input_size, batch_size=args.batch_size, device=args.device,
-        progress=True, cache=args.cache,
+    params = dict(
+        backbone=args.backbone, weights=None if args.weights == "none" else args.weights,
+        layer=layers[0] if len(layers) == 1 else layers, pooling=args.pooling,
+        input_size=args.input_size, batch_size=args.batch_size, device=args.device, progress=True,
     )
-    codes = transformer.fit(paths).transform(paths)
-    stats = transformer.cache_info_
-    print(f"{len(paths)} images: {stats.hits} already cached, {stats.computed} computed; "
-          f"codes of width {codes.shape[1]} in {args.cache}")
+    if args.dask_scheduler is None:
+        transformer = CNNFeatureTransformer(**params, cache=args.cache)
+        width = transformer.fit(paths).transform(paths).shape[1]
+        stats, where = transformer.cache_info_, ""
+    else:
+        stats, width, where = _extract_on_dask(args, paths, params)
+    print(f"{len(paths)} images: {stats.hits} already cached, {stats.computed} computed{where}; "
+          f"codes of width {width} in {args.cache}")
     return 0
+
+
+def _extract_on_dask(args: argparse.Namespace, paths: list[Path], params: dict):
+    from dask.distributed import Client
+
+    from . import dask as skcnn_dask
+
+    with Client(args.dask_scheduler) as client:
+        workers = len(client.scheduler_info()["workers"])
+        per_task = {} if args.paths_per_task is None else {"paths_per_task": args.paths_per_task}
+        _, info = skcnn_dask.extract(
+            [os.fspath(p) for p in paths], client=client, cache=args.cache, return_info=True, **per_task, **params,
+        )
+    return info.cache_info, info.n_features_out, f" by {workers} Dask worker(s) in {info.n_tasks} tasks"
 
 
 def _cache_info(args: argparse.Namespace) -> int:
@@ -188,6 +204,14 @@ def build_parser() -> argparse.ArgumentParser:
     extract_parser.add_argument("--input-size", type=int, default=None)
     extract_parser.add_argument("--batch-size", type=int, default=8)
     extract_parser.add_argument("--device", default="auto")
+    extract_parser.add_argument(
+        "--dask-scheduler", default=None, metavar="ADDRESS",
+        help="run on a Dask cluster, e.g. tcp://scheduler:8786 (pip install 'skcnn[dask]'); "
+             "the files and the cache must be on storage the workers share",
+    )
+    extract_parser.add_argument(
+        "--paths-per-task", type=int, default=None, help="with --dask-scheduler: images per task (default 256)"
+    )
     extract_parser.set_defaults(run=_extract)
 
     cache_parser = commands.add_parser("cache", help="look after a code cache file")

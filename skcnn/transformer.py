@@ -130,12 +130,14 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
         Image files with more pixels (width x height) are refused before
         decoding (decompression bombs); ``None``: no limit.
 
-    cache : str, path or None, default=None
+    cache : str, path, CodeCache or None, default=None
         An HDF5 file of codes (see :mod:`skcnn.cache`). ``transform`` looks
         every image up by content and runs the network only on the misses,
         storing each computed batch at once: re-runs, other folds, other
         layer lists sharing a layer, and interrupted runs reuse what is
-        there. Several configurations share one file.
+        there. Several configurations share one file. A
+        :class:`~skcnn.cache.CodeCache` gives its options (a Dask worker's
+        ``shard``, a ``lock_timeout``).
 
     cache_layers : list of str or None, default=None
         More layers to compute and store in the cache, in the same forward
@@ -243,7 +245,7 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
         "progress": ["boolean", StrOptions({"auto"})],
         "on_error": [StrOptions({"raise", "skip"})],
         "max_pixels": [Interval(Integral, 1, None, closed="left"), None],
-        "cache": [str, os.PathLike, None],
+        "cache": [str, os.PathLike, CodeCache, None],
         "cache_layers": [list, tuple, dict, None],
     }
 
@@ -427,7 +429,7 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
         stored_plan = self._plan(tuple(self.layer_shapes_))
         return extract_codes_cached(
             backbone, images, recipe, plan,
-            cache=CodeCache(self.cache),
+            cache=self.cache if isinstance(self.cache, CodeCache) else CodeCache(self.cache),
             configs={layer: self._cache_config(layer, backbone, recipe, stored_plan) for layer in stored_plan.layers},
             stored_plan=stored_plan,
             **options,
