@@ -27,6 +27,20 @@ N = 60
 TOLERANCE = dict(rtol=1e-4, atol=1e-4)
 
 
+ENVIRONMENT = dict(os.environ)
+
+
+@pytest.fixture(autouse=True)
+def environment_kept():
+    """A LocalCluster's nannies run in this process and set OMP_NUM_THREADS=1
+    (and more) in its environment whenever they start a worker: subprocesses
+    of later tests would then run torch on one thread."""
+    yield
+    for name in [name for name in os.environ if name not in ENVIRONMENT and not name.startswith("PYTEST_")]:
+        del os.environ[name]
+    os.environ.update(ENVIRONMENT)
+
+
 @pytest.fixture(scope="module")
 def client():
     cluster = distributed.LocalCluster(
