@@ -178,11 +178,8 @@ class CodeCache:
         ]
 
     def shard_names(self) -> list[str]:
-        """The shards waiting to be merged into the main file by :meth:`compact`."""
-        if not self.shards.is_dir():
-            return []
-        names = {_shard_name(p) for p in self.shards.iterdir() if not p.name.startswith(".")}
-        return sorted(name for name in names if name)
+        """The shards holding codes not merged into the main file yet (see :meth:`compact`)."""
+        return [name for name in self._all_shard_names() if self._shard_area(name).stores()]
 
     # -- writing ---------------------------------------------------------
 
@@ -221,7 +218,7 @@ class CodeCache:
         if self.shard is not None:
             areas = [self._own_area()]
         else:
-            areas = [self._main_area()] + [self._shard_area(name) for name in self.shard_names()]
+            areas = [self._main_area()] + [self._shard_area(name) for name in self._all_shard_names()]
         with contextlib.ExitStack() as locks:
             for area in areas:
                 locks.enter_context(area.locked(shared=False, timeout=self.lock_timeout))
@@ -267,6 +264,13 @@ class CodeCache:
         return pending >= growth * area.file.stat().st_size
 
     # -- internals -------------------------------------------------------
+
+    def _all_shard_names(self) -> list[str]:
+        """Every shard with a file, a segments folder or a lock, even empty."""
+        if not self.shards.is_dir():
+            return []
+        names = {_shard_name(p) for p in self.shards.iterdir() if not p.name.startswith(".")}
+        return sorted(name for name in names if name)
 
     def _main_area(self) -> _Area:
         return _Area(self.path)
@@ -397,15 +401,15 @@ def _key_index(store: Path, fp: str) -> tuple[np.ndarray, np.ndarray] | None:
     """The keys one store holds for a configuration, sorted, with their rows.
 
     Stores are never modified in place (a compaction writes a new file), so
-    an index is kept per process for each (file, inode, mtime): a Dask worker
+    an index is kept per process for each file version (inode, times, size): a Dask worker
     looking up every shard before each task reads each shard's keys once.
     """
     stat = store.stat()
-    return _key_index_of(os.fspath(store), stat.st_ino, stat.st_mtime_ns, stat.st_size, fp)
+    return _key_index_of(os.fspath(store), (stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size), fp)
 
 
 @functools.lru_cache(maxsize=256)
-def _key_index_of(store: str, inode: int, mtime_ns: int, size: int, fp: str) -> tuple[np.ndarray, np.ndarray] | None:
+def _key_index_of(store: str, version: tuple, fp: str) -> tuple[np.ndarray, np.ndarray] | None:
     with _open(Path(store)) as f:
         group = f.get(f"configs/{fp}")
         if group is None:

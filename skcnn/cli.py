@@ -136,6 +136,9 @@ def _cache_info(args: argparse.Namespace) -> int:
         a = config.attrs
         print(f"{config.fingerprint:<17} {a.get('backbone', '?'):<20} {a.get('layer', '?'):<16} "
               f"{a.get('pooling', '?'):<8} {config.n_codes:>7} {config.width:>6} {config.stored_bytes / 1e6:>8.2f}")
+    shards = cache.shard_names()
+    if shards:
+        print(f"{len(shards)} worker shard(s) not merged yet (counted above): `skcnn cache compact {args.file}`")
     return 0
 
 
@@ -152,7 +155,7 @@ def _cache_prune(args: argparse.Namespace) -> int:
 
 def _cache_compact(args: argparse.Namespace) -> int:
     merged = CodeCache(args.file).compact()
-    print(f"merged {merged} segments into {args.file}")
+    print(f"merged {merged} files (segments and worker shards) into {args.file}")
     return 0
 
 
@@ -224,7 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--keep-config", nargs="+", required=True, metavar="FINGERPRINT",
                        help="fingerprints to keep (see `skcnn cache info`)")
     prune.set_defaults(run=_cache_prune)
-    compact = cache_commands.add_parser("compact", help="merge pending segments into the main file")
+    compact = cache_commands.add_parser(
+        "compact", help="merge pending segments and Dask worker shards into the main file"
+    )
     compact.add_argument("file")
     compact.set_defaults(run=_cache_compact)
     return parser

@@ -22,7 +22,8 @@ SMALL = dict(backbone="efficientnet_lite0", input_size=32, batch_size=8)
 
 
 def cnn(cache, **params):
-    return CNNFeatureTransformer(**{**SMALL, "cache": os.fspath(cache), **params})
+    cache = cache if isinstance(cache, CodeCache) else os.fspath(cache)
+    return CNNFeatureTransformer(**{**SMALL, "cache": cache, **params})
 
 
 @pytest.fixture
@@ -303,3 +304,87 @@ def test_leftover_segments_are_compacted_by_an_all_hit_run(tmp_path, images):
     assert cache.should_compact()
     t.transform(images[:4])
     assert t.cache_info_.hits == 4 and not cache.should_compact()
+
+
+CONFIG = {"format_version": 1, "backbone": "synthetic", "layer": "x", "width": 3}
+
+
+def batch(keys, value):
+    return {"x": (CONFIG, [f"{k:032d}" for k in keys], np.full((len(keys), 3), value, np.float32))}
+
+
+def test_shards_are_read_with_the_main_file_and_merged_each_image_once(tmp_path, monkeypatch):
+    path = tmp_path / "c.h5"
+    CodeCache(path).write(batch([1, 2], 1.0))
+    a, b = CodeCache(path, shard="host-1"), CodeCache(path, shard="host-2")
+    a.write(batch([3, 4], 2.0))
+    a.compact()  # a shard compacts into its own file, never the main one
+    a.write(batch([5], 3.0))
+    b.write(batch([4, 6], 2.0))  # image 4 twice: a task re-run on another worker
+    assert (tmp_path / "c.h5.shards" / "host-1.h5").exists() and not path.exists()
+    assert CodeCache(path).shard_names() == ["host-1", "host-2"]
+    found, codes = CodeCache(path).lookup({"x": CONFIG}, [f"{k:032d}" for k in (6, 1, 5, 9)])["x"]
+    assert found.tolist() == [True, True, True, False] and codes[:, 0].tolist() == [2.0, 1.0, 3.0]
+    assert CodeCache(path).configs()[0].n_codes == 6
+
+    monkeypatch.setattr("skcnn.cache._COPY_BYTES", 24)  # two rows per block: the copy streams
+    (tmp_path / "c.h5.shards" / "host-2.h5.segments" / ".9-9-9.tmp").write_bytes(b"half")
+    assert CodeCache(path).compact(remove_shards=True) == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.h5", "c.h5.lock", "c.h5.segments"]
+    with h5py.File(path) as f:
+        group = f[f"configs/{next(iter(f['configs']))}"]
+        keys = [int(k) for k in group["keys"][:]]
+        assert keys == [1, 2, 3, 4, 5, 6] and group["codes"][:, 0].tolist() == [1, 1, 2, 2, 3, 2]
+
+
+def test_compaction_without_remove_shards_keeps_live_writers_locks(tmp_path):
+    path = tmp_path / "c.h5"
+    shard = CodeCache(path, shard="w")
+    shard.write(batch([1], 1.0))
+    assert CodeCache(path).compact() == 1
+    assert (tmp_path / "c.h5.shards" / "w.h5.segments").is_dir()  # the worker may write again
+    shard.write(batch([2], 2.0))
+    found, _ = CodeCache(path).lookup({"x": CONFIG}, [f"{k:032d}" for k in (1, 2)])["x"]
+    assert found.all()
+
+
+def test_a_lookup_sees_a_file_replaced_by_compaction(tmp_path):
+    path = tmp_path / "c.h5"
+    cache = CodeCache(path)
+    cache.write(batch([1], 1.0))
+    cache.compact()
+    assert cache.lookup({"x": CONFIG}, [f"{2:032d}"])["x"][0].tolist() == [False]  # keys of c.h5 now indexed
+    cache.write(batch([2], 2.0))
+    cache.compact()  # a new c.h5 at the same path
+    assert cache.lookup({"x": CONFIG}, [f"{2:032d}"])["x"][0].tolist() == [True]
+
+
+@pytest.mark.parametrize("name", ["", ".hidden", "a/b", "x y"])
+def test_bad_shard_name_is_a_clear_error(tmp_path, name):
+    with pytest.raises(ValueError, match="shard="):
+        CodeCache(tmp_path / "c.h5", shard=name).write(batch([1], 1.0))
+
+
+def test_a_code_cache_object_is_a_cache_parameter(tmp_path, images):
+    import pickle
+
+    from sklearn.base import clone
+
+    t = cnn(tmp_path / "c.h5")
+    t.set_params(cache=CodeCache(tmp_path / "c.h5", shard="notebook"))
+    assert clone(t).get_params()["cache"] == t.cache
+    assert pickle.loads(pickle.dumps(t)).cache == t.cache
+    t.fit(images).transform(images)
+    assert (tmp_path / "c.h5.shards" / "notebook.h5").exists()
+    u = cnn(tmp_path / "c.h5").fit(images)
+    u.transform(images)
+    assert u.cache_info_.hits == len(images)
+
+
+def test_cli_cache_info_tells_of_unmerged_shards(tmp_path, images, capsys):
+    cnn(CodeCache(tmp_path / "c.h5", shard="w1")).fit(images).transform(images)
+    assert cli_main(["cache", "info", str(tmp_path / "c.h5")]) == 0
+    assert "1 worker shard(s) not merged yet" in capsys.readouterr().out
+    assert cli_main(["cache", "compact", str(tmp_path / "c.h5")]) == 0
+    assert cli_main(["cache", "info", str(tmp_path / "c.h5")]) == 0
+    assert "not merged" not in capsys.readouterr().out
