@@ -408,7 +408,7 @@ def _key_index(store: Path, fp: str) -> tuple[np.ndarray, np.ndarray] | None:
     return _key_index_of(os.fspath(store), (stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size), fp)
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=1024)  # main + segments of a few dozen shards
 def _key_index_of(store: str, version: tuple, fp: str) -> tuple[np.ndarray, np.ndarray] | None:
     with _open(Path(store)) as f:
         group = f.get(f"configs/{fp}")

@@ -21,7 +21,8 @@ How the work is spread:
   picks the worker's own GPU (dask-cuda gives each worker one). Torch gets
   the worker's ``nthreads`` as intra-op threads, and ``num_workers="auto"``
   one decoding thread per two of them, so a host's workers do not
-  oversubscribe its cores.
+  oversubscribe its cores. glibc's allocator is told to reuse freed batch
+  buffers, which Dask's worker environment prevents (half the speed).
 - With ``cache``, each worker process writes its own shard of the cache
   (``CodeCache(cache, shard=...)``), a segment per batch. Before computing,
   a task looks its images up in the main file and in every shard: a task
@@ -40,6 +41,8 @@ one chunk per task, held by the workers.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import operator
 import os
 import re
@@ -51,6 +54,7 @@ from dataclasses import dataclass
 
 import joblib
 import numpy as np
+from tqdm.auto import tqdm
 
 try:
     import dask
@@ -87,6 +91,7 @@ def extract(
     client: Client,
     cache: str | os.PathLike | None = None,
     paths_per_task: int = PATHS_PER_TASK,
+    merge: bool = True,
     return_info: bool = False,
     **params,
 ):
@@ -105,6 +110,11 @@ def extract(
         stored are not computed again.
     paths_per_task : int, default=256
         Images per task when ``paths`` is a list.
+    merge : bool, default=True
+        Merge the workers' shards into the main cache file at the end. The
+        merge is one process copying every code (about 55 MB/s of codes on
+        a 2-core CPU); readers see unmerged shards as hits too, so a very
+        large run may leave it to ``skcnn cache compact`` later.
     return_info : bool, default=False
         Also return an :class:`ExtractInfo` (cache hits, failures, tasks).
     **params
@@ -158,7 +168,7 @@ def extract(
     tasks = [dask.delayed(_codes_of_task, pure=False)(chunk, params, cache_path) for chunk in chunks]
     futures = client.compute(tasks)
     summaries = _wait_with_progress(client, futures, paths, params)
-    if cache_path is not None:
+    if cache_path is not None and merge:
         client.submit(_merge_shards, cache_path, pure=False).result()
     offsets = np.cumsum([0] + [n for n, _, _ in summaries])
     failed = [
@@ -197,15 +207,16 @@ def _wait_with_progress(client: Client, futures: list, paths, params: dict) -> l
     summaries = client.map(_summary, futures, pure=False)
     total = len(paths) if isinstance(paths, Sequence) else None
     batch_size = params.get("batch_size", 8)
-    from tqdm.auto import tqdm
-
     position = {future.key: i for i, future in enumerate(summaries)}
     done: list = [None] * len(summaries)
     show = show_progress(params.get("progress", "auto"), total or 0, batch_size) if total else False
     with tqdm(total=total, unit="img", disable=not show, desc="skcnn.dask") as bar:
-        for future, summary in as_completed(summaries, with_results=True):
-            done[position[future.key]] = summary
-            bar.update(summary[0])
+        # Batches of finished futures, each gathered at once (with_results=True
+        # can hang: dask/distributed#7331).
+        for finished in as_completed(summaries).batches():
+            for future, summary in zip(finished, client.gather(finished)):
+                done[position[future.key]] = summary
+                bar.update(summary[0])
     return done
 
 
@@ -230,20 +241,21 @@ def _as_dask_array(client: Client, futures: list, lengths: list[int], width: int
 
 _transformers: dict[str, CNNFeatureTransformer] = {}
 _transformers_lock = threading.Lock()
+_configured = False  # this worker process's threads and allocator
 
 
 def _worker_transformer(params: dict, cache_path: str | None) -> CNNFeatureTransformer:
     """This worker process's fitted transformer for ``params``: built once."""
     key = joblib.hash((params, cache_path))
     with _transformers_lock:
+        nthreads = _worker_threads()
+        _configure_worker_process(nthreads)
         if key not in _transformers:
-            nthreads = _worker_threads()
             settings = dict(params, progress=False)
             if settings.get("num_workers", "auto") == "auto":
                 settings["num_workers"] = nthreads // 2  # decoding threads; 0 decodes in the task's thread
             if cache_path is not None:
                 settings["cache"] = CodeCache(cache_path, shard=_shard_name())
-            _set_torch_threads(nthreads)
             _transformers[key] = CNNFeatureTransformer(**settings).fit([])
         return _transformers[key]
 
@@ -255,22 +267,44 @@ def _worker_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _set_torch_threads(n: int) -> None:
-    """Torch's intra-op threads = the worker's share of the cores.
+def _configure_worker_process(nthreads: int) -> None:
+    """Torch threads and memory allocation for extraction, once per worker process.
 
     Only in a worker process started by a nanny (``dask worker``,
-    ``LocalCluster(processes=True)``), whose environment Dask starts with one
-    thread per library: workers in threads of another process (the user's
-    ``processes=False``) leave that process's torch as it is.
+    ``LocalCluster(processes=True)``): workers in threads of another process
+    (``processes=False``) leave that process as it is. Dask starts such a
+    process with one thread per numeric library and with
+    ``MALLOC_TRIM_THRESHOLD_=65536``, which also freezes glibc's mmap
+    threshold: every batch's large buffers are then mapped and unmapped
+    again, and extraction measured half as fast (benchmarks/RESULTS.md).
     """
+    global _configured
     try:
         own_process = get_worker().nanny is not None
-    except ValueError:
-        own_process = False
-    if own_process:
-        import torch
+    except ValueError:  # not in a task (client.run), or no worker at all
+        return
+    if _configured or not own_process:
+        return
+    import torch
 
-        torch.set_num_threads(n)
+    torch.set_num_threads(nthreads)
+    _keep_freed_memory_for_reuse()
+    _configured = True
+
+
+#: glibc mallopt parameters and the values set in worker processes: buffers
+#: up to 32 MiB come from the heap, and up to 128 MiB of free heap is kept.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_TRIM_THRESHOLD, _MMAP_THRESHOLD = 128 << 20, 32 << 20
+
+
+def _keep_freed_memory_for_reuse() -> None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
+        libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
+    except (OSError, AttributeError, TypeError):  # not glibc: nothing to undo
+        pass
 
 
 def _shard_name() -> str:

@@ -93,16 +93,17 @@ def test_codes_equal_the_single_process_transform_and_merge_into_one_cache(clien
 def loads():
     from skcnn import backbones
 
-    return backbones._load_backbone.cache_info().misses, len(skcnn.dask._transformers)
+    return backbones._load_backbone.cache_info().misses, len(skcnn.dask._transformers), skcnn.dask._configured
 
 
 def test_the_network_is_loaded_once_per_worker_process(client, paths):
     before = client.run(loads)
     skcnn.dask.extract(paths, client=client, paths_per_task=4, **PARAMS)  # 15 tasks
     skcnn.dask.extract(paths, client=client, paths_per_task=4, **PARAMS)
-    for worker, (misses, transformers) in client.run(loads).items():
+    for worker, (misses, transformers, configured) in client.run(loads).items():
         assert misses == 1  # one network load per worker process, whatever the tasks
         assert transformers <= before[worker][1] + 1  # one transformer per parameter set
+        assert configured  # torch threads and allocator set for extraction
 
 
 def test_rerun_after_a_total_failure_computes_only_what_no_shard_holds(client, paths, reference, tmp_path):
@@ -122,6 +123,15 @@ def test_rerun_after_a_total_failure_computes_only_what_no_shard_holds(client, p
 
     _, info = skcnn.dask.extract(paths, client=client, cache=cache, return_info=True, **PARAMS)
     assert info.cache_info.hits == N and info.cache_info.computed == 0
+
+
+def test_without_merge_the_shards_stay_and_are_read_as_hits(client, paths, tmp_path):
+    cache = tmp_path / "codes.h5"
+    skcnn.dask.extract(paths[:30], client=client, cache=cache, merge=False, **PARAMS)
+    assert not cache.exists() and len(CodeCache(cache).shard_names()) >= 1
+    t = CNNFeatureTransformer(**PARAMS, cache=str(cache)).fit(paths)
+    t.transform(paths)
+    assert t.cache_info_.hits == 30 and t.cache_info_.computed == N - 30
 
 
 def test_dask_bag_and_dataframe_column_of_paths(client, paths, reference):
