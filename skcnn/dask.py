@@ -49,7 +49,6 @@ import re
 import socket
 import threading
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import joblib
@@ -167,7 +166,7 @@ def extract(
     chunks = _task_inputs(paths, paths_per_task)
     tasks = [dask.delayed(_codes_of_task, pure=False)(chunk, params, cache_path) for chunk in chunks]
     futures = client.compute(tasks)
-    summaries = _wait_with_progress(client, futures, paths, params)
+    summaries = _wait_with_progress(client, futures, chunks, params)
     if cache_path is not None and merge:
         client.submit(_merge_shards, cache_path, pure=False).result()
     offsets = np.cumsum([0] + [n for n, _, _ in summaries])
@@ -202,10 +201,11 @@ def _task_inputs(paths, paths_per_task: int) -> list:
     return [paths[i:i + paths_per_task] for i in range(0, len(paths), paths_per_task)]
 
 
-def _wait_with_progress(client: Client, futures: list, paths, params: dict) -> list[tuple]:
+def _wait_with_progress(client: Client, futures: list, chunks: list, params: dict) -> list[tuple]:
     """Each task's (n_images, failures, cache stats), in task order, as they finish."""
     summaries = client.map(_summary, futures, pure=False)
-    total = len(paths) if isinstance(paths, Sequence) else None
+    # The number of images is known for lists, not for a bag's partitions.
+    total = sum(len(chunk) for chunk in chunks) if all(isinstance(c, list) for c in chunks) else None
     batch_size = params.get("batch_size", 8)
     position = {future.key: i for i, future in enumerate(summaries)}
     done: list = [None] * len(summaries)
