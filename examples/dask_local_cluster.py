@@ -8,7 +8,7 @@ worker writing its own shard, merged into ``codes.h5`` at the end. Then,
 without Dask, an ordinary scikit-learn pipeline whose transformer reads the
 same cache fits and scores a classifier: every image is a hit.
 
-About 40 seconds on a quiet 2-core CPU (starting the workers is ~10 s):
+About 20 seconds on a quiet 2-core CPU (starting the workers is most of it):
 
     python examples/dask_local_cluster.py
 """
