@@ -178,7 +178,7 @@ def test_cli_extract_on_a_dask_scheduler(client, paths, tmp_path, capsys):
     assert f"{N} images: {N} already cached, 0 computed" in capsys.readouterr().out
 
 
-SLOW_BATCHES = 0.15  # seconds per batch on the workers, so that a kill lands mid-run
+SLOW_BATCHES = 0.3  # seconds per batch on the workers: a kill lands mid-task even on a loaded machine
 
 
 def test_a_killed_worker_loses_at_most_its_batch_in_flight(client, paths, reference, tmp_path):
@@ -201,8 +201,8 @@ def test_a_killed_worker_loses_at_most_its_batch_in_flight(client, paths, refere
 
     def run():
         result["codes"], result["info"] = skcnn.dask.extract(
-            paths, client=client, cache=cache, paths_per_task=10, return_info=True, **PARAMS
-        )
+            paths, client=client, cache=cache, paths_per_task=20, return_info=True, **PARAMS
+        )  # 5 batches per task: after the first one, over a second before the task ends
 
     runner = threading.Thread(target=run)
     runner.start()
