@@ -113,8 +113,8 @@ class CodeCache:
 
     def __init__(self, path: str | os.PathLike, lock_timeout: float = 600.0, shard: str | None = None):
         self.path = Path(path)
-        self.segments = self.path.with_name(self.path.name + ".segments")
-        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        main = _Area(self.path)
+        self.segments, self.lock_path = main.segments, main.lock_path
         self.shards = self.path.with_name(self.path.name + ".shards")
         self.lock_timeout = lock_timeout
         self.shard = shard
@@ -273,7 +273,7 @@ class CodeCache:
         return sorted(name for name in names if name)
 
     def _main_area(self) -> _Area:
-        return _Area(self.path)
+        return _Area(self.path)  # its segments and lock are self.segments, self.lock_path
 
     def _shard_area(self, name: str) -> _Area:
         return _Area(self.shards / f"{name}{_SEGMENT_SUFFIX}")
