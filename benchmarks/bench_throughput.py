@@ -3,6 +3,8 @@
     python benchmarks/bench_throughput.py                 # limits, skcnn, naive, create_feature_extractor
     python benchmarks/bench_throughput.py --memory        # peak memory, 1,000 vs 10,000 images
     python benchmarks/bench_throughput.py --precision     # bf16/fp16 vs fp32: code error, accuracy
+    python benchmarks/bench_throughput.py --compile       # adds torch.compile rows (cold compile timed)
+    python benchmarks/bench_throughput.py --device cuda   # on a GPU host (default: auto)
 
 The files: ``--n`` JPEGs (default 512) cut from scikit-image's bundled photos
 and saved at camera-like sizes (longer side 500-1000 px, quality 90) in a
@@ -13,7 +15,8 @@ the arithmetic is that of the pretrained network.
 
 On a CPU-only machine the network and the decoding share the cores, so the
 end-to-end limit is ``1 / (t_network + t_decode)`` per image, each measured
-alone on all cores.
+alone on all cores. On a GPU host they do not: the limit is the slower of
+the two, and the script says which one it is.
 """
 
 from __future__ import annotations
@@ -76,15 +79,23 @@ def timed(function) -> float:
 class Subject:
     """One backbone's measurements, run side by side."""
 
-    def __init__(self, name: str, precision: str, batch_size: int):
-        self.name, self.precision, self.batch_size = name, precision, batch_size
-        self.backbone = backbones.load_backbone(name, None, "cpu")
+    def __init__(self, name: str, precision: str, batch_size: int, device: str = "cpu"):
+        self.name, self.precision, self.batch_size, self.device = name, precision, batch_size, device
+        self.backbone = backbones.load_backbone(name, None, device)
         self.recipe = self.backbone.preprocessing
         layers, head = probe_backbone(self.backbone, self.recipe.crop_size)
         self.plan = TapPlan(("penultimate",), head, "avg", True, (layers[-1].shape,))
-        self.inference = arithmetic.inference_for(
-            self.backbone, precision, keep=frozenset(self.plan.layers), input_size=self.recipe.crop_size
+        self.inference = self.inference_with()
+
+    def inference_with(self, **options) -> arithmetic.Inference:
+        return arithmetic.inference_for(
+            self.backbone, self.precision, keep=frozenset(self.plan.layers), input_size=self.recipe.crop_size,
+            batch_size=self.batch_size, **options,
         )
+
+    def first_batch_seconds(self, tensors: torch.Tensor, inference) -> float:
+        """The first batch through ``inference``: with ``compile``, the compilation."""
+        return timed(lambda: stored_codes_of_batch(self.backbone, tensors[:self.batch_size], self.plan, inference))
 
     def network_alone(self, tensors: torch.Tensor, inference=None, batch_size=None) -> float:
         inference = inference or self.inference
@@ -103,7 +114,7 @@ class Subject:
         return rate(timed(run), len(paths))
 
     def skcnn(self, paths, **params) -> float:
-        params = {"batch_size": self.batch_size, "precision": self.precision, **params}
+        params = {"batch_size": self.batch_size, "precision": self.precision, "device": self.device, **params}
         cnn = CNNFeatureTransformer(backbone=self.name, weights=None, progress=False, **params).fit(paths)
         cnn.transform(paths[:params["batch_size"]])  # warm-up (builds the folded copy once)
         return rate(timed(lambda: cnn.transform(paths)), len(paths))
@@ -129,12 +140,12 @@ class Subject:
 
     def naive(self, paths) -> float:
         """As peers do it: PIL open, torchvision transform, one image per forward, fp32."""
-        network, transform = self.headless(), self.peer_transform()
+        network, transform = self.headless().to(self.device), self.peer_transform()
         def run():
             with torch.no_grad():
                 for path in paths:
                     image = Image.open(path).convert("RGB")
-                    network(transform(image).unsqueeze(0)).numpy()
+                    network(transform(image).unsqueeze(0).to(self.device)).cpu().numpy()
         return rate(timed(run), len(paths))
 
     def feature_extractor(self, paths, batch_size=32) -> float:
@@ -146,61 +157,101 @@ class Subject:
         extractor = create_feature_extractor(
             copy.deepcopy(self.backbone.network), {node: "codes"},
             tracer_kwargs={"leaf_modules": [timm.layers.Conv2dSame]},
-        ).eval()
+        ).eval().to(self.device)
         transform = self.peer_transform()
         def run():
             with torch.inference_mode():
                 for start in range(0, len(paths), batch_size):
                     batch = torch.stack([transform(Image.open(p).convert("RGB")) for p in paths[start:start + batch_size]])
-                    extractor(batch)["codes"].numpy()
+                    extractor(batch.to(self.device))["codes"].cpu().numpy()
         return rate(timed(run), len(paths))
 
 
-def machine() -> str:
+def machine(device: str = "cpu") -> str:
+    gpu = f", GPU: {torch.cuda.get_device_name(device)}" if device.startswith("cuda") else ""
     return (f"{cpu_name()}, {loading.usable_cores()} usable cores, torch {torch.__version__}, "
-            f"{torch.get_num_threads()} intra-op threads, native bf16: {arithmetic.cpu_has_native_bf16()}")
+            f"{torch.get_num_threads()} intra-op threads, native bf16: {arithmetic.cpu_has_native_bf16()}{gpu}")
 
 
 def best(results: dict, key) -> float:
     return max(results[key])
 
 
+#: torch.compile as ``compile=True`` gives it (inductor, weight freezing).
+COMPILE = {"options": {"freezing": True}}
+
+
 def main_run(args) -> None:
-    print(f"machine: {machine()}\ndate: {datetime.date.today()}")
+    device = str(backbones.resolve_device(args.device))
+    print(f"machine: {machine(device)}\ndate: {datetime.date.today()}")
+    if args.compile:  # a cold compilation: nothing reused from earlier runs' inductor cache
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor-")
     with tempfile.TemporaryDirectory() as tmp:
         paths = make_jpegs(Path(tmp), args.n)
         sizes = [Image.open(p).size for p in paths[:64]]
         print(f"{len(paths)} JPEGs, e.g. {sizes[:4]}, {sum(os.path.getsize(p) for p in paths) / 2**20:.1f} MiB")
         for name in args.backbones:
-            subject = Subject(name, "fp32", args.batch_size)
+            subject = Subject(name, args.arithmetic, args.batch_size, device)
             tensors = torch.stack([subject.recipe(loading.image_io.load_image(p)) for p in paths])
             workers = loading.resolve_workers("auto")
+            measures = {
+                "network alone": lambda: subject.network_alone(tensors),
+                "decode alone (all cores)": lambda: subject.decode_alone(paths, loading.usable_cores()),
+                "skcnn end to end": lambda: subject.skcnn(paths),
+                "naive loop": lambda: subject.naive(paths),
+                "create_feature_extractor, batch 32": lambda: subject.feature_extractor(paths),
+            }
+            if args.compile:
+                compiled = subject.inference_with(compile_options=COMPILE)
+                compile_seconds = subject.first_batch_seconds(tensors, compiled)
+                measures["network alone, compiled"] = lambda: subject.network_alone(tensors, compiled)
+                measures["skcnn end to end, compile=True"] = lambda: subject.skcnn(paths, compile=True)
             results: dict = {}
             for round_ in range(args.rounds):
-                measures = {
-                    "network alone": lambda: subject.network_alone(tensors),
-                    "decode alone (all cores)": lambda: subject.decode_alone(paths, loading.usable_cores()),
-                    "skcnn end to end": lambda: subject.skcnn(paths),
-                    "naive loop": lambda: subject.naive(paths),
-                    "create_feature_extractor, batch 32": lambda: subject.feature_extractor(paths),
-                }
                 for label, measure in measures.items():
                     results.setdefault(label, []).append(measure())
-            net, dec = best(results, "network alone"), best(results, "decode alone (all cores)")
-            limit = 1 / (1 / net + 1 / dec)
-            e2e = best(results, "skcnn end to end")
-            print(f"\n## {name}, fp32, batch {args.batch_size}, num_workers auto = {workers}, "
-                  f"best of {args.rounds} rounds (images/s; all rounds in brackets)")
-            for label, values in results.items():
-                print(f"  {label:40s} {max(values):7.1f}  [{', '.join(f'{v:.1f}' for v in values)}]")
-            print(f"  {'end-to-end limit 1/(t_net + t_decode)':40s} {limit:7.1f}")
-            print(f"  skcnn / limit                            {e2e / limit:7.2f}  (goal >= 0.9)")
-            print(f"  skcnn / naive loop                       {e2e / best(results, 'naive loop'):7.2f}  (goal >= 2.5)")
-            fx = best(results, "create_feature_extractor, batch 32")
-            print(f"  skcnn / create_feature_extractor         {e2e / fx:7.2f}")
-            print(f"  create_feature_extractor / limit         {fx / limit:7.2f}")
-            if args.details:
+            report(name, subject, results, args, workers)
+            if args.compile:
+                print(f"  compilation (first batch, cold cache)    {compile_seconds:7.1f} s")
+                print(f"  compiled / eager, network alone          "
+                      f"{best(results, 'network alone, compiled') / best(results, 'network alone'):7.2f}")
+                print(f"  compiled / eager, skcnn end to end       "
+                      f"{best(results, 'skcnn end to end, compile=True') / best(results, 'skcnn end to end'):7.2f}")
+            if args.details and device == "cpu":
                 details(subject, paths[:args.details], tensors[:args.details])
+
+
+def end_to_end_limit(network: float, decode: float, device: str) -> tuple[float, str]:
+    """The fastest files -> codes rate the two stages allow (images/s), and what bounds it."""
+    if device == "cpu":  # network and decoding share the cores
+        return 1 / (1 / network + 1 / decode), "1/(t_net + t_decode)"
+    # On a GPU host they run side by side: the slower one sets the pace.
+    return min(network, decode), ("network-limited" if network <= decode else "decode-limited")
+
+
+def report(name: str, subject: Subject, results: dict, args, workers: int) -> None:
+    """Every measure, the end-to-end limit, and skcnn's ratios to it and to the peers."""
+    net, dec = best(results, "network alone"), best(results, "decode alone (all cores)")
+    limit, bound = end_to_end_limit(net, dec, subject.device)
+    e2e = best(results, "skcnn end to end")
+    precision = arithmetic.resolve_precision(subject.precision, subject.backbone.device)
+    print(f"\n## {name}, {subject.device}, {precision}, batch {args.batch_size}, num_workers auto = {workers}, "
+          f"best of {args.rounds} rounds (images/s; all rounds in brackets)")
+    for label, values in results.items():
+        print(f"  {label:40s} {max(values):7.1f}  [{', '.join(f'{v:.1f}' for v in values)}]")
+    print(f"  {'end-to-end limit, ' + bound:40s} {limit:7.1f}")
+    # The same ratios within each round (measured minutes apart, under the same load).
+    rounds = range(len(results["network alone"]))
+    to_limit = [results["skcnn end to end"][i] / end_to_end_limit(
+        results["network alone"][i], results["decode alone (all cores)"][i], subject.device)[0] for i in rounds]
+    to_naive = [results["skcnn end to end"][i] / results["naive loop"][i] for i in rounds]
+    print(f"  skcnn / limit                            {e2e / limit:7.2f}  (goal >= 0.9)  "
+          f"per round: median {np.median(to_limit):.2f} [{', '.join(f'{r:.2f}' for r in to_limit)}]")
+    print(f"  skcnn / naive loop                       {e2e / best(results, 'naive loop'):7.2f}  (goal >= 2.5)  "
+          f"per round: median {np.median(to_naive):.2f} [{', '.join(f'{r:.2f}' for r in to_naive)}]")
+    fx = best(results, "create_feature_extractor, batch 32")
+    print(f"  skcnn / create_feature_extractor         {e2e / fx:7.2f}")
+    print(f"  create_feature_extractor / limit         {fx / limit:7.2f}")
 
 
 def details(subject: Subject, paths, tensors) -> None:
@@ -337,6 +388,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--details", type=int, default=64, help="files for the batch/layout/workers study (0: skip)")
+    parser.add_argument("--device", default="auto", help="auto: CUDA if available, else the CPU")
+    parser.add_argument("--arithmetic", default="auto", choices=arithmetic.PRECISIONS,
+                        help="precision of the main run (auto: fp16 on CUDA, native bf16 CPUs: bf16)")
+    parser.add_argument("--compile", action="store_true", help="add torch.compile rows")
     parser.add_argument("--memory", action="store_true")
     parser.add_argument("--precision", action="store_true")
     parser.add_argument("--per-class", type=int, default=20)

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from .backbones import Backbone
+from .compiled import CompiledNetwork, compiled_network
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -88,6 +89,8 @@ class Inference:
     device: torch.device
     precision: str = "fp32"
     channels_last: bool = False
+    #: Runs the tapped passes when ``compile`` is on (see :mod:`skcnn.compiled`).
+    compiled: CompiledNetwork | None = None
 
     def prepare(self, batch: torch.Tensor) -> torch.Tensor:
         """Move a host batch to the device in the network's layout."""
@@ -116,20 +119,27 @@ def inference_for(
     fold_batchnorm: bool | None = None,
     keep: frozenset[str] = frozenset(),
     input_size: tuple[int, int] = (224, 224),
+    compile_options: dict | None = None,
+    batch_size: int = 8,
 ) -> Inference:
     """An :class:`Inference` for ``backbone``; ``keep`` names tapped layers,
     whose own outputs must not change (convolutions in it are not folded).
-    ``None``: channels_last and folding where they pay (CPU and CUDA)."""
+    ``None``: channels_last and folding where they pay (CPU and CUDA).
+    ``compile_options``: ``torch.compile`` arguments, graphs for batches of
+    ``batch_size`` (None: eager)."""
     precision = resolve_precision(precision, backbone.device)
     fast = backbone.device.type in FAST_LAYOUT_DEVICES
     channels_last = fast if channels_last is None else channels_last
     fold_batchnorm = fast if fold_batchnorm is None else fold_batchnorm
-    if not (channels_last or fold_batchnorm):
-        return Inference(backbone.network, backbone.device, precision, False)
-    # Only tapped convolutions change the folding: other layer lists share one copy.
-    convolutions = {name for name, module in backbone.network.named_modules() if isinstance(module, nn.Conv2d)}
-    network = _private_copy(backbone, channels_last, fold_batchnorm, keep & convolutions, tuple(input_size))
-    return Inference(network, backbone.device, precision, channels_last)
+    network = backbone.network
+    if channels_last or fold_batchnorm:
+        # Only tapped convolutions change the folding: other layer lists share one copy.
+        convolutions = {name for name, module in network.named_modules() if isinstance(module, nn.Conv2d)}
+        network = _private_copy(backbone, channels_last, fold_batchnorm, keep & convolutions, tuple(input_size))
+    compiled = None
+    if compile_options is not None:
+        compiled = compiled_network(network, compile_options, batch_size, DTYPES.get(precision, torch.float32))
+    return Inference(network, backbone.device, precision, channels_last, compiled)
 
 
 @functools.lru_cache(maxsize=4)

@@ -90,6 +90,16 @@ def image_files(inputs: list[str]) -> list[Path]:
     return found
 
 
+def _workers(value: str) -> int | str:
+    """``--num-workers``: a count of threads, or ``auto``."""
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of threads or 'auto', got {value!r}") from None
+
+
 def _extract(args: argparse.Namespace) -> int:
     from .transformer import CNNFeatureTransformer
 
@@ -99,6 +109,7 @@ def _extract(args: argparse.Namespace) -> int:
         backbone=args.backbone, weights=None if args.weights == "none" else args.weights,
         layer=layers[0] if len(layers) == 1 else layers, pooling=args.pooling,
         input_size=args.input_size, batch_size=args.batch_size, device=args.device, progress=True,
+        precision=args.precision, decode=args.decode, num_workers=args.num_workers, compile=args.compile,
     )
     if args.dask_scheduler is None:
         transformer = CNNFeatureTransformer(**params, cache=args.cache)
@@ -207,6 +218,14 @@ def build_parser() -> argparse.ArgumentParser:
     extract_parser.add_argument("--input-size", type=int, default=None)
     extract_parser.add_argument("--batch-size", type=int, default=8)
     extract_parser.add_argument("--device", default="auto")
+    extract_parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                                help="auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32")
+    extract_parser.add_argument("--decode", default="exact", choices=["exact", "draft"],
+                                help="draft: JPEGs decoded at reduced scale (faster, codes differ slightly)")
+    extract_parser.add_argument("--num-workers", type=_workers, default="auto", metavar="N",
+                                help="decoding threads, or auto (one per two cores)")
+    extract_parser.add_argument("--compile", action="store_true",
+                                help="run the network through torch.compile (pays on long runs only)")
     extract_parser.add_argument(
         "--dask-scheduler", default=None, metavar="ADDRESS",
         help="run on a Dask cluster, e.g. tcp://scheduler:8786 (pip install 'skcnn[dask]'); "

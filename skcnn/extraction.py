@@ -8,6 +8,7 @@ so an interrupted run keeps every finished batch.
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -195,9 +196,10 @@ def stored_codes_of_batch(
     on_tap = {layer: on_tap_for(layer) for layer in plan.layers}
     if inference is None:
         inference = Inference(backbone.network, backbone.device)
+    tapped = inference.compiled or functools.partial(run_taps, inference.network)
     with backbone.lock, torch.inference_mode(), inference.autocast():
-        taken = run_taps(
-            inference.network, inference.prepare(batch), plan.layers, plan.head,
+        taken = tapped(
+            inference.prepare(batch), plan.layers, plan.head,
             on_tap=lambda activation, layer: on_tap[layer](activation.float()),
         )
     return {layer: taken[layer].float().cpu().numpy() for layer in plan.layers}
