@@ -37,7 +37,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from skcnn import CNNFeatureTransformer, arithmetic, backbones, loading
+from skcnn import CNNFeatureTransformer, arithmetic, backbones, compiled, loading
 from skcnn.extraction import TapPlan, stored_codes_of_batch
 from skcnn.layers import probe_backbone
 
@@ -178,7 +178,7 @@ def best(results: dict, key) -> float:
 
 
 #: torch.compile as ``compile=True`` gives it (inductor, weight freezing).
-COMPILE = {"options": {"freezing": True}}
+COMPILE = compiled.check_compile_options(True)
 
 
 def main_run(args) -> None:
@@ -202,9 +202,9 @@ def main_run(args) -> None:
                 "create_feature_extractor, batch 32": lambda: subject.feature_extractor(paths),
             }
             if args.compile:
-                compiled = subject.inference_with(compile_options=COMPILE)
-                compile_seconds = subject.first_batch_seconds(tensors, compiled)
-                measures["network alone, compiled"] = lambda: subject.network_alone(tensors, compiled)
+                compiled_inference = subject.inference_with(compile_options=COMPILE)
+                compile_seconds = subject.first_batch_seconds(tensors, compiled_inference)
+                measures["network alone, compiled"] = lambda: subject.network_alone(tensors, compiled_inference)
                 measures["skcnn end to end, compile=True"] = lambda: subject.skcnn(paths, compile=True)
             results: dict = {}
             for round_ in range(args.rounds):

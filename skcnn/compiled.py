@@ -14,10 +14,10 @@ and batch shape.
   the CPU) or codes that differ beyond rounding make that network run
   uncompiled, with a warning: ``compile`` only ever changes speed.
 
-On the 2-core benchmark CPU inductor (with weight freezing) made
-EfficientNet-Lite0 and ResNet-18 at most ~1.1x faster after a 5-20 s
-compilation per process (``benchmarks/RESULTS.md``), which is why it is
-off by default.
+On the 2-core benchmark CPU inductor (with weight freezing) ran
+EfficientNet-Lite0 and ResNet-18 at 0.83-1.08x the eager speed (network
+alone) and 0.93-1.06x end to end, after 7-24 s of compilation per process
+(``benchmarks/RESULTS.md``), which is why it is off by default.
 """
 
 from __future__ import annotations
