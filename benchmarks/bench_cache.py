@@ -72,8 +72,18 @@ def timed(function, *args):
 
 # -- test images ----------------------------------------------------------------
 
-SOURCES = ("coffee", "chelsea", "astronaut", "rocket", "immunohistochemistry",
-           "hubble_deep_field", "retina", "brick", "grass", "gravel")
+SOURCES = (
+    "coffee",
+    "chelsea",
+    "astronaut",
+    "rocket",
+    "immunohistochemistry",
+    "hubble_deep_field",
+    "retina",
+    "brick",
+    "grass",
+    "gravel",
+)
 
 
 def make_jpegs(folder: Path, n: int, seed: int) -> list[str]:
@@ -94,7 +104,7 @@ def make_jpegs(folder: Path, n: int, seed: int) -> list[str]:
         w = min(int(rng.integers(300, 701)), source.shape[1])
         top = int(rng.integers(0, source.shape[0] - h + 1))
         left = int(rng.integers(0, source.shape[1] - w + 1))
-        crop = source[top:top + h, left:left + w]
+        crop = source[top : top + h, left : left + w]
         if rng.random() < 0.5:
             crop = crop[:, ::-1]
         if rng.random() < 0.25:
@@ -114,9 +124,9 @@ def make_jpegs(folder: Path, n: int, seed: int) -> list[str]:
 def new_transformer(args, cache, fit_on):
     from skcnn import CNNFeatureTransformer
 
-    return CNNFeatureTransformer(
-        backbone=args.backbone, cache=cache, batch_size=args.batch_size, progress=False
-    ).fit(fit_on)
+    return CNNFeatureTransformer(backbone=args.backbone, cache=cache, batch_size=args.batch_size, progress=False).fit(
+        fit_on
+    )
 
 
 def warm_up(args) -> None:
@@ -168,28 +178,39 @@ def part_rerun(args, paths: list[str], work: Path) -> None:
     lookup = statistics.median(lookups)
     mb = sum(os.path.getsize(p) for p in paths) / 2**20
 
-    print(f"\n[1] Re-run vs first run: {n} JPEG files ({mb:.0f} MiB, {args.backbone}, "
-          f"{first_t.input_size_[0]} px, batch {args.batch_size}); re-run: median of {args.repeats}, "
-          "fresh transformer each")
-    table(["run", "seconds", "images/s", "cache_info_"], [
-        ["first (compute + store)", f"{first:.2f}", f"{n / first:.1f}", fmt_info(info_first)],
-        ["re-run (all hits)", f"{rerun:.3f}", f"{n / rerun:.0f}", fmt_info(rerun_t.cache_info_)],
-    ])
-    print(f"  speed-up re-run / first: {first / rerun:.0f}x   (goal >= 50x: "
-          f"{'met' if first / rerun >= 50 else 'NOT met'})")
+    print(
+        f"\n[1] Re-run vs first run: {n} JPEG files ({mb:.0f} MiB, {args.backbone}, "
+        f"{first_t.input_size_[0]} px, batch {args.batch_size}); re-run: median of {args.repeats}, "
+        "fresh transformer each"
+    )
+    table(
+        ["run", "seconds", "images/s", "cache_info_"],
+        [
+            ["first (compute + store)", f"{first:.2f}", f"{n / first:.1f}", fmt_info(info_first)],
+            ["re-run (all hits)", f"{rerun:.3f}", f"{n / rerun:.0f}", fmt_info(rerun_t.cache_info_)],
+        ],
+    )
+    print(
+        f"  speed-up re-run / first: {first / rerun:.0f}x   (goal >= 50x: "
+        f"{'met' if first / rerun >= 50 else 'NOT met'})"
+    )
     print(f"  codes/s served from the cache (whole re-run): {n / rerun:.0f}")
-    print(f"  re-run parts: hashing the {n} files alone {hashing:.3f} s ({mb / hashing:.0f} MiB/s, "
-          f"{hashing / rerun:.0%} of the re-run); reading the codes alone (CodeCache.lookup) "
-          f"{lookup:.3f} s ({n / lookup:.0f} codes/s, {lookup / rerun:.0%}); the rest "
-          f"{max(0.0, rerun - hashing - lookup):.3f} s")
-    print(f"  (fit of a fresh transformer, not in the times above: median {1000 * statistics.median(fits):.1f} ms; "
-          f"cache on disk {mib(dir_size(cache_path))})")
+    print(
+        f"  re-run parts: hashing the {n} files alone {hashing:.3f} s ({mb / hashing:.0f} MiB/s, "
+        f"{hashing / rerun:.0%} of the re-run); reading the codes alone (CodeCache.lookup) "
+        f"{lookup:.3f} s ({n / lookup:.0f} codes/s, {lookup / rerun:.0%}); the rest "
+        f"{max(0.0, rerun - hashing - lookup):.3f} s"
+    )
+    print(
+        f"  (fit of a fresh transformer, not in the times above: median {1000 * statistics.median(fits):.1f} ms; "
+        f"cache on disk {mib(dir_size(cache_path))})"
+    )
 
 
 def part_incremental(args, paths: list[str], work: Path) -> None:
     n_old = args.n_incremental
     n_new = round(args.n_incremental * args.grow)
-    old, grown = paths[:n_old], paths[:n_old + n_new]
+    old, grown = paths[:n_old], paths[: n_old + n_new]
     cache_path = work / "incremental.h5"
     t_first = new_transformer(args, cache_path, old[:1])
     first, _ = timed(t_first.transform, old)
@@ -197,13 +218,23 @@ def part_incremental(args, paths: list[str], work: Path) -> None:
     second, _ = timed(t_second.transform, grown)
     ideal = n_new / n_old
 
-    print(f"\n[2] Incremental run: {n_old} files into an empty cache, then the folder grown by "
-          f"{args.grow:.0%} ({n_old + n_new} files) with a fresh transformer")
-    table(["run", "images", "seconds", "of first run", "cache_info_"], [
-        ["first (empty cache)", n_old, f"{first:.2f}", "1.00", fmt_info(t_first.cache_info_)],
-        [f"grown folder (+{n_new})", n_old + n_new, f"{second:.2f}", f"{second / first:.3f}",
-         fmt_info(t_second.cache_info_)],
-    ])
+    print(
+        f"\n[2] Incremental run: {n_old} files into an empty cache, then the folder grown by "
+        f"{args.grow:.0%} ({n_old + n_new} files) with a fresh transformer"
+    )
+    table(
+        ["run", "images", "seconds", "of first run", "cache_info_"],
+        [
+            ["first (empty cache)", n_old, f"{first:.2f}", "1.00", fmt_info(t_first.cache_info_)],
+            [
+                f"grown folder (+{n_new})",
+                n_old + n_new,
+                f"{second:.2f}",
+                f"{second / first:.3f}",
+                fmt_info(t_second.cache_info_),
+            ],
+        ],
+    )
     print(f"  second run / first run: {second / first:.3f} (goal about {ideal:.2f}, the share of new images)")
 
 
@@ -278,8 +309,12 @@ def memory_child(args) -> None:
 
     def transformer(cache):
         return CNNFeatureTransformer(
-            backbone=args.backbone, layer=args.memory_layer, input_size=size,
-            batch_size=args.memory_batch_size, cache=None if args._no_cache else cache, progress=False,
+            backbone=args.backbone,
+            layer=args.memory_layer,
+            input_size=size,
+            batch_size=args.memory_batch_size,
+            cache=None if args._no_cache else cache,
+            progress=False,
         )
 
     # Warm-up: every code path (compute, store, compact, look up) once, on other images.
@@ -298,12 +333,25 @@ def memory_child(args) -> None:
         codes = cnn.transform(images)
         seconds = time.perf_counter() - start
         held = _status_kib("VmRSS") * 1024 - peak.baseline  # codes and all else still alive
-    print(json.dumps({
-        "n": n, "cache": not args._no_cache, "seconds": seconds, "baseline": peak.baseline,
-        "peak": max(peak.sampled, peak.hwm or 0), "sampled": peak.sampled, "hwm": peak.hwm, "held": held,
-        "codes_bytes": codes.nbytes, "width": codes.shape[1], "inputs_bytes": block.nbytes,
-        "computed": cnn.cache_info_.computed if not args._no_cache else n, "cache_bytes": dir_size(cache_path),
-    }))
+    print(
+        json.dumps(
+            {
+                "n": n,
+                "cache": not args._no_cache,
+                "seconds": seconds,
+                "baseline": peak.baseline,
+                "peak": max(peak.sampled, peak.hwm or 0),
+                "sampled": peak.sampled,
+                "hwm": peak.hwm,
+                "held": held,
+                "codes_bytes": codes.nbytes,
+                "width": codes.shape[1],
+                "inputs_bytes": block.nbytes,
+                "computed": cnn.cache_info_.computed if not args._no_cache else n,
+                "cache_bytes": dir_size(cache_path),
+            }
+        )
+    )
     for stale in work.glob(f"*-{tag}.h5*"):
         shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
 
@@ -314,10 +362,24 @@ def part_memory(args, work: Path) -> None:
         for n in args.memory_sizes:
             for no_cache in (False, True):
                 command = [
-                    sys.executable, os.path.abspath(__file__), "--_memory-child", str(n), "--_work", str(work),
-                    "--_repeat", str(repeat), "--backbone", args.backbone, "--memory-layer", args.memory_layer,
-                    "--memory-input-size", str(args.memory_input_size),
-                    "--memory-batch-size", str(args.memory_batch_size), "--seed", str(args.seed),
+                    sys.executable,
+                    os.path.abspath(__file__),
+                    "--_memory-child",
+                    str(n),
+                    "--_work",
+                    str(work),
+                    "--_repeat",
+                    str(repeat),
+                    "--backbone",
+                    args.backbone,
+                    "--memory-layer",
+                    args.memory_layer,
+                    "--memory-input-size",
+                    str(args.memory_input_size),
+                    "--memory-batch-size",
+                    str(args.memory_batch_size),
+                    "--seed",
+                    str(args.seed),
                 ] + ["--_no-cache"] * no_cache
                 done = subprocess.run(command, capture_output=True, text=True)
                 if done.returncode != 0:
@@ -328,30 +390,54 @@ def part_memory(args, work: Path) -> None:
         values = sorted(r[field] for r in runs)
         return f"{mib(statistics.median(values))} ({values[0] / 2**20:.1f}..{values[-1] / 2**20:.1f})"
 
-    print(f"\n[3] Peak memory filling an empty cache: N random {args.memory_input_size}x"
-          f"{args.memory_input_size} uint8 arrays as a list, layer={args.memory_layer!r}, "
-          f"batch {args.memory_batch_size}; one process per run, median (min-max) of {args.memory_repeats} "
-          "runs; RSS above the baseline taken after warm-up and after building the inputs")
+    print(
+        f"\n[3] Peak memory filling an empty cache: N random {args.memory_input_size}x"
+        f"{args.memory_input_size} uint8 arrays as a list, layer={args.memory_layer!r}, "
+        f"batch {args.memory_batch_size}; one process per run, median (min-max) of {args.memory_repeats} "
+        "runs; RSS above the baseline taken after warm-up and after building the inputs"
+    )
     rows = []
     for n in args.memory_sizes:
         cached, plain = results[(n, True)], results[(n, False)]
         r = cached[0]
-        rows.append([
-            n, f"{statistics.median(x['seconds'] for x in cached):.1f}", mib(statistics.median(x["baseline"] for x in cached)),
-            spread(cached, "peak"), spread(plain, "peak"), spread(cached, "held"),
-            f"{mib(r['codes_bytes'])} (x{r['width']})", mib(r["inputs_bytes"]), mib(r["cache_bytes"]),
-        ])
-    table(["N", "seconds", "baseline RSS", "peak above, cache", "peak above, no cache",
-           "held at return, cache", "codes matrix", "inputs", "cache file"], rows)
+        rows.append(
+            [
+                n,
+                f"{statistics.median(x['seconds'] for x in cached):.1f}",
+                mib(statistics.median(x["baseline"] for x in cached)),
+                spread(cached, "peak"),
+                spread(plain, "peak"),
+                spread(cached, "held"),
+                f"{mib(r['codes_bytes'])} (x{r['width']})",
+                mib(r["inputs_bytes"]),
+                mib(r["cache_bytes"]),
+            ]
+        )
+    table(
+        [
+            "N",
+            "seconds",
+            "baseline RSS",
+            "peak above, cache",
+            "peak above, no cache",
+            "held at return, cache",
+            "codes matrix",
+            "inputs",
+            "cache file",
+        ],
+        rows,
+    )
     first, last = args.memory_sizes[0], args.memory_sizes[-1]
     median_peak = {key: statistics.median(x["peak"] for x in runs) for key, runs in results.items()}
     growth = median_peak[(last, True)] - median_peak[(first, True)]
     growth_plain = median_peak[(last, False)] - median_peak[(first, False)]
     codes_growth = results[(last, True)][0]["codes_bytes"] - results[(first, True)][0]["codes_bytes"]
     extra = max(1, last - first)
-    print(f"  from N={first} to N={last}: median peak with the cache grows by {mib(growth)} "
-          f"({growth / extra:.0f} bytes per extra image), without it by {mib(growth_plain)}; "
-          f"the returned codes grow by {mib(codes_growth)} ({codes_growth / extra:.0f} bytes per image)")
+    print(
+        f"  from N={first} to N={last}: median peak with the cache grows by {mib(growth)} "
+        f"({growth / extra:.0f} bytes per extra image), without it by {mib(growth_plain)}; "
+        f"the returned codes grow by {mib(codes_growth)} ({codes_growth / extra:.0f} bytes per image)"
+    )
 
 
 # -- main ------------------------------------------------------------------------------
@@ -363,7 +449,8 @@ def int_list(text: str) -> list[int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="\n".join(__doc__.splitlines()[1:]),
     )
     parser.add_argument("--parts", type=int_list, default=[1, 2, 3], help="parts to run, e.g. 1,3 (default 1,2,3)")
@@ -373,13 +460,18 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="repeats of the re-run timings, median (default 3)")
     parser.add_argument("--n-incremental", type=int, default=400, help="files in part 2's first run (default 400)")
     parser.add_argument("--grow", type=float, default=0.1, help="part 2's growth of the folder (default 0.1)")
-    parser.add_argument("--memory-sizes", type=int_list, default=[2500, 5000, 10000],
-                        help="part 3's numbers of images (default 2500,5000,10000)")
+    parser.add_argument(
+        "--memory-sizes",
+        type=int_list,
+        default=[2500, 5000, 10000],
+        help="part 3's numbers of images (default 2500,5000,10000)",
+    )
     parser.add_argument("--memory-layer", default="blocks.1", help="part 3's layer (default blocks.1: 24 codes)")
     parser.add_argument("--memory-input-size", type=int, default=32, help="part 3's image and input size (default 32)")
     parser.add_argument("--memory-batch-size", type=int, default=64, help="part 3's batch size (default 64)")
-    parser.add_argument("--memory-repeats", type=int, default=3,
-                        help="part 3's runs per size, each in a fresh process (default 3)")
+    parser.add_argument(
+        "--memory-repeats", type=int, default=3, help="part 3's runs per size, each in a fresh process (default 3)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", help="folder for images and caches (default: a temporary one, removed after)")
     parser.add_argument("--_memory-child", type=int, help=argparse.SUPPRESS)
@@ -398,14 +490,17 @@ def main() -> None:
 
         print(machine_line(h5py))
         print(f"skcnn cache benchmark, backbone {args.backbone}, work folder {work}")
-        needed = max([args.n_rerun] * (1 in args.parts)
-                     + [args.n_incremental + round(args.n_incremental * args.grow)] * (2 in args.parts) + [0])
+        needed = max(
+            [args.n_rerun] * (1 in args.parts)
+            + [args.n_incremental + round(args.n_incremental * args.grow)] * (2 in args.parts)
+            + [0]
+        )
         if needed:
             seconds, paths = timed(make_jpegs, work / "images", needed, args.seed)
             print(f"wrote {needed} distinct JPEG files in {seconds:.1f} s")
             warm_up(args)
         if 1 in args.parts:
-            part_rerun(args, paths[:args.n_rerun], work)
+            part_rerun(args, paths[: args.n_rerun], work)
         if 2 in args.parts:
             part_incremental(args, paths, work)
         if 3 in args.parts:

@@ -49,7 +49,11 @@ def timed(function) -> float:
 
 def cluster(n_workers: int, threads: int) -> distributed.Client:
     local = distributed.LocalCluster(
-        n_workers=n_workers, threads_per_worker=threads, processes=True, dashboard_address=None, silence_logs=50,
+        n_workers=n_workers,
+        threads_per_worker=threads,
+        processes=True,
+        dashboard_address=None,
+        silence_logs=50,
     )
     client = distributed.Client(local)
     for worker in client.scheduler_info()["workers"]:  # every worker loads the network now, in a task
@@ -65,14 +69,14 @@ def throughput(paths: list[str], rounds: int, task_sizes: list[int]) -> None:
     for _ in range(rounds):  # interleaved: the machine's load drifts
         runs.setdefault("in this process (transform)", []).append(timed(lambda: local.transform(paths)))
         for name, client in clients.items():
-            runs.setdefault(f"dask, {name}, 64 per task", []).append(timed(
-                lambda: skcnn.dask.extract(paths, client=client, paths_per_task=64, **PARAMS)
-            ))
+            runs.setdefault(f"dask, {name}, 64 per task", []).append(
+                timed(lambda: skcnn.dask.extract(paths, client=client, paths_per_task=64, **PARAMS))
+            )
     one_worker = clients["1 worker x 2 threads"]
     for size in task_sizes:
-        runs[f"dask, 1 worker x 2 threads, {size} per task"] = [timed(
-            lambda: skcnn.dask.extract(paths, client=one_worker, paths_per_task=size, **PARAMS)
-        )]
+        runs[f"dask, 1 worker x 2 threads, {size} per task"] = [
+            timed(lambda: skcnn.dask.extract(paths, client=one_worker, paths_per_task=size, **PARAMS))
+        ]
     base = min(runs["in this process (transform)"])
     print(f"\n1-2. {len(paths)} JPEGs to codes (best of {rounds} interleaved rounds for the first three rows)")
     table(
@@ -83,8 +87,10 @@ def throughput(paths: list[str], rounds: int, task_sizes: list[int]) -> None:
     empty = min(timed(lambda: one_worker.gather(one_worker.map(int, range(tasks), pure=False))) for _ in range(3))
     per_task = empty / tasks
     per_image = base / len(paths)
-    print(f"\n   one empty Dask task: {1e3 * per_task:.2f} ms (best of 3 x {tasks} tasks)"
-          f"; one image here: {1e3 * per_image:.1f} ms of compute")
+    print(
+        f"\n   one empty Dask task: {1e3 * per_task:.2f} ms (best of 3 x {tasks} tasks)"
+        f"; one image here: {1e3 * per_image:.1f} ms of compute"
+    )
     print("   scheduling share at 256 images per task = task cost / (task cost + 256 x image cost):")
     for label, image_ms in (("this CPU", 1e3 * per_image), ("a GPU worker at 2,000 img/s", 0.5)):
         share = 1e3 * per_task / (1e3 * per_task + 256 * image_ms)
@@ -140,16 +146,24 @@ def merge_and_lookup(shards: int, rows: int) -> None:
         merge, rss_base, rss_peak = map(float, out.stdout.split())
         merged = timed(lambda: reader.lookup({"layer": config}, rerun_task))
         raw = shards * rows * width * 4
-        print(f"\n3. {shards} shards x {rows} codes of width {width}: {raw / 2**20:.0f} MiB of float32, "
-              f"{stored / 2**20:.0f} MiB on disk (lzf)")
-        table(["step", "s", "note"], [
-            ["a new task's lookup (256 misses), first", f"{first:.3f}", "reads every shard's keys"],
-            ["the next task's lookup (256 misses)", f"{again:.4f}", "keys indexed in this process"],
-            ["a re-run task's lookup (256 hits)", f"{hits:.3f}", "reads the rows"],
-            ["merge into one main file (a new process)", f"{merge:.1f}",
-             f"{raw / 2**20 / merge:.0f} MiB/s of codes; peak RSS {rss_base:.0f} -> {rss_peak:.0f} MiB"],
-            ["a re-run task's lookup after the merge", f"{merged:.3f}", "first read of the merged keys"],
-        ])
+        print(
+            f"\n3. {shards} shards x {rows} codes of width {width}: {raw / 2**20:.0f} MiB of float32, "
+            f"{stored / 2**20:.0f} MiB on disk (lzf)"
+        )
+        table(
+            ["step", "s", "note"],
+            [
+                ["a new task's lookup (256 misses), first", f"{first:.3f}", "reads every shard's keys"],
+                ["the next task's lookup (256 misses)", f"{again:.4f}", "keys indexed in this process"],
+                ["a re-run task's lookup (256 hits)", f"{hits:.3f}", "reads the rows"],
+                [
+                    "merge into one main file (a new process)",
+                    f"{merge:.1f}",
+                    f"{raw / 2**20 / merge:.0f} MiB/s of codes; peak RSS {rss_base:.0f} -> {rss_peak:.0f} MiB",
+                ],
+                ["a re-run task's lookup after the merge", f"{merged:.3f}", "first read of the merged keys"],
+            ],
+        )
 
 
 def main() -> None:

@@ -54,10 +54,12 @@ def main() -> None:
     top_level = [l.name for l in list_layers(args.backbone, args.size) if is_stage(l.name)]
     batch = torch.randn(args.batch_size, 3, args.size, args.size)
     full = seconds_per_image(backbone, batch, TapPlan((PENULTIMATE,), head, "avg", True), args.repeats)
-    print(f"{args.backbone} at {args.size} px, batch {args.batch_size}, {torch.get_num_threads()} threads, "
-          f"{platform.processor() or platform.machine()}")
+    print(
+        f"{args.backbone} at {args.size} px, batch {args.batch_size}, {torch.get_num_threads()} threads, "
+        f"{platform.processor() or platform.machine()}"
+    )
     print(f"{'tapped layer':<16} {'ms/image':>9} {'of full pass':>13}")
-    for name in top_level + [PENULTIMATE]:
+    for name in [*top_level, PENULTIMATE]:
         t = seconds_per_image(backbone, batch, TapPlan((name,), head, "avg", True), args.repeats)
         print(f"{name:<16} {1000 * t:>9.1f} {t / full:>13.2f}")
 

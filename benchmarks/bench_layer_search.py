@@ -159,28 +159,54 @@ def part_cost(args) -> None:
             times[name].append(seconds)
     best = {name: min(values) for name, values in times.items()}
     median = {name: statistics.median(values) for name, values in times.items()}
-    ratios = [s / d for s, d in zip(times["search"], times[deepest])]
+    ratios = [s / d for s, d in zip(times["search"], times[deepest], strict=True)]
     savings = [sum(times[layer][i] for layer in candidates) / times["search"][i] for i in range(args.repeats)]
 
-    print(f"\n[a1] {k}-layer search vs {k} single-layer extractions: {len(X)} texture patches, {args.backbone}, "
-          f"{args.input_size} px, batch {args.batch_size}, no cache; best and median of {args.repeats} "
-          "interleaved rounds (ratio column: of the best single extraction of the deepest layer)")
-    rows = [[f"LayerSearchCV, {k} layers (extraction_time_)", f"{best['search']:.2f}", f"{median['search']:.2f}",
-             f"{best['search'] / best[deepest]:.2f}", images["search"]]]
+    print(
+        f"\n[a1] {k}-layer search vs {k} single-layer extractions: {len(X)} texture patches, {args.backbone}, "
+        f"{args.input_size} px, batch {args.batch_size}, no cache; best and median of {args.repeats} "
+        "interleaved rounds (ratio column: of the best single extraction of the deepest layer)"
+    )
+    rows = [
+        [
+            f"LayerSearchCV, {k} layers (extraction_time_)",
+            f"{best['search']:.2f}",
+            f"{median['search']:.2f}",
+            f"{best['search'] / best[deepest]:.2f}",
+            images["search"],
+        ]
+    ]
     for layer in candidates:
-        rows.append([f"single layer {layer}", f"{best[layer]:.2f}", f"{median[layer]:.2f}",
-                     f"{best[layer] / best[deepest]:.2f}", images[layer]])
+        rows.append(
+            [
+                f"single layer {layer}",
+                f"{best[layer]:.2f}",
+                f"{median[layer]:.2f}",
+                f"{best[layer] / best[deepest]:.2f}",
+                images[layer],
+            ]
+        )
     separate = sum(best[layer] for layer in candidates)
-    rows.append([f"sum of the {k} single extractions", f"{separate:.2f}",
-                 f"{sum(median[layer] for layer in candidates):.2f}", f"{separate / best[deepest]:.2f}",
-                 sum(images[layer] for layer in candidates)])
+    rows.append(
+        [
+            f"sum of the {k} single extractions",
+            f"{separate:.2f}",
+            f"{sum(median[layer] for layer in candidates):.2f}",
+            f"{separate / best[deepest]:.2f}",
+            sum(images[layer] for layer in candidates),
+        ]
+    )
     table(["extraction", "best s", "median s", f"of single {deepest}", "images into network"], rows)
     ratio = statistics.median(ratios)
-    print(f"  search / one single extraction of {deepest}, measured back to back in each round: "
-          f"{' '.join(f'{r:.2f}' for r in ratios)}; median {ratio:.2f}x "
-          f"(goal <= 1.3x: {'met' if ratio <= 1.3 else 'NOT met'})")
-    print(f"  {k} separate extractions / search, per round: {' '.join(f'{r:.2f}' for r in savings)}; "
-          f"median {statistics.median(savings):.2f}x")
+    print(
+        f"  search / one single extraction of {deepest}, measured back to back in each round: "
+        f"{' '.join(f'{r:.2f}' for r in ratios)}; median {ratio:.2f}x "
+        f"(goal <= 1.3x: {'met' if ratio <= 1.3 else 'NOT met'})"
+    )
+    print(
+        f"  {k} separate extractions / search, per round: {' '.join(f'{r:.2f}' for r in savings)}; "
+        f"median {statistics.median(savings):.2f}x"
+    )
 
     X, y = textures(args.grid_n, args.patch_size)
     part_grid(args, X, y, candidates, common)
@@ -191,9 +217,11 @@ def part_grid(args, X, y, candidates, common) -> None:
     from sklearn.pipeline import make_pipeline
 
     k, n = len(candidates), len(X)
-    print(f"\n[a2] GridSearchCV over cnnfeaturetransformer__layer: {k} candidates x {args.grid_cv} folds "
-          f"(+ refit), {n} texture patches, ridge classifier; {args.repeats} interleaved rounds, "
-          "each with new cache files")
+    print(
+        f"\n[a2] GridSearchCV over cnnfeaturetransformer__layer: {k} candidates x {args.grid_cv} folds "
+        f"(+ refit), {n} texture patches, ridge classifier; {args.repeats} interleaved rounds, "
+        "each with new cache files"
+    )
     variants = ["no cache", "cache", "cache + cache_layers=candidates"]
     times: dict[str, list[float]] = {name: [] for name in variants}
     images, best = {}, {}
@@ -211,12 +239,24 @@ def part_grid(args, X, y, candidates, common) -> None:
                 images[name] = sum(seen)
                 best[name] = f"{grid.best_params_['cnnfeaturetransformer__layer']} ({grid.best_score_:.3f})"
     median = {name: statistics.median(values) for name, values in times.items()}
-    table(["GridSearchCV", "best s", "median s", "images into network", "per image", "best layer (score)"], [
-        [name, f"{min(times[name]):.1f}", f"{median[name]:.1f}", images[name], f"{images[name] / n:.1f}", best[name]]
-        for name in variants
-    ])
-    print(f"  median time, no cache / cache + cache_layers: {median[variants[0]] / median[variants[2]]:.1f}x; "
-          f"cache alone / cache + cache_layers: {median[variants[1]] / median[variants[2]]:.1f}x")
+    table(
+        ["GridSearchCV", "best s", "median s", "images into network", "per image", "best layer (score)"],
+        [
+            [
+                name,
+                f"{min(times[name]):.1f}",
+                f"{median[name]:.1f}",
+                images[name],
+                f"{images[name] / n:.1f}",
+                best[name],
+            ]
+            for name in variants
+        ],
+    )
+    print(
+        f"  median time, no cache / cache + cache_layers: {median[variants[0]] / median[variants[2]]:.1f}x; "
+        f"cache alone / cache + cache_layers: {median[variants[1]] / median[variants[2]]:.1f}x"
+    )
 
 
 # -- part (b): curves ----------------------------------------------------------------
@@ -235,7 +275,8 @@ def part_curves(args) -> None:
     classifier = None if args.classifier == "default" else ridge()
     datasets = {
         f"textures (like ImageNet): brick/grass/gravel, {args.curve_patch_size} px patches": textures(
-            args.n_curve, args.curve_patch_size),
+            args.n_curve, args.curve_patch_size
+        ),
         "digits (unlike ImageNet): sklearn 8x8, upscaled": digits(args.n_curve),
     }
     fig, ax = plt.subplots(figsize=(8, 4.5), layout="constrained")
@@ -246,17 +287,24 @@ def part_curves(args) -> None:
         seconds = time.perf_counter() - start
         penultimate = list(search.cv_results_["layer"]).index("penultimate")
         scores = search.cv_results_["mean_test_score"]
-        print(f"\n  {label}: {len(X)} images, {len(set(y.tolist()))} classes, {args.input_size} px; "
-              f"{seconds:.0f} s (extraction {search.extraction_time_:.1f} s)")
+        print(
+            f"\n  {label}: {len(X)} images, {len(set(y.tolist()))} classes, {args.input_size} px; "
+            f"{seconds:.0f} s (extraction {search.extraction_time_:.1f} s)"
+        )
         print(search.summary())
-        print(f"  best {search.best_layer_} {search.best_score_:.3f}; penultimate {scores[penultimate]:.3f} "
-              f"(rank {search.cv_results_['rank_test_score'][penultimate]} of {len(layers)}, "
-              f"{search.best_score_ - scores[penultimate]:.3f} below the best)")
+        print(
+            f"  best {search.best_layer_} {search.best_score_:.3f}; penultimate {scores[penultimate]:.3f} "
+            f"(rank {search.cv_results_['rank_test_score'][penultimate]} of {len(layers)}, "
+            f"{search.best_score_ - scores[penultimate]:.3f} below the best)"
+        )
         search.plot(ax=ax, label=f"{label} (n={len(X)})")
         summaries.append((label.split(" ")[0], search.best_layer_, search.best_score_ - scores[penultimate]))
     name = "ridge classifier (alpha by leave-one-out)" if classifier is not None else "default classifier"
-    ax.set_title(f"Pretrained {args.backbone} at {args.input_size} px, frozen: which layer's codes classify best\n"
-                 f"(5-fold accuracy of a {name} on each layer's codes)", fontsize=10)
+    ax.set_title(
+        f"Pretrained {args.backbone} at {args.input_size} px, frozen: which layer's codes classify best\n"
+        f"(5-fold accuracy of a {name} on each layer's codes)",
+        fontsize=10,
+    )
     ax.set_ylabel("cross-validated accuracy (mean +/- std, 5 folds)")
     ax.legend(loc="best", fontsize=8)
     fig.savefig(args.figure, dpi=120)
@@ -270,7 +318,8 @@ def part_curves(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="\n".join(__doc__.splitlines()[1:]),
     )
     parser.add_argument("--parts", default="ab", help="'a' (cost), 'b' (curves) or 'ab' (default)")
@@ -283,9 +332,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="part (a): interleaved rounds (default 5)")
     parser.add_argument("--grid-cv", type=int, default=3, help="part (a): GridSearchCV folds (default 3)")
     parser.add_argument("--n-curve", type=int, default=300, help="part (b): images per dataset (default 300)")
-    parser.add_argument("--curve-patch-size", type=int, default=24,
-                        help="part (b): texture patch size, px (default 24: at 32 and more every layer "
-                             "scores about 1.0)")
+    parser.add_argument(
+        "--curve-patch-size",
+        type=int,
+        default=24,
+        help="part (b): texture patch size, px (default 24: at 32 and more every layer scores about 1.0)",
+    )
     parser.add_argument("--classifier", choices=["ridge", "default"], default="ridge", help="part (b)'s classifier")
     parser.add_argument("--figure", type=Path, default=HERE / "layer_curves.png")
     args = parser.parse_args()

@@ -32,9 +32,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from reporting import cpu_name
 import torch
 from PIL import Image
+from reporting import cpu_name
 from torch import nn
 
 from skcnn import CNNFeatureTransformer, arithmetic, backbones, compiled, loading
@@ -56,7 +56,7 @@ def make_jpegs(folder: Path, n: int, seed: int = 0) -> list[str]:
         h, w = photo.shape[:2]
         ch, cw = int(h * rng.uniform(0.6, 1.0)), int(w * rng.uniform(0.6, 1.0))
         y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
-        crop = Image.fromarray(photo[y:y + ch, x:x + cw])
+        crop = Image.fromarray(photo[y : y + ch, x : x + cw])
         side = int(rng.integers(500, 1001))
         scale = side / max(crop.size)
         crop = crop.resize((round(crop.width * scale), round(crop.height * scale)), Image.BICUBIC)
@@ -89,34 +89,42 @@ class Subject:
 
     def inference_with(self, **options) -> arithmetic.Inference:
         return arithmetic.inference_for(
-            self.backbone, self.precision, keep=frozenset(self.plan.layers), input_size=self.recipe.crop_size,
-            batch_size=self.batch_size, **options,
+            self.backbone,
+            self.precision,
+            keep=frozenset(self.plan.layers),
+            input_size=self.recipe.crop_size,
+            batch_size=self.batch_size,
+            **options,
         )
 
     def first_batch_seconds(self, tensors: torch.Tensor, inference) -> float:
         """The first batch through ``inference``: with ``compile``, the compilation."""
-        return timed(lambda: stored_codes_of_batch(self.backbone, tensors[:self.batch_size], self.plan, inference))
+        return timed(lambda: stored_codes_of_batch(self.backbone, tensors[: self.batch_size], self.plan, inference))
 
     def network_alone(self, tensors: torch.Tensor, inference=None, batch_size=None) -> float:
         inference = inference or self.inference
         batch_size = batch_size or self.batch_size
         stored_codes_of_batch(self.backbone, tensors[:batch_size], self.plan, inference)  # warm-up
+
         def run():
             for start in range(0, len(tensors), batch_size):
-                stored_codes_of_batch(self.backbone, tensors[start:start + batch_size], self.plan, inference)
+                stored_codes_of_batch(self.backbone, tensors[start : start + batch_size], self.plan, inference)
+
         return rate(timed(run), len(tensors))
 
     def decode_alone(self, paths, num_workers) -> float:
         def run():
-            for _ in loading.iter_batches(paths, range(len(paths)), self.recipe, self.batch_size, [],
-                                          num_workers=num_workers):
+            for _ in loading.iter_batches(
+                paths, range(len(paths)), self.recipe, self.batch_size, [], num_workers=num_workers
+            ):
                 pass
+
         return rate(timed(run), len(paths))
 
     def skcnn(self, paths, **params) -> float:
         params = {"batch_size": self.batch_size, "precision": self.precision, "device": self.device, **params}
         cnn = CNNFeatureTransformer(backbone=self.name, weights=None, progress=False, **params).fit(paths)
-        cnn.transform(paths[:params["batch_size"]])  # warm-up (builds the folded copy once)
+        cnn.transform(paths[: params["batch_size"]])  # warm-up (builds the folded copy once)
         return rate(timed(lambda: cnn.transform(paths)), len(paths))
 
     def headless(self) -> nn.Module:
@@ -131,21 +139,25 @@ class Subject:
         from torchvision import transforms
 
         r = self.recipe
-        return transforms.Compose([
-            transforms.Resize(r.resize_size, interpolation=r.interpolation),
-            transforms.CenterCrop(r.crop_size),
-            transforms.ToTensor(),
-            transforms.Normalize(r.mean, r.std),
-        ])
+        return transforms.Compose(
+            [
+                transforms.Resize(r.resize_size, interpolation=r.interpolation),
+                transforms.CenterCrop(r.crop_size),
+                transforms.ToTensor(),
+                transforms.Normalize(r.mean, r.std),
+            ]
+        )
 
     def naive(self, paths) -> float:
         """As peers do it: PIL open, torchvision transform, one image per forward, fp32."""
         network, transform = self.headless().to(self.device), self.peer_transform()
+
         def run():
             with torch.no_grad():
                 for path in paths:
                     image = Image.open(path).convert("RGB")
                     network(transform(image).unsqueeze(0).to(self.device)).cpu().numpy()
+
         return rate(timed(run), len(paths))
 
     def feature_extractor(self, paths, batch_size=32) -> float:
@@ -154,23 +166,34 @@ class Subject:
         from torchvision.models.feature_extraction import create_feature_extractor
 
         node = "global_pool" if hasattr(self.backbone.network, "reset_classifier") else "flatten"
-        extractor = create_feature_extractor(
-            copy.deepcopy(self.backbone.network), {node: "codes"},
-            tracer_kwargs={"leaf_modules": [timm.layers.Conv2dSame]},
-        ).eval().to(self.device)
+        extractor = (
+            create_feature_extractor(
+                copy.deepcopy(self.backbone.network),
+                {node: "codes"},
+                tracer_kwargs={"leaf_modules": [timm.layers.Conv2dSame]},
+            )
+            .eval()
+            .to(self.device)
+        )
         transform = self.peer_transform()
+
         def run():
             with torch.inference_mode():
                 for start in range(0, len(paths), batch_size):
-                    batch = torch.stack([transform(Image.open(p).convert("RGB")) for p in paths[start:start + batch_size]])
+                    batch = torch.stack(
+                        [transform(Image.open(p).convert("RGB")) for p in paths[start : start + batch_size]]
+                    )
                     extractor(batch.to(self.device))["codes"].cpu().numpy()
+
         return rate(timed(run), len(paths))
 
 
 def machine(device: str = "cpu") -> str:
     gpu = f", GPU: {torch.cuda.get_device_name(device)}" if device.startswith("cuda") else ""
-    return (f"{cpu_name()}, {loading.usable_cores()} usable cores, torch {torch.__version__}, "
-            f"{torch.get_num_threads()} intra-op threads, native bf16: {arithmetic.cpu_has_native_bf16()}{gpu}")
+    return (
+        f"{cpu_name()}, {loading.usable_cores()} usable cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} intra-op threads, native bf16: {arithmetic.cpu_has_native_bf16()}{gpu}"
+    )
 
 
 def best(results: dict, key) -> float:
@@ -213,12 +236,16 @@ def main_run(args) -> None:
             report(name, subject, results, args, workers)
             if args.compile:
                 print(f"  compilation (first batch, cold cache)    {compile_seconds:7.1f} s")
-                print(f"  compiled / eager, network alone          "
-                      f"{best(results, 'network alone, compiled') / best(results, 'network alone'):7.2f}")
-                print(f"  compiled / eager, skcnn end to end       "
-                      f"{best(results, 'skcnn end to end, compile=True') / best(results, 'skcnn end to end'):7.2f}")
+                print(
+                    f"  compiled / eager, network alone          "
+                    f"{best(results, 'network alone, compiled') / best(results, 'network alone'):7.2f}"
+                )
+                print(
+                    f"  compiled / eager, skcnn end to end       "
+                    f"{best(results, 'skcnn end to end, compile=True') / best(results, 'skcnn end to end'):7.2f}"
+                )
             if args.details and device == "cpu":
-                details(subject, paths[:args.details], tensors[:args.details])
+                details(subject, paths[: args.details], tensors[: args.details])
 
 
 def end_to_end_limit(network: float, decode: float, device: str) -> tuple[float, str]:
@@ -235,20 +262,29 @@ def report(name: str, subject: Subject, results: dict, args, workers: int) -> No
     limit, bound = end_to_end_limit(net, dec, subject.device)
     e2e = best(results, "skcnn end to end")
     precision = arithmetic.resolve_precision(subject.precision, subject.backbone.device)
-    print(f"\n## {name}, {subject.device}, {precision}, batch {args.batch_size}, num_workers auto = {workers}, "
-          f"best of {args.rounds} rounds (images/s; all rounds in brackets)")
+    print(
+        f"\n## {name}, {subject.device}, {precision}, batch {args.batch_size}, num_workers auto = {workers}, "
+        f"best of {args.rounds} rounds (images/s; all rounds in brackets)"
+    )
     for label, values in results.items():
         print(f"  {label:40s} {max(values):7.1f}  [{', '.join(f'{v:.1f}' for v in values)}]")
     print(f"  {'end-to-end limit, ' + bound:40s} {limit:7.1f}")
     # The same ratios within each round (measured minutes apart, under the same load).
     rounds = range(len(results["network alone"]))
-    to_limit = [results["skcnn end to end"][i] / end_to_end_limit(
-        results["network alone"][i], results["decode alone (all cores)"][i], subject.device)[0] for i in rounds]
+    to_limit = [
+        results["skcnn end to end"][i]
+        / end_to_end_limit(results["network alone"][i], results["decode alone (all cores)"][i], subject.device)[0]
+        for i in rounds
+    ]
     to_naive = [results["skcnn end to end"][i] / results["naive loop"][i] for i in rounds]
-    print(f"  skcnn / limit                            {e2e / limit:7.2f}  (goal >= 0.9)  "
-          f"per round: median {np.median(to_limit):.2f} [{', '.join(f'{r:.2f}' for r in to_limit)}]")
-    print(f"  skcnn / naive loop                       {e2e / best(results, 'naive loop'):7.2f}  (goal >= 2.5)  "
-          f"per round: median {np.median(to_naive):.2f} [{', '.join(f'{r:.2f}' for r in to_naive)}]")
+    print(
+        f"  skcnn / limit                            {e2e / limit:7.2f}  (goal >= 0.9)  "
+        f"per round: median {np.median(to_limit):.2f} [{', '.join(f'{r:.2f}' for r in to_limit)}]"
+    )
+    print(
+        f"  skcnn / naive loop                       {e2e / best(results, 'naive loop'):7.2f}  (goal >= 2.5)  "
+        f"per round: median {np.median(to_naive):.2f} [{', '.join(f'{r:.2f}' for r in to_naive)}]"
+    )
     fx = best(results, "create_feature_extractor, batch 32")
     print(f"  skcnn / create_feature_extractor         {e2e / fx:7.2f}")
     print(f"  create_feature_extractor / limit         {fx / limit:7.2f}")
@@ -259,16 +295,16 @@ def details(subject: Subject, paths, tensors) -> None:
     backbone, name = subject.backbone, subject.name
     variants = {
         "plain": arithmetic.Inference(backbone.network, backbone.device),
-        "channels_last": arithmetic.inference_for(backbone, "fp32", channels_last=True, fold_batchnorm=False,
-                                                  input_size=subject.recipe.crop_size),
+        "channels_last": arithmetic.inference_for(
+            backbone, "fp32", channels_last=True, fold_batchnorm=False, input_size=subject.recipe.crop_size
+        ),
         "channels_last + folded BN": subject.inference,
     }
     rows: dict = {}
     for _ in range(2):
         for batch_size in (1, 4, 8, 16, 32):
             for label, inference in variants.items():
-                rows.setdefault((batch_size, label), []).append(
-                    subject.network_alone(tensors, inference, batch_size))
+                rows.setdefault((batch_size, label), []).append(subject.network_alone(tensors, inference, batch_size))
     print(f"\n  {name}: network alone on {len(tensors)} tensors, images/s (best of 2 interleaved)")
     print("  batch " + "".join(f"{label:>28s}" for label in variants))
     for batch_size in (1, 4, 8, 16, 32):
@@ -287,8 +323,10 @@ def details(subject: Subject, paths, tensors) -> None:
     for precision in ("bf16",):
         inference = arithmetic.inference_for(backbone, precision, input_size=subject.recipe.crop_size)
         half = subject.network_alone(small, inference, batch_size=4)
-        print(f"  {name}: network alone, 4 tensors, {precision} autocast {half:.2f} img/s vs fp32 {fp32:.1f} img/s "
-              f"({half / fp32:.3f}x; native bf16: {arithmetic.cpu_has_native_bf16()})")
+        print(
+            f"  {name}: network alone, 4 tensors, {precision} autocast {half:.2f} img/s vs fp32 {fp32:.1f} img/s "
+            f"({half / fp32:.3f}x; native bf16: {arithmetic.cpu_has_native_bf16()})"
+        )
 
 
 def dataloader_run(subject: Subject, paths, num_workers: int) -> float:
@@ -297,9 +335,11 @@ def dataloader_run(subject: Subject, paths, num_workers: int) -> float:
 
     dataset = _Decoding(paths, subject.recipe)
     loader = DataLoader(dataset, batch_size=subject.batch_size, num_workers=num_workers, collate_fn=_collate)
+
     def run():
         for _, batch in loader:
             stored_codes_of_batch(subject.backbone, batch, subject.plan, subject.inference)
+
     return rate(timed(run), len(paths))
 
 
@@ -347,9 +387,12 @@ def memory_run(args) -> None:
         listing.write_text("\n".join(paths))
         print("images  seconds  peak RSS above baseline (MiB)  held after (MiB)  codes (MiB)")
         for n in (1_000, 10_000):
-            out = subprocess.run([sys.executable, "-c", MEMORY, str(listing), str(n)],
-                                 capture_output=True, text=True, check=True).stdout.split()
-            print(f"{int(out[0]):6d}  {float(out[1]):7.1f}  {float(out[2]):29.1f}  {float(out[3]):16.1f}  {float(out[4]):11.2f}")
+            out = subprocess.run(
+                [sys.executable, "-c", MEMORY, str(listing), str(n)], capture_output=True, text=True, check=True
+            ).stdout.split()
+            print(
+                f"{int(out[0]):6d}  {float(out[1]):7.1f}  {float(out[2]):29.1f}  {float(out[3]):16.1f}  {float(out[4]):11.2f}"
+            )
 
 
 def precision_run(args) -> None:
@@ -377,8 +420,10 @@ def precision_run(args) -> None:
             rel = np.linalg.norm(a - b, axis=1) / np.linalg.norm(b, axis=1)
             worst = np.abs(a - b).max() / np.abs(b).max()
             error = f"  relative error per image: median {np.median(rel):.2e}, max {rel.max():.2e}; max abs / max code {worst:.2e}"
-        print(f"{precision}: accuracy {accuracy:.3f} on {len(y_test)} test patches, "
-              f"{len(X_train) + len(X_test)} images in {seconds:.1f} s{error}")
+        print(
+            f"{precision}: accuracy {accuracy:.3f} on {len(y_test)} test patches, "
+            f"{len(X_train) + len(X_test)} images in {seconds:.1f} s{error}"
+        )
 
 
 def main() -> None:
@@ -389,8 +434,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--details", type=int, default=64, help="files for the batch/layout/workers study (0: skip)")
     parser.add_argument("--device", default="auto", help="auto: CUDA if available, else the CPU")
-    parser.add_argument("--arithmetic", default="auto", choices=arithmetic.PRECISIONS,
-                        help="precision of the main run (auto: fp16 on CUDA, native bf16 CPUs: bf16)")
+    parser.add_argument(
+        "--arithmetic",
+        default="auto",
+        choices=arithmetic.PRECISIONS,
+        help="precision of the main run (auto: fp16 on CUDA, native bf16 CPUs: bf16)",
+    )
     parser.add_argument("--compile", action="store_true", help="add torch.compile rows")
     parser.add_argument("--memory", action="store_true")
     parser.add_argument("--precision", action="store_true")

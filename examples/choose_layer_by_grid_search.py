@@ -35,9 +35,11 @@ grid.fit(X_train, y_train)
 
 print(f"{'layer':<12} {'pooling':<8} cross-validated accuracy")
 for params, mean, std in zip(
-    grid.cv_results_["params"], grid.cv_results_["mean_test_score"], grid.cv_results_["std_test_score"]
+    grid.cv_results_["params"], grid.cv_results_["mean_test_score"], grid.cv_results_["std_test_score"], strict=True
 ):
-    print(f"{params['cnnfeaturetransformer__layer']:<12} {params['cnnfeaturetransformer__pooling']:<8} "
-          f"{mean:.3f} +/- {std:.3f}")
+    print(
+        f"{params['cnnfeaturetransformer__layer']:<12} {params['cnnfeaturetransformer__pooling']:<8} "
+        f"{mean:.3f} +/- {std:.3f}"
+    )
 print(f"\nbest: {grid.best_params_}")
 print(f"held-out accuracy of the best pipeline: {grid.score(X_test, y_test):.3f}")

@@ -31,7 +31,7 @@ from skcnn.datasets import load_texture_patches
 
 def write_pngs(folder: Path, images: np.ndarray, prefix: str) -> list[str]:
     paths = [folder / f"{prefix}{i:04d}.png" for i in range(len(images))]
-    for path, image in zip(paths, images):
+    for path, image in zip(paths, images, strict=True):
         Image.fromarray(image).save(path)
     return [str(p) for p in paths]
 
@@ -45,22 +45,30 @@ if __name__ == "__main__":  # worker processes import this file: start the clust
         train, test = write_pngs(folder, X_train, "train"), write_pngs(folder, X_test, "test")
         cache = folder / "codes.h5"
 
-        with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster, \
-                Client(cluster) as client:
+        with (
+            LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster,
+            Client(cluster) as client,
+        ):
             start = time.perf_counter()
             codes, info = skcnn.dask.extract(
                 train + test, client=client, cache=cache, paths_per_task=40, return_info=True, **params
             )
-            print(f"{codes.shape[0]} images -> codes {codes.shape} on {len(client.scheduler_info()['workers'])} "
-                  f"workers in {info.n_tasks} tasks, {time.perf_counter() - start:.1f} s: {info.cache_info}")
+            print(
+                f"{codes.shape[0]} images -> codes {codes.shape} on {len(client.scheduler_info()['workers'])} "
+                f"workers in {info.n_tasks} tasks, {time.perf_counter() - start:.1f} s: {info.cache_info}"
+            )
             print(f"files beside the cache after the merge: {sorted(p.name for p in folder.glob('codes.h5*'))}")
 
         # One machine, no Dask: the pipeline's transformer reads the merged cache.
         model = make_pipeline(
-            CNNFeatureTransformer(**params, cache=str(cache)), StandardScaler(), LogisticRegression(C=0.1, max_iter=2000)
+            CNNFeatureTransformer(**params, cache=str(cache)),
+            StandardScaler(),
+            LogisticRegression(C=0.1, max_iter=2000),
         )
         start = time.perf_counter()
         model.fit(train, y_train)
         accuracy = model.score(test, y_test)
-        print(f"held-out accuracy {accuracy:.3f} in {time.perf_counter() - start:.1f} s; "
-              f"last transform: {model[0].cache_info_} (no network run)")
+        print(
+            f"held-out accuracy {accuracy:.3f} in {time.perf_counter() - start:.1f} s; "
+            f"last transform: {model[0].cache_info_} (no network run)"
+        )

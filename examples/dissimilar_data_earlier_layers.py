@@ -38,8 +38,10 @@ classifier = make_pipeline(StandardScaler(), RidgeClassifierCV(alphas=np.logspac
 search = LayerSearchCV(backbone="efficientnet_lite0", classifier=classifier, input_size=64, cv=5)
 search.fit(X_train, y_train)
 
-print(f"{len(X_train)} training digits, {len(X_test)} held out; codes of {len(search.cv_results_['layer'])} "
-      f"layers from one extraction ({search.extraction_time_:.1f} s)\n")
+print(
+    f"{len(X_train)} training digits, {len(X_test)} held out; codes of {len(search.cv_results_['layer'])} "
+    f"layers from one extraction ({search.extraction_time_:.1f} s)\n"
+)
 print(search.summary())
 
 penultimate = make_pipeline(CNNFeatureTransformer(layer="penultimate", input_size=64), classifier)

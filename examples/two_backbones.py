@@ -45,7 +45,6 @@ BACKBONES = {
 }
 
 
-
 def network_runs(cnn):
     """Images run through the network(s) in the last transform (with several
     backbones ``cache_info_`` is a dict by backbone)."""
@@ -54,7 +53,9 @@ def network_runs(cnn):
 
 
 print(f"{len(X_train)} training digits, {len(X_test)} held out\n")
-print(f"{'layer':<12} {'backbone':<14} {'dimension':>9} {'held-out accuracy':>18} {'seconds':>8}  network runs (images)")
+print(
+    f"{'layer':<12} {'backbone':<14} {'dimension':>9} {'held-out accuracy':>18} {'seconds':>8}  network runs (images)"
+)
 with tempfile.TemporaryDirectory() as folder:
     cache = Path(folder) / "codes.h5"
     for layer in ["penultimate", "blocks.4"]:
@@ -66,5 +67,7 @@ with tempfile.TemporaryDirectory() as folder:
             computed = network_runs(cnn)  # images the networks ran on in fit ...
             accuracy = model.score(X_test, y_test)
             computed += network_runs(cnn)  # ... and in score
-            print(f"{layer:<12} {name:<14} {cnn.n_features_out_:>9} {accuracy:>18.3f} "
-                  f"{time.perf_counter() - start:>8.1f}  {computed}")
+            print(
+                f"{layer:<12} {name:<14} {cnn.n_features_out_:>9} {accuracy:>18.3f} "
+                f"{time.perf_counter() - start:>8.1f}  {computed}"
+            )

@@ -196,8 +196,16 @@ def advise_layer(
     layer = PENULTIMATE if similar else earlier_layer(backbone, candidates, input_size)
     strategy = "fine-tuning" if not small else ("penultimate codes" if similar else "earlier-layer codes")
     advice = dict(
-        layer=layer, backbone=backbone, strategy=strategy, similarity=similarity, domain_shift=shift,
-        similar=similar, small=small, n_samples=len(images), n_classes=n_classes, n_measured=n_measured,
+        layer=layer,
+        backbone=backbone,
+        strategy=strategy,
+        similarity=similarity,
+        domain_shift=shift,
+        similar=similar,
+        small=small,
+        n_samples=len(images),
+        n_classes=n_classes,
+        n_measured=n_measured,
         candidates=candidates,
     )
     return LayerAdvice(**advice, reasons=_reasons(advice, per_class, large_per_class, input_size))
@@ -225,12 +233,13 @@ def earlier_layer(backbone: str, candidates: Sequence[str], input_size=None) -> 
     tokens = [name for name in candidates if len(shapes[name]) == 2]
     if tokens:
         return tokens[-2] if len(tokens) > 1 else tokens[0]
-    earlier = [name for name in candidates
-               if len(shapes[name]) == 3 and shapes[name][1:] not in (maps[-1], (1, 1))]
+    earlier = [name for name in candidates if len(shapes[name]) == 3 and shapes[name][1:] not in (maps[-1], (1, 1))]
     return earlier[-1] if earlier else PENULTIMATE
 
 
-def measure_domain_shift(images: Sequence, *, device="auto", progress="auto", batch_size: int = 16) -> tuple[float, int]:
+def measure_domain_shift(
+    images: Sequence, *, device="auto", progress="auto", batch_size: int = 16
+) -> tuple[float, int]:
     """Mean shift of the images' batch-norm inputs from ImageNet's statistics.
 
     Returns ``D`` (in ImageNet standard deviations, averaged over channels
@@ -244,13 +253,17 @@ def measure_domain_shift(images: Sequence, *, device="auto", progress="auto", ba
     def accumulate(index: int):
         def hook(module, args):
             sums[index] += args[0].double().mean(dim=(2, 3)).sum(dim=0).cpu()
+
         return hook
 
     failures: list = []
     used = 0
     show = show_progress(progress, len(images), batch_size)
-    with reference.lock, torch.inference_mode(), tqdm(total=len(images), disable=not show,
-                                                       desc="measuring similarity", unit="img") as bar:
+    with (
+        reference.lock,
+        torch.inference_mode(),
+        tqdm(total=len(images), disable=not show, desc="measuring similarity", unit="img") as bar,
+    ):
         handles = [m.register_forward_pre_hook(accumulate(i)) for i, m in enumerate(norms)]
         try:
             positions = range(len(images))
@@ -265,15 +278,18 @@ def measure_domain_shift(images: Sequence, *, device="auto", progress="auto", ba
         raise ValueError(f"None of the {len(images)} images could be decoded; first failure: {failures[0]}")
     shifts = [
         ((total / used - m.running_mean.double().cpu()).abs() / (m.running_var.double().cpu() + m.eps).sqrt()).mean()
-        for total, m in zip(sums, norms)
+        for total, m in zip(sums, norms, strict=True)
     ]
     return float(torch.stack(shifts).mean()), used
 
 
 def _reasons(advice: dict, per_class: float, large_per_class: int, input_size) -> str:
     n, k = advice["n_samples"], advice["n_classes"]
-    size = (f"{per_class:.0f} images per class ({n} images, {k} classes)" if k is not None
-            else f"{n} images (no labels given: counted as one class)")
+    size = (
+        f"{per_class:.0f} images per class ({n} images, {k} classes)"
+        if k is not None
+        else f"{n} images (no labels given: counted as one class)"
+    )
     size_word = "small" if advice["small"] else "large"
     like = "like ImageNet" if advice["similar"] else "unlike ImageNet"
     shapes = {layer.name: layer.shape for layer in list_layers(advice["backbone"], input_size)}
@@ -287,18 +303,23 @@ def _reasons(advice: dict, per_class: float, large_per_class: int, input_size) -
     ]
     quadrant = f"Quadrant: {size_word} data, {like} -> "
     if advice["small"] and advice["similar"]:
-        lines.append(quadrant + "a linear classifier on the penultimate codes: the top features were "
-                     "learnt for images like these.")
+        lines.append(
+            quadrant + "a linear classifier on the penultimate codes: the top features were "
+            "learnt for images like these."
+        )
     elif advice["small"]:
-        lines.append(quadrant + "a linear classifier on an earlier layer's codes: the top features are "
-                     "specific to ImageNet's classes, the earlier ones (edges, textures, parts) transfer.")
+        lines.append(
+            quadrant + "a linear classifier on an earlier layer's codes: the top features are "
+            "specific to ImageNet's classes, the earlier ones (edges, textures, parts) transfer."
+        )
     else:
-        lines.append(quadrant + "fine-tuning the network (from its pretrained weights) should beat frozen "
-                     "codes: with this many images per class it can adapt without over-fitting"
-                     + ("." if advice["similar"] else ", and it needs to, the data being unlike ImageNet."))
+        lines.append(
+            quadrant + "fine-tuning the network (from its pretrained weights) should beat frozen "
+            "codes: with this many images per class it can adapt without over-fitting"
+            + ("." if advice["similar"] else ", and it needs to, the data being unlike ImageNet.")
+        )
     use = "Recommended" if advice["small"] else "For frozen codes (a strong baseline before fine-tuning)"
-    lines.append(f"{use}: layer={advice['layer']!r} of {advice['backbone']} ({shape} per image)."
-)
+    lines.append(f"{use}: layer={advice['layer']!r} of {advice['backbone']} ({shape} per image).")
     if advice["small"]:
         lines.append("Fine-tuning is not advised at this size: it would over-fit.")
     lines.append(

@@ -174,6 +174,7 @@ def fold_batchnorm(network: nn.Module, example: torch.Tensor, keep: frozenset[st
     def after_conv(name):
         def hook(module, args, output):
             produced[id(output)] = (name, output)
+
         return hook
 
     def before_norm(name):
@@ -181,6 +182,7 @@ def fold_batchnorm(network: nn.Module, example: torch.Tensor, keep: frozenset[st
             source = produced.get(id(args[0]))
             if source is not None and source[1] is args[0]:
                 pairs.append((source[0], name))
+
         return hook
 
     handles = []

@@ -30,7 +30,8 @@ import torch
 import torchvision
 from torch import nn
 
-from . import preprocessing, weights as weight_sources
+from . import preprocessing
+from . import weights as weight_sources
 from .preprocessing import Preprocessing
 
 TIMM_PREFIX = "timm/"
@@ -80,7 +81,7 @@ def parse_backbone(name: str) -> BackboneSpec:
     if name in weight_sources.PACKAGED_WEIGHTS:
         return BackboneSpec(name, "packaged", weight_sources.PACKAGED_WEIGHTS[name].timm_architecture)
     if name.startswith(TIMM_PREFIX):
-        architecture = name[len(TIMM_PREFIX):]
+        architecture = name[len(TIMM_PREFIX) :]
         if not timm.is_model(architecture):
             close = difflib.get_close_matches(architecture, timm.list_models(), n=5)
             raise ValueError(

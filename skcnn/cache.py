@@ -138,10 +138,7 @@ class CodeCache:
         """
         wanted = {name: fingerprint(config) for name, config in configs.items()}
         with self._reading() as stores:
-            return {
-                name: _lookup_one(stores, fp, configs[name], keys)
-                for name, fp in wanted.items()
-            }
+            return {name: _lookup_one(stores, fp, configs[name], keys) for name, fp in wanted.items()}
 
     def read(self, config_fingerprint: str) -> tuple[np.ndarray, np.ndarray]:
         """All ``(keys, codes)`` stored for one configuration, duplicates dropped."""
@@ -168,7 +165,9 @@ class CodeCache:
             for store in stores:
                 with _open(store) as f:
                     for fp, group in f.get("configs", {}).items():
-                        entry = found.setdefault(fp, {"attrs": _attrs(group), "keys": set(), "bytes": 0, "width": group["codes"].shape[1]})
+                        entry = found.setdefault(
+                            fp, {"attrs": _attrs(group), "keys": set(), "bytes": 0, "width": group["codes"].shape[1]}
+                        )
                         n = _committed(group, store)
                         entry["keys"].update(group["keys"][:n].tolist())
                         entry["bytes"] += group["codes"].id.get_storage_size() + group["keys"].id.get_storage_size()
@@ -414,7 +413,7 @@ def _key_index_of(store: str, version: tuple, fp: str) -> tuple[np.ndarray, np.n
         group = f.get(f"configs/{fp}")
         if group is None:
             return None
-        keys = group["keys"][:_committed(group, Path(store))]
+        keys = group["keys"][: _committed(group, Path(store))]
     order = np.argsort(keys, kind="stable")  # stable: the first stored copy wins
     return keys[order], order
 
@@ -461,8 +460,12 @@ def _create_group(f: h5py.File, config: Mapping, keys: np.ndarray, width: int) -
     rows_per_chunk = max(1, min(len(keys), _CHUNK_BYTES // max(1, 4 * width)))
     group.create_dataset("keys", data=keys.astype(_KEY_DTYPE), maxshape=(None,), chunks=(max(1, min(len(keys), 4096)),))
     return group.create_dataset(
-        "codes", shape=(len(keys), width), dtype=np.float32, maxshape=(None, width),
-        chunks=(rows_per_chunk, width), compression=COMPRESSION,
+        "codes",
+        shape=(len(keys), width),
+        dtype=np.float32,
+        maxshape=(None, width),
+        chunks=(rows_per_chunk, width),
+        compression=COMPRESSION,
     )
 
 
@@ -509,7 +512,7 @@ def _merge_into(out: h5py.File, stores: list[Path], keep: set[str] | None) -> No
             rows = first[(first >= start) & (first < start + n)] - start
             with _open(store) as f:
                 for block in _blocks(f[f"configs/{fp}/codes"], rows):
-                    codes_out[written:written + len(block)] = block
+                    codes_out[written : written + len(block)] = block
                     written += len(block)
             start += n
         codes_out.parent.attrs["n_rows"] = written
@@ -521,7 +524,7 @@ def _blocks(dataset: h5py.Dataset, rows: np.ndarray) -> Iterator[np.ndarray]:
     for lo in range(0, int(rows[-1]) + 1 if len(rows) else 0, step):
         chosen = rows[(rows >= lo) & (rows < lo + step)]
         if len(chosen):
-            yield dataset[lo:min(lo + step, int(chosen[-1]) + 1)][chosen - lo]
+            yield dataset[lo : min(lo + step, int(chosen[-1]) + 1)][chosen - lo]
 
 
 def _committed(group: h5py.Group, store: Path) -> int:
@@ -543,7 +546,9 @@ def _attrs(group: h5py.Group) -> dict:
     return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in group.attrs.items() if k != "config"}
 
 
-def _matches(index: tuple[np.ndarray, np.ndarray], wanted: np.ndarray, found: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _matches(
+    index: tuple[np.ndarray, np.ndarray], wanted: np.ndarray, found: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Rows of a store (``index`` from :func:`_key_index`) holding the keys
     ``wanted[i]`` not yet ``found``, and those ``i``."""
     ordered, order = index

@@ -43,8 +43,13 @@ def _search_layers(args: argparse.Namespace) -> int:
 
     paths, labels = labelled_images(args.search)
     search = LayerSearchCV(
-        backbone=args.backbone, layers=args.layer, cv=args.cv, input_size=args.input_size,
-        weights=None if args.weights == "none" else args.weights, cache=args.cache, progress=True,
+        backbone=args.backbone,
+        layers=args.layer,
+        cv=args.cv,
+        input_size=args.input_size,
+        weights=None if args.weights == "none" else args.weights,
+        cache=args.cache,
+        progress=True,
         refit=False,
     ).fit(paths, labels)
     print(f"{len(paths)} images, {len(set(labels))} classes, {args.backbone}:")
@@ -81,8 +86,11 @@ def image_files(inputs: list[str]) -> list[Path]:
     found = []
     for item in map(Path, inputs):
         if item.is_dir():
-            found += sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in extensions
-                            and not p.name.startswith("."))
+            found += sorted(
+                p
+                for p in item.rglob("*")
+                if p.is_file() and p.suffix.lower() in extensions and not p.name.startswith(".")
+            )
         elif item.is_file():
             found.append(item)
         else:
@@ -106,10 +114,18 @@ def _extract(args: argparse.Namespace) -> int:
     paths = image_files(args.images)
     layers = args.layer or ["penultimate"]
     params = dict(
-        backbone=args.backbone, weights=None if args.weights == "none" else args.weights,
-        layer=layers[0] if len(layers) == 1 else layers, pooling=args.pooling,
-        input_size=args.input_size, batch_size=args.batch_size, device=args.device, progress=True,
-        precision=args.precision, decode=args.decode, num_workers=args.num_workers, compile=args.compile,
+        backbone=args.backbone,
+        weights=None if args.weights == "none" else args.weights,
+        layer=layers[0] if len(layers) == 1 else layers,
+        pooling=args.pooling,
+        input_size=args.input_size,
+        batch_size=args.batch_size,
+        device=args.device,
+        progress=True,
+        precision=args.precision,
+        decode=args.decode,
+        num_workers=args.num_workers,
+        compile=args.compile,
     )
     if args.dask_scheduler is None:
         transformer = CNNFeatureTransformer(**params, cache=args.cache)
@@ -117,8 +133,10 @@ def _extract(args: argparse.Namespace) -> int:
         stats, where = transformer.cache_info_, ""
     else:
         stats, width, where = _extract_on_dask(args, paths, params)
-    print(f"{len(paths)} images: {stats.hits} already cached, {stats.computed} computed{where}; "
-          f"codes of width {width} in {args.cache}")
+    print(
+        f"{len(paths)} images: {stats.hits} already cached, {stats.computed} computed{where}; "
+        f"codes of width {width} in {args.cache}"
+    )
     return 0
 
 
@@ -131,7 +149,12 @@ def _extract_on_dask(args: argparse.Namespace, paths: list[Path], params: dict):
         workers = len(client.scheduler_info()["workers"])
         per_task = {} if args.paths_per_task is None else {"paths_per_task": args.paths_per_task}
         _, info = skcnn_dask.extract(
-            [os.fspath(p) for p in paths], client=client, cache=args.cache, return_info=True, **per_task, **params,
+            [os.fspath(p) for p in paths],
+            client=client,
+            cache=args.cache,
+            return_info=True,
+            **per_task,
+            **params,
         )
     return info.cache_info, info.n_features_out, f" by {workers} Dask worker(s) in {info.n_tasks} tasks"
 
@@ -145,8 +168,10 @@ def _cache_info(args: argparse.Namespace) -> int:
     print(f"{'fingerprint':<17} {'backbone':<20} {'layer':<16} {'pooling':<8} {'images':>7} {'width':>6} {'MB':>8}")
     for config in configs:
         a = config.attrs
-        print(f"{config.fingerprint:<17} {a.get('backbone', '?'):<20} {a.get('layer', '?'):<16} "
-              f"{a.get('pooling', '?'):<8} {config.n_codes:>7} {config.width:>6} {config.stored_bytes / 1e6:>8.2f}")
+        print(
+            f"{config.fingerprint:<17} {a.get('backbone', '?'):<20} {a.get('layer', '?'):<16} "
+            f"{a.get('pooling', '?'):<8} {config.n_codes:>7} {config.width:>6} {config.stored_bytes / 1e6:>8.2f}"
+        )
     shards = cache.shard_names()
     if shards:
         print(f"{len(shards)} worker shard(s) not merged yet (counted above): `skcnn cache compact {args.file}`")
@@ -171,9 +196,7 @@ def _cache_compact(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="skcnn", description="Frozen pretrained CNN codes for scikit-learn."
-    )
+    parser = argparse.ArgumentParser(prog="skcnn", description="Frozen pretrained CNN codes for scikit-learn.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo_parser = commands.add_parser(
@@ -188,15 +211,23 @@ def build_parser() -> argparse.ArgumentParser:
     layers_parser.add_argument("backbone", help="e.g. resnet50, vgg16, efficientnet_lite0, timm/convnext_tiny")
     layers_parser.add_argument("--input-size", type=int, default=None, help="input side in pixels")
     layers_parser.add_argument(
-        "--max-depth", type=int, default=None,
+        "--max-depth",
+        type=int,
+        default=None,
         help="only layers at most this deep in the module tree (1: top-level blocks)",
     )
     layers_parser.add_argument(
-        "--search", metavar="FOLDER", default=None,
+        "--search",
+        metavar="FOLDER",
+        default=None,
         help="cross-validate a classifier on each candidate layer's codes of FOLDER/<class>/<images>",
     )
-    layers_parser.add_argument("--layer", action="append", default=None,
-                               help="with --search: a candidate layer (repeat; default: one per stage)")
+    layers_parser.add_argument(
+        "--layer",
+        action="append",
+        default=None,
+        help="with --search: a candidate layer (repeat; default: one per stage)",
+    )
     layers_parser.add_argument("--plot", default="layer_search.png", help="with --search: the PNG to write")
     layers_parser.add_argument("--cv", type=int, default=5, help="with --search: folds")
     layers_parser.add_argument("--cache", default=None, help="with --search: HDF5 code cache file")
@@ -209,27 +240,47 @@ def build_parser() -> argparse.ArgumentParser:
     extract_parser.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
     extract_parser.add_argument("--cache", required=True, help="HDF5 cache file, e.g. codes.h5")
     extract_parser.add_argument("--backbone", default="efficientnet_lite0")
-    extract_parser.add_argument("--weights", default="DEFAULT", help="DEFAULT, an enum name, a checkpoint path, or none")
     extract_parser.add_argument(
-        "--layer", action="append", default=None,
+        "--weights", default="DEFAULT", help="DEFAULT, an enum name, a checkpoint path, or none"
+    )
+    extract_parser.add_argument(
+        "--layer",
+        action="append",
+        default=None,
         help="layer to tap (default: penultimate); repeat for several layers",
     )
     extract_parser.add_argument("--pooling", default="avg", choices=["avg", "max", "flatten", "spp"])
     extract_parser.add_argument("--input-size", type=int, default=None)
     extract_parser.add_argument("--batch-size", type=int, default=8)
     extract_parser.add_argument("--device", default="auto")
-    extract_parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                                help="auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32")
-    extract_parser.add_argument("--decode", default="exact", choices=["exact", "draft"],
-                                help="draft: JPEGs decoded at reduced scale (faster, codes differ slightly)")
-    extract_parser.add_argument("--num-workers", type=_workers, default="auto", metavar="N",
-                                help="decoding threads, or auto (one per two cores)")
-    extract_parser.add_argument("--compile", action="store_true",
-                                help="run the network through torch.compile (pays on long runs only)")
     extract_parser.add_argument(
-        "--dask-scheduler", default=None, metavar="ADDRESS",
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        help="auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32",
+    )
+    extract_parser.add_argument(
+        "--decode",
+        default="exact",
+        choices=["exact", "draft"],
+        help="draft: JPEGs decoded at reduced scale (faster, codes differ slightly)",
+    )
+    extract_parser.add_argument(
+        "--num-workers",
+        type=_workers,
+        default="auto",
+        metavar="N",
+        help="decoding threads, or auto (one per two cores)",
+    )
+    extract_parser.add_argument(
+        "--compile", action="store_true", help="run the network through torch.compile (pays on long runs only)"
+    )
+    extract_parser.add_argument(
+        "--dask-scheduler",
+        default=None,
+        metavar="ADDRESS",
         help="run on a Dask cluster, e.g. tcp://scheduler:8786 (pip install 'skcnn[dask]'); "
-             "the files and the cache must be on storage the workers share",
+        "the files and the cache must be on storage the workers share",
     )
     extract_parser.add_argument(
         "--paths-per-task", type=int, default=None, help="with --dask-scheduler: images per task (default 256)"
@@ -243,8 +294,13 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(run=_cache_info)
     prune = cache_commands.add_parser("prune", help="keep only the given configurations")
     prune.add_argument("file")
-    prune.add_argument("--keep-config", nargs="+", required=True, metavar="FINGERPRINT",
-                       help="fingerprints to keep (see `skcnn cache info`)")
+    prune.add_argument(
+        "--keep-config",
+        nargs="+",
+        required=True,
+        metavar="FINGERPRINT",
+        help="fingerprints to keep (see `skcnn cache info`)",
+    )
     prune.set_defaults(run=_cache_prune)
     compact = cache_commands.add_parser(
         "compact", help="merge pending segments and Dask worker shards into the main file"

@@ -63,7 +63,9 @@ def check_compile_options(compile) -> dict | None:
     allowed = set(inspect.signature(torch.compile).parameters) - {"model"}
     unknown = sorted(set(compile) - allowed)
     if unknown:
-        raise ValueError(f"compile={dict(compile)!r}: {unknown} are not torch.compile arguments; allowed: {sorted(allowed)}.")
+        raise ValueError(
+            f"compile={dict(compile)!r}: {unknown} are not torch.compile arguments; allowed: {sorted(allowed)}."
+        )
     backend = compile.get("backend", "inductor")
     backends = torch._dynamo.list_backends(exclude_tags=())
     if isinstance(backend, str) and backend not in backends:
@@ -125,7 +127,7 @@ class CompiledNetwork:
             return run_taps(self.network, batch, layers, head, on_tap)
         try:
             activations = graph.forward(_padded(batch, self.batch_size))
-        except Exception as exc:  # noqa: BLE001 -- any compiler failure means: run uncompiled
+        except Exception as exc:
             self._give_up(graph, f"{type(exc).__name__}: {_first_line(exc)}")
             return run_taps(self.network, batch, layers, head, on_tap)
         taken = {layer: on_tap(activations[layer][: len(batch)], layer) for layer in layers}
@@ -142,7 +144,7 @@ class CompiledNetwork:
     def _compiled(self, layers: tuple[str, ...], head: str) -> _Graph:
         try:
             return _Graph(torch.compile(tapped_graph(self.network, layers, head), **{"dynamic": False, **self.options}))
-        except Exception as exc:  # noqa: BLE001 -- FX tracing fails in many ways
+        except Exception as exc:
             graph = _Graph(None)
             self._give_up(graph, f"{type(exc).__name__}: {_first_line(exc)}")
             return graph

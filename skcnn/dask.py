@@ -172,19 +172,23 @@ def extract(
     offsets = np.cumsum([0] + [n for n, _, _ in summaries])
     failed = [
         image_io.ImageFailure(int(offsets[task] + f.index), f.source, f.reason)
-        for task, (_, failures, _) in enumerate(summaries) for f in failures
+        for task, (_, failures, _) in enumerate(summaries)
+        for f in failures
     ]
     codes = _as_dask_array(client, futures, [n for n, _, _ in summaries], width)
     info = ExtractInfo(
         cache_info=_summed([s for _, _, s in summaries]) if cache_path is not None else None,
-        failed=failed, n_tasks=len(futures), n_features_out=width,
+        failed=failed,
+        n_tasks=len(futures),
+        n_features_out=width,
     )
     if failed and on_error == "raise":
         raise image_io.BadImagesError(failed, codes)
     if failed:
         warnings.warn(
-            f"{len(failed)} of {int(offsets[-1])} images could not be used; their rows are NaN. "
-            f"First: {failed[0]}", UserWarning, stacklevel=2,
+            f"{len(failed)} of {int(offsets[-1])} images could not be used; their rows are NaN. First: {failed[0]}",
+            UserWarning,
+            stacklevel=2,
         )
     return (codes, info) if return_info else codes
 
@@ -198,7 +202,7 @@ def _task_inputs(paths, paths_per_task: int) -> list:
             paths = paths[paths.columns[0]]
         return list(paths.to_delayed())
     paths = image_io.as_image_list(paths)
-    return [paths[i:i + paths_per_task] for i in range(0, len(paths), paths_per_task)]
+    return [paths[i : i + paths_per_task] for i in range(0, len(paths), paths_per_task)]
 
 
 def _wait_with_progress(client: Client, futures: list, chunks: list, params: dict) -> list[tuple]:
@@ -214,7 +218,7 @@ def _wait_with_progress(client: Client, futures: list, chunks: list, params: dic
         # Batches of finished futures, each gathered at once (with_results=True
         # can hang: dask/distributed#7331).
         for finished in as_completed(summaries).batches():
-            for future, summary in zip(finished, client.gather(finished)):
+            for future, summary in zip(finished, client.gather(finished), strict=True):
                 done[position[future.key]] = summary
                 bar.update(summary[0])
     return done
@@ -232,9 +236,9 @@ def _as_dask_array(client: Client, futures: list, lengths: list[int], width: int
     codes = client.map(operator.itemgetter(0), futures, pure=False)
     if not codes:
         return da.zeros((0, width), dtype=np.float32)
-    return da.concatenate([
-        da.from_delayed(future, shape=(n, width), dtype=np.float32) for future, n in zip(codes, lengths)
-    ])
+    return da.concatenate(
+        [da.from_delayed(future, shape=(n, width), dtype=np.float32) for future, n in zip(codes, lengths, strict=True)]
+    )
 
 
 # -- on the workers ------------------------------------------------------

@@ -62,6 +62,6 @@ def load_texture_patches(
         for _ in range(n_per_class):
             top = rng.integers(0, photo.shape[0] - patch_size + 1)
             left = rng.integers(columns[0], columns[1] + 1)
-            images.append(photo[top:top + patch_size, left:left + patch_size])
+            images.append(photo[top : top + patch_size, left : left + patch_size])
             labels.append(texture)
     return np.stack(images), np.asarray(labels)

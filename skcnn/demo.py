@@ -39,6 +39,7 @@ def _flatten_pixels(images: np.ndarray) -> np.ndarray:
 
 def feature_makers(input_size: int) -> dict[str, object]:
     """The four feature extractors compared, by the row name of the table."""
+
     def codes(**params):
         return CNNFeatureTransformer(backbone=BACKBONE, input_size=input_size, **params)
 
@@ -53,9 +54,7 @@ def feature_makers(input_size: int) -> dict[str, object]:
 def run(settings: DemoSettings = DemoSettings(), print_fn=print) -> dict[str, float]:
     """Train and score each feature kind; print and return the accuracies."""
     data = {
-        split: load_texture_patches(
-            split, n_per_class=settings.n_per_class, patch_size=settings.patch_size
-        )
+        split: load_texture_patches(split, n_per_class=settings.n_per_class, patch_size=settings.patch_size)
         for split in ("train", "test")
     }
     (X_train, y_train), (X_test, y_test) = data["train"], data["test"]
@@ -71,6 +70,8 @@ def run(settings: DemoSettings = DemoSettings(), print_fn=print) -> dict[str, fl
         model = make_pipeline(features, StandardScaler(), LogisticRegression(C=0.1, max_iter=5000))
         scores[name] = model.fit(X_train, y_train).score(X_test, y_test)
         print_fn(f"{name:<48} {scores[name]:>8.3f} {time.perf_counter() - start:>8.1f}")
-    print_fn(f"\nChance level: {1 / len(set(y_train)):.3f}. Classifier: standardised "
-             "LogisticRegression(C=0.1) on each kind of features.")
+    print_fn(
+        f"\nChance level: {1 / len(set(y_train)):.3f}. Classifier: standardised "
+        "LogisticRegression(C=0.1) on each kind of features."
+    )
     return scores

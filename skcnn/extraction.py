@@ -89,11 +89,19 @@ def extract_codes(
     failures: list[image_io.ImageFailure] = []
     codes = np.full((len(images), plan.width), np.nan, dtype=np.float32)
     batches = iter_batches(
-        images, range(len(images)), recipe, batch_size, failures,
-        max_pixels=max_pixels, num_workers=num_workers, decode=decode,
+        images,
+        range(len(images)),
+        recipe,
+        batch_size,
+        failures,
+        max_pixels=max_pixels,
+        num_workers=num_workers,
+        decode=decode,
     )
-    with tqdm(total=len(images), unit="img", disable=not progress, desc="skcnn") as bar, \
-            contextlib.closing(batches):  # stops the decoding workers at once on an error
+    with (
+        tqdm(total=len(images), unit="img", disable=not progress, desc="skcnn") as bar,
+        contextlib.closing(batches),
+    ):  # stops the decoding workers at once on an error
         for positions, batch in batches:
             codes[positions] = finish(plan, stored_codes_of_batch(backbone, batch, plan, inference))
             bar.update(len(positions))
@@ -139,14 +147,22 @@ def extract_codes_cached(
     first_of_key = {keys[i]: i for i in reversed(missing)}  # one forward pass per distinct image
     todo = sorted(first_of_key.values())
     batches = iter_batches(
-        images, todo, recipe, batch_size, failures,
-        max_pixels=max_pixels, num_workers=num_workers, decode=decode,
+        images,
+        todo,
+        recipe,
+        batch_size,
+        failures,
+        max_pixels=max_pixels,
+        num_workers=num_workers,
+        decode=decode,
     )
     with tqdm(total=len(todo), unit="img", disable=not progress, desc="skcnn") as bar, contextlib.closing(batches):
         for positions, batch in batches:
             codes = stored_codes_of_batch(backbone, batch, stored_plan, inference)
-            unstored = {layer: _unstored(positions, keys, configs[layer], codes[layer], have[layer])
-                        for layer in stored_plan.layers}
+            unstored = {
+                layer: _unstored(positions, keys, configs[layer], codes[layer], have[layer])
+                for layer in stored_plan.layers
+            }
             cache.write({layer: entry for layer, entry in unstored.items() if entry[1]})
             for layer in plan.layers:
                 stored[layer][positions] = codes[layer]
@@ -189,6 +205,7 @@ def stored_codes_of_batch(
 
     Pooling runs on the device, in fp32; only the pooled codes come back.
     """
+
     def on_tap_for(layer: str):
         relu = plan.relu_on_tap(layer)
         return lambda activation: to_codes(activation, plan.pooling, relu)
@@ -199,7 +216,9 @@ def stored_codes_of_batch(
     tapped = inference.compiled or functools.partial(run_taps, inference.network)
     with backbone.lock, torch.inference_mode(), inference.autocast():
         taken = tapped(
-            inference.prepare(batch), plan.layers, plan.head,
+            inference.prepare(batch),
+            plan.layers,
+            plan.head,
             on_tap=lambda activation, layer: on_tap[layer](activation.float()),
         )
     return {layer: taken[layer].float().cpu().numpy() for layer in plan.layers}

@@ -144,9 +144,7 @@ def as_image_list(X: Any) -> list:
 def _split_array(X: np.ndarray) -> list:
     if X.dtype.kind in "OUS":  # an array of paths or of image objects
         if X.ndim != 1:
-            raise ImageError(
-                f"An object or string array X must be 1-D (one entry per image); got shape {X.shape}."
-            )
+            raise ImageError(f"An object or string array X must be 1-D (one entry per image); got shape {X.shape}.")
         return X.tolist()
     if X.ndim not in (3, 4):
         raise ImageError(
@@ -162,9 +160,7 @@ def _split_array(X: np.ndarray) -> list:
 MAX_PIXELS = 100_000_000
 
 
-def load_image(
-    image: ImageLike, max_pixels: int | None = MAX_PIXELS, draft_size: int | None = None
-) -> np.ndarray:
+def load_image(image: ImageLike, max_pixels: int | None = MAX_PIXELS, draft_size: int | None = None) -> np.ndarray:
     """Decode one image to a float32 array in [0, 1] of shape (H, W, 1 or 3).
 
     Paths and PIL images are decoded at full resolution with their EXIF
@@ -255,8 +251,7 @@ def _array_to_float(array: np.ndarray) -> np.ndarray:
     if array.dtype.kind == "f":
         return _check_unit_range(array.astype(np.float32, copy=False))
     raise ImageError(
-        f"Image arrays must be uint8 (0-255), uint16 (0-65535), bool or float in [0, 1]; "
-        f"got dtype {array.dtype}."
+        f"Image arrays must be uint8 (0-255), uint16 (0-65535), bool or float in [0, 1]; got dtype {array.dtype}."
     )
 
 
@@ -268,8 +263,7 @@ def _to_hwc(array: np.ndarray) -> np.ndarray:
     if array.ndim == 3 and array.shape[2] == 4:
         return array[:, :, :3]  # RGBA: drop alpha, as PIL's convert("RGB") does
     raise ImageError(
-        "An image array must have shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4); "
-        f"got shape {array.shape}."
+        f"An image array must have shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4); got shape {array.shape}."
     )
 
 

@@ -136,7 +136,7 @@ def _candidates(layers: tuple[Layer, ...], head: str) -> tuple[str, ...]:
     for position, layer in enumerate(vectors):
         # A hidden layer's code, unless nothing but dropout lies between it and
         # the head (then it is the penultimate code itself).
-        another_linear_follows = any(v.kind == "Linear" for v in vectors[position + 1:])
+        another_linear_follows = any(v.kind == "Linear" for v in vectors[position + 1 :])
         if layer.kind in _ACTIVATIONS and another_linear_follows:
             names.append(layer.name)
     order = {layer.name: i for i, layer in enumerate(layers)}
@@ -145,9 +145,16 @@ def _candidates(layers: tuple[Layer, ...], head: str) -> tuple[str, ...]:
 
 #: Modules that pass a map on to the head without changing its values
 #: beyond pooling: a map followed only by these is the penultimate layer unpooled.
-_PASS_THROUGH = frozenset({
-    "AdaptiveAvgPool2d", "SelectAdaptivePool2d", "Flatten", "Dropout", "Identity", "Sequential",
-})
+_PASS_THROUGH = frozenset(
+    {
+        "AdaptiveAvgPool2d",
+        "SelectAdaptivePool2d",
+        "Flatten",
+        "Dropout",
+        "Identity",
+        "Sequential",
+    }
+)
 
 
 def _pools_into_penultimate(layers: tuple[Layer, ...], name: str, head: str) -> bool:
@@ -157,7 +164,7 @@ def _pools_into_penultimate(layers: tuple[Layer, ...], name: str, head: str) -> 
     names = [layer.name for layer in layers]
     start, end = names.index(name), names.index(head)
     same_width = layers[start].shape[0] == layers[-1].shape[0]
-    return same_width and all(layer.kind in _PASS_THROUGH for layer in layers[start + 1:end])
+    return same_width and all(layer.kind in _PASS_THROUGH for layer in layers[start + 1 : end])
 
 
 def _depth(layer: Layer) -> int:
@@ -215,4 +222,4 @@ def check_layer_names(names: list[str], layers: list[Layer], backbone: str) -> N
             )
 
 
-__all__ = ["PENULTIMATE", "Layer", "list_layers", "candidate_layers", "probe_backbone", "check_layer_names"]
+__all__ = ["PENULTIMATE", "Layer", "candidate_layers", "check_layer_names", "list_layers", "probe_backbone"]

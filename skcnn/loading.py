@@ -75,8 +75,9 @@ def iter_batches(
     images (default: two batches) ahead of the consumer.
     """
     with interrupts_kept() as raise_if_interrupted:
-        batches = _decoded_batches(images, positions, recipe, batch_size, failures,
-                                   max_pixels, num_workers, decode, prefetch)
+        batches = _decoded_batches(
+            images, positions, recipe, batch_size, failures, max_pixels, num_workers, decode, prefetch
+        )
         with contextlib.closing(batches):  # stops the decoding workers at once
             for batch in batches:
                 raise_if_interrupted()
@@ -93,8 +94,9 @@ def _decoded_batches(images, positions, recipe, batch_size, failures, max_pixels
     with ThreadPoolExecutor(num_workers, thread_name_prefix="skcnn-decode") as pool:
         pending: deque[Future] = deque()
         try:
-            yield from _batched(_in_order(pool, pending, images, positions, recipe, max_pixels, decode, window),
-                                batch_size, failures)
+            yield from _batched(
+                _in_order(pool, pending, images, positions, recipe, max_pixels, decode, window), batch_size, failures
+            )
         finally:
             for future in pending:  # queued images; those being decoded finish on their own
                 future.cancel()

@@ -80,9 +80,7 @@ def _pool_map(maps: torch.Tensor, pooling: str) -> torch.Tensor:
     if pooling == "flatten":
         return maps.flatten(1)
     if pooling == "spp":
-        return torch.cat(
-            [F.adaptive_avg_pool2d(maps, level).flatten(1) for level in PYRAMID_LEVELS], dim=1
-        )
+        return torch.cat([F.adaptive_avg_pool2d(maps, level).flatten(1) for level in PYRAMID_LEVELS], dim=1)
     raise ValueError(f"pooling={pooling!r} is not one of {list(POOLINGS)}.")
 
 

@@ -211,7 +211,9 @@ class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         scorer = check_scoring(classifier, scoring=self.scoring)
         scores, fit_times = [], []
         for columns in self._layer_columns(transformer):
-            result = cross_validate(clone(classifier), codes[:, columns], y, cv=folds, scoring=scorer, n_jobs=self.n_jobs)
+            result = cross_validate(
+                clone(classifier), codes[:, columns], y, cv=folds, scoring=scorer, n_jobs=self.n_jobs
+            )
             scores.append(result["test_score"])
             fit_times.append(result["fit_time"].mean())
         self.cv_results_ = self._results(transformer, np.asarray(scores), np.asarray(fit_times))
@@ -248,16 +250,23 @@ class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
 
     def _transformer(self, layer) -> CNNFeatureTransformer:
         return CNNFeatureTransformer(
-            backbone=self.backbone, weights=self.weights, layer=layer, pooling=self.pooling,
-            relu=self.relu, input_size=self.input_size, batch_size=self.batch_size,
-            device=self.device, progress=self.progress, cache=self.cache,
+            backbone=self.backbone,
+            weights=self.weights,
+            layer=layer,
+            pooling=self.pooling,
+            relu=self.relu,
+            input_size=self.input_size,
+            batch_size=self.batch_size,
+            device=self.device,
+            progress=self.progress,
+            cache=self.cache,
         )
 
     def _layer_columns(self, transformer: CNNFeatureTransformer) -> list[slice]:
         """Each tapped layer's columns in the concatenated codes."""
         widths = [n_codes(transformer.layer_shapes_[layer], self.pooling) for layer in transformer.layers_]
         ends = np.cumsum(widths)
-        return [slice(int(end - width), int(end)) for end, width in zip(ends, widths)]
+        return [slice(int(end - width), int(end)) for end, width in zip(ends, widths, strict=True)]
 
     def _results(self, transformer: CNNFeatureTransformer, scores: np.ndarray, fit_times: np.ndarray) -> dict:
         order = {layer.name: depth for depth, layer in enumerate(list_layers(self.backbone, transformer.input_size_))}
@@ -288,7 +297,9 @@ class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "cv_results_")
         results = self.cv_results_
         width = max(len("layer"), *(len(layer) for layer in results["layer"]))
-        lines = [f"  {'layer':<{width}}  {'depth':>5}  {'dimension':>9}  score (mean +/- std over {self.n_splits_} folds)"]
+        lines = [
+            f"  {'layer':<{width}}  {'depth':>5}  {'dimension':>9}  score (mean +/- std over {self.n_splits_} folds)"
+        ]
         for row, layer in enumerate(results["layer"]):
             mark = "*" if row == self.best_index_ else " "
             lines.append(
@@ -321,8 +332,12 @@ class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             _, ax = plt.subplots(figsize=(7, 4), layout="constrained")
         results = self.cv_results_
         ax.errorbar(
-            results["depth"], results["mean_test_score"], yerr=results["std_test_score"],
-            marker="o", capsize=4, label=label,
+            results["depth"],
+            results["mean_test_score"],
+            yerr=results["std_test_score"],
+            marker="o",
+            capsize=4,
+            label=label,
         )
         ax.set_xticks(results["depth"], results["layer"], rotation=30, ha="right")
         ax.set_xlabel(f"layer of {self.backbone} (forward order)")

@@ -52,6 +52,7 @@ def probe(network: nn.Module, example: torch.Tensor) -> tuple[list[Layer], str]:
                 order.append(name)
                 outputs[name] = _shape(output)
                 inputs[name] = _shape(args[0]) if args else None
+
         return hook
 
     modules = dict(network.named_modules())

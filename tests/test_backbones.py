@@ -186,9 +186,7 @@ def test_torchvision_preprocessing_follows_chosen_weights(regnet_in_hub_cache, w
     assert backbone.preprocessing.interpolation == reference.interpolation
     # the two versions really differ, so the check above is meaningful
     assert enum.IMAGENET1K_V1.transforms().resize_size != enum.IMAGENET1K_V2.transforms().resize_size
-    torch.testing.assert_close(
-        backbone.network.state_dict()["stem.0.weight"], regnet_in_hub_cache["stem.0.weight"]
-    )
+    torch.testing.assert_close(backbone.network.state_dict()["stem.0.weight"], regnet_in_hub_cache["stem.0.weight"])
 
 
 def _alexnet_recipe() -> Preprocessing:
@@ -311,9 +309,7 @@ def test_call_gray_equals_replicated_rgb():
 def test_call_gray_from_pil_and_array_agree():
     recipe = _alexnet_recipe().with_input_size(32)
     gray = np.random.default_rng(2).integers(0, 256, (40, 44), dtype=np.uint8)
-    torch.testing.assert_close(
-        recipe(load_image(Image.fromarray(gray))), recipe(load_image(gray)), rtol=0, atol=0
-    )
+    torch.testing.assert_close(recipe(load_image(Image.fromarray(gray))), recipe(load_image(gray)), rtol=0, atol=0)
 
 
 # ---------------------------------------------------------------------------

@@ -97,21 +97,26 @@ def test_pil_images_are_cacheable(tmp_path, images):
     assert t.cache_info_.hits == 3
 
 
-@pytest.mark.parametrize("change", [
-    dict(backbone="efficientnet_lite1"),
-    dict(weights=None),
-    dict(layer="blocks.3"),
-    dict(pooling="max"),
-    dict(relu=False, layer="blocks.3"),
-    dict(input_size=40),
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        dict(backbone="efficientnet_lite1"),
+        dict(weights=None),
+        dict(layer="blocks.3"),
+        dict(pooling="max"),
+        dict(relu=False, layer="blocks.3"),
+        dict(input_size=40),
+    ],
+)
 def test_any_change_of_what_makes_codes_misses(tmp_path, images, change):
     base = dict(layer="blocks.3") if "relu" in change else {}
     cnn(tmp_path / "c.h5", **base).fit(images).transform(images[:4])
     changed = cnn(tmp_path / "c.h5", **{**base, **change}).fit(images)
     codes = changed.transform(images[:4])
     assert changed.cache_info_.hits == 0
-    np.testing.assert_array_equal(codes, CNNFeatureTransformer(**{**SMALL, **base, **change}).fit(images).transform(images[:4]))
+    np.testing.assert_array_equal(
+        codes, CNNFeatureTransformer(**{**SMALL, **base, **change}).fit(images).transform(images[:4])
+    )
 
 
 @pytest.mark.parametrize("layer, pooling", [("penultimate", "avg"), ("blocks.3", "max")])
@@ -131,7 +136,9 @@ def test_a_layer_list_reuses_each_layer_and_configs_live_side_by_side(tmp_path, 
     both = cnn(path, layer=["blocks.3", "penultimate"]).fit(images)
     codes = both.transform(images)
     assert both.cache_info_.hits == 20
-    np.testing.assert_array_equal(codes, CNNFeatureTransformer(**SMALL, layer=["blocks.3", "penultimate"]).fit(images).transform(images))
+    np.testing.assert_array_equal(
+        codes, CNNFeatureTransformer(**SMALL, layer=["blocks.3", "penultimate"]).fit(images).transform(images)
+    )
     CodeCache(path).compact()
     with h5py.File(path, "r") as f:  # a person can read the file with plain h5py
         assert f.attrs["format"] == "skcnn code cache"
@@ -153,7 +160,7 @@ def test_codes_read_back_without_torch(tmp_path, images):
         cache = CodeCache({str(path)!r})
         [config] = cache.configs()
         keys, codes = cache.read(config.fingerprint)
-        np.save({str(tmp_path / 'read.npy')!r}, codes)
+        np.save({str(tmp_path / "read.npy")!r}, codes)
         assert "torch" not in sys.modules or sys.modules["torch"] is None
     """)
     subprocess.run([sys.executable, "-c", script], check=True)
@@ -225,11 +232,14 @@ def test_interrupted_temporary_segment_is_ignored(tmp_path, images):
     assert t.cache_info_.hits == 4 and t.cache_info_.computed == 2
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"this is a text file, not a cache\n", "cannot be read as HDF5"),
-    ("truncated", "cannot be read as HDF5"),
-    ("foreign", "not an skcnn code cache"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"this is a text file, not a cache\n", "cannot be read as HDF5"),
+        ("truncated", "cannot be read as HDF5"),
+        ("foreign", "not an skcnn code cache"),
+    ],
+)
 def test_unusable_cache_file_is_a_clear_error(tmp_path, images, content, message):
     path = tmp_path / "c.h5"
     if content == "truncated":
@@ -252,7 +262,18 @@ def test_cli_extract_is_resumable_and_cache_info_prune(tmp_path, images, capsys)
     write_pngs(folder, images[:5])
     (folder / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
     path = tmp_path / "c.h5"
-    args = ["extract", "--cache", str(path), "--input-size", "32", "--layer", "blocks.3", "--layer", "penultimate", str(folder)]
+    args = [
+        "extract",
+        "--cache",
+        str(path),
+        "--input-size",
+        "32",
+        "--layer",
+        "blocks.3",
+        "--layer",
+        "penultimate",
+        str(folder),
+    ]
     assert cli_main(args) == 0
     assert "5 images: 0 already cached, 5 computed" in capsys.readouterr().out
     write_pngs(folder, images[:7])

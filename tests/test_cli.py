@@ -47,7 +47,7 @@ def write_class_folders(root, n_per_class=4):
     from skcnn.datasets import load_texture_patches
 
     images, labels = load_texture_patches(n_per_class=n_per_class, patch_size=32)
-    for i, (image, label) in enumerate(zip(images, labels)):
+    for i, (image, label) in enumerate(zip(images, labels, strict=True)):
         (root / label).mkdir(parents=True, exist_ok=True)
         Image.fromarray(image).save(root / label / f"{i}.png")
 
@@ -55,8 +55,22 @@ def write_class_folders(root, n_per_class=4):
 def test_layers_search_prints_the_table_and_saves_the_plot(tmp_path, capsys):
     write_class_folders(tmp_path / "data")
     plot = tmp_path / "search.png"
-    argv = ["layers", "efficientnet_lite0", "--search", str(tmp_path / "data"), "--input-size", "32",
-            "--layer", "blocks.1", "--layer", "penultimate", "--cv", "2", "--plot", str(plot)]
+    argv = [
+        "layers",
+        "efficientnet_lite0",
+        "--search",
+        str(tmp_path / "data"),
+        "--input-size",
+        "32",
+        "--layer",
+        "blocks.1",
+        "--layer",
+        "penultimate",
+        "--cv",
+        "2",
+        "--plot",
+        str(plot),
+    ]
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     assert "12 images, 3 classes" in out and "blocks.1" in out and "best layer:" in out

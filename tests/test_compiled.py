@@ -38,9 +38,11 @@ def relative_error(a, b):
 def recording_backend(shapes):
     """A torch.compile backend that records the image batch shape of each
     graph it gets (its other inputs are the weights) and runs it as traced."""
+
     def backend(graph, example_inputs):
         shapes.extend(tuple(x.shape) for x in example_inputs if x.shape[1:] == (3, 64, 64))
         return graph.forward
+
     return backend
 
 
@@ -65,8 +67,9 @@ def test_one_graph_serves_the_whole_run_partial_batches_padded(images):
 
 
 def test_the_graph_is_cut_after_the_last_tap():
-    network = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 5, 3),
-                                  torch.nn.Flatten(), torch.nn.LazyLinear(2)).eval()
+    network = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 5, 3), torch.nn.Flatten(), torch.nn.LazyLinear(2)
+    ).eval()
     example = torch.rand(2, 3, 8, 8)
     network(example)
     _, head = probe(network, example)
@@ -119,6 +122,7 @@ def test_a_compiler_failing_at_the_first_batch_runs_eager_with_a_warning(images)
     def failing_backend(graph, example_inputs):
         def run(*args):
             raise RuntimeError("C++ compile error: cannot find a compiler")
+
         return run
 
     eager = CNNFeatureTransformer(**SMALL).fit_transform(images)
@@ -165,9 +169,28 @@ def test_cli_extract_with_compile_and_arithmetic_flags(images, tmp_path, capsys)
     for i, image in enumerate(images):
         Image.fromarray(image).save(folder / f"{i:02d}.png")
     cache = tmp_path / "codes.h5"
-    args = ["extract", str(folder), "--cache", str(cache), "--backbone", "resnet18", "--weights", "none",
-            "--input-size", "64", "--batch-size", "4", "--layer", "layer2", "--layer", "penultimate",
-            "--precision", "fp32", "--num-workers", "2"]
+    args = [
+        "extract",
+        str(folder),
+        "--cache",
+        str(cache),
+        "--backbone",
+        "resnet18",
+        "--weights",
+        "none",
+        "--input-size",
+        "64",
+        "--batch-size",
+        "4",
+        "--layer",
+        "layer2",
+        "--layer",
+        "penultimate",
+        "--precision",
+        "fp32",
+        "--num-workers",
+        "2",
+    ]
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         assert main([*args, "--compile"]) == 0

@@ -44,7 +44,11 @@ def environment_kept():
 @pytest.fixture(scope="module")
 def client():
     cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=50,
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        silence_logs=50,
     )
     with distributed.Client(cluster) as client:
         yield client
@@ -140,13 +144,15 @@ def test_dask_bag_and_dataframe_column_of_paths(client, paths, reference):
     pandas = pytest.importorskip("pandas")
     dd = pytest.importorskip("dask.dataframe")
     frame = dd.from_pandas(pandas.DataFrame({"path": paths}), npartitions=4)
-    np.testing.assert_allclose(skcnn.dask.extract(frame["path"], client=client, **PARAMS).compute(), reference, **TOLERANCE)
+    np.testing.assert_allclose(
+        skcnn.dask.extract(frame["path"], client=client, **PARAMS).compute(), reference, **TOLERANCE
+    )
 
 
 def test_bad_images_fail_their_rows_naming_the_file(client, paths, reference, tmp_path):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not a jpeg")
-    mixed = paths[:10] + [str(broken)] + paths[10:20]
+    mixed = [*paths[:10], str(broken), *paths[10:20]]
     with pytest.raises(BadImagesError, match="broken.jpg") as error:
         skcnn.dask.extract(mixed, client=client, paths_per_task=4, **PARAMS)
     assert [f.index for f in error.value.failures] == [10]  # an index into the paths, not into a task
@@ -170,8 +176,20 @@ def test_cli_extract_on_a_dask_scheduler(client, paths, tmp_path, capsys):
 
     folder = os.path.dirname(paths[0])
     cache = tmp_path / "codes.h5"
-    args = ["extract", folder, "--cache", str(cache), "--input-size", "64", "--batch-size", "4",
-            "--dask-scheduler", client.scheduler.address, "--paths-per-task", "16"]
+    args = [
+        "extract",
+        folder,
+        "--cache",
+        str(cache),
+        "--input-size",
+        "64",
+        "--batch-size",
+        "4",
+        "--dask-scheduler",
+        client.scheduler.address,
+        "--paths-per-task",
+        "16",
+    ]
     assert main(args) == 0
     assert f"{N} images: 0 already cached, {N} computed by 2 Dask worker(s) in 4 tasks" in capsys.readouterr().out
     assert main(args) == 0
@@ -209,7 +227,7 @@ def test_a_killed_worker_loses_at_most_its_batch_in_flight(client, paths, refere
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not list(shards.glob("*.segments/*.h5")):
         time.sleep(0.02)
-    victim = list(shards.glob("*.segments/*.h5"))[0].parent.name.removesuffix(".h5.segments")
+    victim = next(iter(shards.glob("*.segments/*.h5"))).parent.name.removesuffix(".h5.segments")
     pid = int(victim.rsplit("-", 1)[1])  # shards are named host-pid
     assert pid in pids
     os.kill(pid, signal.SIGKILL)  # after its first batch of its first task

@@ -47,8 +47,11 @@ def make_odd_folder(folder):
     add(".DS_Store", ("bad", "not an image"), lambda p: p.write_bytes(b"\0\0\0\1Bud1" + bytes(100)))
     add("Thumbs.db", ("bad", "not an image"), lambda p: p.write_bytes(bytes.fromhex("d0cf11e0a1b11ae1") + bytes(504)))
     add("cmyk.jpg", ("ok", (40, 56, 3)), lambda p: Image.fromarray(rgb).convert("CMYK").save(p))
-    add("gray16.png", ("ok", (30, 20, 1)),
-        lambda p: Image.fromarray(RNG.integers(0, 65536, (30, 20), dtype=np.uint16)).save(p))
+    add(
+        "gray16.png",
+        ("ok", (30, 20, 1)),
+        lambda p: Image.fromarray(RNG.integers(0, 65536, (30, 20), dtype=np.uint16)).save(p),
+    )
     add("gray_alpha.png", ("ok", (16, 16, 1)), lambda p: Image.new("LA", (16, 16), (90, 10)).save(p))
 
     def palette_with_transparency(p):
@@ -58,7 +61,11 @@ def make_odd_folder(folder):
         image.save(p, transparency=3)
 
     add("palette.png", ("ok", (12, 10, 3)), palette_with_transparency)
-    add("rgba.png", ("ok", (20, 24, 3)), lambda p: Image.fromarray(RNG.integers(0, 256, (20, 24, 4), dtype=np.uint8)).save(p))
+    add(
+        "rgba.png",
+        ("ok", (20, 24, 3)),
+        lambda p: Image.fromarray(RNG.integers(0, 256, (20, 24, 4), dtype=np.uint8)).save(p),
+    )
 
     def rotated(p):
         exif = Image.Exif()
@@ -110,7 +117,7 @@ def test_pixel_limit_is_configurable(tmp_path):
 
 def test_raise_lists_every_bad_file_after_computing_and_caching_the_good(odd_folder, tmp_path):
     folder, kinds = odd_folder
-    paths = sorted(folder.iterdir()) + [folder / "vanished.jpg"]
+    paths = [*sorted(folder.iterdir()), folder / "vanished.jpg"]
     bad = {name for name, (outcome, _) in kinds.items() if outcome == "bad"} | {"vanished.jpg"}
     cache = tmp_path / "c.h5"
     t = CNNFeatureTransformer(**SMALL, cache=str(cache)).fit(paths)
@@ -178,7 +185,9 @@ def filler_images(n, seed):
 def start_filler(path, n, seed=5):
     child = subprocess.Popen(
         [sys.executable, "-c", FILL, str(path), str(n), str(seed)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert child.stdout.readline().strip() == "ready"
     return child

@@ -218,9 +218,7 @@ def test_load_image_cmyk_is_converted_to_rgb():
     cmyk = Image.fromarray(_rgb(12, 14)).convert("CMYK")
     result = load_image(cmyk)
     assert result.shape == (12, 14, 3)
-    np.testing.assert_array_equal(
-        result, np.asarray(cmyk.convert("RGB")).astype(np.float32) / np.float32(255)
-    )
+    np.testing.assert_array_equal(result, np.asarray(cmyk.convert("RGB")).astype(np.float32) / np.float32(255))
 
 
 def test_load_image_bilevel_mode_1():

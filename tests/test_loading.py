@@ -43,7 +43,7 @@ def decode_threads():
 
 @pytest.mark.parametrize("num_workers", [1, 3])
 def test_codes_are_identical_whatever_the_worker_count(jpegs, num_workers):
-    images = jpegs + [np.asarray(Image.open(jpegs[0]))]
+    images = [*jpegs, np.asarray(Image.open(jpegs[0]))]
     reference = CNNFeatureTransformer(**SMALL, num_workers=0, precision="fp32").fit(images).transform(images)
     codes = CNNFeatureTransformer(**SMALL, num_workers=num_workers, precision="fp32").fit(images).transform(images)
     np.testing.assert_array_equal(codes, reference)
@@ -63,7 +63,7 @@ def test_batches_come_in_order_and_failures_are_the_same_as_without_workers(jpeg
     assert failures == failures_2
     assert [f.index for f in failures] == [2, 7]
     assert "no/such/file.jpg" in failures[0].source and "not found" in failures[0].reason
-    for a, b in zip(tensors, tensors_2):
+    for a, b in zip(tensors, tensors_2, strict=True):
         assert torch_equal(a, b)
     assert not decode_threads()
 
@@ -131,7 +131,7 @@ def test_an_unexpected_worker_error_surfaces_naming_the_image(jpegs, recipe, mon
 
 
 def test_bad_images_still_become_failures_with_workers(jpegs):
-    images = jpegs[:3] + ["missing.jpg"]
+    images = [*jpegs[:3], "missing.jpg"]
     t = CNNFeatureTransformer(**SMALL, num_workers=2, on_error="skip").fit(images)
     with pytest.warns(UserWarning, match="1 of 4"):
         codes = t.transform(images)
@@ -199,7 +199,9 @@ except KeyboardInterrupt:
 def test_ctrl_c_shuts_the_pipeline_down_cleanly(jpegs):
     child = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(CTRL_C), *jpegs],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert child.stdout.readline().strip() == "ready"
     time.sleep(1.0)

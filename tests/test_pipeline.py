@@ -41,13 +41,10 @@ def test_readme_pipeline_with_linear_svc(textures):
 
 def test_grid_search_over_layer_and_pooling_loads_the_network_once(textures):
     X_train, y_train, _, _ = textures
-    pipe = make_pipeline(
-        CNNFeatureTransformer(backbone="efficientnet_lite0", input_size=64), linear()
-    )
+    pipe = make_pipeline(CNNFeatureTransformer(backbone="efficientnet_lite0", input_size=64), linear())
     grid = GridSearchCV(
         pipe,
-        {"cnnfeaturetransformer__layer": ["blocks.2", "penultimate"],
-         "cnnfeaturetransformer__pooling": ["avg", "max"]},
+        {"cnnfeaturetransformer__layer": ["blocks.2", "penultimate"], "cnnfeaturetransformer__pooling": ["avg", "max"]},
         cv=2,
     )
     backbones.load_backbone("efficientnet_lite0", "DEFAULT", "auto")
@@ -70,10 +67,12 @@ def test_cross_val_score(textures):
 
 def test_feature_union_concatenates_two_networks(textures):
     X_train = textures[0][:6]
-    union = FeatureUnion([
-        ("lite0", CNNFeatureTransformer(backbone="efficientnet_lite0", input_size=64)),
-        ("resnet", CNNFeatureTransformer(backbone="resnet18", weights=None, input_size=64)),
-    ])
+    union = FeatureUnion(
+        [
+            ("lite0", CNNFeatureTransformer(backbone="efficientnet_lite0", input_size=64)),
+            ("resnet", CNNFeatureTransformer(backbone="resnet18", weights=None, input_size=64)),
+        ]
+    )
     codes = union.fit_transform(X_train)
     assert codes.shape == (6, 1280 + 512)
     names = union.get_feature_names_out()
@@ -81,11 +80,14 @@ def test_feature_union_concatenates_two_networks(textures):
     assert names[-1] == "resnet__resnet18__penultimate__511"
 
 
-@pytest.mark.parametrize("backbone, layer, width", [
-    ("alexnet", "features.10", 256),
-    ("vgg16", "features.29", 512),
-    ("resnet50", "layer3", 1024),
-])
+@pytest.mark.parametrize(
+    "backbone, layer, width",
+    [
+        ("alexnet", "features.10", 256),
+        ("vgg16", "features.29", 512),
+        ("resnet50", "layer3", 1024),
+    ],
+)
 def test_torchvision_backbones_tap_listed_layers(backbone, layer, width):
     images = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
     t = CNNFeatureTransformer(backbone=backbone, weights=None, layer=[layer, "penultimate"], input_size=64)

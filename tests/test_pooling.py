@@ -133,9 +133,7 @@ def test_relu_before_token_average():
 @pytest.mark.parametrize("pooling", POOLINGS)
 def test_relu_matches_manual_for_every_map_pooling(pooling):
     maps = _random(2, 4, 6, 6, seed=3)
-    torch.testing.assert_close(
-        to_codes(maps, pooling, relu=True), _expected_map(maps.clamp_min(0), pooling)
-    )
+    torch.testing.assert_close(to_codes(maps, pooling, relu=True), _expected_map(maps.clamp_min(0), pooling))
 
 
 def test_relu_does_not_modify_input():
@@ -149,9 +147,11 @@ def test_relu_does_not_modify_input():
 # codes never alias the activation
 # ---------------------------------------------------------------------------
 
-_CASES = [((2, 4, 5, 5), p) for p in POOLINGS] + [((2, 6, 3), p) for p in ("avg", "max", "flatten")] + [
-    ((2, 9), p) for p in POOLINGS
-]
+_CASES = (
+    [((2, 4, 5, 5), p) for p in POOLINGS]
+    + [((2, 6, 3), p) for p in ("avg", "max", "flatten")]
+    + [((2, 9), p) for p in POOLINGS]
+)
 
 
 @pytest.mark.parametrize("relu", [False, True])

@@ -94,8 +94,9 @@ def test_two_backbones_concatenate_with_their_own_preprocessing_and_prefixed_nam
     assert codes.shape == (len(images), 40 + 128 + 512) == (len(images), both.n_features_out_)
     assert both.layers_ == {"efficientnet_lite0": ("blocks.2",), "resnet18": ("layer2", "penultimate")}
     lite0 = CNNFeatureTransformer(**SMALL, layer="blocks.2").fit_transform(images)
-    resnet = CNNFeatureTransformer(backbone="resnet18", weights=None, layer=["layer2", "penultimate"],
-                                   input_size=32).fit_transform(images)
+    resnet = CNNFeatureTransformer(
+        backbone="resnet18", weights=None, layer=["layer2", "penultimate"], input_size=32
+    ).fit_transform(images)
     np.testing.assert_array_equal(codes, np.hstack([lite0, resnet]))
     names = both.get_feature_names_out()
     assert names[0] == "efficientnet_lite0__blocks.2__0" and names[40] == "resnet18__layer2__0"
@@ -107,8 +108,9 @@ def test_two_backbones_concatenate_with_their_own_preprocessing_and_prefixed_nam
 def test_two_backbones_survive_clone_pickle_and_set_output(images):
     import pickle
 
-    both = CNNFeatureTransformer(backbone=["efficientnet_lite0", "resnet18"], weights=["DEFAULT", None],
-                                 input_size=32).fit(images)
+    both = CNNFeatureTransformer(
+        backbone=["efficientnet_lite0", "resnet18"], weights=["DEFAULT", None], input_size=32
+    ).fit(images)
     codes = both.transform(images)
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(both)).transform(images), codes)
     np.testing.assert_array_equal(clone(both).fit_transform(images), codes)
@@ -120,6 +122,7 @@ def test_two_backbones_bad_image_is_one_failure_and_one_nan_row(tmp_path, images
     paths = []
     for i, image in enumerate(images[:4]):
         from PIL import Image
+
         paths.append(tmp_path / f"{i}.png")
         Image.fromarray(image).save(paths[-1])
     paths[2].write_bytes(b"not an image")
@@ -134,11 +137,14 @@ def test_two_backbones_bad_image_is_one_failure_and_one_nan_row(tmp_path, images
     np.testing.assert_array_equal(raised.value.codes, codes)
 
 
-@pytest.mark.parametrize("params, message", [
-    (dict(layer=["penultimate"]), "one entry per backbone"),
-    (dict(layer={"efficientnet_lite0": "penultimate"}), r"missing: \['resnet18'\]"),
-    (dict(weights={"efficientnet_lite0": "DEFAULT", "resnet18": None, "vgg16": None}), r"unknown: \['vgg16'\]"),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        (dict(layer=["penultimate"]), "one entry per backbone"),
+        (dict(layer={"efficientnet_lite0": "penultimate"}), r"missing: \['resnet18'\]"),
+        (dict(weights={"efficientnet_lite0": "DEFAULT", "resnet18": None, "vgg16": None}), r"unknown: \['vgg16'\]"),
+    ],
+)
 def test_per_backbone_parameters_must_match_the_backbones(images, params, message):
     with pytest.raises(ValueError, match=message):
         CNNFeatureTransformer(backbone=["efficientnet_lite0", "resnet18"], input_size=32, **params).fit(images)
@@ -155,10 +161,12 @@ def test_feature_union_of_two_backbones_shares_one_cache_file(tmp_path, images):
     cache = os.fspath(tmp_path / "shared.h5")
 
     def union():
-        return FeatureUnion([
-            ("lite0", CNNFeatureTransformer(**SMALL, cache=cache)),
-            ("resnet", CNNFeatureTransformer(backbone="resnet18", weights=None, input_size=32, cache=cache)),
-        ])
+        return FeatureUnion(
+            [
+                ("lite0", CNNFeatureTransformer(**SMALL, cache=cache)),
+                ("resnet", CNNFeatureTransformer(backbone="resnet18", weights=None, input_size=32, cache=cache)),
+            ]
+        )
 
     first = union().fit_transform(images)
     again = union().fit(images)
@@ -166,6 +174,7 @@ def test_feature_union_of_two_backbones_shares_one_cache_file(tmp_path, images):
     for _, part in again.transformer_list:
         assert part.cache_info_.computed == 0
     from skcnn.cache import CodeCache
+
     assert {c.attrs["backbone"] for c in CodeCache(cache).configs()} == {"efficientnet_lite0", "resnet18"}
 
 

@@ -43,8 +43,13 @@ def test_modules_called_twice_are_not_listed():
 
 @pytest.mark.parametrize(
     "backbone, head",
-    [("vgg16", "classifier.6"), ("resnet50", "fc"), ("squeezenet1_1", "classifier.1"),
-     ("mobilenet_v3_large", "classifier.3"), ("efficientnet_lite0", "classifier")],
+    [
+        ("vgg16", "classifier.6"),
+        ("resnet50", "fc"),
+        ("squeezenet1_1", "classifier.1"),
+        ("mobilenet_v3_large", "classifier.3"),
+        ("efficientnet_lite0", "classifier"),
+    ],
 )
 def test_penultimate_is_the_input_of_the_head(backbone, head):
     layers = list_layers(backbone, input_size=64)

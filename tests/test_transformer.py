@@ -12,8 +12,7 @@ from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.utils import estimator_checks
 
-from skcnn import CNNFeatureTransformer
-from skcnn import backbones
+from skcnn import CNNFeatureTransformer, backbones
 
 SMALL = dict(backbone="resnet18", weights=None, input_size=48)
 
@@ -149,9 +148,7 @@ def test_set_params_then_transform_uses_the_new_layer(rgb_images):
     t.set_params(layer="layer3")
     assert t.transform(rgb_images[:2]).shape == (2, 256)
     assert t.layers_ == ("layer3",) and t.n_features_out_ == 256
-    np.testing.assert_array_equal(
-        t.transform(rgb_images[:2]), small(layer="layer3").fit_transform(rgb_images[:2])
-    )
+    np.testing.assert_array_equal(t.transform(rgb_images[:2]), small(layer="layer3").fit_transform(rgb_images[:2]))
 
 
 def test_paths_pil_and_arrays_give_identical_codes(tmp_path, rgb_images):
@@ -208,7 +205,10 @@ def test_transform_before_fit_raises(rgb_images):
 @pytest.mark.parametrize(
     "params, message",
     [
-        (dict(layer="layer5"), "layer='layer5' is not a tappable layer of 'resnet18'. Closest names: ['layer4', 'layer3'"),
+        (
+            dict(layer="layer5"),
+            "layer='layer5' is not a tappable layer of 'resnet18'. Closest names: ['layer4', 'layer3'",
+        ),
         (dict(layer=[]), "non-empty list"),
         (dict(layer=["layer1", "layer1"]), "more than once"),
         (dict(pooling="mean"), "'pooling' parameter of CNNFeatureTransformer must be a str among"),
@@ -216,8 +216,11 @@ def test_transform_before_fit_raises(rgb_images):
         (dict(input_size=0), "'input_size' parameter"),
         (dict(batch_size=0), "'batch_size' parameter"),
         (dict(device="gpu0"), "device='gpu0' is not a torch device"),
-        pytest.param(dict(device="cuda"), "no CUDA device available", marks=pytest.mark.skipif(
-            torch.cuda.is_available(), reason="a CUDA device is present")),
+        pytest.param(
+            dict(device="cuda"),
+            "no CUDA device available",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present"),
+        ),
         (dict(backbone="resnt18"), "Closest names: ['resnet18'"),
         (dict(weights="IMAGENET9K"), "Allowed: ['IMAGENET1K_V1'"),
         (dict(weights="no/such/file.pth"), "does not exist"),

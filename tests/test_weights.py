@@ -267,7 +267,7 @@ def test_load_into_by_order_pairs_tensors_by_position():
     values = list(_seeded_state_dict(network, 2).values())
     renamed = {f"_other_name_{i}": v for i, v in enumerate(values)}
     load_into(network, renamed, source="renamed", by_order=True)
-    for actual, expected in zip(network.state_dict().values(), values):
+    for actual, expected in zip(network.state_dict().values(), values, strict=True):
         torch.testing.assert_close(actual, expected, rtol=0, atol=0)
 
 
@@ -324,7 +324,7 @@ def test_packaged_backbone_holds_the_packaged_tensors_in_order():
     packaged = read_state_dict(PACKAGED_WEIGHTS["efficientnet_lite0"].path())
     loaded = backbone.network.state_dict()
     assert len(loaded) == len(packaged)
-    for (name, actual), expected in zip(loaded.items(), packaged.values()):
+    for (name, actual), expected in zip(loaded.items(), packaged.values(), strict=True):
         torch.testing.assert_close(actual, expected, rtol=0, atol=0, msg=name)
 
 
