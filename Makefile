@@ -20,6 +20,8 @@ demo: $(STAMP)
 	$(BIN)/skcnn demo
 
 test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 
 clean:

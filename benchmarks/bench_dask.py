@@ -70,12 +70,12 @@ def throughput(paths: list[str], rounds: int, task_sizes: list[int]) -> None:
         runs.setdefault("in this process (transform)", []).append(timed(lambda: local.transform(paths)))
         for name, client in clients.items():
             runs.setdefault(f"dask, {name}, 64 per task", []).append(
-                timed(lambda: skcnn.dask.extract(paths, client=client, paths_per_task=64, **PARAMS))
+                timed(lambda client=client: skcnn.dask.extract(paths, client=client, paths_per_task=64, **PARAMS))
             )
     one_worker = clients["1 worker x 2 threads"]
     for size in task_sizes:
         runs[f"dask, 1 worker x 2 threads, {size} per task"] = [
-            timed(lambda: skcnn.dask.extract(paths, client=one_worker, paths_per_task=size, **PARAMS))
+            timed(lambda size=size: skcnn.dask.extract(paths, client=one_worker, paths_per_task=size, **PARAMS))
         ]
     base = min(runs["in this process (transform)"])
     print(f"\n1-2. {len(paths)} JPEGs to codes (best of {rounds} interleaved rounds for the first three rows)")

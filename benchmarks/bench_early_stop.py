@@ -17,17 +17,17 @@ import torch
 
 from skcnn import list_layers
 from skcnn.backbones import load_backbone
-from skcnn.extraction import TapPlan, codes_of_batch
+from skcnn.extraction import TapPlan, stored_codes_of_batch
 from skcnn.layers import probe_backbone
 from skcnn.taps import PENULTIMATE
 
 
 def seconds_per_image(backbone, batch, plan, repeats: int) -> float:
-    codes_of_batch(backbone, batch, plan)  # warm-up
+    stored_codes_of_batch(backbone, batch, plan)  # warm-up
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        codes_of_batch(backbone, batch, plan)
+        stored_codes_of_batch(backbone, batch, plan)
         best = min(best, time.perf_counter() - start)
     return best / len(batch)
 
@@ -51,7 +51,7 @@ def main() -> None:
 
     backbone = load_backbone(args.backbone, "DEFAULT" if args.backbone.startswith("efficientnet_lite") else None, "cpu")
     _, head = probe_backbone(backbone, (args.size, args.size))
-    top_level = [l.name for l in list_layers(args.backbone, args.size) if is_stage(l.name)]
+    top_level = [layer.name for layer in list_layers(args.backbone, args.size) if is_stage(layer.name)]
     batch = torch.randn(args.batch_size, 3, args.size, args.size)
     full = seconds_per_image(backbone, batch, TapPlan((PENULTIMATE,), head, "avg", True), args.repeats)
     print(

@@ -136,7 +136,9 @@ def part_cost(args) -> None:
     def search_once() -> tuple[float, int]:
         # A classifier that costs nothing: only the extraction is of interest here.
         with counted_images(args.backbone, args.input_size) as seen:
-            search = LayerSearchCV(layers=candidates, classifier=DummyClassifier(), cv=2, refit=False, **common)
+            search = LayerSearchCV(
+                CNNFeatureTransformer(**common), layers=candidates, classifier=DummyClassifier(), cv=2, refit=False
+            )
             search.fit(X, y)
         return search.extraction_time_, sum(seen)
 
@@ -283,7 +285,7 @@ def part_curves(args) -> None:
     summaries = []
     for label, (X, y) in datasets.items():
         start = time.perf_counter()
-        search = LayerSearchCV(layers=layers, classifier=classifier, cv=5, **common).fit(X, y)
+        search = LayerSearchCV(CNNFeatureTransformer(**common), layers=layers, classifier=classifier, cv=5).fit(X, y)
         seconds = time.perf_counter() - start
         penultimate = list(search.cv_results_["layer"]).index("penultimate")
         scores = search.cv_results_["mean_test_score"]

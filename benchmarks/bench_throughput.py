@@ -218,19 +218,23 @@ def main_run(args) -> None:
             tensors = torch.stack([subject.recipe(loading.image_io.load_image(p)) for p in paths])
             workers = loading.resolve_workers("auto")
             measures = {
-                "network alone": lambda: subject.network_alone(tensors),
-                "decode alone (all cores)": lambda: subject.decode_alone(paths, loading.usable_cores()),
-                "skcnn end to end": lambda: subject.skcnn(paths),
-                "naive loop": lambda: subject.naive(paths),
-                "create_feature_extractor, batch 32": lambda: subject.feature_extractor(paths),
+                "network alone": lambda subject=subject, tensors=tensors: subject.network_alone(tensors),
+                "decode alone (all cores)": lambda subject=subject: subject.decode_alone(paths, loading.usable_cores()),
+                "skcnn end to end": lambda subject=subject: subject.skcnn(paths),
+                "naive loop": lambda subject=subject: subject.naive(paths),
+                "create_feature_extractor, batch 32": lambda subject=subject: subject.feature_extractor(paths),
             }
             if args.compile:
                 compiled_inference = subject.inference_with(compile_options=COMPILE)
                 compile_seconds = subject.first_batch_seconds(tensors, compiled_inference)
-                measures["network alone, compiled"] = lambda: subject.network_alone(tensors, compiled_inference)
-                measures["skcnn end to end, compile=True"] = lambda: subject.skcnn(paths, compile=True)
+                measures["network alone, compiled"] = (
+                    lambda subject=subject, tensors=tensors, inference=compiled_inference: subject.network_alone(
+                        tensors, inference
+                    )
+                )
+                measures["skcnn end to end, compile=True"] = lambda subject=subject: subject.skcnn(paths, compile=True)
             results: dict = {}
-            for round_ in range(args.rounds):
+            for _ in range(args.rounds):
                 for label, measure in measures.items():
                     results.setdefault(label, []).append(measure())
             report(name, subject, results, args, workers)
@@ -391,7 +395,8 @@ def memory_run(args) -> None:
                 [sys.executable, "-c", MEMORY, str(listing), str(n)], capture_output=True, text=True, check=True
             ).stdout.split()
             print(
-                f"{int(out[0]):6d}  {float(out[1]):7.1f}  {float(out[2]):29.1f}  {float(out[3]):16.1f}  {float(out[4]):11.2f}"
+                f"{int(out[0]):6d}  {float(out[1]):7.1f}  {float(out[2]):29.1f}  "
+                f"{float(out[3]):16.1f}  {float(out[4]):11.2f}"
             )
 
 
@@ -419,7 +424,10 @@ def precision_run(args) -> None:
             a, b = np.concatenate(codes[precision]), np.concatenate(codes["fp32"])
             rel = np.linalg.norm(a - b, axis=1) / np.linalg.norm(b, axis=1)
             worst = np.abs(a - b).max() / np.abs(b).max()
-            error = f"  relative error per image: median {np.median(rel):.2e}, max {rel.max():.2e}; max abs / max code {worst:.2e}"
+            error = (
+                f"  relative error per image: median {np.median(rel):.2e}, max {rel.max():.2e}; "
+                f"max abs / max code {worst:.2e}"
+            )
         print(
             f"{precision}: accuracy {accuracy:.3f} on {len(y_test)} test patches, "
             f"{len(X_train) + len(X_test)} images in {seconds:.1f} s{error}"

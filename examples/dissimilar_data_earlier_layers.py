@@ -35,7 +35,7 @@ X_train, X_test, y_train, y_test = train_test_split(
 # default classifier (logistic regression with C tuned by nested
 # cross-validation) gives the same picture but takes minutes on a CPU.
 classifier = make_pipeline(StandardScaler(), RidgeClassifierCV(alphas=np.logspace(-1, 5, 7)))
-search = LayerSearchCV(backbone="efficientnet_lite0", classifier=classifier, input_size=64, cv=5)
+search = LayerSearchCV(CNNFeatureTransformer(backbone="efficientnet_lite0", input_size=64), classifier=classifier, cv=5)
 search.fit(X_train, y_train)
 
 print(

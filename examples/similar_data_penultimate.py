@@ -27,7 +27,8 @@ from skcnn.datasets import load_texture_patches
 X_train, y_train = load_texture_patches("train", n_per_class=40, patch_size=32)
 X_test, y_test = load_texture_patches("test", n_per_class=40, patch_size=32)
 print(
-    f"{len(X_train)} training and {len(X_test)} test patches of {X_train.shape[1]} px, classes {sorted(set(y_train.tolist()))}"
+    f"{len(X_train)} training and {len(X_test)} test patches of {X_train.shape[1]} px, "
+    f"classes {sorted(set(y_train.tolist()))}"
 )
 
 

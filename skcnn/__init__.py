@@ -4,7 +4,8 @@ The path an image takes, one module each: ``images`` (decode) ->
 ``preprocessing`` (resize, crop, normalise) -> ``backbones`` / ``weights``
 (the frozen network) -> ``taps`` (layers read in one forward pass) ->
 ``pooling`` (ReLU and pooling into codes) -> ``cache`` (HDF5 store keyed by
-image content) -> ``transformer`` (the scikit-learn estimator).
+image content), driven by ``extraction`` (the engine) under the estimators
+(``transformer``, ``search``). The README's Layout section shows them all.
 
 The public names are imported lazily, so that ``skcnn.cache`` can read codes
 on a machine without torch.
@@ -19,13 +20,26 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0+unknown"
 
 _PUBLIC = {
+    # estimators and advice
     "CNNFeatureTransformer": ".transformer",
-    "Layer": ".taps",
-    "list_layers": ".layers",
-    "CodeCache": ".cache",
-    "check_images": ".images",
     "LayerSearchCV": ".search",
     "advise_layer": ".advice",
+    "LayerAdvice": ".advice",
+    # layers
+    "list_layers": ".layers",
+    "candidate_layers": ".layers",
+    "Layer": ".taps",
+    # images
+    "check_images": ".images",
+    "BadImagesError": ".images",
+    "ImageFailure": ".images",
+    # the code cache
+    "CodeCache": ".cache",
+    "CacheStats": ".extraction",
+    "CacheError": ".cache",
+    # weights and the networks this process keeps
+    "CheckpointError": ".weights",
+    "clear_networks": ".backbones",
 }
 
 __all__ = [*_PUBLIC, "__version__"]

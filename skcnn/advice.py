@@ -28,10 +28,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import backbones
-from .extraction import iter_batches, show_progress
+from .extraction import show_progress
 from .images import as_image_list
 from .layers import candidate_layers, list_layers
-from .taps import PENULTIMATE
+from .loading import iter_batches
+from .options import PENULTIMATE
 
 #: The network that measures similarity: its pretrained weights ship with pip
 #: and its batch-norm statistics are ImageNet's. It measures at its own input size.
@@ -323,8 +324,9 @@ def _reasons(advice: dict, per_class: float, large_per_class: int, input_size) -
     if advice["small"]:
         lines.append("Fine-tuning is not advised at this size: it would over-fit.")
     lines.append(
-        f"To confirm with your labels: skcnn.LayerSearchCV(backbone={advice['backbone']!r}) cross-validates "
-        f"the candidates {list(advice['candidates'])} from one extraction."
+        "To confirm with your labels: "
+        f"skcnn.LayerSearchCV(skcnn.CNNFeatureTransformer(backbone={advice['backbone']!r})) "
+        f"cross-validates the candidates {list(advice['candidates'])} from one extraction."
     )
     return "\n".join(lines)
 

@@ -6,10 +6,10 @@ arithmetic is done:
 - **precision**: ``"fp32"``, or autocast to ``"bf16"`` / ``"fp16"``
   (matrix products and convolutions in half width, accumulations and
   pooling in fp32). ``"auto"`` picks fp16 on CUDA, bf16 on a CPU with
-  native bf16 instructions (AVX512-BF16 or AMX), fp32 elsewhere. On
-  EfficientNet-Lite0 bf16 moved codes by about 8% (median relative L2),
-  fp16 by under 1% (``benchmarks/RESULTS.md``), so the precision is part
-  of the cache key.
+  native bf16 instructions (AVX512-BF16 or AMX), fp32 elsewhere. Half
+  precision moves codes beyond float rounding (how far, and what it does
+  to accuracy: ``benchmarks/RESULTS.md``), so the precision is part of
+  the cache key.
 - **channels_last** memory layout (NHWC), which oneDNN and cuDNN
   convolutions run faster on.
 - **batch norm folded** into the convolution before it: in eval mode a
@@ -34,9 +34,8 @@ import torch
 from torch import nn
 
 from .backbones import Backbone
-from .compiled import CompiledNetwork, compiled_network
+from .compiled import CompiledNetwork
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 #: Largest difference allowed between the folded and the original network
@@ -135,14 +134,26 @@ def inference_for(
     if channels_last or fold_batchnorm:
         # Only tapped convolutions change the folding: other layer lists share one copy.
         convolutions = {name for name, module in network.named_modules() if isinstance(module, nn.Conv2d)}
-        network = _private_copy(backbone, channels_last, fold_batchnorm, keep & convolutions, tuple(input_size))
+        copy_key = (channels_last, fold_batchnorm, keep & convolutions, tuple(input_size))
+        network = backbone.derive("private copy", copy_key, lambda: _private_copy(backbone, *copy_key), MAX_COPIES)
     compiled = None
     if compile_options is not None:
-        compiled = compiled_network(network, compile_options, batch_size, DTYPES.get(precision, torch.float32))
+        dtype = DTYPES.get(precision, torch.float32)
+        compiled = backbone.derive(
+            "compiled",
+            (id(network), repr(sorted(compile_options.items())), batch_size, dtype),
+            lambda: CompiledNetwork(network, compile_options, batch_size, dtype),
+            MAX_COPIES,
+        )
     return Inference(network, backbone.device, precision, channels_last, compiled)
 
 
-@functools.lru_cache(maxsize=4)
+#: Private copies (and compiled graphs) kept per loaded backbone: each is a
+#: whole network. Layer lists that tap no convolution share one copy, so a
+#: few cover a layer search; more would only hold memory.
+MAX_COPIES = 4
+
+
 def _private_copy(
     backbone: Backbone, channels_last: bool, fold: bool, keep: frozenset[str], input_size: tuple[int, int]
 ) -> nn.Module:

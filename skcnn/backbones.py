@@ -11,18 +11,24 @@ Three families share one interface (:class:`Backbone`):
 
 Networks are built lazily and kept once per process (:func:`load_backbone`),
 so cloning an estimator, or a grid search over its parameters, never reloads
-weights.
+weights. At most :data:`MAX_NETWORKS` are kept; what is computed from a
+network (its probed layers, private copies, compiled graphs) lives on its
+:class:`Backbone` and goes when the registry drops it.
+:func:`clear_networks` drops them all.
 """
 
 from __future__ import annotations
 
+import collections
 import difflib
-import functools
+import gc
 import os
 import pickle
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import timm
 import timm.data
@@ -33,6 +39,8 @@ from torch import nn
 from . import preprocessing
 from . import weights as weight_sources
 from .preprocessing import Preprocessing
+
+T = TypeVar("T")
 
 TIMM_PREFIX = "timm/"
 #: Seed of the random initialisation used for ``weights=None``, so that a
@@ -63,6 +71,20 @@ class Backbone:
     device: torch.device
     weights_id: str  # what the weights are, for cache fingerprints
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    #: What was computed from the network, by kind, least recently used last.
+    derived: dict[str, collections.OrderedDict] = field(default_factory=dict, repr=False)
+
+    def derive(self, kind: str, key, build: Callable[[], T], limit: int) -> T:
+        """``build()``'s result for ``(kind, key)``, computed once and kept with
+        this network (at most ``limit`` of a kind), so that it is freed with it."""
+        with self.lock:
+            entries = self.derived.setdefault(kind, collections.OrderedDict())
+            if key not in entries:
+                entries[key] = build()
+            entries.move_to_end(key)
+            while len(entries) > limit:
+                entries.popitem(last=False)
+            return entries[key]
 
 
 def torchvision_names() -> list[str]:
@@ -136,13 +158,82 @@ def weights_key(weights: str | os.PathLike | None) -> tuple:
     return ("name", weights)
 
 
+#: Networks kept loaded per process, the least recently used dropped first.
+#: Each is a whole network (VGG16: over 500 MB); four serve the clones of a
+#: grid search over a few backbones, or a FeatureUnion of two, without
+#: reloading weights.
+MAX_NETWORKS = 4
+
+
+class NetworkRegistry:
+    """The loaded backbones of this process: at most ``limit``, built once each."""
+
+    def __init__(self, limit: int = MAX_NETWORKS):
+        self.limit = limit
+        #: Networks built so far (a rebuilt one counts again).
+        self.builds = 0
+        self._entries: collections.OrderedDict[tuple, Backbone] = collections.OrderedDict()
+        # Held while building, so that threads asking for the same network build it once.
+        self._lock = threading.RLock()
+
+    def get(self, key: tuple, build: Callable[[], Backbone]) -> Backbone:
+        with self._lock:
+            if key not in self._entries:
+                self._entries[key] = build()
+                self.builds += 1
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.limit:
+                self._entries.popitem(last=False)
+            return self._entries[key]
+
+    def clear(self) -> int:
+        """Drop every network; return how many were loaded."""
+        with self._lock:
+            dropped = len(self._entries)
+            self._entries.clear()
+            return dropped
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __iter__(self):
+        """The loaded backbones, least recently used first."""
+        with self._lock:
+            return iter(list(self._entries.values()))
+
+
+REGISTRY = NetworkRegistry()
+
+
+def clear_networks() -> int:
+    """Drop every network this process keeps loaded, and free their memory.
+
+    Everything computed from them (probed layers, private copies, compiled
+    graphs) goes with them. The next transform loads its network again.
+
+    Returns
+    -------
+    n_dropped : int
+        How many networks were loaded.
+
+    Examples
+    --------
+    >>> import skcnn
+    >>> skcnn.clear_networks() >= 0
+    True
+    """
+    dropped = REGISTRY.clear()
+    gc.collect()  # networks in reference cycles (hooks, closures) go now, not later
+    return dropped
+
+
 def load_backbone(name: str, weights, device: str | torch.device = "cpu") -> Backbone:
     """The backbone ``name`` with ``weights`` on ``device``, built once per process."""
-    return _load_backbone(name, weights_key(weights), str(resolve_device(device)))
+    key = (name, weights_key(weights), str(resolve_device(device)))
+    return REGISTRY.get(key, lambda: _build_backbone(*key))
 
 
-@functools.lru_cache(maxsize=4)
-def _load_backbone(name: str, key: tuple, device: str) -> Backbone:
+def _build_backbone(name: str, key: tuple, device: str) -> Backbone:
     spec = parse_backbone(name)
     network, recipe = build_network(spec, key[1])
     network.eval().requires_grad_(False).to(device)

@@ -60,18 +60,86 @@ import numpy as np
 
 from .identity import KEY_LENGTH
 
+#: The ``format`` attribute of every cache file: an HDF5 file without it is
+#: refused (see :func:`_open`) rather than read or overwritten as a cache.
 FORMAT = "skcnn code cache"
 #: Bumped whenever the meaning of stored codes changes: old entries then miss.
 FORMAT_VERSION = 1
-#: lzf halves ReLU'd penultimate codes (about 2/3 zeros) at ~100 MB/s and
-#: costs nothing on dense ones (see the README's cache section for figures).
+#: lzf halves ReLU'd penultimate codes (about 2/3 zeros) at ~100 MB/s: 0.51 of
+#: the raw size, against gzip's 0.49 at three times lzf's write time; on dense
+#: codes it saves nothing (1.02 of the raw size, gzip 0.85). Figures: the
+#: README's cache section. Fast writes and reads, for a somewhat larger file.
 COMPRESSION = "lzf"
+#: Keys as fixed-length ASCII of exactly a key's length: readable with
+#: h5py/h5dump, comparable and sortable as numpy bytes without decoding.
 _KEY_DTYPE = f"S{KEY_LENGTH}"
+#: Target size of one chunk of a ``codes`` dataset (rows x width x 4 bytes).
+#: A chunk is the unit HDF5 compresses and reads, so a lookup of a few rows
+#: decompresses whole chunks: smaller chunks waste less on sparse lookups,
+#: larger ones compress better and mean fewer chunks to index per file. The
+#: README states "chunks of about 1 MB"; no benchmark compares other sizes.
 _CHUNK_BYTES = 1 << 20
-#: Codes copied at a time by a compaction.
+#: Rows in one chunk of a ``keys`` dataset (4096 keys x 32 bytes = 128 KiB,
+#: uncompressed). Keys are always read whole (a lookup indexes all of a
+#: store's keys, a merge reads them all), so this only sets how many chunks
+#: a read walks, and how much a tiny segment allocates (a batch smaller than
+#: this gets one chunk of its own size). Not measured against other sizes.
+_KEY_CHUNK_ROWS = 4096
+#: Bytes of codes a compaction reads at a time (see :func:`_blocks`). The merge
+#: then holds the keys plus one window of codes, never all codes: memory stays
+#: bounded (281 MiB peak for 977 MiB of codes, 199 MiB for 244 MiB, at about
+#: 55 MiB/s; benchmarks/RESULTS.md, "Scale-out on Dask"), while each window is
+#: large enough for few HDF5 reads. Larger windows cost memory, smaller ones
+#: more reads.
 _COPY_BYTES = 64 << 20
+#: Suffix of segment and shard files, so that ``.tmp`` temporaries (written
+#: before the rename) and other files in the folders are never taken as stores.
 _SEGMENT_SUFFIX = ".h5"
+#: Age after which a leftover ``.tmp`` file is taken as a killed writer's and
+#: removed at the next compaction. A live writer's temporary exists only while
+#: one batch is written (or, under the exclusive lock, one compaction), far
+#: shorter than an hour, so no live writer loses its file; the price is that a
+#: killed writer's leftovers stay on disk up to an hour.
 _STALE_TEMP_SECONDS = 3600
+#: Default ``lock_timeout``: seconds a reader or a compaction waits for another
+#: process's lock before :class:`CacheError` (the README's 10 minutes). A
+#: compaction holds its lock while it copies every code (a 24 GiB merge is
+#: estimated at ~7.5 min in benchmarks/RESULTS.md), and a waiting reader should
+#: outlast it rather than fail; a dead holder's ``flock`` is released by the
+#: kernel, so the limit only turns a hung live holder into a clear error instead
+#: of an endless wait.
+_LOCK_TIMEOUT = 600.0
+#: Seconds between tries of a non-blocking ``flock`` (polled so that the wait
+#: can end at ``lock_timeout``): a freed lock is taken at most this late, for
+#: a negligible cost of wake-ups while waiting.
+_LOCK_POLL_SECONDS = 0.05
+#: :meth:`CodeCache.should_compact`'s default: compact once a writer has this
+#: many segments, even if small next to its file. Every segment is one more
+#: HDF5 file that each lookup opens, locks and indexes; compacting more often
+#: rewrites the whole file more often. No measurement behind the value.
+_COMPACT_MAX_SEGMENTS = 64
+#: :meth:`CodeCache.should_compact`'s default: compact once a writer's segments
+#: reach this fraction of its file's size. A compaction rewrites the whole
+#: file, so a fixed fraction keeps the total rewriting to about 1/growth times
+#: the final size (hence a Dask worker re-reads about 10x the final key volume
+#: over a run, benchmarks/RESULTS.md); a smaller fraction rewrites more, a
+#: larger one leaves more segments for every lookup to open.
+_COMPACT_GROWTH = 0.1
+#: Entries of the per-process key index (one per store file version and
+#: configuration, each holding that store's sorted keys). A Dask worker looks
+#: up the main file and every shard's file and segments before each task;
+#: indexed, such a lookup took 0.0019 s against 0.027 s re-reading 8 shards'
+#: keys (benchmarks/RESULTS.md). 1024 covers the main file plus the files and
+#: segments of a few dozen shards (raised from 256 with the Dask benchmark);
+#: more entries would hold more keys in memory, and stale versions of
+#: compacted files age out of the LRU.
+_KEY_INDEX_ENTRIES = 1024
+#: A lookup reads the whole ``codes`` dataset instead of picking rows once it
+#: wants more than 1/_WHOLE_READ_DIVISOR of them: picking rows pays h5py's
+#: per-row selection cost (and needs them sorted), a whole read costs one
+#: decompression of every chunk. A quarter is the value the cache was written
+#: with; no measured crossover is recorded.
+_WHOLE_READ_DIVISOR = 4
 
 
 class CacheError(ValueError):
@@ -111,10 +179,8 @@ class CodeCache:
         ``_`` and ``-``. Reading always sees the main file and every shard.
     """
 
-    def __init__(self, path: str | os.PathLike, lock_timeout: float = 600.0, shard: str | None = None):
+    def __init__(self, path: str | os.PathLike, lock_timeout: float = _LOCK_TIMEOUT, shard: str | None = None):
         self.path = Path(path)
-        main = _Area(self.path)
-        self.segments, self.lock_path = main.segments, main.lock_path
         self.shards = self.path.with_name(self.path.name + ".shards")
         self.lock_timeout = lock_timeout
         self.shard = shard
@@ -251,7 +317,7 @@ class CodeCache:
             _replace(self.path, [self.path], keep=set(keep))
             return sorted(stored - set(keep))
 
-    def should_compact(self, max_segments: int = 64, growth: float = 0.1) -> bool:
+    def should_compact(self, max_segments: int = _COMPACT_MAX_SEGMENTS, growth: float = _COMPACT_GROWTH) -> bool:
         """Whether this writer's segments are many, or large next to its file."""
         area = self._own_area()
         segments = area.segment_files()
@@ -272,7 +338,7 @@ class CodeCache:
         return sorted(name for name in names if name)
 
     def _main_area(self) -> _Area:
-        return _Area(self.path)  # its segments and lock are self.segments, self.lock_path
+        return _Area(self.path)
 
     def _shard_area(self, name: str) -> _Area:
         return _Area(self.shards / f"{name}{_SEGMENT_SUFFIX}")
@@ -307,6 +373,9 @@ class CodeCache:
                                 temporary.unlink()
 
 
+#: A shard's name: letters, digits, ``.``, ``_``, ``-`` (no path separator, so
+#: a shard stays inside ``<path>.shards/``), not starting with ``.``: names
+#: starting with ``.`` (temporaries, hidden files) are skipped as non-shards.
 _SHARD_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 
 
@@ -366,7 +435,7 @@ class _Area:
                             f"cache {os.fspath(self.file)!r} stayed locked by another process for "
                             f"{timeout:g} s (lock file {os.fspath(self.lock_path)!r})."
                         ) from None
-                    time.sleep(0.05)
+                    time.sleep(_LOCK_POLL_SECONDS)
             try:
                 yield
             finally:
@@ -407,7 +476,7 @@ def _key_index(store: Path, fp: str) -> tuple[np.ndarray, np.ndarray] | None:
     return _key_index_of(os.fspath(store), (stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size), fp)
 
 
-@functools.lru_cache(maxsize=1024)  # main + segments of a few dozen shards
+@functools.lru_cache(maxsize=_KEY_INDEX_ENTRIES)
 def _key_index_of(store: str, version: tuple, fp: str) -> tuple[np.ndarray, np.ndarray] | None:
     with _open(Path(store)) as f:
         group = f.get(f"configs/{fp}")
@@ -458,7 +527,9 @@ def _create_group(f: h5py.File, config: Mapping, keys: np.ndarray, width: int) -
         group.attrs[name] = value if isinstance(value, (str, int, float, bool)) else json.dumps(value)
     group.attrs["config"] = json.dumps(dict(config), sort_keys=True)
     rows_per_chunk = max(1, min(len(keys), _CHUNK_BYTES // max(1, 4 * width)))
-    group.create_dataset("keys", data=keys.astype(_KEY_DTYPE), maxshape=(None,), chunks=(max(1, min(len(keys), 4096)),))
+    group.create_dataset(
+        "keys", data=keys.astype(_KEY_DTYPE), maxshape=(None,), chunks=(max(1, min(len(keys), _KEY_CHUNK_ROWS)),)
+    )
     return group.create_dataset(
         "codes",
         shape=(len(keys), width),
@@ -563,7 +634,7 @@ def _matches(
 def _read_rows(dataset: h5py.Dataset, rows: list[int]) -> np.ndarray:
     # Whole-dataset reads are fastest when most rows are wanted; h5py's
     # fancy indexing needs increasing indices.
-    if len(rows) > dataset.shape[0] // 4:
+    if len(rows) > dataset.shape[0] // _WHOLE_READ_DIVISOR:
         return dataset[:][rows]
     order = np.argsort(rows)
     picked = dataset[np.asarray(rows)[order]]

@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from PIL import Image
 
 from .cache import CacheError, CodeCache
+from .images import BadImagesError
+from .options import CHOICES, DEFAULTS, PATHS_PER_TASK, PENULTIMATE, parameter_names
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -26,7 +29,7 @@ def _layers(args: argparse.Namespace) -> int:
         return _search_layers(args)
     layers = list_layers(args.backbone, args.input_size)
     if args.max_depth is not None:
-        layers = [l for l in layers if l.name.count(".") < args.max_depth or l.name == "penultimate"]
+        layers = [layer for layer in layers if layer.name.count(".") < args.max_depth or layer.name == PENULTIMATE]
     width = max(len(layer.name) for layer in layers)
     print(f"{'layer':<{width}}  {'module':<22} output shape (one image)")
     for layer in layers:
@@ -40,25 +43,29 @@ def _search_layers(args: argparse.Namespace) -> int:
 
     matplotlib.use("Agg")  # a file, never a window
     from .search import LayerSearchCV
+    from .transformer import CNNFeatureTransformer
 
     paths, labels = labelled_images(args.search)
-    search = LayerSearchCV(
-        backbone=args.backbone,
-        layers=args.layer,
-        cv=args.cv,
-        input_size=args.input_size,
-        weights=None if args.weights == "none" else args.weights,
-        cache=args.cache,
-        progress=True,
-        refit=False,
-    ).fit(paths, labels)
+    transformer = CNNFeatureTransformer(**transformer_params(args, backbone=args.backbone))
+    search = LayerSearchCV(transformer, layers=args.layer, cv=args.cv, refit=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the bad files are listed below instead
+        search.fit(paths, labels)
     print(f"{len(paths)} images, {len(set(labels))} classes, {args.backbone}:")
+    if search.failed_:
+        print(f"left out {len(search.failed_)} file(s) that could not be used: {_listed(search.failed_)}")
     print(search.summary())
     print(f"best layer: {search.best_layer_}")
     ax = search.plot(label=os.path.basename(os.path.normpath(args.search)))
     ax.figure.savefig(args.plot, dpi=120)
     print(f"plot: {args.plot}")
     return 0
+
+
+def _listed(failures, shown: int = 10) -> str:
+    """Failures on one line: ``name (reason); ...``."""
+    listed = "; ".join(f"{failure.source} ({failure.reason})" for failure in failures[:shown])
+    return listed + (f"; ... and {len(failures) - shown} more" if len(failures) > shown else "")
 
 
 def labelled_images(folder: str) -> tuple[list[Path], list[str]]:
@@ -98,45 +105,112 @@ def image_files(inputs: list[str]) -> list[Path]:
     return found
 
 
-def _workers(value: str) -> int | str:
-    """``--num-workers``: a count of threads, or ``auto``."""
-    if value == "auto":
-        return value
-    try:
-        return int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of threads or 'auto', got {value!r}") from None
+def _count_or(word: str, meaning):
+    """An option type: a whole number, or ``word`` standing for ``meaning``
+    (``--num-workers auto``, ``--max-pixels none``)."""
+
+    def parse(value: str):
+        if value.lower() == word:
+            return meaning
+        try:
+            return int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number or {word!r}, got {value!r}") from None
+
+    return parse
+
+
+def _weights(value: str) -> str | None:
+    """``--weights none`` is the random initialisation (``weights=None``)."""
+    return None if value.lower() == "none" else value
+
+
+def add_transformer_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    backbone: bool = True,
+    cache_required: bool = False,
+    on_error: str = DEFAULTS.on_error,
+    on_error_help: str = "",
+) -> None:
+    """The options of :class:`~skcnn.CNNFeatureTransformer` a command needs,
+    with its defaults and allowed values (from :mod:`skcnn.options`)."""
+    group = parser.add_argument_group("network and codes (the parameters of skcnn.CNNFeatureTransformer)")
+    if backbone:
+        group.add_argument("--backbone", default=DEFAULTS.backbone, help="e.g. resnet50, vgg16, timm/convnext_tiny")
+    group.add_argument(
+        "--weights", type=_weights, default=DEFAULTS.weights, help="DEFAULT, an enum name, a checkpoint path, or none"
+    )
+    group.add_argument("--pooling", default=DEFAULTS.pooling, choices=CHOICES["pooling"])
+    group.add_argument(
+        "--no-relu", dest="relu", action="store_false", help="keep negative activations (default: ReLU'd codes)"
+    )
+    group.add_argument("--input-size", type=int, default=DEFAULTS.input_size, help="input side in pixels")
+    group.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
+    group.add_argument("--device", default=DEFAULTS.device, help="auto, cpu, cuda, cuda:N or mps")
+    group.add_argument(
+        "--precision",
+        default=DEFAULTS.precision,
+        choices=CHOICES["precision"],
+        help="auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32",
+    )
+    group.add_argument(
+        "--decode",
+        default=DEFAULTS.decode,
+        choices=CHOICES["decode"],
+        help="draft: JPEGs decoded at reduced scale (faster, codes differ slightly)",
+    )
+    group.add_argument(
+        "--num-workers",
+        type=_count_or("auto", "auto"),
+        default=DEFAULTS.num_workers,
+        metavar="N",
+        help="decoding threads, or auto (one per two cores)",
+    )
+    group.add_argument(
+        "--compile", action="store_true", help="run the network through torch.compile (pays on long runs only)"
+    )
+    group.add_argument(
+        "--max-pixels",
+        type=_count_or("none", None),
+        default=DEFAULTS.max_pixels,
+        metavar="N",
+        help="image files with more pixels are refused (none: no limit)",
+    )
+    group.add_argument(
+        "--on-error", default=on_error, choices=CHOICES["on_error"], help=on_error_help or "what a bad file does"
+    )
+    group.add_argument(
+        "--cache", default=DEFAULTS.cache, required=cache_required, help="HDF5 code cache file, e.g. codes.h5"
+    )
+
+
+def transformer_params(args: argparse.Namespace, **given) -> dict:
+    """The transformer's parameters among the parsed options, ``given`` added."""
+    params = {name: getattr(args, name) for name in parameter_names() if hasattr(args, name)}
+    return {**params, "progress": True, **given}
 
 
 def _extract(args: argparse.Namespace) -> int:
     from .transformer import CNNFeatureTransformer
 
     paths = image_files(args.images)
-    layers = args.layer or ["penultimate"]
-    params = dict(
-        backbone=args.backbone,
-        weights=None if args.weights == "none" else args.weights,
-        layer=layers[0] if len(layers) == 1 else layers,
-        pooling=args.pooling,
-        input_size=args.input_size,
-        batch_size=args.batch_size,
-        device=args.device,
-        progress=True,
-        precision=args.precision,
-        decode=args.decode,
-        num_workers=args.num_workers,
-        compile=args.compile,
-    )
+    layers = args.layer or [PENULTIMATE]
+    params = transformer_params(args, layer=layers[0] if len(layers) == 1 else layers)
     if args.dask_scheduler is None:
-        transformer = CNNFeatureTransformer(**params, cache=args.cache)
-        width = transformer.fit(paths).transform(paths).shape[1]
-        stats, where = transformer.cache_info_, ""
+        transformer = CNNFeatureTransformer(**params)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # the bad files are listed below instead
+            width = transformer.fit(paths).transform(paths).shape[1]
+        stats, failed, where = transformer.cache_info_, transformer.failed_, ""
     else:
-        stats, width, where = _extract_on_dask(args, paths, params)
+        stats, failed, width, where = _extract_on_dask(args, paths, params)
     print(
         f"{len(paths)} images: {stats.hits} already cached, {stats.computed} computed{where}; "
         f"codes of width {width} in {args.cache}"
     )
+    if failed:
+        print(f"{len(failed)} file(s) could not be used and are not in the cache: {_listed(failed)}")
     return 0
 
 
@@ -145,18 +219,21 @@ def _extract_on_dask(args: argparse.Namespace, paths: list[Path], params: dict):
 
     from . import dask as skcnn_dask
 
+    params = {name: value for name, value in params.items() if name != "cache"}
     with Client(args.dask_scheduler) as client:
         workers = len(client.scheduler_info()["workers"])
-        per_task = {} if args.paths_per_task is None else {"paths_per_task": args.paths_per_task}
-        _, info = skcnn_dask.extract(
-            [os.fspath(p) for p in paths],
-            client=client,
-            cache=args.cache,
-            return_info=True,
-            **per_task,
-            **params,
-        )
-    return info.cache_info, info.n_features_out, f" by {workers} Dask worker(s) in {info.n_tasks} tasks"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # the bad files are listed instead
+            _, info = skcnn_dask.extract(
+                [os.fspath(p) for p in paths],
+                client=client,
+                cache=args.cache,
+                return_info=True,
+                paths_per_task=args.paths_per_task,
+                **params,
+            )
+    where = f" by {workers} Dask worker(s) in {info.n_tasks} tasks"
+    return info.cache_info, info.failed, info.n_features_out, where
 
 
 def _cache_info(args: argparse.Namespace) -> int:
@@ -206,84 +283,71 @@ def build_parser() -> argparse.ArgumentParser:
     demo_parser.set_defaults(run=_demo)
 
     layers_parser = commands.add_parser(
-        "layers", help="list the tappable layers of a backbone with their output shapes"
+        "layers", help="list the tappable layers of a backbone with their output shapes, or search them"
     )
     layers_parser.add_argument("backbone", help="e.g. resnet50, vgg16, efficientnet_lite0, timm/convnext_tiny")
-    layers_parser.add_argument("--input-size", type=int, default=None, help="input side in pixels")
     layers_parser.add_argument(
         "--max-depth",
         type=int,
         default=None,
         help="only layers at most this deep in the module tree (1: top-level blocks)",
     )
-    layers_parser.add_argument(
+    search = layers_parser.add_argument_group("layer search (skcnn.LayerSearchCV)")
+    search.add_argument(
         "--search",
         metavar="FOLDER",
         default=None,
         help="cross-validate a classifier on each candidate layer's codes of FOLDER/<class>/<images>",
     )
-    layers_parser.add_argument(
+    search.add_argument(
         "--layer",
         action="append",
         default=None,
         help="with --search: a candidate layer (repeat; default: one per stage)",
     )
-    layers_parser.add_argument("--plot", default="layer_search.png", help="with --search: the PNG to write")
-    layers_parser.add_argument("--cv", type=int, default=5, help="with --search: folds")
-    layers_parser.add_argument("--cache", default=None, help="with --search: HDF5 code cache file")
-    layers_parser.add_argument("--weights", default="DEFAULT", help="DEFAULT, an enum name, a checkpoint path, or none")
+    search.add_argument("--plot", default="layer_search.png", help="with --search: the PNG to write")
+    search.add_argument("--cv", type=int, default=5, help="with --search: folds")
+    add_transformer_arguments(
+        layers_parser,
+        backbone=False,
+        on_error="skip",
+        on_error_help="with --search: skip (default) leaves files that cannot be used out and names them",
+    )
     layers_parser.set_defaults(run=_layers)
 
     extract_parser = commands.add_parser(
         "extract", help="fill a code cache from image files or folders (resumable: run it again)"
     )
     extract_parser.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
-    extract_parser.add_argument("--cache", required=True, help="HDF5 cache file, e.g. codes.h5")
-    extract_parser.add_argument("--backbone", default="efficientnet_lite0")
-    extract_parser.add_argument(
-        "--weights", default="DEFAULT", help="DEFAULT, an enum name, a checkpoint path, or none"
-    )
     extract_parser.add_argument(
         "--layer",
         action="append",
         default=None,
         help="layer to tap (default: penultimate); repeat for several layers",
     )
-    extract_parser.add_argument("--pooling", default="avg", choices=["avg", "max", "flatten", "spp"])
-    extract_parser.add_argument("--input-size", type=int, default=None)
-    extract_parser.add_argument("--batch-size", type=int, default=8)
-    extract_parser.add_argument("--device", default="auto")
     extract_parser.add_argument(
-        "--precision",
-        default="auto",
-        choices=["auto", "fp32", "bf16", "fp16"],
-        help="auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32",
+        "--cache-layer",
+        dest="cache_layers",
+        action="append",
+        default=None,
+        help="a further layer to store in the same pass (repeat), for later searches",
     )
-    extract_parser.add_argument(
-        "--decode",
-        default="exact",
-        choices=["exact", "draft"],
-        help="draft: JPEGs decoded at reduced scale (faster, codes differ slightly)",
+    add_transformer_arguments(
+        extract_parser,
+        cache_required=True,
+        on_error_help="raise: stop on a file that cannot be used (after the others are cached); "
+        "skip: leave it out and name it",
     )
-    extract_parser.add_argument(
-        "--num-workers",
-        type=_workers,
-        default="auto",
-        metavar="N",
-        help="decoding threads, or auto (one per two cores)",
-    )
-    extract_parser.add_argument(
-        "--compile", action="store_true", help="run the network through torch.compile (pays on long runs only)"
-    )
-    extract_parser.add_argument(
+    dask_group = extract_parser.add_argument_group("scale-out (skcnn.dask)")
+    dask_group.add_argument(
         "--dask-scheduler",
         default=None,
         metavar="ADDRESS",
         help="run on a Dask cluster, e.g. tcp://scheduler:8786 (pip install 'skcnn[dask]'); "
         "the files and the cache must be on storage the workers share",
     )
-    extract_parser.add_argument(
-        "--paths-per-task", type=int, default=None, help="with --dask-scheduler: images per task (default 256)"
+    dask_group.add_argument(
+        "--paths-per-task", type=int, default=PATHS_PER_TASK, help="with --dask-scheduler: images per task"
     )
     extract_parser.set_defaults(run=_extract)
 
@@ -314,6 +378,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
+    except BadImagesError as exc:
+        print(
+            f"skcnn {args.command}: error: {len(exc.failures)} file(s) could not be used (the others were "
+            f"computed, and cached with --cache): {_listed(exc.failures)}. Use --on-error skip to leave "
+            "them out.",
+            file=sys.stderr,
+        )
+        return 2
     except (ValueError, ImportError, CacheError, KeyError) as exc:
         print(f"skcnn {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -14,17 +14,15 @@ and batch shape.
   the CPU) or codes that differ beyond rounding make that network run
   uncompiled, with a warning: ``compile`` only ever changes speed.
 
-On the 2-core benchmark CPU inductor (with weight freezing) ran
-EfficientNet-Lite0 and ResNet-18 at 0.83-1.08x the eager speed (network
-alone) and 0.93-1.06x end to end, after 7-24 s of compilation per process
-(``benchmarks/RESULTS.md``), which is why it is off by default.
+On the benchmark CPU inductor (with weight freezing) was about as fast
+as the eager pass, after seconds of compilation per process
+(``benchmarks/RESULTS.md``, "torch.compile"), which is why it is off by
+default.
 """
 
 from __future__ import annotations
 
-import collections
 import inspect
-import threading
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -32,7 +30,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .taps import PENULTIMATE, run_taps
+from .options import PENULTIMATE
+from .taps import run_taps
 
 #: Largest difference allowed between compiled and eager codes (relative L2
 #: over the first batch) in fp32: the reordered float sums of a compiled
@@ -187,23 +186,3 @@ def _difference(codes: torch.Tensor, reference: torch.Tensor) -> float:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:300] if text else "no message"
-
-
-#: Compiled networks kept per process, least recently used dropped first
-#: (as many as :func:`skcnn.arithmetic._private_copy` keeps network copies).
-MAX_COMPILED = 4
-_compiled: collections.OrderedDict[tuple, CompiledNetwork] = collections.OrderedDict()
-_compiled_lock = threading.Lock()
-
-
-def compiled_network(network: nn.Module, options: dict, batch_size: int, dtype: torch.dtype) -> CompiledNetwork:
-    """The one :class:`CompiledNetwork` of this network copy and settings in this process."""
-    key = (id(network), repr(sorted(options.items())), batch_size, dtype)
-    with _compiled_lock:
-        found = _compiled.get(key)
-        if found is None or found.network is not network:  # ids of dead networks are reused
-            found = _compiled[key] = CompiledNetwork(network, options, batch_size, dtype)
-        _compiled.move_to_end(key)
-        while len(_compiled) > MAX_COMPILED:
-            _compiled.popitem(last=False)
-        return found

@@ -41,6 +41,7 @@ one chunk per task, held by the workers.
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import ctypes.util
 import operator
@@ -63,15 +64,13 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("skcnn.dask needs dask.distributed: pip install 'skcnn[dask]'") from exc
 
 from . import images as image_io
+from .backbones import MAX_NETWORKS
 from .cache import CodeCache
-from .extraction import CacheStats, show_progress
+from .extraction import CacheStats, Extraction, show_progress
+from .options import DEFAULTS, PATHS_PER_TASK
 from .transformer import CNNFeatureTransformer
 
 __all__ = ["ExtractInfo", "extract"]
-
-#: Images per task when ``paths`` is a list: at ~0.1 s per task on a GPU,
-#: Dask's few milliseconds per task stay a small share (benchmarks/RESULTS.md).
-PATHS_PER_TASK = 256
 
 
 @dataclass(frozen=True)
@@ -111,8 +110,8 @@ def extract(
         Images per task when ``paths`` is a list.
     merge : bool, default=True
         Merge the workers' shards into the main cache file at the end. The
-        merge is one process copying every code (about 55 MB/s of codes on
-        a 2-core CPU); readers see unmerged shards as hits too, so a very
+        merge is one process copying every code (its speed is in
+        ``benchmarks/RESULTS.md``); readers see unmerged shards as hits too, so a very
         large run may leave it to ``skcnn cache compact`` later.
     return_info : bool, default=False
         Also return an :class:`ExtractInfo` (cache hits, failures, tasks).
@@ -130,7 +129,7 @@ def extract(
 
     Raises
     ------
-    skcnn.images.BadImagesError
+    skcnn.BadImagesError
         With ``on_error="raise"`` (the default), after every other image was
         computed and cached, listing the images that could not be used.
 
@@ -159,7 +158,7 @@ def extract(
         raise TypeError("cache is an argument of extract() itself; it appeared twice.")
     if not isinstance(paths_per_task, int) or paths_per_task < 1:
         raise ValueError(f"paths_per_task must be a positive int; got {paths_per_task!r}.")
-    on_error = params.get("on_error", "raise")
+    on_error = params.get("on_error", DEFAULTS.on_error)
     cache_path = None if cache is None else os.fspath(cache)
     CNNFeatureTransformer(**params, cache=cache_path).get_params()  # unknown names fail here, not on workers
     width = client.submit(_width_on_worker, params, cache_path, pure=False).result()  # network loaded there
@@ -210,10 +209,10 @@ def _wait_with_progress(client: Client, futures: list, chunks: list, params: dic
     summaries = client.map(_summary, futures, pure=False)
     # The number of images is known for lists, not for a bag's partitions.
     total = sum(len(chunk) for chunk in chunks) if all(isinstance(c, list) for c in chunks) else None
-    batch_size = params.get("batch_size", 8)
+    batch_size = params.get("batch_size", DEFAULTS.batch_size)
     position = {future.key: i for i, future in enumerate(summaries)}
     done: list = [None] * len(summaries)
-    show = show_progress(params.get("progress", "auto"), total or 0, batch_size) if total else False
+    show = show_progress(params.get("progress", DEFAULTS.progress), total or 0, batch_size) if total else False
     with tqdm(total=total, unit="img", disable=not show, desc="skcnn.dask") as bar:
         # Batches of finished futures, each gathered at once (with_results=True
         # can hang: dask/distributed#7331).
@@ -243,7 +242,9 @@ def _as_dask_array(client: Client, futures: list, lengths: list[int], width: int
 
 # -- on the workers ------------------------------------------------------
 
-_transformers: dict[str, CNNFeatureTransformer] = {}
+#: This worker process's fitted transformers, one per parameter set, at most
+#: as many as the networks a process keeps loaded (the oldest dropped first).
+_transformers: collections.OrderedDict[str, CNNFeatureTransformer] = collections.OrderedDict()
 _transformers_lock = threading.Lock()
 _configured = False  # this worker process's threads and allocator
 
@@ -256,11 +257,14 @@ def _worker_transformer(params: dict, cache_path: str | None) -> CNNFeatureTrans
         _configure_worker_process(nthreads)
         if key not in _transformers:
             settings = dict(params, progress=False)
-            if settings.get("num_workers", "auto") == "auto":
+            if settings.get("num_workers", DEFAULTS.num_workers) == "auto":
                 settings["num_workers"] = nthreads // 2  # decoding threads; 0 decodes in the task's thread
             if cache_path is not None:
                 settings["cache"] = CodeCache(cache_path, shard=_shard_name())
             _transformers[key] = CNNFeatureTransformer(**settings).fit([])
+        _transformers.move_to_end(key)
+        while len(_transformers) > MAX_NETWORKS:
+            _transformers.popitem(last=False)
         return _transformers[key]
 
 
@@ -320,11 +324,10 @@ def _width_on_worker(params: dict, cache_path: str | None) -> int:
     return _worker_transformer(params, cache_path).n_features_out_
 
 
-def _codes_of_task(paths, params: dict, cache_path: str | None):
-    """(codes, failures with indices into this task's paths, cache stats)."""
+def _codes_of_task(paths, params: dict, cache_path: str | None) -> Extraction:
+    """Codes, failures with indices into this task's paths, cache stats."""
     images = image_io.as_image_list(paths)
-    transformer = _worker_transformer(params, cache_path)
-    return transformer._codes(images)
+    return _worker_transformer(params, cache_path).extractor_.codes(images)
 
 
 def _summary(result) -> tuple[int, list, object]:

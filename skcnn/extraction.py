@@ -1,8 +1,17 @@
-"""The extraction loop: images -> decoded arrays -> batches -> network -> taps -> codes.
+"""The engine: resolved parameters -> an :class:`Extractor` -> codes of images.
 
-With a cache, images are looked up by content first and only the misses go
-through the network; each computed batch is stored before the next starts,
-so an interrupted run keeps every finished batch.
+The path of every image: decode (:mod:`skcnn.loading`) -> network
+(:mod:`skcnn.backbones`, run as :mod:`skcnn.arithmetic` says) -> taps
+(:mod:`skcnn.taps`) -> pooling (:mod:`skcnn.pooling`) -> cache
+(:mod:`skcnn.cache`) -> codes. Every estimator computes codes through an
+:class:`Extractor`: :class:`~skcnn.CNNFeatureTransformer`,
+:class:`~skcnn.LayerSearchCV` (through its transformer) and
+:mod:`skcnn.dask`'s workers.
+
+There is one batch loop. With a cache, images are looked up by content
+first and only the misses go through the network; each computed batch is
+stored before the next starts, so an interrupted run keeps every finished
+batch. Without a cache every image is a miss.
 """
 
 from __future__ import annotations
@@ -11,19 +20,23 @@ import contextlib
 import functools
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from numbers import Integral
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import arithmetic, backbones, compiled, loading
 from . import images as image_io
 from .arithmetic import Inference
 from .backbones import Backbone
-from .cache import CodeCache
+from .cache import FORMAT_VERSION, CodeCache
 from .identity import image_key
-from .loading import iter_batches
-from .pooling import n_codes, relu_commutes, to_codes
+from .layers import check_layer_names, probe_backbone
+from .options import DEFAULTS, PENULTIMATE
+from .pooling import check_poolable, n_codes, relu_commutes, to_codes
 from .preprocessing import Preprocessing
 from .taps import run_taps
 
@@ -50,9 +63,9 @@ class TapPlan:
         return self.relu and not self.relu_on_read(layer)
 
     @property
-    def width(self) -> int:
-        """Length of the concatenated codes of one image."""
-        return sum(n_codes(shape, self.pooling) for shape in self.shapes)
+    def widths(self) -> dict[str, int]:
+        """Length of each layer's codes of one image."""
+        return {layer: n_codes(shape, self.pooling) for layer, shape in zip(self.layers, self.shapes, strict=True)}
 
 
 @dataclass(frozen=True)
@@ -65,125 +78,250 @@ class CacheStats:
     computed: int
 
 
-def extract_codes(
-    backbone: Backbone,
-    images: Sequence,
-    recipe: Preprocessing,
-    plan: TapPlan,
-    *,
-    batch_size: int,
-    progress: bool,
-    max_pixels: int | None = image_io.MAX_PIXELS,
-    num_workers: int = 0,
-    decode: str = "exact",
-    inference: Inference | None = None,
-) -> tuple[np.ndarray, list[image_io.ImageFailure]]:
-    """Codes of every image, float32 ``(len(images), width)``, layers concatenated.
+class Extraction(NamedTuple):
+    """What :meth:`Extractor.codes` returns."""
 
-    An image that cannot be decoded gets a row of NaN and an entry in the
-    returned failures; the others are computed all the same. Images are
-    decoded by ``num_workers`` threads (see :mod:`skcnn.loading`) while the
-    network runs; ``inference`` says how it runs (default: the backbone's
-    own network in fp32).
+    #: float32 ``(n_images, width)``; NaN rows for images that failed.
+    codes: np.ndarray
+    #: The images that could not be used, by index.
+    failures: list[image_io.ImageFailure]
+    #: Without a cache: None. With several backbones: a dict by backbone.
+    cache_stats: CacheStats | dict[str, CacheStats] | None
+
+
+@dataclass(frozen=True)
+class Extractor:
+    """One backbone's codes, from parameters resolved and checked once.
+
+    Build it with :meth:`from_params` (the parameters of
+    :class:`~skcnn.CNNFeatureTransformer`); it holds no network, only what
+    to load, so it pickles small and a process loads the network on its
+    first :meth:`codes`. It owns the cache key (:meth:`cache_config`).
     """
-    failures: list[image_io.ImageFailure] = []
-    codes = np.full((len(images), plan.width), np.nan, dtype=np.float32)
-    batches = iter_batches(
-        images,
-        range(len(images)),
-        recipe,
-        batch_size,
-        failures,
-        max_pixels=max_pixels,
-        num_workers=num_workers,
-        decode=decode,
-    )
-    with (
-        tqdm(total=len(images), unit="img", disable=not progress, desc="skcnn") as bar,
-        contextlib.closing(batches),
-    ):  # stops the decoding workers at once on an error
-        for positions, batch in batches:
-            codes[positions] = finish(plan, stored_codes_of_batch(backbone, batch, plan, inference))
-            bar.update(len(positions))
-    return codes, failures
+
+    backbone: str
+    weights: object
+    device: str
+    plan: TapPlan
+    #: ``plan`` and the further ``cache_layers``, computed and stored together.
+    stored_plan: TapPlan
+    input_size: tuple[int, int]
+    precision: str
+    decode: str
+    compile_options: dict | None
+    batch_size: int
+    num_workers: int
+    max_pixels: int | None
+    cache: CodeCache | None
+
+    @classmethod
+    def from_params(cls, params: Mapping) -> Extractor:
+        """Check the parameters of one backbone against its network and resolve them.
+
+        ``params`` holds :class:`~skcnn.CNNFeatureTransformer`'s parameters
+        (those missing take their defaults). Raises ``ValueError`` naming the
+        parameter and what is allowed.
+        """
+        p = {**asdict(DEFAULTS), **params}
+        names = layer_names(p["layer"])
+        stored_names = cache_layer_names(names, p["cache_layers"], p["cache"])
+        input_size = checked_input_size(p["input_size"])
+        compile_options = compiled.check_compile_options(p["compile"])
+        backbone = backbones.load_backbone(p["backbone"], p["weights"], p["device"])
+        recipe = backbone.preprocessing if input_size is None else backbone.preprocessing.with_input_size(input_size)
+        layers, head = probe_backbone(backbone, recipe.crop_size)
+        check_layer_names(stored_names, layers, p["backbone"])
+        shapes = {layer.name: layer.shape for layer in layers}
+        for name in stored_names:
+            try:
+                check_poolable(shapes[name], p["pooling"])
+            except ValueError as exc:
+                param = "layer" if name in names else "cache_layers"
+                raise ValueError(f"{param}={name!r}: {exc}") from None
+        plan = TapPlan(tuple(names), head, p["pooling"], p["relu"], tuple(shapes[name] for name in names))
+        stored_plan = TapPlan(
+            tuple(stored_names), head, p["pooling"], p["relu"], tuple(shapes[name] for name in stored_names)
+        )
+        cache = p["cache"]
+        return cls(
+            backbone=p["backbone"],
+            weights=p["weights"],
+            device=str(backbone.device),
+            plan=plan,
+            stored_plan=stored_plan,
+            input_size=recipe.crop_size,
+            precision=arithmetic.resolve_precision(p["precision"], backbone.device),
+            decode=p["decode"],
+            compile_options=compile_options,
+            batch_size=p["batch_size"],
+            num_workers=loading.resolve_workers(p["num_workers"]),
+            max_pixels=p["max_pixels"],
+            cache=None if cache is None else cache if isinstance(cache, CodeCache) else CodeCache(cache),
+        )
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        return self.plan.layers
+
+    @property
+    def width(self) -> int:
+        """Length of the code of one image, the tapped layers concatenated."""
+        return sum(self.plan.widths.values())
+
+    def load(self) -> Backbone:
+        """The network, from this process's registry (loaded on first use)."""
+        return backbones.load_backbone(self.backbone, self.weights, self.device)
+
+    def preprocessing(self, backbone: Backbone | None = None) -> Preprocessing:
+        """The weights' own preprocessing at this input size."""
+        return (backbone or self.load()).preprocessing.with_input_size(self.input_size)
+
+    def feature_names(self) -> list[str]:
+        """``"<backbone>__<layer>__<index>"`` for every code."""
+        widths = self.plan.widths
+        return [f"{self.backbone}__{layer}__{i}" for layer in self.layers for i in range(widths[layer])]
+
+    def cache_config(self, layer: str, backbone: Backbone | None = None) -> dict:
+        """Everything that changes a layer's stored codes: the cache key.
+
+        ReLU is part of it only where it must come before pooling (average
+        and pyramid pooling of maps); elsewhere codes are stored before ReLU
+        and thresholded when read, so ``relu=True`` and ``False`` share them.
+        Precision and approximate decoding change codes beyond rounding:
+        fp32 and bf16 codes, exact and draft decodes are never mixed. They
+        enter the key only when they are not fp32 and exact, so caches
+        written before these options existed stay valid. How the network is
+        run (layout, folded batch norm, compiled graphs) moves codes by
+        float rounding only, and is not part of it.
+        """
+        backbone = backbone or self.load()
+        shape = self.stored_plan.shapes[self.stored_plan.layers.index(layer)]
+        approximations = {
+            **({"precision": self.precision} if self.precision != "fp32" else {}),
+            **({"decode": self.decode} if self.decode != "exact" else {}),
+        }
+        return {
+            "format_version": FORMAT_VERSION,
+            "backbone": self.backbone,
+            "weights": backbone.weights_id,
+            "layer": layer,
+            "layer_shape": list(shape),
+            "pooling": self.plan.pooling,
+            "relu_before_pooling": self.stored_plan.relu_on_tap(layer),
+            "preprocessing": self.preprocessing(backbone).as_dict(),
+            **approximations,
+            "width": self.stored_plan.widths[layer],
+        }
+
+    def codes(self, images: Sequence, *, progress: bool = False) -> Extraction:
+        """Codes of ``images`` (a list of paths, PIL images or arrays).
+
+        An image that cannot be used gets a NaN row and an entry in the
+        failures; every other image is computed (and cached) all the same.
+        """
+        if not len(images):
+            return Extraction(np.empty((0, self.width), dtype=np.float32), [], None)
+        backbone = self.load()
+        failures: list[image_io.ImageFailure] = []
+        found = _Found.nothing(self, len(images)) if self.cache is None else self._look_up(backbone, images, failures)
+        configs = {} if self.cache is None else found.configs
+        inference = arithmetic.inference_for(
+            backbone,
+            self.precision,
+            keep=frozenset(self.stored_plan.layers),
+            input_size=self.input_size,
+            compile_options=self.compile_options,
+            batch_size=self.batch_size,
+        )
+        batches = loading.iter_batches(
+            images,
+            found.todo,
+            self.preprocessing(backbone),
+            self.batch_size,
+            failures,
+            max_pixels=self.max_pixels,
+            num_workers=self.num_workers,
+            decode=self.decode,
+        )
+        with (
+            tqdm(total=len(found.todo), unit="img", disable=not progress, desc="skcnn") as bar,
+            contextlib.closing(batches),  # stops the decoding workers at once on an error
+        ):
+            for positions, batch in batches:
+                codes = stored_codes_of_batch(backbone, batch, self.stored_plan, inference)
+                if self.cache is not None:
+                    self.cache.write(found.unstored(positions, codes, configs))
+                for layer in self.layers:
+                    found.stored[layer][positions] = codes[layer]
+                bar.update(len(positions))
+        failures = found.share_repeats(images, failures, self.layers)
+        if self.cache is None:
+            return Extraction(finish(self.plan, found.stored), failures, None)
+        if self.cache.should_compact():  # also after a run killed before its compaction
+            self.cache.compact()
+        return Extraction(finish(self.plan, found.stored), failures, found.stats())
+
+    def _look_up(self, backbone: Backbone, images: Sequence, failures: list) -> _Found:
+        configs = {layer: self.cache_config(layer, backbone) for layer in self.stored_plan.layers}
+        keys = _keys(images, failures)
+        readable = np.asarray(sorted(keys), dtype=np.intp)
+        found = self.cache.lookup(configs, [keys[i] for i in readable])
+        have = {layer: set(readable[mask].tolist()) for layer, (mask, _) in found.items()}
+        widths = self.plan.widths
+        stored = {layer: np.full((len(images), widths[layer]), np.nan, np.float32) for layer in self.layers}
+        for layer in self.layers:
+            mask, codes = found[layer]
+            if mask.any():
+                stored[layer][readable[mask]] = codes
+        missing = [i for i in readable.tolist() if not all(i in have[layer] for layer in self.layers)]
+        first_of_key = {keys[i]: i for i in reversed(missing)}  # one forward pass per distinct image
+        return _Found(stored, have, keys, missing, first_of_key, sorted(first_of_key.values()), len(readable), configs)
 
 
-def extract_codes_cached(
-    backbone: Backbone,
-    images: Sequence,
-    recipe: Preprocessing,
-    plan: TapPlan,
-    *,
-    cache: CodeCache,
-    configs: Mapping[str, Mapping],
-    batch_size: int,
-    progress: bool,
-    max_pixels: int | None = image_io.MAX_PIXELS,
-    num_workers: int = 0,
-    decode: str = "exact",
-    inference: Inference | None = None,
-    stored_plan: TapPlan | None = None,
-) -> tuple[np.ndarray, list[image_io.ImageFailure], CacheStats]:
-    """Like :func:`extract_codes`, computing only what ``cache`` lacks.
+@dataclass
+class _Found:
+    """An extraction's bookkeeping: what the cache holds and what to compute."""
 
-    ``configs`` gives each layer's cache configuration, whose ``"width"``
-    is the length of the layer's codes. ``stored_plan`` (default ``plan``)
-    holds more layers to compute and store, in the same forward pass,
-    whenever an image misses one of ``plan``'s: a later request for any of
-    them is then a hit.
-    """
-    stored_plan = stored_plan or plan
-    failures: list[image_io.ImageFailure] = []
-    keys = _keys(images, failures)
-    readable = np.asarray(sorted(keys), dtype=np.intp)
-    found = cache.lookup({layer: configs[layer] for layer in stored_plan.layers}, [keys[i] for i in readable])
-    have = {layer: set(readable[mask].tolist()) for layer, (mask, _) in found.items()}
-    stored = {layer: np.full((len(images), configs[layer]["width"]), np.nan, np.float32) for layer in plan.layers}
-    for layer in plan.layers:
-        mask, codes = found[layer]
-        if mask.any():
-            stored[layer][readable[mask]] = codes
-    missing = [i for i in readable.tolist() if not all(i in have[layer] for layer in plan.layers)]
-    first_of_key = {keys[i]: i for i in reversed(missing)}  # one forward pass per distinct image
-    todo = sorted(first_of_key.values())
-    batches = iter_batches(
-        images,
-        todo,
-        recipe,
-        batch_size,
-        failures,
-        max_pixels=max_pixels,
-        num_workers=num_workers,
-        decode=decode,
-    )
-    with tqdm(total=len(todo), unit="img", disable=not progress, desc="skcnn") as bar, contextlib.closing(batches):
-        for positions, batch in batches:
-            codes = stored_codes_of_batch(backbone, batch, stored_plan, inference)
-            unstored = {
-                layer: _unstored(positions, keys, configs[layer], codes[layer], have[layer])
-                for layer in stored_plan.layers
-            }
-            cache.write({layer: entry for layer, entry in unstored.items() if entry[1]})
-            for layer in plan.layers:
-                stored[layer][positions] = codes[layer]
-            bar.update(len(positions))
-    failed_first = {f.index: f for f in failures}
-    for i in missing:  # repeated images share the codes (or the failure) of their first occurrence
-        first = first_of_key[keys[i]]
-        if i != first and first in failed_first:
-            failures.append(image_io.ImageFailure(i, image_io.describe(images[i], i), failed_first[first].reason))
-        for layer in plan.layers:
-            stored[layer][i] = stored[layer][first]
-    if cache.should_compact():  # also after a run killed before its compaction
-        cache.compact()
-    stats = CacheStats(hits=len(readable) - len(missing), misses=len(missing), computed=len(todo))
-    return finish(plan, stored), sorted(failures, key=lambda f: f.index), stats
+    stored: dict[str, np.ndarray]  # each requested layer's codes, NaN until known
+    have: dict[str, set[int]]  # images the cache holds, by stored layer
+    keys: dict[int, str] | None  # content keys of readable images (None: no cache)
+    missing: list[int]
+    first_of_key: dict[str, int]
+    todo: list[int]  # the images to run through the network, in order
+    n_readable: int
+    configs: dict[str, dict]
 
+    @classmethod
+    def nothing(cls, extractor: Extractor, n_images: int) -> _Found:
+        """No cache: every image is computed, each on its own."""
+        widths = extractor.plan.widths
+        stored = {layer: np.full((n_images, widths[layer]), np.nan, np.float32) for layer in extractor.layers}
+        everything = list(range(n_images))
+        return cls(stored, {}, None, [], {}, everything, n_images, {})
 
-def _unstored(positions: list[int], keys: Mapping[int, str], config: Mapping, codes: np.ndarray, have: set[int]):
-    """The ``(config, keys, codes)`` of the rows the cache does not hold yet."""
-    rows = [row for row, i in enumerate(positions) if i not in have]
-    return config, [keys[positions[row]] for row in rows], codes[rows]
+    def unstored(self, positions: list[int], codes: Mapping[str, np.ndarray], configs: Mapping[str, dict]) -> dict:
+        """``{layer: (config, keys, codes)}`` of the batch's rows the cache lacks."""
+        batch = {}
+        for layer, config in configs.items():
+            rows = [row for row, i in enumerate(positions) if i not in self.have[layer]]
+            if rows:
+                batch[layer] = (config, [self.keys[positions[row]] for row in rows], codes[layer][rows])
+        return batch
+
+    def share_repeats(self, images: Sequence, failures: list, layers: tuple[str, ...]) -> list:
+        """Repeated images take the codes (or the failure) of their first occurrence."""
+        failed_first = {f.index: f for f in failures}
+        for i in self.missing:
+            first = self.first_of_key[self.keys[i]]
+            if i != first and first in failed_first:
+                reason = failed_first[first].reason
+                failures.append(image_io.ImageFailure(i, image_io.describe(images[i], i), reason))
+            for layer in layers:
+                self.stored[layer][i] = self.stored[layer][first]
+        return sorted(failures, key=lambda f: f.index)
+
+    def stats(self) -> CacheStats:
+        return CacheStats(hits=self.n_readable - len(self.missing), misses=len(self.missing), computed=len(self.todo))
 
 
 def _keys(images: Sequence, failures: list[image_io.ImageFailure]) -> dict[int, str]:
@@ -233,15 +371,53 @@ def finish(plan: TapPlan, stored: Mapping[str, np.ndarray]) -> np.ndarray:
     return np.concatenate(blocks, axis=1)
 
 
-def codes_of_batch(
-    backbone: Backbone, batch: torch.Tensor, plan: TapPlan, inference: Inference | None = None
-) -> np.ndarray:
-    """Codes of one batch as returned to users, layers concatenated."""
-    return finish(plan, stored_codes_of_batch(backbone, batch, plan, inference))
-
-
 def show_progress(setting, n_images: int, batch_size: int) -> bool:
     """``"auto"``: a bar when stderr is a terminal and there is more than one batch."""
     if setting == "auto":
         return sys.stderr.isatty() and n_images > batch_size
     return bool(setting)
+
+
+# -- checking the parameters of one backbone --------------------------------
+
+
+def layer_names(layer) -> list[str]:
+    """``layer`` as a list of distinct names."""
+    names = [layer] if isinstance(layer, str) else list(layer)
+    if not names or not all(isinstance(n, str) for n in names):
+        raise ValueError(
+            f"layer must be a layer name or a non-empty list of names; got {layer!r}. "
+            f"Use {PENULTIMATE!r} or names from skcnn.list_layers(backbone)."
+        )
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise ValueError(f"layer lists {duplicated} more than once.")
+    return names
+
+
+def cache_layer_names(names: list[str], cache_layers, cache) -> list[str]:
+    """The tapped layers, then the further ``cache_layers`` (in order, once)."""
+    if cache_layers is None:
+        return names
+    extra = [cache_layers] if isinstance(cache_layers, str) else list(cache_layers)
+    if not all(isinstance(name, str) for name in extra):
+        raise ValueError(f"cache_layers must be a list of layer names or None; got {cache_layers!r}.")
+    if cache is None:
+        raise ValueError(
+            "cache_layers needs a cache: set cache='codes.h5' (the extra layers are stored there), "
+            "or leave cache_layers=None."
+        )
+    return list(dict.fromkeys([*names, *extra]))
+
+
+def checked_input_size(size) -> tuple[int, int] | None:
+    """``input_size`` as a (height, width) pair, or None."""
+    if size is None:
+        return None
+    if isinstance(size, Integral) and size >= 1:
+        return (int(size), int(size))
+    if isinstance(size, (tuple, list)) and len(size) == 2 and all(isinstance(s, Integral) and s >= 1 for s in size):
+        return (int(size[0]), int(size[1]))
+    raise ValueError(
+        f"input_size must be None, a positive int or a (height, width) pair of positive ints; got {size!r}."
+    )

@@ -18,6 +18,8 @@ from typing import Any, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .options import MAX_PIXELS
+
 ImageLike = Union[str, "os.PathLike[str]", Image.Image, np.ndarray]
 
 # PIL modes that carry colour (or a palette / alpha) and are converted to RGB;
@@ -152,12 +154,6 @@ def _split_array(X: np.ndarray) -> list:
             "skcnn takes images, not 2-D feature tables."
         )
     return list(X)
-
-
-#: Default limit on the pixels of an image file (width x height): 100
-#: megapixels, above any phone camera's default output, below the size of a
-#: "decompression bomb". Decoded to float32 RGB such an image takes 1.2 GB.
-MAX_PIXELS = 100_000_000
 
 
 def load_image(image: ImageLike, max_pixels: int | None = MAX_PIXELS, draft_size: int | None = None) -> np.ndarray:

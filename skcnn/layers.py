@@ -9,7 +9,8 @@ import torch
 
 from . import backbones
 from .backbones import Backbone
-from .taps import PENULTIMATE, Layer, probe
+from .options import PENULTIMATE
+from .taps import Layer, probe
 
 
 def list_layers(backbone: str, input_size: int | tuple[int, int] | None = None) -> list[Layer]:
@@ -60,16 +61,19 @@ def _list_layers(backbone: str, input_size: tuple[int, int] | None) -> tuple[tup
     return tuple(layers), head
 
 
+#: Input sizes whose probed layers a loaded backbone keeps (a few bytes each).
+MAX_PROBES = 32
+
+
 def probe_backbone(backbone: Backbone, input_size: tuple[int, int]) -> tuple[list[Layer], str]:
     """Layers and head of a loaded backbone at ``input_size`` (one zero image)."""
-    return _probe_backbone(backbone, tuple(input_size))
+    size = tuple(input_size)
 
-
-@functools.lru_cache(maxsize=32)
-def _probe_backbone(backbone: Backbone, input_size: tuple[int, int]) -> tuple[list[Layer], str]:
-    example = torch.zeros(1, 3, *input_size, device=backbone.device)
-    with backbone.lock:
+    def probe_once() -> tuple[list[Layer], str]:
+        example = torch.zeros(1, 3, *size, device=backbone.device)
         return _probe_at_size(backbone.network, example, backbone.spec.name)
+
+    return backbone.derive("probe", size, probe_once, MAX_PROBES)
 
 
 def _probe_at_size(network, example: torch.Tensor, name: str) -> tuple[list[Layer], str]:
@@ -115,7 +119,7 @@ def candidate_layers(backbone: str, input_size: int | tuple[int, int] | None = N
 
     Examples
     --------
-    >>> from skcnn.layers import candidate_layers
+    >>> from skcnn import candidate_layers
     >>> candidate_layers("resnet18")
     ['relu', 'layer1', 'layer2', 'layer3', 'penultimate']
     >>> candidate_layers("alexnet")

@@ -34,8 +34,6 @@ import torch
 from . import images as image_io
 from .preprocessing import Preprocessing
 
-DECODES = ("exact", "draft")
-
 
 def decode(
     image: image_io.ImageLike,
@@ -194,8 +192,7 @@ def resolve_workers(num_workers: int | str) -> int:
     Decoding and resizing a camera-sized JPEG costs a third to a half of a
     small network's forward pass per image, so half the cores decoding keep
     up; more threads only compete with the network's own intra-op threads
-    (on the 2-core benchmark machine 1 and 2 threads measured alike, and
-    with torch's 2 intra-op threads, 1 x 2 does not oversubscribe it).
+    (the measurements are in ``benchmarks/RESULTS.md``).
     """
     if num_workers == "auto":
         return max(1, min(usable_cores() // 2, MAX_AUTO_WORKERS))

@@ -13,7 +13,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-POOLINGS = ("avg", "max", "flatten", "spp")
+from .options import POOLINGS
+
 #: Grid sizes of the spatial pyramid: 1x1, 2x2 and 4x4 average pools.
 PYRAMID_LEVELS = (1, 2, 4)
 

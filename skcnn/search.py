@@ -7,24 +7,24 @@ cross-validated on each layer's slice of the codes with the same folds.
 
 from __future__ import annotations
 
-import os
 import time
+import warnings
 from numbers import Integral
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, _fit_context, clone
+from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, clone
 from sklearn.linear_model import LogisticRegressionCV
 from sklearn.metrics import check_scoring
 from sklearn.model_selection import check_cv, cross_validate
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
-from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
-from .images import as_image_list
+from .compat import HasMethods, _fit_context
+from .images import BadImagesError, as_image_list
 from .layers import candidate_layers, list_layers
-from .pooling import POOLINGS, n_codes
+from .options import parameter_names
 from .transformer import CNNFeatureTransformer
 
 #: Inverse regularisation strengths the default classifier chooses from.
@@ -52,20 +52,28 @@ def _best_has(method: str):
 class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     """Cross-validate a classifier on the codes of each candidate layer.
 
-    All candidate layers are tapped in one forward pass per image (with
-    ``cache``, stored so that later searches and transforms of any of them
-    run no network at all); the classifier is then cross-validated on each
-    layer's codes over the same folds. The result answers the transfer
-    question *which layer* with evidence: early layers for data unlike
-    ImageNet, the penultimate layer for data like it.
+    A meta-estimator, like :class:`~sklearn.model_selection.GridSearchCV`:
+    it clones the :class:`~skcnn.CNNFeatureTransformer` it is given, with
+    every one of its parameters (visible and settable as
+    ``transformer__pooling`` through ``get_params`` / ``set_params``), and
+    sets its ``layer`` itself. All candidate layers are tapped in one
+    forward pass per image (with the transformer's ``cache``, stored so
+    that later searches and transforms of any of them run no network at
+    all); the classifier is then cross-validated on each layer's codes over
+    the same folds. The result answers the transfer question *which layer*
+    with evidence: early layers for data unlike ImageNet, the penultimate
+    layer for data like it.
 
     Parameters
     ----------
-    backbone : str, default="efficientnet_lite0"
-        The network, as for :class:`~skcnn.CNNFeatureTransformer`.
+    transformer : CNNFeatureTransformer or None, default=None
+        The network and how it computes codes (backbone, weights, pooling,
+        input size, cache, precision, ``on_error`` ...), one backbone.
+        ``None``: ``CNNFeatureTransformer()``. Its ``layer`` is ignored: the
+        candidates are tapped.
     layers : list of str or None, default=None
         Candidate layers; ``None``: one per stage from early to penultimate
-        (:func:`skcnn.layers.candidate_layers`).
+        (:func:`skcnn.candidate_layers`).
     classifier : estimator or None, default=None
         Trained on each layer's codes; ``None``: standardised codes into a
         logistic regression whose ``C`` is tuned by nested cross-validation.
@@ -79,8 +87,6 @@ class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         and the classifier, on all the data.
     n_jobs : int or None, default=None
         Parallel classifier fits (the network runs once, before).
-    weights, pooling, relu, input_size, batch_size, device, progress, cache
-        Passed to :class:`~skcnn.CNNFeatureTransformer`.
 
     Attributes
     ----------
@@ -99,10 +105,16 @@ class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     best_estimator_ : Pipeline
         The best layer's transformer and the classifier fitted on all the
         data (``refit=True``).
+    transformer_ : CNNFeatureTransformer
+        The fitted clone of ``transformer`` that tapped every candidate.
     classes_ : ndarray
         The class labels.
     n_splits_ : int
         The number of folds.
+    failed_ : list of ImageFailure
+        Images left out of the search because they could not be used
+        (with ``transformer.on_error="skip"``; with ``"raise"``, the default,
+        a bad image stops the search instead).
     extraction_time_ : float
         Seconds spent computing (or reading) the codes of all candidates.
 
@@ -113,39 +125,35 @@ class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
 
     Examples
     --------
-    >>> from skcnn import LayerSearchCV
+    >>> from skcnn import CNNFeatureTransformer, LayerSearchCV
     >>> from skcnn.datasets import load_texture_patches
     >>> X, y = load_texture_patches(n_per_class=6, patch_size=32)
-    >>> search = LayerSearchCV(layers=["blocks.1", "penultimate"], input_size=64, cv=3).fit(X, y)
+    >>> search = LayerSearchCV(
+    ...     CNNFeatureTransformer(input_size=64), layers=["blocks.1", "penultimate"], cv=3
+    ... ).fit(X, y)
     >>> search.cv_results_["layer"].tolist()
     ['blocks.1', 'penultimate']
     >>> search.best_layer_ in ("blocks.1", "penultimate")
     True
     >>> search.predict(X[:2]).shape
     (2,)
+    >>> search.get_params()["transformer__input_size"]
+    64
     """
 
     _parameter_constraints: dict = {
-        "backbone": [str],
+        "transformer": "no_validation",  # checked in fit, with a message that shows the call
         "layers": [list, tuple, None],
         "classifier": [HasMethods(["fit", "predict"]), None],
         "cv": ["cv_object"],
         "scoring": [str, callable, None],
         "refit": ["boolean"],
         "n_jobs": [Integral, None],
-        "weights": [str, os.PathLike, None],
-        "pooling": [StrOptions(set(POOLINGS))],
-        "relu": ["boolean"],
-        "input_size": [Interval(Integral, 1, None, closed="left"), tuple, list, None],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "device": [str, object],
-        "progress": ["boolean", StrOptions({"auto"})],
-        "cache": [str, os.PathLike, None],
     }
 
     def __init__(
         self,
-        backbone="efficientnet_lite0",
+        transformer=None,
         layers=None,
         classifier=None,
         *,
@@ -153,30 +161,17 @@ class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         scoring=None,
         refit=True,
         n_jobs=None,
-        weights="DEFAULT",
-        pooling="avg",
-        relu=True,
-        input_size=None,
-        batch_size=8,
-        device="auto",
-        progress="auto",
-        cache=None,
+        **transformer_params,
     ):
-        self.backbone = backbone
+        if transformer_params:
+            raise TypeError(_moved_parameters_message(transformer_params))
+        self.transformer = transformer
         self.layers = layers
         self.classifier = classifier
         self.cv = cv
         self.scoring = scoring
         self.refit = refit
         self.n_jobs = n_jobs
-        self.weights = weights
-        self.pooling = pooling
-        self.relu = relu
-        self.input_size = input_size
-        self.batch_size = batch_size
-        self.device = device
-        self.progress = progress
-        self.cache = cache
 
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y):
@@ -199,42 +194,79 @@ class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         y = np.asarray(y)
         if len(y) != len(images):
             raise ValueError(f"X has {len(images)} images but y has {len(y)} labels.")
-        layers = self._candidates()
-        transformer = self._transformer(layers)
+        transformer = self._checked_transformer()
+        layers = self._candidates(transformer)
+        self.transformer_ = clone(transformer).set_params(layer=layers)
         start = time.perf_counter()
-        codes = transformer.fit(images).transform(images)
+        with warnings.catch_warnings():
+            # Images that failed are left out below, with a warning of the search's own.
+            warnings.filterwarnings("ignore", "[0-9]+ of [0-9]+ images could not be used", UserWarning)
+            codes = self.transformer_.fit(images).transform(images)
         self.extraction_time_ = time.perf_counter() - start
+        self.failed_ = self.transformer_.failed_
+        codes, y = self._usable(codes, y, len(images))
         cv = check_cv(self.cv, y, classifier=True)
         folds = list(cv.split(codes, y))
         classifier = self._classifier(y, folds)
         self.n_splits_ = len(folds)
         scorer = check_scoring(classifier, scoring=self.scoring)
+        columns = self._layer_columns()
         scores, fit_times = [], []
-        for columns in self._layer_columns(transformer):
+        for layer_columns in columns:
             result = cross_validate(
-                clone(classifier), codes[:, columns], y, cv=folds, scoring=scorer, n_jobs=self.n_jobs
+                clone(classifier), codes[:, layer_columns], y, cv=folds, scoring=scorer, n_jobs=self.n_jobs
             )
             scores.append(result["test_score"])
             fit_times.append(result["fit_time"].mean())
-        self.cv_results_ = self._results(transformer, np.asarray(scores), np.asarray(fit_times))
+        self.cv_results_ = self._results(np.asarray(scores), np.asarray(fit_times))
         self.best_index_ = int(np.argmax(self.cv_results_["mean_test_score"]))
         self.best_layer_ = layers[self.best_index_]
         self.best_score_ = float(self.cv_results_["mean_test_score"][self.best_index_])
         self.classes_ = np.unique(y)
         if self.refit:
-            best = self._transformer(self.best_layer_).fit(images)
-            columns = self._layer_columns(transformer)[self.best_index_]
-            fitted = clone(classifier).fit(codes[:, columns], y)
+            best = clone(transformer).set_params(layer=self.best_layer_).fit(images)
+            fitted = clone(classifier).fit(codes[:, columns[self.best_index_]], y)
             self.best_estimator_ = Pipeline([("cnnfeaturetransformer", best), ("classifier", fitted)])
         return self
 
-    def _candidates(self) -> list[str]:
+    def _checked_transformer(self) -> CNNFeatureTransformer:
+        transformer = CNNFeatureTransformer() if self.transformer is None else self.transformer
+        if not isinstance(transformer, CNNFeatureTransformer):
+            example = f"backbone={transformer!r}" if isinstance(transformer, str) else "backbone='resnet18'"
+            raise TypeError(
+                f"transformer must be a CNNFeatureTransformer or None; got {transformer!r}. "
+                f"For example: LayerSearchCV(CNNFeatureTransformer({example}), layers=...)."
+            )
+        if not isinstance(transformer.backbone, str):
+            raise ValueError(
+                f"LayerSearchCV searches the layers of one backbone; the transformer has "
+                f"backbone={transformer.backbone!r}. Search each backbone with its own LayerSearchCV."
+            )
+        return transformer
+
+    def _candidates(self, transformer: CNNFeatureTransformer) -> list[str]:
         if self.layers is None:
-            return candidate_layers(self.backbone, self.input_size)
+            return candidate_layers(transformer.backbone, transformer.input_size)
         layers = list(self.layers)
         if not layers or not all(isinstance(layer, str) for layer in layers):
             raise ValueError(f"layers must be a non-empty list of layer names or None; got {self.layers!r}.")
         return layers
+
+    def _usable(self, codes: np.ndarray, y: np.ndarray, n_images: int) -> tuple[np.ndarray, np.ndarray]:
+        """Codes and labels without the images that failed (``on_error="skip"``)."""
+        if not self.failed_:
+            return codes, y
+        keep = np.ones(n_images, dtype=bool)
+        keep[[failure.index for failure in self.failed_]] = False
+        if not keep.any():
+            raise BadImagesError(self.failed_, codes)
+        warnings.warn(
+            f"LayerSearchCV: {len(self.failed_)} of {n_images} images could not be used and are left out "
+            f"of the search (see failed_). First: {self.failed_[0]}",
+            UserWarning,
+            stacklevel=3,
+        )
+        return codes[keep], y[keep]
 
     def _classifier(self, y: np.ndarray, folds: list):
         if self.classifier is not None:
@@ -248,33 +280,25 @@ class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             )
         return default_classifier(inner_cv=min(3, int(smallest)))
 
-    def _transformer(self, layer) -> CNNFeatureTransformer:
-        return CNNFeatureTransformer(
-            backbone=self.backbone,
-            weights=self.weights,
-            layer=layer,
-            pooling=self.pooling,
-            relu=self.relu,
-            input_size=self.input_size,
-            batch_size=self.batch_size,
-            device=self.device,
-            progress=self.progress,
-            cache=self.cache,
-        )
-
-    def _layer_columns(self, transformer: CNNFeatureTransformer) -> list[slice]:
+    def _layer_columns(self) -> list[slice]:
         """Each tapped layer's columns in the concatenated codes."""
-        widths = [n_codes(transformer.layer_shapes_[layer], self.pooling) for layer in transformer.layers_]
-        ends = np.cumsum(widths)
-        return [slice(int(end - width), int(end)) for end, width in zip(ends, widths, strict=True)]
+        widths = self.transformer_.extractor_.plan.widths
+        ends = np.cumsum([widths[layer] for layer in self.transformer_.layers_])
+        return [
+            slice(int(end - widths[layer]), int(end))
+            for end, layer in zip(ends, self.transformer_.layers_, strict=True)
+        ]
 
-    def _results(self, transformer: CNNFeatureTransformer, scores: np.ndarray, fit_times: np.ndarray) -> dict:
-        order = {layer.name: depth for depth, layer in enumerate(list_layers(self.backbone, transformer.input_size_))}
+    def _results(self, scores: np.ndarray, fit_times: np.ndarray) -> dict:
+        transformer = self.transformer_
+        order = {
+            layer.name: depth for depth, layer in enumerate(list_layers(transformer.backbone, transformer.input_size_))
+        }
         means = scores.mean(axis=1)
         results = {
             "layer": np.asarray(transformer.layers_, dtype=object),
             "depth": np.asarray([order[layer] for layer in transformer.layers_]),
-            "n_features": np.asarray([columns.stop - columns.start for columns in self._layer_columns(transformer)]),
+            "n_features": np.asarray([columns.stop - columns.start for columns in self._layer_columns()]),
             "mean_test_score": means,
             "std_test_score": scores.std(axis=1),
         }
@@ -340,7 +364,7 @@ class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             label=label,
         )
         ax.set_xticks(results["depth"], results["layer"], rotation=30, ha="right")
-        ax.set_xlabel(f"layer of {self.backbone} (forward order)")
+        ax.set_xlabel(f"layer of {self.transformer_.backbone} (forward order)")
         ax.set_ylabel(f"cross-validated score ({self.n_splits_} folds)")
         ax.grid(alpha=0.3)
         if label is not None:
@@ -410,6 +434,21 @@ class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         tags.input_tags.three_d_array = True
         tags.input_tags.string = True
         return tags
+
+
+def _moved_parameters_message(given: dict) -> str:
+    """The error for the transformer's parameters given to LayerSearchCV itself."""
+    moved = {name: value for name, value in given.items() if name in parameter_names()}
+    unknown = sorted(set(given) - set(moved))
+    if unknown:
+        return f"LayerSearchCV got unexpected keyword arguments {unknown}."
+    arguments = ", ".join(f"{name}={value!r}" for name, value in moved.items())
+    return (
+        f"LayerSearchCV takes the network's parameters through its transformer: write "
+        f"LayerSearchCV(CNNFeatureTransformer({arguments}), layers=..., cv=...) instead of "
+        f"LayerSearchCV({arguments}, ...). Every parameter of CNNFeatureTransformer is then "
+        "available, and settable as transformer__<name>."
+    )
 
 
 __all__ = ["LayerSearchCV", "default_classifier"]

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-PENULTIMATE = "penultimate"
+from .options import PENULTIMATE
 
 
 @dataclass(frozen=True)

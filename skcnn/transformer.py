@@ -8,17 +8,15 @@ from numbers import Integral
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from . import arithmetic, backbones, compiled, loading
 from . import images as image_io
-from .cache import FORMAT_VERSION, CodeCache
-from .extraction import TapPlan, extract_codes, extract_codes_cached, show_progress
-from .layers import check_layer_names, probe_backbone
-from .pooling import POOLINGS, check_poolable, n_codes
-from .taps import PENULTIMATE
+from . import several_backbones
+from .cache import CodeCache
+from .compat import Interval, StrOptions, _fit_context
+from .extraction import Extractor, show_progress
+from .options import CHOICES, DEFAULTS
 
 
 class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
@@ -83,8 +81,8 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
         of AlexNet and VGG expect the original one.
 
     batch_size : int, default=8
-        Images per forward pass. On a 2-core CPU 4-8 measured faster per
-        image than 32 (see ``benchmarks/RESULTS.md``); on a GPU use more.
+        Images per forward pass. Small batches suit a CPU (measured in
+        ``benchmarks/RESULTS.md``); on a GPU use more.
         Codes do not depend on it beyond float rounding (within 1e-4).
 
     num_workers : int or "auto", default="auto"
@@ -98,10 +96,10 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
         Arithmetic of the forward pass: ``"fp32"``, or autocast to bf16 or
         fp16 (pooling stays fp32, codes are float32 either way).
         ``"auto"``: fp16 on CUDA, bf16 on a CPU with native bf16
-        (AVX512-BF16 or AMX), fp32 otherwise. Measured on EfficientNet-Lite0
-        codes: bf16 moves them by about 8% (relative L2, median), fp16 by
-        under 1%, with no loss of a linear classifier's accuracy. The
-        resolved precision is part of the cache key, so codes of different
+        (AVX512-BF16 or AMX), fp32 otherwise. Half precision moves codes
+        beyond float rounding (how far, and the accuracy of a linear
+        classifier on them: ``benchmarks/RESULTS.md``). The resolved
+        precision is part of the cache key, so codes of different
         precisions are never mixed. Without native support (most CPUs)
         bf16 and fp16 are emulated and much slower than fp32.
 
@@ -117,8 +115,8 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
         ``torch.compile``'s own arguments (e.g. ``{"mode":
         "max-autotune"}``). Compiling takes seconds to minutes once per
         process, network, layer list and batch size, and pays only on long
-        runs; on the benchmark CPU it made the network at most ~1.1x faster
-        (``benchmarks/RESULTS.md``). The first batch is checked against the
+        runs, if at all on a CPU (``benchmarks/RESULTS.md``). The first
+        batch is checked against the
         uncompiled pass: a network or machine where compiling fails (FX
         cannot trace it; inductor needs a C++ compiler on the CPU) runs
         uncompiled with a warning. Codes equal the uncompiled ones within
@@ -134,7 +132,7 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
     on_error : {"raise", "skip"}, default="raise"
         What a bad image (missing, truncated, not an image, too large) does.
         Either way every other image of the call is computed (and cached)
-        first. ``"raise"``: then a :class:`~skcnn.images.BadImagesError`
+        first. ``"raise"``: then a :class:`~skcnn.BadImagesError`
         lists every bad image with its reason and carries the codes
         computed (``.codes``). ``"skip"``: its row is NaN, a warning says
         how many, and ``failed_`` lists them. A classifier cannot take NaN
@@ -162,33 +160,40 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
 
     Attributes
     ----------
-    layers_ : tuple of str
+    layers_ : tuple of str, or dict of str to tuple of str
         The tapped layers, in the order their codes are concatenated.
-        With several backbones, this and the other per-network attributes
+        With ``backbone=[...]``, this and the other per-network attributes
         (``layer_shapes_``, ``head_``, ``input_size_``, ``preprocessing_``)
-        are dicts keyed by backbone name.
-    layer_shapes_ : dict
-        Output shape of one image at each tapped layer.
-    head_ : str
+        are always a dict ``{backbone: value of that backbone's part}``; with
+        one backbone name, always the value itself.
+    layer_shapes_ : dict of str to tuple of int (or a dict of those by backbone)
+        Output shape of one image at each tapped (and ``cache_layers``) layer.
+    head_ : str (or a dict of str by backbone)
         Name of the classifier head whose input ``"penultimate"`` taps.
     n_features_out_ : int
-        Length of the code of one image.
-    input_size_ : (int, int)
+        Length of the code of one image, all backbones together.
+    input_size_ : (int, int) (or a dict of those by backbone)
         Network input height and width.
-    preprocessing_ : dict
+    preprocessing_ : dict (or a dict of those by backbone)
         The resolved preprocessing: sizes, mean, std and interpolation.
     device_ : str
         The device the network runs on.
+    extractor_ : Extractor or ConcatenatedExtractor
+        The engine that computes the codes from the resolved parameters
+        (:class:`skcnn.extraction.Extractor`; several backbones:
+        :class:`skcnn.several_backbones.ConcatenatedExtractor`). It holds
+        no network: one per process is kept loaded, shared by clones.
     failed_ : list of ImageFailure
         Set by ``transform``: the images of the last call that could not be
         used (index, name, reason); empty when all were.
-    cache_info_ : CacheStats
+    cache_info_ : CacheStats, dict of str to CacheStats, or None
         Set by ``transform`` when ``cache`` is given: ``hits``, ``misses``
         and ``computed`` (distinct images run through the network) of the
-        last call (a dict by backbone with several backbones).
+        last call; a dict by backbone with ``backbone=[...]``; None when the
+        call had no images.
     parts_ : list of CNNFeatureTransformer
-        With several backbones: one fitted single-backbone transformer per
-        backbone, in order.
+        Only with ``backbone=[...]``: one fitted single-backbone transformer
+        per backbone, in order.
 
     See Also
     --------
@@ -209,7 +214,16 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
 
     The network is built on first use and kept once per process: clones
     (in ``GridSearchCV``) share it, and a pickled transformer holds no
-    weights (it reloads them from their source after unpickling).
+    weights (it reloads them from their source after unpickling). A
+    process keeps at most :data:`skcnn.backbones.MAX_NETWORKS` networks,
+    the least recently used dropped first; :func:`skcnn.clear_networks`
+    drops them all.
+
+    ``fit`` derives its attributes from the parameters alone, never from
+    the images. So ``transform`` after ``set_params`` re-derives them
+    (scikit-learn leaves this case undefined and most of its estimators
+    would ask for ``fit`` again): the codes are always those of the
+    current parameters.
 
     Examples
     --------
@@ -248,17 +262,17 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
         "backbone": [str, list, tuple],
         "weights": [str, os.PathLike, None, list, tuple, dict],
         "layer": [str, list, tuple, dict],
-        "pooling": [StrOptions(set(POOLINGS))],
+        "pooling": [StrOptions(set(CHOICES["pooling"]))],
         "relu": ["boolean"],
         "input_size": [Interval(Integral, 1, None, closed="left"), tuple, list, dict, None],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "num_workers": [Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
-        "precision": [StrOptions(set(arithmetic.PRECISIONS))],
-        "decode": [StrOptions(set(loading.DECODES))],
+        "precision": [StrOptions(set(CHOICES["precision"]))],
+        "decode": [StrOptions(set(CHOICES["decode"]))],
         "compile": ["boolean", dict],
         "device": [str, torch.device],
         "progress": ["boolean", StrOptions({"auto"})],
-        "on_error": [StrOptions({"raise", "skip"})],
+        "on_error": [StrOptions(set(CHOICES["on_error"]))],
         "max_pixels": [Interval(Integral, 1, None, closed="left"), None],
         "cache": [str, os.PathLike, CodeCache, None],
         "cache_layers": [list, tuple, dict, None],
@@ -266,23 +280,24 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
 
     def __init__(
         self,
-        backbone="efficientnet_lite0",
-        weights="DEFAULT",
-        layer="penultimate",
-        pooling="avg",
-        relu=True,
-        input_size=None,
-        batch_size=8,
-        num_workers="auto",
-        precision="auto",
-        decode="exact",
-        compile=False,
-        device="auto",
-        progress="auto",
-        on_error="raise",
-        max_pixels=image_io.MAX_PIXELS,
-        cache=None,
-        cache_layers=None,
+        *,
+        backbone=DEFAULTS.backbone,
+        weights=DEFAULTS.weights,
+        layer=DEFAULTS.layer,
+        pooling=DEFAULTS.pooling,
+        relu=DEFAULTS.relu,
+        input_size=DEFAULTS.input_size,
+        batch_size=DEFAULTS.batch_size,
+        num_workers=DEFAULTS.num_workers,
+        precision=DEFAULTS.precision,
+        decode=DEFAULTS.decode,
+        compile=DEFAULTS.compile,
+        device=DEFAULTS.device,
+        progress=DEFAULTS.progress,
+        on_error=DEFAULTS.on_error,
+        max_pixels=DEFAULTS.max_pixels,
+        cache=DEFAULTS.cache,
+        cache_layers=DEFAULTS.cache_layers,
     ):
         self.backbone = backbone
         self.weights = weights
@@ -322,68 +337,30 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
             The fitted transformer.
         """
         image_io.as_image_list(X)
+        params = self.get_params()
         if isinstance(self.backbone, str):
-            self._fit_backbone()
+            several_backbones.check_one_value_each(params)
+            self.extractor_ = Extractor.from_params(params)
+            self._describe(self.extractor_)
         else:
-            self._fit_parts(X)
-        self._fitted_params = self.get_params()
+            self.parts_ = [type(self)(**part).fit(X) for part in several_backbones.split_params(params)]
+            self.extractor_ = several_backbones.ConcatenatedExtractor(tuple(part.extractor_ for part in self.parts_))
+            for attribute in ("layers_", "layer_shapes_", "head_", "input_size_", "preprocessing_"):
+                setattr(self, attribute, {part.backbone: getattr(part, attribute) for part in self.parts_})
+            self.device_ = self.parts_[0].device_
+        self.n_features_out_ = self.extractor_.width
+        self._fitted_params = params
         return self
 
-    def _fit_backbone(self) -> None:
-        """Fit for one backbone: layers, shapes, preprocessing."""
-        for param in _PER_BACKBONE:
-            if isinstance(getattr(self, param), dict) or (
-                param == "weights" and isinstance(self.weights, (list, tuple))
-            ):
-                raise ValueError(
-                    f"{param}={getattr(self, param)!r} is per backbone, for several backbones "
-                    f"(backbone=[...]); backbone is {self.backbone!r}: give one value."
-                )
-        names = self._layer_names()
-        stored_names = self._cache_layer_names(names)
-        input_size = self._checked_input_size()
-        compiled.check_compile_options(self.compile)
-        backbone = backbones.load_backbone(self.backbone, self.weights, self.device)
-        recipe = backbone.preprocessing
-        if input_size is not None:
-            recipe = recipe.with_input_size(input_size)
-        layers, head = probe_backbone(backbone, recipe.crop_size)
-        check_layer_names(stored_names, layers, self.backbone)
-        shapes = {layer.name: layer.shape for layer in layers}
-        for name in stored_names:
-            try:
-                check_poolable(shapes[name], self.pooling)
-            except ValueError as exc:
-                param = "layer" if name in names else "cache_layers"
-                raise ValueError(f"{param}={name!r}: {exc}") from None
-        self.layers_ = tuple(names)
-        self.layer_shapes_ = {name: shapes[name] for name in stored_names}
-        self.head_ = head
-        self.n_features_out_ = sum(n_codes(shapes[name], self.pooling) for name in names)
-        self.input_size_ = recipe.crop_size
-        self.preprocessing_ = recipe.as_dict()
-        self.device_ = str(backbone.device)
-
-    def _fit_parts(self, X) -> None:
-        """Fit one single-backbone transformer per backbone of the list."""
-        names = list(self.backbone)
-        if not names or not all(isinstance(name, str) for name in names):
-            raise ValueError(f"backbone must be a name or a non-empty list of names; got {self.backbone!r}.")
-        repeated = sorted({name for name in names if names.count(name) > 1})
-        if repeated:
-            raise ValueError(f"backbone lists {repeated} more than once; each backbone's codes are taken once.")
-        shared = {k: v for k, v in self.get_params().items() if k not in _PER_BACKBONE and k != "backbone"}
-        per_backbone = {param: _per_backbone(getattr(self, param), names, param) for param in _PER_BACKBONE}
-        self.parts_ = [
-            type(self)(backbone=name, **shared, **{param: values[name] for param, values in per_backbone.items()}).fit(
-                X
-            )
-            for name in names
-        ]
-        for attribute in ("layers_", "layer_shapes_", "head_", "input_size_", "preprocessing_"):
-            setattr(self, attribute, {part.backbone: getattr(part, attribute) for part in self.parts_})
-        self.n_features_out_ = sum(part.n_features_out_ for part in self.parts_)
-        self.device_ = self.parts_[0].device_
+    def _describe(self, extractor: Extractor) -> None:
+        """The fitted attributes of one backbone."""
+        plan = extractor.stored_plan
+        self.layers_ = extractor.layers
+        self.layer_shapes_ = dict(zip(plan.layers, plan.shapes, strict=True))
+        self.head_ = plan.head
+        self.input_size_ = extractor.input_size
+        self.preprocessing_ = extractor.preprocessing().as_dict()
+        self.device_ = extractor.device
 
     def transform(self, X):
         """Compute the codes of ``X``.
@@ -402,7 +379,7 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
 
         Raises
         ------
-        skcnn.images.BadImagesError
+        skcnn.BadImagesError
             With ``on_error="raise"``, after all other images were computed,
             when some could not be used; it lists each with its reason.
         """
@@ -411,11 +388,12 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
         if self.get_params() != self._fitted_params:
             # Parameters changed by set_params since fit. fit only derives
             # shapes from the parameters, never from data, so re-deriving
-            # them here is what the user means.
+            # them here is what the user means (see Notes).
             self.fit(images)
-        codes, self.failed_, cache_info = self._codes(images)
+        progress = show_progress(self.progress, len(images), self.batch_size)
+        codes, self.failed_, cache_stats = self.extractor_.codes(images, progress=progress)
         if self.cache is not None:
-            self.cache_info_ = cache_info
+            self.cache_info_ = cache_stats
         if self.failed_ and self.on_error == "raise":
             raise image_io.BadImagesError(self.failed_, codes)
         if self.failed_:
@@ -426,93 +404,6 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
                 stacklevel=2,
             )
         return codes
-
-    def _codes(self, images: list) -> tuple[np.ndarray, list[image_io.ImageFailure], object]:
-        """Codes, failures and cache statistics of ``images`` (fitted)."""
-        if not images:
-            return np.empty((0, self.n_features_out_), dtype=np.float32), [], None
-        if hasattr(self, "parts_"):
-            return self._codes_of_parts(images)
-        backbone = backbones.load_backbone(self.backbone, self.weights, self.device)
-        recipe = backbone.preprocessing.with_input_size(self.input_size_)
-        plan = self._plan(self.layers_)
-        progress = show_progress(self.progress, len(images), self.batch_size)
-        inference = arithmetic.inference_for(
-            backbone,
-            self.precision,
-            keep=frozenset(self.layer_shapes_),
-            input_size=self.input_size_,
-            compile_options=compiled.check_compile_options(self.compile),
-            batch_size=self.batch_size,
-        )
-        options = dict(
-            batch_size=self.batch_size,
-            progress=progress,
-            max_pixels=self.max_pixels,
-            num_workers=loading.resolve_workers(self.num_workers),
-            decode=self.decode,
-            inference=inference,
-        )
-        if self.cache is None:
-            codes, failed = extract_codes(backbone, images, recipe, plan, **options)
-            return codes, failed, None
-        stored_plan = self._plan(tuple(self.layer_shapes_))
-        return extract_codes_cached(
-            backbone,
-            images,
-            recipe,
-            plan,
-            cache=self.cache if isinstance(self.cache, CodeCache) else CodeCache(self.cache),
-            configs={layer: self._cache_config(layer, backbone, recipe, stored_plan) for layer in stored_plan.layers},
-            stored_plan=stored_plan,
-            **options,
-        )
-
-    def _plan(self, layers: tuple[str, ...]) -> TapPlan:
-        shapes = tuple(self.layer_shapes_[layer] for layer in layers)
-        return TapPlan(layers, self.head_, self.pooling, self.relu, shapes)
-
-    def _codes_of_parts(self, images: list):
-        """Each backbone's codes side by side; a row fails if any backbone failed it."""
-        blocks, failed, cache_info = [], {}, {}
-        for part in self.parts_:
-            codes, part_failed, cache_info[part.backbone] = part._codes(images)
-            blocks.append(codes)
-            for failure in part_failed:
-                failed.setdefault(failure.index, failure)
-        codes = np.concatenate(blocks, axis=1)
-        codes[sorted(failed)] = np.nan
-        return codes, [failed[i] for i in sorted(failed)], cache_info
-
-    def _cache_config(self, layer, backbone, recipe, plan) -> dict:
-        """Everything that changes a layer's stored codes: the cache key.
-
-        ReLU is part of it only where it must come before pooling (average
-        and pyramid pooling of maps); elsewhere codes are stored before ReLU
-        and thresholded when read, so ``relu=True`` and ``False`` share them.
-        Precision and approximate decoding change codes beyond rounding:
-        fp32 and bf16 codes, exact and draft decodes are never mixed. They
-        enter the key only when they are not fp32 and exact, so caches
-        written before these options existed stay valid.
-        """
-        shape = self.layer_shapes_[layer]
-        precision = arithmetic.resolve_precision(self.precision, backbone.device)
-        approximations = {
-            **({"precision": precision} if precision != "fp32" else {}),
-            **({"decode": self.decode} if self.decode != "exact" else {}),
-        }
-        return {
-            "format_version": FORMAT_VERSION,
-            "backbone": self.backbone,
-            "weights": backbone.weights_id,
-            "layer": layer,
-            "layer_shape": list(shape),
-            "pooling": self.pooling,
-            "relu_before_pooling": plan.relu_on_tap(layer),
-            "preprocessing": recipe.as_dict(),
-            **approximations,
-            "width": n_codes(shape, self.pooling),
-        }
 
     def get_feature_names_out(self, input_features=None):
         """One name per code: ``"<backbone>__<layer>__<index>"``.
@@ -528,14 +419,7 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
             ``n_features_out_`` names, in column order.
         """
         check_is_fitted(self)
-        if hasattr(self, "parts_"):
-            return np.concatenate([part.get_feature_names_out() for part in self.parts_])
-        names = [
-            f"{self.backbone}__{layer}__{i}"
-            for layer in self.layers_
-            for i in range(n_codes(self.layer_shapes_[layer], self.pooling))
-        ]
-        return np.asarray(names, dtype=object)
+        return np.asarray(self.extractor_.feature_names(), dtype=object)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -547,70 +431,5 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
         tags.requires_fit = True
         return tags
 
-    def _layer_names(self) -> list[str]:
-        names = [self.layer] if isinstance(self.layer, str) else list(self.layer)
-        if not names or not all(isinstance(n, str) for n in names):
-            raise ValueError(
-                f"layer must be a layer name or a non-empty list of names; got {self.layer!r}. "
-                "Use 'penultimate' or names from skcnn.list_layers(backbone)."
-            )
-        duplicated = sorted({n for n in names if names.count(n) > 1})
-        if duplicated:
-            raise ValueError(f"layer lists {duplicated} more than once.")
-        return names
 
-    def _cache_layer_names(self, names: list[str]) -> list[str]:
-        """The tapped layers, then the further ``cache_layers`` (in order, once)."""
-        if self.cache_layers is None:
-            return names
-        extra = [self.cache_layers] if isinstance(self.cache_layers, str) else list(self.cache_layers)
-        if not all(isinstance(name, str) for name in extra):
-            raise ValueError(f"cache_layers must be a list of layer names or None; got {self.cache_layers!r}.")
-        if self.cache is None:
-            raise ValueError(
-                "cache_layers needs a cache: set cache='codes.h5' (the extra layers are stored there), "
-                "or leave cache_layers=None."
-            )
-        return list(dict.fromkeys([*names, *extra]))
-
-    def _checked_input_size(self) -> tuple[int, int] | None:
-        size = self.input_size
-        if size is None:
-            return None
-        if isinstance(size, Integral):
-            return (int(size), int(size))
-        if len(size) == 2 and all(isinstance(s, Integral) and s >= 1 for s in size):
-            return (int(size[0]), int(size[1]))
-        raise ValueError(
-            f"input_size must be None, a positive int or a (height, width) pair of positive ints; got {size!r}."
-        )
-
-
-#: Parameters that may differ between the backbones of a list.
-_PER_BACKBONE = ("weights", "layer", "input_size", "cache_layers")
-
-
-def _per_backbone(value, names: list[str], param: str) -> dict:
-    """``{backbone: value}`` from a dict, a list with one entry per backbone,
-    or one value for all (always one value for ``input_size``, whose pairs
-    are a height and a width)."""
-    if isinstance(value, dict):
-        unknown = sorted(set(value) - set(names))
-        missing = [name for name in names if name not in value]
-        if unknown or missing:
-            raise ValueError(
-                f"{param} must have one entry per backbone of {names}; unknown: {unknown}, missing: {missing}."
-            )
-        return dict(value)
-    if not isinstance(value, (list, tuple)) or param == "input_size":
-        return {name: value for name in names}
-    if len(value) != len(names):
-        raise ValueError(
-            f"{param}={value!r}: with several backbones {names}, a list gives one entry per backbone "
-            f"({len(names)}, not {len(value)}); give one value for all, or a dict "
-            f"{{backbone: value}} (e.g. {{{names[0]!r}: ['blocks.2', 'penultimate']}})."
-        )
-    return dict(zip(names, value, strict=True))
-
-
-__all__ = ["PENULTIMATE", "CNNFeatureTransformer"]
+__all__ = ["CNNFeatureTransformer"]

@@ -73,5 +73,5 @@ def test_bad_inputs_are_named(tmp_path, digits):
         advise_layer(digits[0], digits[1][:3])
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not a png")
-    with pytest.raises(ValueError, match="bad.png"):
+    with pytest.raises(ValueError, match=r"bad.png"):
         advise_layer([bad])

@@ -7,7 +7,7 @@ from torch import nn
 
 from skcnn import CNNFeatureTransformer, arithmetic, backbones
 from skcnn.cache import CodeCache
-from skcnn.extraction import TapPlan, codes_of_batch
+from skcnn.extraction import TapPlan, finish, stored_codes_of_batch
 
 SMALL = dict(backbone="efficientnet_lite0", input_size=64, batch_size=4)
 
@@ -26,8 +26,7 @@ def resnet():
             module.weight.data.copy_(torch.rand(n, generator=generator) + 0.5)
             module.bias.data.copy_(torch.randn(n, generator=generator) * 0.1)
     yield backbone
-    backbones._load_backbone.cache_clear()  # the next user gets the untouched network
-    arithmetic._private_copy.cache_clear()
+    backbones.clear_networks()  # the next user gets the untouched network
 
 
 def relative_error(a, b):
@@ -51,8 +50,8 @@ def test_folding_keeps_the_function_and_leaves_the_shared_network_alone(resnet):
     assert not any(isinstance(m, nn.BatchNorm2d) for m in inference.network.modules())  # all 20 folded
     assert sum(isinstance(m, nn.BatchNorm2d) for m in resnet.network.modules()) == 20
     plan = TapPlan(("layer2", "penultimate"), "fc", "avg", True, ((128, 8, 8), (512,)))
-    reference = codes_of_batch(resnet, example, plan)
-    fast = codes_of_batch(resnet, example, plan, inference)
+    reference = returned_codes(resnet, example, plan)
+    fast = returned_codes(resnet, example, plan, inference)
     assert relative_error(fast, reference) < 1e-4
 
 
@@ -67,7 +66,7 @@ def test_a_tapped_convolution_is_not_folded(resnet):
     example = torch.rand(2, 3, 64, 64)
     plan = TapPlan(("conv1", "bn1"), "fc", "max", False, ((64, 32, 32), (64, 32, 32)))
     np.testing.assert_allclose(
-        codes_of_batch(resnet, example, plan, inference), codes_of_batch(resnet, example, plan), rtol=1e-5, atol=1e-6
+        returned_codes(resnet, example, plan, inference), returned_codes(resnet, example, plan), rtol=1e-5, atol=1e-6
     )
 
 
@@ -81,7 +80,7 @@ def test_timm_batchnorm_with_activation_keeps_its_activation():
     example = torch.rand(2, 3, 64, 64)
     plan = TapPlan(("bn1", "blocks.3", "penultimate"), "classifier", "avg", True, ((32, 32, 32), (80, 4, 4), (1280,)))
     assert (
-        relative_error(codes_of_batch(backbone, example, plan, inference), codes_of_batch(backbone, example, plan))
+        relative_error(returned_codes(backbone, example, plan, inference), returned_codes(backbone, example, plan))
         < 1e-4
     )
 
@@ -139,3 +138,8 @@ def test_fp32_exact_key_is_unchanged_so_older_caches_stay_valid(tmp_path, rgb_im
     CNNFeatureTransformer(**SMALL, precision="fp32", cache=path).fit(rgb_images).transform(rgb_images)
     (config,) = CodeCache(path).configs()
     assert "precision" not in config.attrs and "decode" not in config.attrs
+
+
+def returned_codes(backbone, batch, plan, inference=None):
+    """Codes of one batch as a user gets them, layers concatenated."""
+    return finish(plan, stored_codes_of_batch(backbone, batch, plan, inference))

@@ -3,6 +3,7 @@ preprocessing each backbone's weights prescribe (skcnn.preprocessing)."""
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import pathlib
@@ -15,9 +16,10 @@ import timm
 import torch
 import torchvision
 from PIL import Image
+from torch import nn
 from torchvision.transforms import InterpolationMode
 
-from skcnn import backbones
+from skcnn import CNNFeatureTransformer, backbones, clear_networks
 from skcnn.backbones import BackboneSpec, load_backbone, parse_backbone, resolve_device
 from skcnn.images import load_image
 from skcnn.preprocessing import Preprocessing
@@ -162,7 +164,7 @@ def test_timm_preprocessing_from_pretrained_cfg():
 @pytest.fixture
 def regnet_in_hub_cache(tmp_path, monkeypatch):
     """Both weight versions of regnet_y_400mf, in a torch hub cache in tmp_path."""
-    backbones._load_backbone.cache_clear()
+    backbones.clear_networks()
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     checkpoints = tmp_path / "hub" / "checkpoints"
     checkpoints.mkdir(parents=True)
@@ -172,7 +174,7 @@ def regnet_in_hub_cache(tmp_path, monkeypatch):
     for member in torchvision.models.RegNet_Y_400MF_Weights:
         torch.save(state, checkpoints / os.path.basename(urlparse(member.url).path))
     yield state
-    backbones._load_backbone.cache_clear()
+    backbones.clear_networks()
 
 
 @pytest.mark.parametrize("weights", ["IMAGENET1K_V1", "IMAGENET1K_V2", "DEFAULT"])
@@ -346,23 +348,23 @@ def test_random_init_does_not_classify_coffee_as_espresso_confidently():
 
 def test_load_backbone_returns_same_object_and_builds_once():
     first = load_backbone("efficientnet_lite0", "DEFAULT", "cpu")
-    misses = backbones._load_backbone.cache_info().misses
+    misses = backbones.REGISTRY.builds
     second = load_backbone("efficientnet_lite0", "DEFAULT", "cpu")
     again = load_backbone("efficientnet_lite0", "DEFAULT", resolve_device("cpu"))
     assert second is first and again is first
-    assert backbones._load_backbone.cache_info().misses - misses <= 1
+    assert backbones.REGISTRY.builds - misses <= 1
 
 
 def test_load_backbone_cold_registry_builds_exactly_once():
-    backbones._load_backbone.cache_clear()
+    backbones.clear_networks()
     try:
-        before = backbones._load_backbone.cache_info().misses
+        before = backbones.REGISTRY.builds
         first = load_backbone("mobilenet_v3_small", None, "cpu")
         second = load_backbone("mobilenet_v3_small", None, "cpu")
         assert first is second
-        assert backbones._load_backbone.cache_info().misses - before == 1
+        assert backbones.REGISTRY.builds - before == 1
     finally:
-        backbones._load_backbone.cache_clear()
+        backbones.clear_networks()
 
 
 def test_load_backbone_auto_device_shares_entry_with_resolved_device():
@@ -396,3 +398,43 @@ def test_build_on_meta_allocates_no_weights():
     network, recipe = backbones.build_on_meta("resnet50")
     assert all(p.device.type == "meta" for p in network.parameters())
     assert recipe.crop_size == (224, 224)
+
+
+def _whole_networks() -> list[nn.Module]:
+    """Modules alive in this process that are no other module's child."""
+    gc.collect()
+    modules = [o for o in gc.get_objects() if isinstance(o, nn.Module)]
+    children = {id(child) for module in modules for child in module.children()}
+    return [module for module in modules if id(module) not in children]
+
+
+TEN_BACKBONES = [
+    "resnet18",
+    "mobilenet_v3_small",
+    "squeezenet1_0",
+    "shufflenet_v2_x0_5",
+    "mnasnet0_5",
+    "mobilenet_v2",
+    "regnet_x_400mf",
+    "resnet34",
+    "efficientnet_b0",
+    "alexnet",
+]
+
+
+def test_many_backbones_one_after_another_leave_a_bounded_number_of_networks():
+    clear_networks()
+    before = len(_whole_networks())
+    images = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    fitted = []  # a notebook keeps its transformers: they must not keep networks
+    for name in TEN_BACKBONES:
+        transformer = CNNFeatureTransformer(backbone=name, weights=None, input_size=64)
+        transformer.fit(images).transform(images)
+        fitted.append(transformer)
+    alive = len(_whole_networks()) - before
+    # Each kept backbone: the network and its private folded copy.
+    assert len(backbones.REGISTRY) == backbones.MAX_NETWORKS
+    assert alive <= 2 * backbones.MAX_NETWORKS, alive
+    assert clear_networks() == backbones.MAX_NETWORKS
+    assert len(_whole_networks()) - before <= 0
+    assert fitted[0].transform(images).shape == (2, 512)  # and a fitted transformer loads its network again

@@ -81,3 +81,51 @@ def test_layers_search_needs_class_folders(tmp_path, capsys):
     (tmp_path / "one").mkdir()
     assert cli.main(["layers", "resnet18", "--search", str(tmp_path)]) == 2
     assert "at least two" in capsys.readouterr().err
+
+
+def dirty_folder(root, bad_file: str, content: bytes):
+    """Class folders of texture patches, and one file that is no image."""
+    write_class_folders(root)
+    (root / bad_file).write_bytes(content)
+    return ["layers", "efficientnet_lite0", "--search", str(root), "--input-size", "32", "--layer", "blocks.1"]
+
+
+def test_layers_search_leaves_bad_files_out_and_names_them(tmp_path, capsys):
+    argv = dirty_folder(tmp_path / "data", "brick/broken.png", b"not an image")
+    assert cli.main([*argv, "--layer", "penultimate", "--cv", "2", "--plot", str(tmp_path / "p.png")]) == 0
+    out = capsys.readouterr().out
+    assert "13 images, 3 classes" in out
+    assert "left out 1 file(s) that could not be used: " in out and "broken.png" in out
+    assert "best layer:" in out
+
+
+def test_layers_search_on_error_raise_names_the_files_and_the_flag(tmp_path, capsys):
+    argv = dirty_folder(tmp_path / "data", "grass/empty.jpg", b"")
+    assert cli.main([*argv, "--cv", "2", "--on-error", "raise", "--plot", str(tmp_path / "p.png")]) == 2
+    err = capsys.readouterr().err
+    assert "empty.jpg" in err and "--on-error skip" in err and "on_error=" not in err
+
+
+def test_extract_on_error_skip_caches_the_others_and_names_the_bad(tmp_path, capsys):
+    write_class_folders(tmp_path / "data", n_per_class=2)
+    (tmp_path / "data" / "brick" / "broken.png").write_bytes(b"not an image")
+    cache = tmp_path / "codes.h5"
+    common = ["extract", str(tmp_path / "data"), "--cache", str(cache), "--input-size", "32", "--pooling", "max"]
+    assert cli.main([*common, "--on-error", "skip"]) == 0
+    out = capsys.readouterr().out
+    assert "7 images: 0 already cached" in out and "1 file(s) could not be used" in out
+    assert "broken.png" in out
+    assert cli.main(common) == 2  # raise, the default: named after the others are read from the cache
+    assert "broken.png" in capsys.readouterr().err
+
+
+def test_extract_and_search_offer_every_transformer_parameter_as_a_flag():
+    from skcnn.options import parameter_names
+
+    parser = cli.build_parser()
+    extract = vars(parser.parse_args(["extract", "photos", "--cache", "codes.h5"]))
+    search = vars(parser.parse_args(["layers", "resnet18", "--search", "photos"]))
+    # progress is always shown by a terminal command
+    assert set(parameter_names()) - {"progress"} <= set(extract)
+    assert set(parameter_names()) - {"progress", "cache_layers"} <= set(search)
+    assert extract["on_error"] == "raise" and search["on_error"] == "skip"

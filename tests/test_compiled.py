@@ -8,11 +8,12 @@ import pytest
 import torch
 from sklearn.base import clone
 
-from skcnn import CNNFeatureTransformer, compiled
+from skcnn import CNNFeatureTransformer, backbones, compiled
 from skcnn.compiled import tapped_graph
 from skcnn.taps import probe, run_taps
 
-SMALL = dict(backbone="efficientnet_lite0", input_size=64, batch_size=4)
+# fp32: "auto" is bf16 on CPUs with native bf16, where the checks are 64 bf16 eps wide.
+SMALL = dict(backbone="efficientnet_lite0", input_size=64, batch_size=4, precision="fp32")
 #: aot_eager traces and functionalises like inductor but generates no C++:
 #: the mechanics in seconds.
 AOT_EAGER = {"backend": "aot_eager"}
@@ -26,9 +27,9 @@ def images():
 
 @pytest.fixture(autouse=True)
 def fresh_compiled_networks():
-    compiled._compiled.clear()
+    backbones.clear_networks()
     yield
-    compiled._compiled.clear()
+    backbones.clear_networks()
 
 
 def relative_error(a, b):
@@ -53,7 +54,7 @@ def test_compiled_codes_equal_the_eager_ones(images, layer):
         warnings.simplefilter("error", RuntimeWarning)  # no fallback
         codes = CNNFeatureTransformer(layer=layer, compile=AOT_EAGER, **SMALL).fit_transform(images)
     assert relative_error(codes, eager) < 1e-4
-    (network,) = compiled._compiled.values()
+    (network,) = compiled_networks()
     (graph,) = network.graphs.values()
     assert graph.forward is not None and graph.checked
 
@@ -84,7 +85,14 @@ def test_the_graph_is_cut_after_the_last_tap():
 
 def test_inductor_with_freezing_on_a_torchvision_network(images):
     """compile=True: inductor's generated C++ (the default a user gets)."""
-    params = dict(backbone="resnet18", weights=None, layer=["layer2", "penultimate"], input_size=64, batch_size=4)
+    params = dict(
+        backbone="resnet18",
+        weights=None,
+        layer=["layer2", "penultimate"],
+        input_size=64,
+        batch_size=4,
+        precision="fp32",
+    )
     eager = CNNFeatureTransformer(**params).fit_transform(images)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
@@ -199,13 +207,18 @@ def test_cli_extract_with_compile_and_arithmetic_flags(images, tmp_path, capsys)
     assert "11 images: 11 already cached, 0 computed" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main([*args, "--num-workers", "many"])
-    assert "expected a number of threads or 'auto'" in capsys.readouterr().err
+    assert "expected a whole number or 'auto', got 'many'" in capsys.readouterr().err
 
 
 def test_half_precision_compiled_codes_pass_the_check(images):
-    params = dict(layer=["blocks.2", "penultimate"], precision="bf16", **SMALL)
+    params = dict(SMALL, layer=["blocks.2", "penultimate"], precision="bf16")
     eager = CNNFeatureTransformer(**params).fit_transform(images[:5])
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # within 64 bf16 eps of the eager bf16 pass
         codes = CNNFeatureTransformer(compile=AOT_EAGER, **params).fit_transform(images[:5])
     assert np.linalg.norm(codes - eager) / np.linalg.norm(eager) < 64 * torch.finfo(torch.bfloat16).eps
+
+
+def compiled_networks():
+    """The compiled networks of every loaded backbone."""
+    return [network for backbone in backbones.REGISTRY for network in backbone.derived.get("compiled", {}).values()]

@@ -97,7 +97,7 @@ def test_codes_equal_the_single_process_transform_and_merge_into_one_cache(clien
 def loads():
     from skcnn import backbones
 
-    return backbones._load_backbone.cache_info().misses, len(skcnn.dask._transformers), skcnn.dask._configured
+    return backbones.REGISTRY.builds, len(skcnn.dask._transformers), skcnn.dask._configured
 
 
 def test_the_network_is_loaded_once_per_worker_process(client, paths):
@@ -153,7 +153,7 @@ def test_bad_images_fail_their_rows_naming_the_file(client, paths, reference, tm
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not a jpeg")
     mixed = [*paths[:10], str(broken), *paths[10:20]]
-    with pytest.raises(BadImagesError, match="broken.jpg") as error:
+    with pytest.raises(BadImagesError, match=r"broken.jpg") as error:
         skcnn.dask.extract(mixed, client=client, paths_per_task=4, **PARAMS)
     assert [f.index for f in error.value.failures] == [10]  # an index into the paths, not into a task
     with pytest.warns(UserWarning, match="1 of 21 images could not be used"):

@@ -48,9 +48,9 @@ def test_grid_search_over_layer_and_pooling_loads_the_network_once(textures):
         cv=2,
     )
     backbones.load_backbone("efficientnet_lite0", "DEFAULT", "auto")
-    misses = backbones._load_backbone.cache_info().misses
+    misses = backbones.REGISTRY.builds
     grid.fit(X_train, y_train)
-    assert backbones._load_backbone.cache_info().misses == misses
+    assert backbones.REGISTRY.builds == misses
     results = grid.cv_results_
     assert len(results["params"]) == 4 and np.all(np.isfinite(results["mean_test_score"]))
     assert grid.best_params_["cnnfeaturetransformer__layer"] in ("blocks.2", "penultimate")

@@ -15,6 +15,7 @@ from skcnn.images import BadImagesError
 from skcnn.layers import candidate_layers, list_layers
 
 SMALL = dict(backbone="efficientnet_lite0", input_size=32, batch_size=8)
+SMALL_NET = CNNFeatureTransformer(input_size=32)
 
 
 @contextlib.contextmanager
@@ -79,7 +80,7 @@ def test_grid_search_over_layer_with_cache_layers_costs_one_pass_per_image(tmp_p
 def test_cache_layers_need_a_cache_and_valid_names(images):
     with pytest.raises(ValueError, match="cache_layers needs a cache"):
         CNNFeatureTransformer(**SMALL, cache_layers=["blocks.1"]).fit(images)
-    with pytest.raises(ValueError, match="blocks.99.*not a tappable layer"):
+    with pytest.raises(ValueError, match=r"blocks.99.*not a tappable layer"):
         CNNFeatureTransformer(**SMALL, cache="x.h5", cache_layers=["blocks.99"]).fit(images)
 
 
@@ -132,7 +133,7 @@ def test_two_backbones_bad_image_is_one_failure_and_one_nan_row(tmp_path, images
         codes = t.transform(paths)
     assert [f.index for f in t.failed_] == [2]
     assert np.isnan(codes[2]).all() and np.isfinite(codes[[0, 1, 3]]).all()
-    with pytest.raises(BadImagesError, match="2.png") as raised:
+    with pytest.raises(BadImagesError, match=r"2.png") as raised:
         CNNFeatureTransformer(**params).fit(paths).transform(paths)
     np.testing.assert_array_equal(raised.value.codes, codes)
 
@@ -193,7 +194,9 @@ def test_candidate_layers_spread_from_early_to_penultimate():
 def test_layer_search_one_extraction_table_and_best_estimator(tmp_path, textures):
     X, y = textures[0][::3], textures[1][::3]  # 20 patches, every class
     layers = ["blocks.1", "blocks.3", "penultimate"]
-    search = LayerSearchCV(layers=layers, cv=3, input_size=32, cache=os.fspath(tmp_path / "c.h5"))
+    search = LayerSearchCV(
+        CNNFeatureTransformer(input_size=32, cache=os.fspath(tmp_path / "c.h5")), layers=layers, cv=3
+    )
     with counted_forward_passes() as seen:
         search.fit(X, y)
     assert sum(seen) == len(X)  # the refit reads the best layer from the cache
@@ -215,7 +218,7 @@ def test_layer_search_one_extraction_table_and_best_estimator(tmp_path, textures
 
 def test_layer_search_default_candidates_and_custom_classifier(textures):
     X, y = textures[0][::4], textures[1][::4]
-    search = LayerSearchCV(classifier=GaussianNB(), cv=3, input_size=32).fit(X, y)
+    search = LayerSearchCV(SMALL_NET, classifier=GaussianNB(), cv=3).fit(X, y)
     assert search.cv_results_["layer"].tolist() == candidate_layers("efficientnet_lite0", 32)
     assert search.predict_proba(X).shape == (len(X), 3)
 
@@ -225,7 +228,7 @@ def test_layer_search_plot_draws_error_bars(tmp_path, textures):
 
     matplotlib.use("Agg")
     X, y = textures[0][::4], textures[1][::4]
-    search = LayerSearchCV(layers=["blocks.1", "penultimate"], classifier=GaussianNB(), cv=3, input_size=32).fit(X, y)
+    search = LayerSearchCV(SMALL_NET, layers=["blocks.1", "penultimate"], classifier=GaussianNB(), cv=3).fit(X, y)
     ax = search.plot()
     assert [t.get_text() for t in ax.get_xticklabels()] == ["blocks.1", "penultimate"]
     assert len(ax.containers) == 1  # one errorbar container
@@ -236,8 +239,50 @@ def test_layer_search_plot_draws_error_bars(tmp_path, textures):
 def test_layer_search_bad_parameters(textures):
     X, y = textures[0][::10], textures[1][::10]
     with pytest.raises(ValueError, match="layers must be a non-empty list"):
-        LayerSearchCV(layers=[], input_size=32).fit(X, y)
+        LayerSearchCV(SMALL_NET, layers=[]).fit(X, y)
     with pytest.raises(ValueError, match="6 images but y has 5"):
-        LayerSearchCV(input_size=32).fit(X, y[:5])
+        LayerSearchCV(SMALL_NET).fit(X, y[:5])
     with pytest.raises(ValueError, match="not a tappable layer"):
-        LayerSearchCV(layers=["blocks.99"], input_size=32).fit(X, y)
+        LayerSearchCV(SMALL_NET, layers=["blocks.99"]).fit(X, y)
+
+
+def test_search_is_a_meta_estimator_over_every_transformer_parameter(textures):
+    X, y = textures[0][::4], textures[1][::4]
+    search = LayerSearchCV(CNNFeatureTransformer(input_size=64, pooling="max"), layers=["blocks.1", "penultimate"])
+    params = search.get_params()
+    assert params["transformer__pooling"] == "max" and params["transformer__input_size"] == 64
+    assert {"transformer__precision", "transformer__on_error", "transformer__cache_layers"} <= set(params)
+    search.set_params(transformer__input_size=32, cv=2, classifier=GaussianNB()).fit(X, y)
+    assert search.transformer_.input_size_ == (32, 32) and search.transformer_.pooling == "max"
+    assert search.best_estimator_[0].pooling == "max" and search.best_estimator_[0].layer == search.best_layer_
+    assert search.transformer.layer == "penultimate"  # the given transformer is cloned, never changed
+    assert clone(search).get_params()["transformer__pooling"] == "max"
+
+
+def test_old_keyword_arguments_show_the_new_call():
+    with pytest.raises(TypeError, match=r"LayerSearchCV\(CNNFeatureTransformer\(backbone='resnet18', input_size=32\)"):
+        LayerSearchCV(backbone="resnet18", input_size=32)
+    with pytest.raises(TypeError, match="unexpected keyword arguments"):
+        LayerSearchCV(no_such_parameter=1)
+
+
+def test_a_backbone_name_as_transformer_shows_the_call(textures):
+    X, y = textures[0][::4], textures[1][::4]
+    with pytest.raises(TypeError, match=r"CNNFeatureTransformer\(backbone='resnet18'\)"):
+        LayerSearchCV("resnet18").fit(X, y)
+    with pytest.raises(ValueError, match="one backbone"):
+        LayerSearchCV(CNNFeatureTransformer(backbone=["efficientnet_lite0", "resnet18"])).fit(X, y)
+
+
+def test_skipped_images_are_left_out_of_the_search(textures, tmp_path):
+    X, y = textures[0][::4], textures[1][::4]
+    images = [*X, str(tmp_path / "missing.png")]
+    labels = [*y, y[0]]
+    transformer = CNNFeatureTransformer(input_size=32, on_error="skip")
+    search = LayerSearchCV(transformer, layers=["blocks.1"], classifier=GaussianNB(), cv=3)
+    with pytest.warns(UserWarning, match="left out of the search"):
+        search.fit(images, labels)
+    assert [failure.index for failure in search.failed_] == [len(X)]
+    assert search.cv_results_["mean_test_score"].shape == (1,)
+    with pytest.raises(BadImagesError):
+        LayerSearchCV(CNNFeatureTransformer(input_size=32), layers=["blocks.1"], cv=3).fit(images, labels)

@@ -6,7 +6,7 @@ import torch
 
 from skcnn import list_layers
 from skcnn.backbones import load_backbone
-from skcnn.extraction import TapPlan, codes_of_batch
+from skcnn.extraction import TapPlan, finish, stored_codes_of_batch
 from skcnn.taps import PENULTIMATE, probe, run_taps
 
 
@@ -60,7 +60,7 @@ def test_in_place_relu_taps_keep_pre_and_post_relu_values():
     backbone = load_backbone("alexnet", None, "cpu")
     batch = torch.randn(3, 3, 224, 224)
     plan = TapPlan(("classifier.1", "classifier.2"), "classifier.6", "avg", relu=False)
-    codes = codes_of_batch(backbone, batch, plan)
+    codes = returned_codes(backbone, batch, plan)
     before, after = codes[:, :4096], codes[:, 4096:]
     assert (before < 0).any(), "the Linear output must keep its negative values"
     np.testing.assert_array_equal(after, np.maximum(before, 0))
@@ -69,8 +69,8 @@ def test_in_place_relu_taps_keep_pre_and_post_relu_values():
 def test_early_stop_gives_the_same_codes_as_a_full_pass():
     backbone = load_backbone("resnet18", None, "cpu")
     batch = torch.randn(2, 3, 64, 64)
-    early = codes_of_batch(backbone, batch, TapPlan(("layer1",), "fc", "avg", True))
-    both = codes_of_batch(backbone, batch, TapPlan(("layer1", PENULTIMATE), "fc", "avg", True))
+    early = returned_codes(backbone, batch, TapPlan(("layer1",), "fc", "avg", True))
+    both = returned_codes(backbone, batch, TapPlan(("layer1", PENULTIMATE), "fc", "avg", True))
     np.testing.assert_array_equal(early, both[:, :64])
 
 
@@ -99,9 +99,14 @@ def test_probe_on_a_real_network_matches_meta_listing():
     real, head = probe(backbone.network, torch.zeros(1, 3, 96, 96))
     meta = list_layers("resnet18", input_size=96)
     assert head == "fc"
-    assert [(l.name, l.shape) for l in real] == [(l.name, l.shape) for l in meta]
+    assert [(layer.name, layer.shape) for layer in real] == [(layer.name, layer.shape) for layer in meta]
 
 
 def test_a_size_the_network_cannot_take_is_a_clear_error():
     with pytest.raises(ValueError, match=r"input_size: backbone 'vit_b_16' cannot run on 96 x 96"):
         list_layers("vit_b_16", input_size=96)
+
+
+def returned_codes(backbone, batch, plan, inference=None):
+    """Codes of one batch as a user gets them, layers concatenated."""
+    return finish(plan, stored_codes_of_batch(backbone, batch, plan, inference))

@@ -118,10 +118,10 @@ def test_set_output_pandas(rgb_images):
 
 def test_clone_shares_the_network_without_reloading(rgb_images):
     t = small().fit(rgb_images)
-    misses = backbones._load_backbone.cache_info().misses
+    misses = backbones.REGISTRY.builds
     for _ in range(3):
         clone(t).fit(rgb_images)
-    assert backbones._load_backbone.cache_info().misses == misses
+    assert backbones.REGISTRY.builds == misses
     assert not hasattr(clone(t), "n_features_out_")
 
 

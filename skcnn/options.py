@@ -1,0 +1,81 @@
+"""The parameters of extraction, their defaults and allowed values, declared once.
+
+:class:`~skcnn.CNNFeatureTransformer` takes its defaults from
+:data:`DEFAULTS`; the ``skcnn`` command, :mod:`skcnn.dask` and the
+estimators built on the transformer take theirs and their option lists
+from here too. No torch: the command line builds its parser from this
+module without loading a network library.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+POOLINGS = ("avg", "max", "flatten", "spp")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DECODES = ("exact", "draft")
+ON_ERRORS = ("raise", "skip")
+
+#: The input of the classifier head: the codes the literature calls *CNN codes*.
+PENULTIMATE = "penultimate"
+
+#: Default limit on the pixels of an image file (width x height): 100
+#: megapixels, above any phone camera's default output, below the size of a
+#: "decompression bomb". Decoded to float32 RGB such an image takes 1.2 GB.
+MAX_PIXELS = 100_000_000
+
+
+#: Images per task of :func:`skcnn.dask.extract` when given a list: at ~0.1 s
+#: per task on a GPU, Dask's few milliseconds per task stay a small share.
+PATHS_PER_TASK = 256
+
+
+@dataclass(frozen=True)
+class TransformerDefaults:
+    """Default of every :class:`~skcnn.CNNFeatureTransformer` parameter."""
+
+    backbone: str = "efficientnet_lite0"
+    weights: str | None = "DEFAULT"
+    layer: str = PENULTIMATE
+    pooling: str = "avg"
+    relu: bool = True
+    input_size: int | None = None
+    #: Images per forward pass: on a 2-core CPU 4-8 measured faster per
+    #: image than 32 (benchmarks/RESULTS.md), and a GPU user sets more.
+    batch_size: int = 8
+    num_workers: int | str = "auto"
+    precision: str = "auto"
+    decode: str = "exact"
+    compile: bool = False
+    device: str = "auto"
+    progress: bool | str = "auto"
+    on_error: str = "raise"
+    max_pixels: int | None = MAX_PIXELS
+    cache: str | None = None
+    cache_layers: tuple[str, ...] | None = None
+
+
+DEFAULTS = TransformerDefaults()
+
+#: Allowed values of the parameters that take one of a few strings.
+CHOICES = {"pooling": POOLINGS, "precision": PRECISIONS, "decode": DECODES, "on_error": ON_ERRORS}
+
+
+def parameter_names() -> tuple[str, ...]:
+    """Names of the transformer's parameters, in signature order."""
+    return tuple(field.name for field in fields(TransformerDefaults))
+
+
+__all__ = [
+    "CHOICES",
+    "DECODES",
+    "DEFAULTS",
+    "MAX_PIXELS",
+    "ON_ERRORS",
+    "PATHS_PER_TASK",
+    "PENULTIMATE",
+    "POOLINGS",
+    "PRECISIONS",
+    "TransformerDefaults",
+    "parameter_names",
+]

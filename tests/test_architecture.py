@@ -1,0 +1,94 @@
+"""How the modules of skcnn meet: public names only, one declaration of each parameter."""
+
+import ast
+import dataclasses
+import inspect
+from pathlib import Path
+
+import pytest
+
+import skcnn
+from skcnn import CNNFeatureTransformer, LayerSearchCV
+from skcnn.options import DEFAULTS, parameter_names
+
+PACKAGE = Path(skcnn.__file__).parent
+MODULES = sorted(PACKAGE.glob("*.py"))
+
+
+def _imported_modules(tree: ast.Module) -> set[str]:
+    """Local names bound to skcnn modules (``from . import x``, ``from .x import y as z`` where y is a module)."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module is None:
+            names.update(alias.asname or alias.name for alias in node.names)
+    return names
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: p.name)
+def test_no_module_uses_another_modules_private_names(path):
+    tree = ast.parse(path.read_text())
+    modules = _imported_modules(tree)
+    private_imports = [
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module not in (None, "compat")
+        for alias in node.names
+        if alias.name.startswith("_")
+    ]
+    private_uses = [
+        f"{node.value.id}.{node.attr}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Name)
+        and node.value.id in modules
+        and node.attr.startswith("_")
+    ]
+    assert not private_imports and not private_uses
+
+
+def test_every_transformer_parameter_is_declared_once_in_options():
+    assert tuple(inspect.signature(CNNFeatureTransformer).parameters) == parameter_names()
+    assert CNNFeatureTransformer().get_params() == dataclasses.asdict(DEFAULTS)
+
+
+@pytest.mark.parametrize("estimator", [CNNFeatureTransformer, LayerSearchCV])
+def test_estimators_take_keyword_arguments_only_where_scikit_learn_does(estimator):
+    parameters = inspect.signature(estimator).parameters.values()
+    positional = [p.name for p in parameters if p.kind == p.POSITIONAL_OR_KEYWORD]
+    assert positional == ([] if estimator is CNNFeatureTransformer else ["transformer", "layers", "classifier"])
+
+
+def test_a_positional_backbone_is_refused():
+    with pytest.raises(TypeError):
+        CNNFeatureTransformer("resnet18")
+
+
+def test_the_errors_and_results_users_meet_are_public():
+    for name in [
+        "BadImagesError",
+        "ImageFailure",
+        "CacheError",
+        "CheckpointError",
+        "LayerAdvice",
+        "CacheStats",
+        "candidate_layers",
+        "clear_networks",
+    ]:
+        assert name in skcnn.__all__ and getattr(skcnn, name) is not None
+
+
+def test_scikit_learn_private_helpers_are_imported_in_one_module():
+    users = [
+        path.name
+        for path in MODULES
+        if path.name != "compat.py" and ("_param_validation" in path.read_text() or "_fit_context" in path.read_text())
+    ]
+    assert users == [] or all("from .compat import" in (PACKAGE / name).read_text() for name in users)
+    for name in users:
+        assert "sklearn.utils._param_validation" not in (PACKAGE / name).read_text()
+        assert "from sklearn.base import" not in (PACKAGE / name).read_text() or "_fit_context" not in [
+            alias.name
+            for node in ast.walk(ast.parse((PACKAGE / name).read_text()))
+            if isinstance(node, ast.ImportFrom) and node.module == "sklearn.base"
+            for alias in node.names
+        ]
