@@ -72,8 +72,9 @@ def counted_images(backbone: str, input_size: int):
     runs (a list of batch sizes), after the network's one-time probe at
     ``input_size``.
 
-    Counted where a batch enters the forward pass (``run_taps`` as
-    ``skcnn.extraction`` calls it), not with a hook on
+    Counted where a batch enters the forward pass
+    (``stored_codes_of_batch`` as ``skcnn.extraction`` calls it, whatever
+    runtime runs the network), not with a hook on
     ``skcnn.backbones.load_backbone(...).network``: on the CPU the batches
     run through a private copy of that network (batch norm folded,
     channels_last), which a hook registered on the original does not see
@@ -84,17 +85,17 @@ def counted_images(backbone: str, input_size: int):
 
     probe_backbone(backbones.load_backbone(backbone, "DEFAULT", "auto"), (input_size, input_size))
     seen: list[int] = []
-    run_taps = extraction.run_taps
+    batch_codes = extraction.stored_codes_of_batch
 
-    def counting(network, batch, *args, **kwargs):
+    def counting(backbone, batch, *args, **kwargs):
         seen.append(batch.shape[0])
-        return run_taps(network, batch, *args, **kwargs)
+        return batch_codes(backbone, batch, *args, **kwargs)
 
-    extraction.run_taps = counting
+    extraction.stored_codes_of_batch = counting
     try:
         yield seen
     finally:
-        extraction.run_taps = run_taps
+        extraction.stored_codes_of_batch = batch_codes
 
 
 # -- data ----------------------------------------------------------------------------

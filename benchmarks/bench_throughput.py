@@ -5,6 +5,7 @@
     python benchmarks/bench_throughput.py --precision     # bf16/fp16 vs fp32: code error, accuracy
     python benchmarks/bench_throughput.py --compile       # adds torch.compile rows (cold compile timed)
     python benchmarks/bench_throughput.py --device cuda   # on a GPU host (default: auto)
+    python benchmarks/bench_throughput.py --runtime       # torch vs ONNX Runtime, each run in a fresh process
 
 The files: ``--n`` JPEGs (default 512) cut from scikit-image's bundled photos
 and saved at camera-like sizes (longer side 500-1000 px, quality 90) in a
@@ -40,6 +41,7 @@ from torch import nn
 from skcnn import CNNFeatureTransformer, arithmetic, backbones, compiled, loading
 from skcnn.extraction import TapPlan, stored_codes_of_batch
 from skcnn.layers import probe_backbone
+from skcnn.options import PRECISIONS
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field", "retina")
 
@@ -434,6 +436,117 @@ def precision_run(args) -> None:
         )
 
 
+RUNTIME_CHILD = """
+import sys, time
+import numpy as np, torch
+from PIL import Image
+sys.path.insert(0, sys.argv[5])
+from bench_throughput import Subject
+from skcnn import CNNFeatureTransformer, arithmetic, loading, onnx_runtime
+mode, name, listing, batch_size = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+paths = [line.strip() for line in open(listing)]
+subject = Subject(name, "auto", batch_size)
+def skcnn_rate(**params):
+    cnn = CNNFeatureTransformer(backbone=name, weights=None, batch_size=batch_size, progress=False, **params).fit(paths)
+    cnn.transform(paths[:batch_size])  # warm-up: a kept export is read, the session and the copy are built
+    start = time.perf_counter(); cnn.transform(paths); return len(paths) / (time.perf_counter() - start), cnn
+def user_loop():  # a user's own torch code: resnet18, batch 1, eager
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        net(x); start = time.perf_counter()
+        for _ in range(20): net(x)
+    return 20 / (time.perf_counter() - start)
+if mode == "naive":
+    print(subject.naive(paths))
+elif mode == "decode":
+    print(subject.decode_alone(paths, loading.usable_cores()))
+elif mode.startswith("network:"):
+    tensors = torch.stack([subject.recipe(loading.image_io.load_image(p)) for p in paths])
+    inference = subject.inference_with(runtime=mode.split(":")[1], threads=torch.get_num_threads())
+    print(subject.network_alone(tensors, inference))
+elif mode.startswith("skcnn:"):
+    options = dict(item.split("=") for item in mode.split(":")[1].split(",") if item)
+    onnx_runtime.ALLOW_SPINNING = options.pop("spinning", "0") == "1"
+    if "num_workers" in options: options["num_workers"] = int(options["num_workers"])
+    rate, cnn = skcnn_rate(**options)
+    print(rate, cnn.extractor_.runtime, cnn.extractor_.precision)
+elif mode == "threads":
+    net = __import__("torchvision").models.resnet18().eval()
+    before = user_loop(); skcnn_rate(); after = user_loop()
+    print(before, after, torch.get_num_threads())
+"""
+
+
+def runtime_run(args) -> None:
+    """torch against ONNX Runtime, network alone and end to end, and the naive
+    loop, every measurement in a fresh process, interleaved over rounds."""
+    print(f"machine: {machine()}\ndate: {datetime.date.today()}")
+    here = str(Path(__file__).resolve().parent)
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = make_jpegs(Path(tmp), args.n)
+        listing = Path(tmp) / "paths.txt"
+        listing.write_text("\n".join(paths))
+
+        def child(mode: str, name: str) -> list[str]:
+            command = [sys.executable, "-c", RUNTIME_CHILD, mode, name, str(listing), str(args.batch_size), here]
+            out = subprocess.run(command, capture_output=True, text=True)
+            if out.returncode:
+                raise RuntimeError(f"{mode} {name}: {out.stderr[-3000:]}")
+            return out.stdout.split()
+
+        for name in args.backbones:
+            child("skcnn:", name)  # the export, once per machine (not timed in the rounds)
+            modes = [
+                "naive",
+                "decode",
+                "network:torch",
+                "network:onnxruntime",
+                "skcnn:",
+                "skcnn:runtime=torch",
+                "skcnn:runtime=torch,precision=fp32",
+                "skcnn:spinning=1",
+                *(f"skcnn:num_workers={n}" for n in args.runtime_workers),
+            ]
+            results: dict = {}
+            for _ in range(args.rounds):
+                for mode in modes:
+                    results.setdefault(mode, []).append(float(child(mode, name)[0]))
+            runtime_report(name, results, args)
+        print("\n## a user's own torch loop (resnet18, batch 1) before and after a transform, same process")
+        for _ in range(args.rounds):
+            before, after, threads = child("threads", "efficientnet_lite0")
+            print(f"  before {float(before):6.1f} img/s, after {float(after):6.1f} img/s, torch threads {threads}")
+
+
+def runtime_report(name: str, results: dict, args) -> None:
+    labels = {
+        "naive": "naive loop (batch 1, fp32, own process)",
+        "decode": "decode alone (all cores)",
+        "network:torch": "network alone, torch (folded, channels_last)",
+        "network:onnxruntime": "network alone, ONNX Runtime",
+        "skcnn:": "skcnn end to end, defaults",
+        "skcnn:runtime=torch": "skcnn end to end, runtime='torch'",
+        "skcnn:spinning=1": "skcnn end to end, ONNX Runtime spinning",
+    }
+    print(f"\n## {name}, batch {args.batch_size}, {args.n} JPEGs, {args.rounds} rounds (images/s, per round)")
+    for mode, values in results.items():
+        label = labels[mode] if mode in labels else f"skcnn end to end, {mode.split(':')[1]}"
+        print(f"  {label:46s} {np.median(values):7.1f}  [{', '.join(f'{v:.1f}' for v in values)}]")
+    rounds = range(args.rounds)
+    limit = [1 / (1 / results["network:onnxruntime"][i] + 1 / results["decode"][i]) for i in rounds]
+    ratios = {
+        "defaults / naive (goal >= 2.5 Lite0, 2 ResNets)": [results["skcnn:"][i] / results["naive"][i] for i in rounds],
+        "defaults / limit, ONNX Runtime (goal >= 0.9)": [results["skcnn:"][i] / limit[i] for i in rounds],
+        "runtime='torch' / naive": [results["skcnn:runtime=torch"][i] / results["naive"][i] for i in rounds],
+        "ONNX Runtime / torch, network alone": [
+            results["network:onnxruntime"][i] / results["network:torch"][i] for i in rounds
+        ],
+    }
+    print(f"  {'end-to-end limit, ONNX Runtime':46s} {np.median(limit):7.1f}")
+    for label, values in ratios.items():
+        print(f"  {label:46s} {np.median(values):7.2f}  per round [{', '.join(f'{v:.2f}' for v in values)}]")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=512)
@@ -445,16 +558,20 @@ def main() -> None:
     parser.add_argument(
         "--arithmetic",
         default="auto",
-        choices=arithmetic.PRECISIONS,
+        choices=PRECISIONS,
         help="precision of the main run (auto: fp16 on CUDA, native bf16 CPUs: bf16)",
     )
     parser.add_argument("--compile", action="store_true", help="add torch.compile rows")
+    parser.add_argument("--runtime", action="store_true", help="torch vs ONNX Runtime, fresh processes")
+    parser.add_argument("--runtime-workers", type=int, nargs="*", default=[1, 2], help="with --runtime: num_workers")
     parser.add_argument("--memory", action="store_true")
     parser.add_argument("--precision", action="store_true")
     parser.add_argument("--per-class", type=int, default=20)
     parser.add_argument("--input-size", type=int, default=128)
     args = parser.parse_args()
-    if args.memory:
+    if args.runtime:
+        runtime_run(args)
+    elif args.memory:
         memory_run(args)
     elif args.precision:
         precision_run(args)

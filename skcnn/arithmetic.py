@@ -28,13 +28,16 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import warnings
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from . import onnx_runtime
 from .backbones import Backbone
-from .compiled import CompiledNetwork
+from .compiled import CheckedGraphs, CompiledNetwork
+from .onnx_runtime import OnnxNetwork
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -72,6 +75,45 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "fp32"
 
 
+def resolve_runtime(runtime: str, device: torch.device, precision: str, compile_options: dict | None) -> str:
+    """``"auto"`` -> ONNX Runtime on a CPU in fp32 (several times faster than
+    eager torch there: ``benchmarks/RESULTS.md``), torch elsewhere; an
+    explicit choice is checked against the other parameters."""
+    if runtime == "torch":
+        return runtime
+    why_not = _why_not_onnxruntime(device, precision, compile_options)
+    if runtime == "onnxruntime" and why_not:
+        raise ValueError(f"runtime='onnxruntime': {why_not}. Use runtime='torch' or 'auto'.")
+    if runtime == "auto" and why_not:
+        if why_not.startswith("the packages"):
+            _say_once(f"runtime='auto' runs torch: {why_not}; with them the CPU runs several times faster.")
+        return "torch"
+    return "onnxruntime"
+
+
+def _why_not_onnxruntime(device: torch.device, precision: str, compile_options: dict | None) -> str | None:
+    if device.type != "cpu":
+        return f"it runs on the CPU, not on device {str(device)!r} (torch runs there)"
+    if precision not in ("auto", "fp32"):
+        return f"it computes in fp32, not precision={precision!r}"
+    if compile_options is not None:
+        return "compile applies to runtime='torch'"
+    missing = onnx_runtime.missing()
+    if missing:
+        return f"the packages it needs are missing: {missing}"
+    return None
+
+
+_said: set[str] = set()
+
+
+def _say_once(message: str) -> None:
+    """A RuntimeWarning the first time a process meets this case, then silence."""
+    if message not in _said:
+        _said.add(message)
+        warnings.warn(message, RuntimeWarning, stacklevel=4)
+
+
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """The autocast context of a resolved precision (none for fp32)."""
     if precision == "fp32":
@@ -88,8 +130,10 @@ class Inference:
     device: torch.device
     precision: str = "fp32"
     channels_last: bool = False
-    #: Runs the tapped passes when ``compile`` is on (see :mod:`skcnn.compiled`).
-    compiled: CompiledNetwork | None = None
+    #: Runs the tapped passes through another engine instead of eager torch:
+    #: compiled graphs (:mod:`skcnn.compiled`) or ONNX Runtime
+    #: (:mod:`skcnn.onnx_runtime`).
+    runner: CheckedGraphs | None = None
 
     def prepare(self, batch: torch.Tensor) -> torch.Tensor:
         """Move a host batch to the device in the network's layout."""
@@ -120,32 +164,52 @@ def inference_for(
     input_size: tuple[int, int] = (224, 224),
     compile_options: dict | None = None,
     batch_size: int = 8,
+    runtime: str = "torch",
+    threads: int = 0,
 ) -> Inference:
     """An :class:`Inference` for ``backbone``; ``keep`` names tapped layers,
     whose own outputs must not change (convolutions in it are not folded).
     ``None``: channels_last and folding where they pay (CPU and CUDA).
     ``compile_options``: ``torch.compile`` arguments, graphs for batches of
-    ``batch_size`` (None: eager)."""
+    ``batch_size`` (None: eager). ``runtime="onnxruntime"``: the copy runs
+    on ONNX Runtime with ``threads`` intra-op threads (0: its default)."""
     precision = resolve_precision(precision, backbone.device)
     fast = backbone.device.type in FAST_LAYOUT_DEVICES
     channels_last = fast if channels_last is None else channels_last
     fold_batchnorm = fast if fold_batchnorm is None else fold_batchnorm
     network = backbone.network
+    convolutions = {name for name, module in network.named_modules() if isinstance(module, nn.Conv2d)}
     if channels_last or fold_batchnorm:
         # Only tapped convolutions change the folding: other layer lists share one copy.
-        convolutions = {name for name, module in network.named_modules() if isinstance(module, nn.Conv2d)}
         copy_key = (channels_last, fold_batchnorm, keep & convolutions, tuple(input_size))
         network = backbone.derive("private copy", copy_key, lambda: _private_copy(backbone, *copy_key), MAX_COPIES)
-    compiled = None
-    if compile_options is not None:
-        dtype = DTYPES.get(precision, torch.float32)
-        compiled = backbone.derive(
-            "compiled",
-            (id(network), repr(sorted(compile_options.items())), batch_size, dtype),
-            lambda: CompiledNetwork(network, compile_options, batch_size, dtype),
+    if runtime == "onnxruntime":
+        identity = {
+            "backbone": backbone.spec.name,
+            "weights": backbone.weights_id,
+            "folded": fold_batchnorm,
+            "unfolded": sorted(keep & convolutions) if fold_batchnorm else [],
+        }
+        runner = backbone.derive(
+            "onnxruntime",
+            (id(network), tuple(input_size), threads),
+            lambda: OnnxNetwork(
+                network, torch.float32, identity=identity, input_size=tuple(input_size), threads=threads
+            ),
             MAX_COPIES,
         )
-    return Inference(network, backbone.device, precision, channels_last, compiled)
+        # ONNX Runtime takes NCHW batches: no channels_last copy of each batch.
+        return Inference(network, backbone.device, "fp32", channels_last=False, runner=runner)
+    runner = None
+    if compile_options is not None:
+        dtype = DTYPES.get(precision, torch.float32)
+        runner = backbone.derive(
+            "compiled",
+            (id(network), repr(sorted(compile_options.items())), batch_size, dtype),
+            lambda: CompiledNetwork(network, dtype, options=compile_options, batch_size=batch_size),
+            MAX_COPIES,
+        )
+    return Inference(network, backbone.device, precision, channels_last, runner)
 
 
 #: Private copies (and compiled graphs) kept per loaded backbone: each is a

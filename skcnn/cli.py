@@ -171,6 +171,12 @@ def add_transformer_arguments(
         "--compile", action="store_true", help="run the network through torch.compile (pays on long runs only)"
     )
     group.add_argument(
+        "--runtime",
+        default=DEFAULTS.runtime,
+        choices=CHOICES["runtime"],
+        help="auto: ONNX Runtime on a CPU (fp32), torch on a GPU",
+    )
+    group.add_argument(
         "--max-pixels",
         type=_count_or("none", None),
         default=DEFAULTS.max_pixels,

@@ -95,37 +95,48 @@ def tapped_graph(network: nn.Module, layers: tuple[str, ...], head: str) -> torc
 
 @dataclass
 class _Graph:
-    """One compiled layer list: the compiled callable, or None once it failed;
-    whether its first batch was checked against the eager pass."""
+    """One layer list's graph: its callable, or None once it failed; whether
+    its first batch was checked against the eager pass."""
 
     forward: Callable | None
     checked: bool = False
 
 
 @dataclass(eq=False)
-class CompiledNetwork:
-    """Runs tapped forward passes of one network copy through compiled graphs.
+class CheckedGraphs:
+    """Runs tapped forward passes of one network copy through graphs that
+    another engine built, one per layer list (:meth:`build`).
 
     Called like :func:`skcnn.taps.run_taps`, by a caller holding the
-    network's lock, in inference mode and the precision's autocast.
+    network's lock, in inference mode and the precision's autocast. The
+    first batch of each graph also runs eagerly and the codes are compared;
+    a graph that cannot be built or run, or whose codes differ beyond
+    rounding, is dropped with one warning, and its passes run eagerly: an
+    engine only ever changes speed.
     """
 
     network: nn.Module
-    options: dict
-    batch_size: int
     #: Of the autocast the passes run in (float32: none).
     dtype: torch.dtype
     graphs: dict[tuple[tuple[str, ...], str], _Graph] = field(default_factory=dict)
+
+    #: How the warning names the engine and what happens instead.
+    engine = "the graph engine"
+    fallback = "running it eagerly"
+
+    def build(self, layers: tuple[str, ...], head: str) -> Callable[[torch.Tensor], Mapping[str, torch.Tensor]]:
+        """The engine's callable: a batch in, ``{layer: activation}`` out."""
+        raise NotImplementedError
 
     def __call__(self, batch: torch.Tensor, layers, head: str, on_tap) -> dict[str, torch.Tensor]:
         layers = tuple(dict.fromkeys(layers))
         graph = self.graphs.get((layers, head))
         if graph is None:
-            graph = self.graphs[(layers, head)] = self._compiled(layers, head)
+            graph = self.graphs[(layers, head)] = self._built(layers, head)
         if graph.forward is None:
             return run_taps(self.network, batch, layers, head, on_tap)
         try:
-            activations = graph.forward(_padded(batch, self.batch_size))
+            activations = graph.forward(batch)
         except Exception as exc:
             self._give_up(graph, f"{type(exc).__name__}: {_first_line(exc)}")
             return run_taps(self.network, batch, layers, head, on_tap)
@@ -140,9 +151,9 @@ class CompiledNetwork:
             graph.checked = True
         return taken
 
-    def _compiled(self, layers: tuple[str, ...], head: str) -> _Graph:
+    def _built(self, layers: tuple[str, ...], head: str) -> _Graph:
         try:
-            return _Graph(torch.compile(tapped_graph(self.network, layers, head), **{"dynamic": False, **self.options}))
+            return _Graph(self.build(layers, head))
         except Exception as exc:
             graph = _Graph(None)
             self._give_up(graph, f"{type(exc).__name__}: {_first_line(exc)}")
@@ -151,8 +162,7 @@ class CompiledNetwork:
     def _give_up(self, graph: _Graph, reason: str) -> None:
         graph.forward = None
         warnings.warn(
-            f"compile: torch.compile of {type(self.network).__name__} failed ({reason}); "
-            "running it uncompiled (same codes, eager speed).",
+            f"{self.engine} of {type(self.network).__name__} failed ({reason}); {self.fallback}.",
             RuntimeWarning,
             stacklevel=4,
         )
@@ -161,6 +171,21 @@ class CompiledNetwork:
         if self.dtype == torch.float32:
             return FP32_TOLERANCE
         return HALF_TOLERANCE_EPS * torch.finfo(self.dtype).eps
+
+
+@dataclass(eq=False)
+class CompiledNetwork(CheckedGraphs):
+    """Tapped passes through ``torch.compile``d graphs (``compile=True``)."""
+
+    options: dict = field(default_factory=dict)
+    batch_size: int = 8
+
+    engine = "compile: torch.compile"
+    fallback = "running it uncompiled (same codes, eager speed)"
+
+    def build(self, layers: tuple[str, ...], head: str) -> Callable[[torch.Tensor], Mapping[str, torch.Tensor]]:
+        forward = torch.compile(tapped_graph(self.network, layers, head), **{"dynamic": False, **self.options})
+        return lambda batch: forward(_padded(batch, self.batch_size))
 
 
 def _padded(batch: torch.Tensor, rows: int) -> torch.Tensor:

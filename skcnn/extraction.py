@@ -107,6 +107,8 @@ class Extractor:
     stored_plan: TapPlan
     input_size: tuple[int, int]
     precision: str
+    #: ``"torch"`` or ``"onnxruntime"``, resolved from ``runtime="auto"``.
+    runtime: str
     decode: str
     compile_options: dict | None
     batch_size: int
@@ -143,6 +145,11 @@ class Extractor:
             tuple(stored_names), head, p["pooling"], p["relu"], tuple(shapes[name] for name in stored_names)
         )
         cache = p["cache"]
+        runtime = arithmetic.resolve_runtime(p["runtime"], backbone.device, p["precision"], compile_options)
+        # ONNX Runtime computes in fp32: "auto" means its native precision there.
+        precision = (
+            "fp32" if runtime == "onnxruntime" else arithmetic.resolve_precision(p["precision"], backbone.device)
+        )
         return cls(
             backbone=p["backbone"],
             weights=p["weights"],
@@ -150,7 +157,8 @@ class Extractor:
             plan=plan,
             stored_plan=stored_plan,
             input_size=recipe.crop_size,
-            precision=arithmetic.resolve_precision(p["precision"], backbone.device),
+            precision=precision,
+            runtime=runtime,
             decode=p["decode"],
             compile_options=compile_options,
             batch_size=p["batch_size"],
@@ -232,6 +240,9 @@ class Extractor:
             input_size=self.input_size,
             compile_options=self.compile_options,
             batch_size=self.batch_size,
+            runtime=self.runtime,
+            # As many as torch's intra-op threads: what the user (or a Dask worker) gave the network.
+            threads=torch.get_num_threads(),
         )
         batches = loading.iter_batches(
             images,
@@ -351,7 +362,7 @@ def stored_codes_of_batch(
     on_tap = {layer: on_tap_for(layer) for layer in plan.layers}
     if inference is None:
         inference = Inference(backbone.network, backbone.device)
-    tapped = inference.compiled or functools.partial(run_taps, inference.network)
+    tapped = inference.runner or functools.partial(run_taps, inference.network)
     with backbone.lock, torch.inference_mode(), inference.autocast():
         taken = tapped(
             inference.prepare(batch),

@@ -15,6 +15,7 @@ POOLINGS = ("avg", "max", "flatten", "spp")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DECODES = ("exact", "draft")
 ON_ERRORS = ("raise", "skip")
+RUNTIMES = ("auto", "torch", "onnxruntime")
 
 #: The input of the classifier head: the codes the literature calls *CNN codes*.
 PENULTIMATE = "penultimate"
@@ -47,6 +48,7 @@ class TransformerDefaults:
     precision: str = "auto"
     decode: str = "exact"
     compile: bool = False
+    runtime: str = "auto"
     device: str = "auto"
     progress: bool | str = "auto"
     on_error: str = "raise"
@@ -58,7 +60,13 @@ class TransformerDefaults:
 DEFAULTS = TransformerDefaults()
 
 #: Allowed values of the parameters that take one of a few strings.
-CHOICES = {"pooling": POOLINGS, "precision": PRECISIONS, "decode": DECODES, "on_error": ON_ERRORS}
+CHOICES = {
+    "pooling": POOLINGS,
+    "precision": PRECISIONS,
+    "decode": DECODES,
+    "on_error": ON_ERRORS,
+    "runtime": RUNTIMES,
+}
 
 
 def parameter_names() -> tuple[str, ...]:
@@ -76,6 +84,7 @@ __all__ = [
     "PENULTIMATE",
     "POOLINGS",
     "PRECISIONS",
+    "RUNTIMES",
     "TransformerDefaults",
     "parameter_names",
 ]

@@ -95,8 +95,9 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
     precision : {"auto", "fp32", "bf16", "fp16"}, default="auto"
         Arithmetic of the forward pass: ``"fp32"``, or autocast to bf16 or
         fp16 (pooling stays fp32, codes are float32 either way).
-        ``"auto"``: fp16 on CUDA, bf16 on a CPU with native bf16
-        (AVX512-BF16 or AMX), fp32 otherwise. Half precision moves codes
+        ``"auto"``: fp16 on CUDA; on a CPU, fp32 when ONNX Runtime runs the
+        network (``runtime``), else bf16 where the CPU has it natively
+        (AVX512-BF16 or AMX), else fp32. Half precision moves codes
         beyond float rounding (how far, and the accuracy of a linear
         classifier on them: ``benchmarks/RESULTS.md``). The resolved
         precision is part of the cache key, so codes of different
@@ -121,6 +122,18 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
         cannot trace it; inductor needs a C++ compiler on the CPU) runs
         uncompiled with a warning. Codes equal the uncompiled ones within
         float rounding (1e-4 relative), so the cache shares them.
+
+    runtime : {"auto", "torch", "onnxruntime"}, default="auto"
+        What runs the network. ``"onnxruntime"``: the network cut after
+        its last tap is exported to ONNX once per machine (kept in
+        ``skcnn.onnx_runtime.cache_dir()``, ``$SKCNN_ONNX_CACHE`` to move
+        it) and run by ONNX Runtime on the CPU, in fp32: several times
+        faster than torch on a CPU (``benchmarks/RESULTS.md``). ``"auto"``:
+        ONNX Runtime on a CPU unless ``precision`` asks for bf16 or fp16 or
+        ``compile`` is on; torch on CUDA and MPS. The first batch is checked
+        against torch: a network that does not export runs on torch with
+        a warning. Codes equal torch's within float rounding (1e-4
+        relative), so the cache shares them.
 
     device : str or torch.device, default="auto"
         ``"auto"``: CUDA if available, else Apple MPS, else the CPU.
@@ -270,6 +283,7 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
         "precision": [StrOptions(set(CHOICES["precision"]))],
         "decode": [StrOptions(set(CHOICES["decode"]))],
         "compile": ["boolean", dict],
+        "runtime": [StrOptions(set(CHOICES["runtime"]))],
         "device": [str, torch.device],
         "progress": ["boolean", StrOptions({"auto"})],
         "on_error": [StrOptions(set(CHOICES["on_error"]))],
@@ -292,6 +306,7 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
         precision=DEFAULTS.precision,
         decode=DEFAULTS.decode,
         compile=DEFAULTS.compile,
+        runtime=DEFAULTS.runtime,
         device=DEFAULTS.device,
         progress=DEFAULTS.progress,
         on_error=DEFAULTS.on_error,
@@ -310,6 +325,7 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
         self.precision = precision
         self.decode = decode
         self.compile = compile
+        self.runtime = runtime
         self.device = device
         self.progress = progress
         self.on_error = on_error

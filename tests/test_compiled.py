@@ -13,7 +13,8 @@ from skcnn.compiled import tapped_graph
 from skcnn.taps import probe, run_taps
 
 # fp32: "auto" is bf16 on CPUs with native bf16, where the checks are 64 bf16 eps wide.
-SMALL = dict(backbone="efficientnet_lite0", input_size=64, batch_size=4, precision="fp32")
+# torch: compiled graphs are compared with torch's eager pass.
+SMALL = dict(backbone="efficientnet_lite0", input_size=64, batch_size=4, precision="fp32", runtime="torch")
 #: aot_eager traces and functionalises like inductor but generates no C++:
 #: the mechanics in seconds.
 AOT_EAGER = {"backend": "aot_eager"}
@@ -92,6 +93,7 @@ def test_inductor_with_freezing_on_a_torchvision_network(images):
         input_size=64,
         batch_size=4,
         precision="fp32",
+        runtime="torch",
     )
     eager = CNNFeatureTransformer(**params).fit_transform(images)
     with warnings.catch_warnings():

@@ -20,20 +20,21 @@ SMALL_NET = CNNFeatureTransformer(input_size=32)
 
 @contextlib.contextmanager
 def counted_forward_passes():
-    """Count the images that go through a network to make codes (the
-    one-time probe and self-checks of a network are not data passes)."""
+    """Count the images that go through a network to make codes, whatever
+    runs it (the one-time probe and self-checks of a network are not data
+    passes)."""
     seen = []
-    run_taps = extraction.run_taps
+    batch_codes = extraction.stored_codes_of_batch
 
-    def counting(network, batch, *args, **kwargs):
+    def counting(backbone, batch, *args, **kwargs):
         seen.append(batch.shape[0])
-        return run_taps(network, batch, *args, **kwargs)
+        return batch_codes(backbone, batch, *args, **kwargs)
 
-    extraction.run_taps = counting
+    extraction.stored_codes_of_batch = counting
     try:
         yield seen
     finally:
-        extraction.run_taps = run_taps
+        extraction.stored_codes_of_batch = batch_codes
 
 
 @pytest.fixture
