@@ -75,26 +75,37 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "fp32"
 
 
-def resolve_runtime(runtime: str, device: torch.device, precision: str, compile_options: dict | None) -> str:
-    """``"auto"`` -> ONNX Runtime on a CPU in fp32 (several times faster than
-    eager torch there: ``benchmarks/RESULTS.md``), torch elsewhere; an
-    explicit choice is checked against the other parameters."""
+def resolve_runtime(
+    runtime: str, precision: str, device: torch.device, compile_options: dict | None
+) -> tuple[str, str]:
+    """The runtime and the resolved precision it computes in.
+
+    ``"auto"``: ONNX Runtime where the network computes in fp32 on a CPU
+    (CPUs without native bf16, or ``precision="fp32"``), where it measured
+    faster than torch; torch where bf16 is native (torch's bf16 measured
+    faster than ONNX Runtime's fp32 there), with ``compile``, and on CUDA
+    and MPS (``benchmarks/RESULTS.md``, "Runtimes"). An explicit
+    ``"onnxruntime"`` computes in fp32 and is checked against the other
+    parameters.
+    """
+    resolved = resolve_precision(precision, device)
     if runtime == "torch":
-        return runtime
-    why_not = _why_not_onnxruntime(device, precision, compile_options)
-    if runtime == "onnxruntime" and why_not:
-        raise ValueError(f"runtime='onnxruntime': {why_not}. Use runtime='torch' or 'auto'.")
-    if runtime == "auto" and why_not:
-        if why_not.startswith("the packages"):
-            _say_once(f"runtime='auto' runs torch: {why_not}; with them the CPU runs several times faster.")
-        return "torch"
-    return "onnxruntime"
+        return runtime, resolved
+    if runtime == "onnxruntime":
+        why_not = _why_not_onnxruntime(device, "fp32" if precision == "auto" else precision, compile_options)
+        if why_not:
+            raise ValueError(f"runtime='onnxruntime': {why_not}. Use runtime='torch' or 'auto'.")
+        return runtime, "fp32"
+    why_not = _why_not_onnxruntime(device, resolved, compile_options)
+    if why_not and why_not.startswith("the packages"):
+        _say_once(f"runtime='auto' runs torch: {why_not}; with them the CPU runs faster.")
+    return ("torch", resolved) if why_not else ("onnxruntime", "fp32")
 
 
 def _why_not_onnxruntime(device: torch.device, precision: str, compile_options: dict | None) -> str | None:
     if device.type != "cpu":
         return f"it runs on the CPU, not on device {str(device)!r} (torch runs there)"
-    if precision not in ("auto", "fp32"):
+    if precision != "fp32":
         return f"it computes in fp32, not precision={precision!r}"
     if compile_options is not None:
         return "compile applies to runtime='torch'"

@@ -145,11 +145,7 @@ class Extractor:
             tuple(stored_names), head, p["pooling"], p["relu"], tuple(shapes[name] for name in stored_names)
         )
         cache = p["cache"]
-        runtime = arithmetic.resolve_runtime(p["runtime"], backbone.device, p["precision"], compile_options)
-        # ONNX Runtime computes in fp32: "auto" means its native precision there.
-        precision = (
-            "fp32" if runtime == "onnxruntime" else arithmetic.resolve_precision(p["precision"], backbone.device)
-        )
+        runtime, precision = arithmetic.resolve_runtime(p["runtime"], p["precision"], backbone.device, compile_options)
         return cls(
             backbone=p["backbone"],
             weights=p["weights"],

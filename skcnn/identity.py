@@ -37,7 +37,7 @@ def image_key(image) -> str:
     elif isinstance(image, Image.Image):
         # The pixels the network will see: palette, EXIF orientation and
         # mode conversions applied, so no two different pictures share a key.
-        pixels = load_image(image)
+        pixels = np.ascontiguousarray(load_image(image))  # keyed in (H, W, C) order
         digest.update(f"pil\0{pixels.shape}\0".encode())
         digest.update(pixels.data)
     elif isinstance(image, np.ndarray):

@@ -239,9 +239,9 @@ def _pil_to_array(im: Image.Image) -> np.ndarray:
 def _array_to_float(array: np.ndarray) -> np.ndarray:
     array = _to_hwc(array)
     if array.dtype == np.uint8:
-        return array.astype(np.float32) / np.float32(255)
+        return _scaled(array, np.float32(255))
     if array.dtype == np.uint16:
-        return array.astype(np.float32) / np.float32(65535)
+        return _scaled(array, np.float32(65535))
     if array.dtype == np.bool_:
         return array.astype(np.float32)
     if array.dtype.kind == "f":
@@ -249,6 +249,19 @@ def _array_to_float(array: np.ndarray) -> np.ndarray:
     raise ImageError(
         f"Image arrays must be uint8 (0-255), uint16 (0-65535), bool or float in [0, 1]; got dtype {array.dtype}."
     )
+
+
+def _scaled(array: np.ndarray, full_scale: np.float32) -> np.ndarray:
+    """``array / full_scale`` in float32, in one pass over the pixels.
+
+    The result is an (H, W, C) view of channel-major memory: the network
+    input is channel-major, so preprocessing then needs no copy of the
+    full-resolution image to reorder it (the values are those of
+    ``array.astype(np.float32) / full_scale``, bit for bit).
+    """
+    channels_first = np.empty((array.shape[2], *array.shape[:2]), dtype=np.float32)
+    np.divide(array.transpose(2, 0, 1), full_scale, out=channels_first, dtype=np.float32)
+    return channels_first.transpose(1, 2, 0)
 
 
 def _to_hwc(array: np.ndarray) -> np.ndarray:

@@ -19,6 +19,7 @@ depend on the runtime: codes cached by one are hits for the other.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -99,12 +100,19 @@ class OnnxNetwork(CheckedGraphs):
         return forward
 
     def exported(self, layers: tuple[str, ...], head: str) -> Path:
-        """The ``.onnx`` file of these taps, exported now unless a valid one is kept."""
+        """The ``.onnx`` file of these taps, exported now unless a valid one is kept.
+
+        Processes that start together (the workers of a machine) take turns:
+        the first exports, the others wait and read its file.
+        """
         path = cache_dir() / f"{self._file_stem(layers, head)}.onnx"
         if path.is_file() and _loads(path):
             return path
         path.parent.mkdir(parents=True, exist_ok=True)
-        _export(tapped_graph(self.network, layers, head), layers, self.input_size, path)
+        with open(path.with_suffix(".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+            if not (path.is_file() and _loads(path)):
+                _export(tapped_graph(self.network, layers, head), layers, self.input_size, path)
         return path
 
     def _file_stem(self, layers: tuple[str, ...], head: str) -> str:

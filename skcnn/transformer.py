@@ -95,9 +95,9 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
     precision : {"auto", "fp32", "bf16", "fp16"}, default="auto"
         Arithmetic of the forward pass: ``"fp32"``, or autocast to bf16 or
         fp16 (pooling stays fp32, codes are float32 either way).
-        ``"auto"``: fp16 on CUDA; on a CPU, fp32 when ONNX Runtime runs the
-        network (``runtime``), else bf16 where the CPU has it natively
-        (AVX512-BF16 or AMX), else fp32. Half precision moves codes
+        ``"auto"``: fp16 on CUDA, bf16 on a CPU with native bf16
+        (AVX512-BF16 or AMX), fp32 otherwise (and with
+        ``runtime="onnxruntime"``). Half precision moves codes
         beyond float rounding (how far, and the accuracy of a linear
         classifier on them: ``benchmarks/RESULTS.md``). The resolved
         precision is part of the cache key, so codes of different
@@ -127,10 +127,12 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
         What runs the network. ``"onnxruntime"``: the network cut after
         its last tap is exported to ONNX once per machine (kept in
         ``skcnn.onnx_runtime.cache_dir()``, ``$SKCNN_ONNX_CACHE`` to move
-        it) and run by ONNX Runtime on the CPU, in fp32: several times
-        faster than torch on a CPU (``benchmarks/RESULTS.md``). ``"auto"``:
-        ONNX Runtime on a CPU unless ``precision`` asks for bf16 or fp16 or
-        ``compile`` is on; torch on CUDA and MPS. The first batch is checked
+        it) and run by ONNX Runtime on the CPU, in fp32: faster than
+        torch's fp32 there (``benchmarks/RESULTS.md``, "Runtimes").
+        ``"auto"``: ONNX Runtime where the network computes in fp32 on a
+        CPU (CPUs without native bf16, or ``precision="fp32"``); torch
+        where the CPU has native bf16 (faster still), with ``compile``, and
+        on CUDA and MPS. The first batch is checked
         against torch: a network that does not export runs on torch with
         a warning. Codes equal torch's within float rounding (1e-4
         relative), so the cache shares them.

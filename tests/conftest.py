@@ -1,5 +1,19 @@
+import os
+import shutil
+import tempfile
+
 import numpy as np
 import pytest
+
+from skcnn.onnx_runtime import CACHE_DIR_ENV
+
+# ONNX exports of the whole run go to one temporary folder, shared by the
+# tests and by the processes they start (Dask workers, killed children): an
+# export is made once per network and taps, as on a user's machine, and none
+# is left in the user's cache. Set before any test module is imported, as
+# some keep a copy of this environment.
+_EXPORTS = tempfile.mkdtemp(prefix="skcnn-test-onnx-")
+os.environ[CACHE_DIR_ENV] = _EXPORTS
 
 
 @pytest.fixture
@@ -19,18 +33,7 @@ def textures():
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _exported_graphs_in_a_test_folder(tmp_path_factory):
-    """ONNX exports of the whole run go to one temporary folder, shared by
-    the tests (an export is made once per network and taps, as on a user's
-    machine) and not left in the user's cache."""
-    import os
-
-    from skcnn.onnx_runtime import CACHE_DIR_ENV
-
-    previous = os.environ.get(CACHE_DIR_ENV)
-    os.environ[CACHE_DIR_ENV] = str(tmp_path_factory.mktemp("onnx"))
+def _exported_graphs_in_a_test_folder():
+    """Remove the run's ONNX exports at its end (see the top of this file)."""
     yield
-    if previous is None:
-        os.environ.pop(CACHE_DIR_ENV, None)
-    else:
-        os.environ[CACHE_DIR_ENV] = previous
+    shutil.rmtree(_EXPORTS, ignore_errors=True)

@@ -118,8 +118,8 @@ def test_precision_and_decoding_are_in_the_cache_key(tmp_path, rgb_images):
 def test_auto_precision_is_stored_resolved(tmp_path, rgb_images, runtime):
     path = str(tmp_path / "codes.h5")
     CNNFeatureTransformer(**SMALL, cache=path, runtime=runtime).fit(rgb_images).transform(rgb_images)
-    # auto: ONNX Runtime on a CPU, which computes in fp32; torch: bf16 where the CPU has it natively
-    expected = "bf16" if runtime == "torch" and arithmetic.cpu_has_native_bf16() else "fp32"
+    # bf16 where the CPU has it natively (torch runs it then), else fp32 (ONNX Runtime under auto)
+    expected = "bf16" if arithmetic.cpu_has_native_bf16() else "fp32"
     # fp32 and exact decoding are left out of the key (caches from before stay valid)
     assert [c.attrs.get("precision", "fp32") for c in CodeCache(path).configs()] == [expected]
 

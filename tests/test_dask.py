@@ -5,6 +5,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -16,7 +17,7 @@ import dask.array as da  # noqa: E402
 import dask.bag as db  # noqa: E402
 
 import skcnn.dask  # noqa: E402
-from skcnn import CNNFeatureTransformer  # noqa: E402
+from skcnn import CNNFeatureTransformer, onnx_runtime  # noqa: E402
 from skcnn.cache import CodeCache  # noqa: E402
 from skcnn.images import BadImagesError  # noqa: E402
 
@@ -242,3 +243,18 @@ def test_a_killed_worker_loses_at_most_its_batch_in_flight(client, paths, refere
     assert info.cache_info.hits > 0  # the re-run task found the killed worker's finished batches
     assert info.cache_info.hits + info.cache_info.computed == N
     client.wait_for_workers(2, timeout=60)  # the nanny restarted the worker
+
+
+def test_workers_run_onnxruntime_and_export_once_per_machine(client, paths, tmp_path):
+    """The workers' exports go to the folder this process names (they inherit
+    its environment); two workers starting together export one file."""
+    params = dict(PARAMS, precision="fp32", layer="blocks.1")  # fp32 on a CPU: ONNX Runtime under auto
+    exports = Path(os.environ[onnx_runtime.CACHE_DIR_ENV])
+    before = set(exports.glob("*.onnx"))
+    codes = skcnn.dask.extract(paths, client=client, paths_per_task=15, **params).compute()
+    new = set(exports.glob("*.onnx")) - before
+    assert len(new) == 1 and next(iter(new)).name.startswith("efficientnet_lite0-")
+    runtimes = client.run(lambda: sorted({t.extractor_.runtime for t in skcnn.dask._transformers.values()}))
+    assert all("onnxruntime" in found for found in runtimes.values())
+    reference = CNNFeatureTransformer(runtime="torch", **params).fit_transform(paths)
+    np.testing.assert_allclose(codes, reference, **TOLERANCE)

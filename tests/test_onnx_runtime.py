@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from skcnn import CacheStats, CNNFeatureTransformer, clear_networks, onnx_runtime
+from skcnn import CacheStats, CNNFeatureTransformer, arithmetic, clear_networks, onnx_runtime
 
 FP32 = dict(input_size=64, batch_size=4, precision="fp32")
 
@@ -47,10 +47,17 @@ def test_codes_equal_torchs(images, params):
 
 
 def test_auto_is_onnxruntime_on_a_cpu_in_fp32_and_torch_otherwise():
-    assert CNNFeatureTransformer(input_size=64).fit([]).extractor_.runtime == "onnxruntime"
-    assert CNNFeatureTransformer(input_size=64).fit([]).extractor_.precision == "fp32"
-    assert CNNFeatureTransformer(input_size=64, precision="bf16").fit([]).extractor_.runtime == "torch"
-    assert CNNFeatureTransformer(input_size=64, compile=True).fit([]).extractor_.runtime == "torch"
+    def resolved(**params):
+        extractor = CNNFeatureTransformer(input_size=64, **params).fit([]).extractor_
+        return extractor.runtime, extractor.precision
+
+    native_bf16 = arithmetic.cpu_has_native_bf16()
+    assert resolved() == (("torch", "bf16") if native_bf16 else ("onnxruntime", "fp32"))
+    assert resolved(precision="fp32") == ("onnxruntime", "fp32")
+    assert resolved(precision="bf16") == ("torch", "bf16")
+    assert resolved(precision="fp32", compile=True) == ("torch", "fp32")
+    assert resolved(runtime="onnxruntime") == ("onnxruntime", "fp32")
+    assert resolved(runtime="torch", precision="fp32") == ("torch", "fp32")
     with pytest.raises(ValueError, match=r"runtime='onnxruntime': it computes in fp32, not precision='bf16'"):
         CNNFeatureTransformer(runtime="onnxruntime", precision="bf16").fit([])
     with pytest.raises(ValueError, match="compile applies to runtime='torch'"):
@@ -134,8 +141,20 @@ def test_the_export_is_shared_by_processes(images, tmp_path):
         "calls = []; real = torch.onnx.export\n"
         "torch.onnx.export = lambda *a, **k: calls.append(1) or real(*a, **k)\n"
         "x = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)\n"
-        "CNNFeatureTransformer(input_size=64, layer='blocks.0').fit_transform(x)\n"
+        "CNNFeatureTransformer(input_size=64, layer='blocks.0', precision='fp32').fit_transform(x)\n"
         "print('exports', len(calls))\n"
     )
     runs = [subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True) for _ in range(2)]
     assert [run.stdout.split()[-1] for run in runs] == ["1", "0"], [run.stderr[-2000:] for run in runs]
+
+
+def test_layer_search_runs_its_transformers_runtime(textures):
+    from sklearn.naive_bayes import GaussianNB
+
+    from skcnn import LayerSearchCV
+
+    X, y = textures[0][::4], textures[1][::4]
+    search = LayerSearchCV(CNNFeatureTransformer(input_size=32, precision="fp32"), layers=["blocks.1", "penultimate"])
+    search.set_params(cv=2, classifier=GaussianNB()).fit(X, y)
+    assert search.transformer_.extractor_.runtime == "onnxruntime"
+    assert search.best_estimator_[0].extractor_.runtime == "onnxruntime"
