@@ -148,18 +148,13 @@ def add_transformer_arguments(
     group.add_argument("--input-size", type=int, default=DEFAULTS.input_size, help="input side in pixels")
     group.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
     group.add_argument("--device", default=DEFAULTS.device, help="auto, cpu, cuda, cuda:N or mps")
-    group.add_argument(
-        "--precision",
-        default=DEFAULTS.precision,
-        choices=CHOICES["precision"],
-        help="auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32",
-    )
-    group.add_argument(
-        "--decode",
-        default=DEFAULTS.decode,
-        choices=CHOICES["decode"],
-        help="draft: JPEGs decoded at reduced scale (faster, codes differ slightly)",
-    )
+    choices = {
+        "precision": "auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32",
+        "decode": "draft: JPEGs decoded at reduced scale (faster, codes differ slightly)",
+        "runtime": "auto: ONNX Runtime on a CPU computing in fp32, else torch",
+    }
+    for name, help_text in choices.items():
+        group.add_argument(f"--{name}", default=getattr(DEFAULTS, name), choices=CHOICES[name], help=help_text)
     group.add_argument(
         "--num-workers",
         type=_count_or("auto", "auto"),
@@ -169,12 +164,6 @@ def add_transformer_arguments(
     )
     group.add_argument(
         "--compile", action="store_true", help="run the network through torch.compile (pays on long runs only)"
-    )
-    group.add_argument(
-        "--runtime",
-        default=DEFAULTS.runtime,
-        choices=CHOICES["runtime"],
-        help="auto: ONNX Runtime on a CPU (fp32), torch on a GPU",
     )
     group.add_argument(
         "--max-pixels",
