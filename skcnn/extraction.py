@@ -263,10 +263,10 @@ class Extractor:
                 bar.update(len(positions))
         failures = found.share_repeats(images, failures, self.layers)
         if self.cache is None:
-            return Extraction(finish(self.plan, found.stored), failures, None)
+            return Extraction(found.finished(self.plan), failures, None)
         if self.cache.should_compact():  # also after a run killed before its compaction
             self.cache.compact()
-        return Extraction(finish(self.plan, found.stored), failures, found.stats())
+        return Extraction(found.finished(self.plan), failures, found.stats())
 
     def _look_up(self, backbone: Backbone, images: Sequence, failures: list) -> _Found:
         configs = {layer: self.cache_config(layer, backbone) for layer in self.stored_plan.layers}
@@ -274,22 +274,23 @@ class Extractor:
         readable = np.asarray(sorted(keys), dtype=np.intp)
         found = self.cache.lookup(configs, [keys[i] for i in readable])
         have = {layer: set(readable[mask].tolist()) for layer, (mask, _) in found.items()}
-        widths = self.plan.widths
-        stored = {layer: np.full((len(images), widths[layer]), np.nan, np.float32) for layer in self.layers}
+        codes, stored = _allocated(self.plan, len(images))
         for layer in self.layers:
-            mask, codes = found[layer]
+            mask, hits = found[layer]
             if mask.any():
-                stored[layer][readable[mask]] = codes
+                stored[layer][readable[mask]] = hits
         missing = [i for i in readable.tolist() if not all(i in have[layer] for layer in self.layers)]
         first_of_key = {keys[i]: i for i in reversed(missing)}  # one forward pass per distinct image
-        return _Found(stored, have, keys, missing, first_of_key, sorted(first_of_key.values()), len(readable), configs)
+        todo = sorted(first_of_key.values())
+        return _Found(codes, stored, have, keys, missing, first_of_key, todo, len(readable), configs)
 
 
 @dataclass
 class _Found:
     """An extraction's bookkeeping: what the cache holds and what to compute."""
 
-    stored: dict[str, np.ndarray]  # each requested layer's codes, NaN until known
+    codes: np.ndarray  # the returned codes, NaN until known
+    stored: dict[str, np.ndarray]  # each requested layer's columns of them, in stored form
     have: dict[str, set[int]]  # images the cache holds, by stored layer
     keys: dict[int, str] | None  # content keys of readable images (None: no cache)
     missing: list[int]
@@ -301,10 +302,15 @@ class _Found:
     @classmethod
     def nothing(cls, extractor: Extractor, n_images: int) -> _Found:
         """No cache: every image is computed, each on its own."""
-        widths = extractor.plan.widths
-        stored = {layer: np.full((n_images, widths[layer]), np.nan, np.float32) for layer in extractor.layers}
-        everything = list(range(n_images))
-        return cls(stored, {}, None, [], {}, everything, n_images, {})
+        codes, stored = _allocated(extractor.plan, n_images)
+        return cls(codes, stored, {}, None, [], {}, list(range(n_images)), n_images, {})
+
+    def finished(self, plan: TapPlan) -> np.ndarray:
+        """The codes as returned: ReLU applied where it was deferred, in place."""
+        for layer in plan.layers:
+            if plan.relu_on_read(layer):
+                np.maximum(self.stored[layer], 0, out=self.stored[layer])
+        return self.codes
 
     def unstored(self, positions: list[int], codes: Mapping[str, np.ndarray], configs: Mapping[str, dict]) -> dict:
         """``{layer: (config, keys, codes)}`` of the batch's rows the cache lacks."""
@@ -329,6 +335,15 @@ class _Found:
 
     def stats(self) -> CacheStats:
         return CacheStats(hits=self.n_readable - len(self.missing), misses=len(self.missing), computed=len(self.todo))
+
+
+def _allocated(plan: TapPlan, n_images: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The codes of ``n_images`` (NaN) and each layer's columns of them (views:
+    filling them fills the codes, with no copy of the whole at the end)."""
+    widths = plan.widths
+    codes = np.full((n_images, sum(widths.values())), np.nan, np.float32)
+    ends = np.cumsum([widths[layer] for layer in plan.layers])
+    return codes, {layer: codes[:, end - widths[layer] : end] for layer, end in zip(plan.layers, ends, strict=True)}
 
 
 def _keys(images: Sequence, failures: list[image_io.ImageFailure]) -> dict[int, str]:
