@@ -23,6 +23,7 @@ _PUBLIC = {
     # estimators and advice
     "CNNFeatureTransformer": ".transformer",
     "LayerSearchCV": ".search",
+    "CNNClassifier": ".finetuning.classifier",
     "advise_layer": ".advice",
     "LayerAdvice": ".advice",
     # layers

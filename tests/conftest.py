@@ -1,5 +1,6 @@
 import os
 import shutil
+import signal
 import tempfile
 
 import numpy as np
@@ -14,6 +15,12 @@ from skcnn.onnx_runtime import CACHE_DIR_ENV
 # some keep a copy of this environment.
 _EXPORTS = tempfile.mkdtemp(prefix="skcnn-test-onnx-")
 os.environ[CACHE_DIR_ENV] = _EXPORTS
+
+# A shell starts background jobs with Ctrl-C ignored, and Python then leaves
+# it ignored (and so do the processes it starts): the Ctrl-C tests need
+# Python's own handler, as in a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture

@@ -1,0 +1,302 @@
+"""The training loop: which layers train, batch norm, learning rates, early stopping, checkpoints.
+
+- **Which layers train.** ``"head"``, a layer name (that layer and every
+  module the forward pass enters after it), or ``"all"``; the others keep
+  ``requires_grad=False``.
+- **Discriminative learning rates.** The new head trains at
+  ``learning_rate``, the pretrained layers at ``learning_rate *
+  backbone_lr_ratio``, both with AdamW under a one-cycle schedule (a short
+  linear warmup, then cosine decay).
+- **Batch norm.** ``"frozen"`` keeps every BatchNorm in eval mode in every
+  epoch (a ``train()`` call does not undo it: the mode is set again after
+  it), ``"adapt"`` first re-estimates the running statistics on the
+  training images (AdaBN) and then freezes them, ``"train"`` lets them
+  update.
+- **Early stopping** on the validation split's accuracy; the best epoch's
+  weights are restored at the end.
+- **Checkpoints.** With a path, every finished epoch is saved atomically;
+  a run killed and started again with the same data and parameters goes
+  on from the last finished epoch. Ctrl-C stops after the current batch
+  and keeps the best weights so far.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..preprocessing import Preprocessing
+from .augment import augmented, normalized
+
+BATCHNORMS = ("auto", "frozen", "adapt", "train")
+#: Share of the steps the learning rates take to rise to their peak.
+WARMUP_FRACTION = 0.1
+
+
+@dataclass
+class Plan:
+    """Everything the loop needs besides the data: resolved parameters."""
+
+    max_epochs: int
+    batch_size: int
+    learning_rate: float
+    backbone_lr_ratio: float
+    weight_decay: float
+    batchnorm: str  # "frozen", "adapt" or "train"
+    n_iter_no_change: int | None  # None: no early stopping
+    device: torch.device
+    dtype: torch.dtype | None  # autocast dtype, None for fp32
+    seed: int
+    progress: bool = False
+    checkpoint: Path | None = None
+    fingerprint: str = ""
+
+
+@dataclass
+class State:
+    """What a run has reached; saved with every checkpoint."""
+
+    epoch: int = 0
+    history: list[dict] = field(default_factory=list)
+    best_score: float = -np.inf
+    best_epoch: int = 0
+    best_weights: dict | None = None
+    stale: int = 0  # epochs since the best one
+    interrupted: bool = False
+
+
+def trainable(network: nn.Module, head: str, unfreeze: str, example: torch.Tensor) -> tuple[list, list]:
+    """Set ``requires_grad`` by ``unfreeze``; return (pretrained, head) parameters that train."""
+    entered = _entry_order(network, example)
+    if unfreeze == "all":
+        start = 0
+    elif unfreeze == "head":
+        start = entered.index(head)
+    else:
+        if unfreeze not in entered:
+            raise ValueError(f"unfreeze={unfreeze!r} is not a layer of the network; use a name from list_layers().")
+        start = entered.index(unfreeze)
+    training = set(entered[start:])
+    pretrained, new = [], []
+    for name, parameter in network.named_parameters():
+        module = _owner(name, entered)
+        parameter.requires_grad_(module in training)
+        if parameter.requires_grad:
+            (new if module == head or module.startswith(head + ".") else pretrained).append(parameter)
+    return pretrained, new
+
+
+def _entry_order(network: nn.Module, example: torch.Tensor) -> list[str]:
+    """Module names in the order the forward pass enters them (parents before children)."""
+    order: list[str] = []
+    handles = [
+        module.register_forward_pre_hook(
+            lambda module, args, name=name: order.append(name) if name not in order else None
+        )
+        for name, module in network.named_modules()
+        if name
+    ]
+    try:
+        with torch.no_grad():
+            network.eval()(example)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return order
+
+
+def _owner(parameter: str, modules: list[str]) -> str:
+    """The innermost module of ``modules`` that holds ``parameter``."""
+    name = parameter.rpartition(".")[0]
+    while name and name not in modules:
+        name = name.rpartition(".")[0]
+    return name
+
+
+def set_mode(network: nn.Module, training: bool, batchnorm: str) -> None:
+    """``train()`` / ``eval()``, batch norm kept in eval mode unless it trains."""
+    network.train(training)
+    if batchnorm != "train":
+        for module in network.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
+
+def adapt_batchnorm(network: nn.Module, images: torch.Tensor, recipe: Preprocessing, plan: Plan) -> None:
+    """AdaBN: every BatchNorm's running statistics re-estimated on ``images``."""
+    norms = [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [norm.momentum for norm in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative average over all batches
+    network.train()
+    with torch.no_grad():
+        for start in range(0, len(images), plan.batch_size):
+            network(normalized(images[start : start + plan.batch_size], recipe).to(plan.device))
+    for norm, momentum in zip(norms, momenta, strict=True):
+        norm.momentum = momentum
+
+
+def train(
+    network: nn.Module,
+    parameters: tuple[list, list],
+    data: tuple[torch.Tensor, torch.Tensor],
+    validation: tuple[torch.Tensor, torch.Tensor] | None,
+    recipe: Preprocessing,
+    augment: Callable | None,
+    plan: Plan,
+) -> State:
+    """Train ``network`` in place; return the final state, best weights loaded."""
+    pretrained, head = parameters
+    groups = [{"params": pretrained, "lr": plan.learning_rate * plan.backbone_lr_ratio}, {"params": head}]
+    groups = [group for group in groups if group["params"]]
+    optimizer = torch.optim.AdamW(groups, lr=plan.learning_rate, weight_decay=plan.weight_decay)
+    steps = plan.max_epochs * -(-len(data[0]) // plan.batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer,
+        max_lr=[group.get("lr", plan.learning_rate) for group in groups],
+        total_steps=max(steps, 1),
+        pct_start=WARMUP_FRACTION,
+        anneal_strategy="cos",
+    )
+    scaler = torch.amp.GradScaler(plan.device.type) if plan.dtype == torch.float16 else None
+    state = _resumed(plan, network, optimizer, schedule) or State()
+    while state.epoch < plan.max_epochs and not _stopping(state, plan):
+        start = time.perf_counter()
+        loss = _epoch(network, optimizer, schedule, scaler, data, recipe, augment, plan, state)
+        state.epoch += 1
+        # Without a validation split the last epoch is the one kept.
+        score = _accuracy(network, validation, recipe, plan) if validation is not None else float(state.epoch)
+        rates = [group["lr"] for group in optimizer.param_groups]
+        state.history.append(
+            {
+                "epoch": state.epoch,
+                "train_loss": loss,
+                "validation_score": score if validation is not None else np.nan,
+                "learning_rates": rates,
+                "seconds": time.perf_counter() - start,
+            }
+        )
+        _keep_best(state, network, score)
+        if state.interrupted:
+            warnings.warn(
+                f"fit interrupted in epoch {state.epoch}: the best weights so far (epoch {state.best_epoch}) are kept.",
+                UserWarning,
+                stacklevel=3,
+            )
+            break
+        _save(plan, state, network, optimizer, schedule)
+    if state.best_weights is not None:
+        network.load_state_dict(state.best_weights)
+    return state
+
+
+def _stopping(state: State, plan: Plan) -> bool:
+    return plan.n_iter_no_change is not None and state.stale >= plan.n_iter_no_change
+
+
+def _epoch(network, optimizer, schedule, scaler, data, recipe, augment, plan: Plan, state: State) -> float:
+    """One pass over the training images in a seeded order; the mean loss."""
+    images, labels = data
+    # Seeded per epoch (order, augmentation, dropout): a resumed run draws what the whole run would have.
+    torch.manual_seed(plan.seed + state.epoch)
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(plan.seed + state.epoch))
+    set_mode(network, True, plan.batchnorm)
+    losses, seen = 0.0, 0
+    try:
+        for start in range(0, len(images), plan.batch_size):
+            rows = order[start : start + plan.batch_size]
+            batch = normalized(augmented(images[rows], augment), recipe).to(plan.device)
+            target = labels[rows].to(plan.device)
+            with torch.autocast(plan.device.type, dtype=plan.dtype, enabled=plan.dtype is not None):
+                loss = nn.functional.cross_entropy(network(batch), target)
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
+            schedule.step()
+            losses, seen = losses + loss.item() * len(rows), seen + len(rows)
+    except KeyboardInterrupt:
+        state.interrupted = True
+    return losses / max(seen, 1)
+
+
+def predict_logits(network: nn.Module, images: torch.Tensor, recipe: Preprocessing, plan: Plan) -> torch.Tensor:
+    """Logits of uint8 images, batched, in eval mode and inference mode."""
+    set_mode(network, False, plan.batchnorm)
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(images), plan.batch_size):
+            batch = normalized(images[start : start + plan.batch_size], recipe).to(plan.device)
+            out.append(network(batch).float().cpu())
+    return torch.cat(out)
+
+
+def _accuracy(network, validation, recipe: Preprocessing, plan: Plan) -> float:
+    images, labels = validation
+    return float((predict_logits(network, images, recipe, plan).argmax(1) == labels).float().mean())
+
+
+def _keep_best(state: State, network: nn.Module, score: float) -> None:
+    if score > state.best_score:
+        state.best_score, state.best_epoch, state.stale = score, state.epoch, 0
+        state.best_weights = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
+    else:
+        state.stale += 1
+
+
+def _save(plan: Plan, state: State, network, optimizer, schedule) -> None:
+    """The finished epoch, written to a temporary file and renamed: a kill
+    at any moment leaves the previous epoch's checkpoint or this one."""
+    if plan.checkpoint is None:
+        return
+    saved = {
+        "fingerprint": plan.fingerprint,
+        "state": {k: v for k, v in vars(state).items() if k != "interrupted"},
+        "network": network.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "schedule": schedule.state_dict(),
+    }
+    temporary = plan.checkpoint.with_name(f".{plan.checkpoint.name}.{os.getpid()}.tmp")
+    torch.save(saved, temporary)
+    os.replace(temporary, plan.checkpoint)
+
+
+def _resumed(plan: Plan, network, optimizer, schedule) -> State | None:
+    """The state of a checkpoint of this very run (same data and parameters), loaded."""
+    if plan.checkpoint is None or not plan.checkpoint.is_file():
+        return None
+    try:
+        saved = torch.load(plan.checkpoint, map_location=plan.device, weights_only=True)
+    except Exception as exc:
+        warnings.warn(
+            f"checkpoint {os.fspath(plan.checkpoint)!r} cannot be read ({exc}); starting over.",
+            UserWarning,
+            stacklevel=4,
+        )
+        return None
+    if saved.get("fingerprint") != plan.fingerprint:
+        warnings.warn(
+            f"checkpoint {os.fspath(plan.checkpoint)!r} is of other data or parameters; starting over "
+            "(it is overwritten).",
+            UserWarning,
+            stacklevel=4,
+        )
+        return None
+    network.load_state_dict(saved["network"])
+    optimizer.load_state_dict(saved["optimizer"])
+    schedule.load_state_dict(saved["schedule"])
+    return State(**copy.deepcopy(saved["state"]))

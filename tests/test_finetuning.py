@@ -1,0 +1,200 @@
+"""CNNClassifier: a pretrained network fine-tuned as a scikit-learn classifier (mechanics, small images)."""
+
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.datasets import load_digits
+from sklearn.model_selection import GridSearchCV, cross_val_score
+
+from skcnn import BadImagesError, CNNClassifier, CNNFeatureTransformer
+from skcnn.datasets import load_texture_patches
+from skcnn.finetuning import training
+
+SMALL = dict(input_size=32, batch_size=16, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def patches():
+    X, y = load_texture_patches(n_per_class=10, patch_size=32)
+    X_test, y_test = load_texture_patches("test", n_per_class=10, patch_size=32)
+    return X, y, X_test, y_test
+
+
+@pytest.fixture(scope="module")
+def fitted(patches):
+    X, y, _, _ = patches
+    return CNNClassifier(**SMALL, max_epochs=2, unfreeze="blocks.5").fit(X, y)
+
+
+def test_fit_predict_probabilities_and_labels_of_any_kind(fitted, patches):
+    _, _, X_test, y_test = patches
+    assert fitted.classes_.tolist() == ["brick", "grass", "gravel"]
+    proba = fitted.predict_proba(X_test)
+    assert proba.shape == (30, 3) and np.allclose(proba.sum(axis=1), 1, atol=1e-5) and (proba >= 0).all()
+    assert set(fitted.predict(X_test)) <= set(fitted.classes_)
+    assert fitted.score(X_test, y_test) > 0.8  # the head starts from a linear probe on pretrained codes
+    assert fitted.decision_function(X_test).shape == (30, 3)
+    assert fitted.n_epochs_ == len(fitted.history_) <= 2 and 1 <= fitted.best_epoch_ <= fitted.n_epochs_
+    assert set(fitted.history_[0]) == {"epoch", "train_loss", "validation_score", "learning_rates", "seconds"}
+    assert len(fitted.history_[0]["learning_rates"]) == 2  # pretrained layers and head
+    rates = fitted.history_[-1]["learning_rates"]
+    assert rates[0] < rates[1]  # the pretrained layers learn slower than the head
+
+
+def test_only_the_unfrozen_layers_change(fitted):
+    pretrained = CNNClassifier(**SMALL)._recipe  # noqa: F841 - the estimator is importable without fitting
+    from skcnn import backbones
+
+    original = backbones.load_backbone("efficientnet_lite0", "DEFAULT", "cpu").network.state_dict()
+    tuned = fitted.state_dict_
+    assert torch.equal(tuned["conv_stem.weight"], original["conv_stem.weight"])  # before blocks.5: frozen
+    assert torch.equal(tuned["blocks.4.0.conv_pw.weight"], original["blocks.4.0.conv_pw.weight"])
+    assert not torch.equal(tuned["blocks.5.0.conv_pw.weight"], original["blocks.5.0.conv_pw.weight"])
+    assert tuned["classifier.weight"].shape == (3, 1280)
+
+
+def test_deterministic_on_the_cpu_and_pickles_without_the_device(fitted, patches):
+    X, y, X_test, _ = patches
+    again = CNNClassifier(**SMALL, max_epochs=2, unfreeze="blocks.5").fit(X, y)
+    np.testing.assert_array_equal(again.predict_proba(X_test), fitted.predict_proba(X_test))
+    blob = pickle.dumps(fitted)
+    restored = pickle.loads(blob)
+    assert "_network" not in vars(restored)
+    assert all(value.device.type == "cpu" for value in restored.state_dict_.values())
+    np.testing.assert_allclose(restored.predict_proba(X_test), fitted.predict_proba(X_test), atol=1e-6)
+    assert not hasattr(clone(fitted), "state_dict_")
+
+
+@pytest.mark.parametrize("batchnorm", ["frozen", "adapt", "train"])
+def test_batchnorm_frozen_keeps_the_statistics_adapt_and_train_change_them(patches, batchnorm):
+    X, y, _, _ = patches
+    model = CNNClassifier(**SMALL, max_epochs=1, unfreeze="all", batchnorm=batchnorm, early_stopping=False).fit(X, y)
+    from skcnn import backbones
+
+    original = backbones.load_backbone("efficientnet_lite0", "DEFAULT", "cpu").network.state_dict()
+    key = "blocks.2.0.bn1.running_mean"
+    same = torch.equal(model.state_dict_[key], original[key])
+    assert same == (batchnorm == "frozen")
+    assert model.strategy_ == {"unfreeze": "all", "batchnorm": batchnorm, "reason": "as given"}
+
+
+def test_set_mode_keeps_batchnorm_in_eval_mode_after_train():
+    network = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    training.set_mode(network, True, "frozen")
+    assert network.training and not network[1].training
+    training.set_mode(network, True, "train")
+    assert network[1].training
+
+
+def test_augmentation_is_applied_to_training_batches_only(patches):
+    X, y, X_test, _ = patches
+    calls = []
+
+    def recording(image):
+        calls.append(tuple(image.shape))
+        return image
+
+    model = CNNClassifier(**SMALL, max_epochs=2, unfreeze="head", augment=recording, n_iter_no_change=5).fit(X, y)
+    n_train = len(X) - int(np.ceil(0.1 * len(X)))
+    assert len(calls) == 2 * n_train and set(calls) == {(3, 32, 32)}  # never the validation split
+    model.predict(X_test)
+    assert len(calls) == 2 * n_train  # never prediction
+
+
+def test_auto_strategy_follows_size_and_similarity(patches):
+    X, y, _, _ = patches
+    similar = CNNClassifier(**SMALL, max_epochs=1).fit(X, y)
+    assert similar.strategy_["unfreeze"] == "head" and similar.strategy_["batchnorm"] == "frozen"
+    digits = load_digits()
+    images = (digits.images[:60] * 255 / 16).astype(np.uint8)
+    unlike = CNNClassifier(**SMALL, max_epochs=1, early_stopping=False).fit(images, digits.target[:60])
+    assert unlike.strategy_["unfreeze"].startswith("blocks.") and unlike.strategy_["batchnorm"] == "adapt"
+    assert "unlike ImageNet" in unlike.strategy_["reason"]
+
+
+def test_a_killed_fit_resumes_from_the_last_finished_epoch(patches, tmp_path, monkeypatch):
+    X, y, X_test, _ = patches
+    params = dict(SMALL, max_epochs=3, unfreeze="blocks.6", early_stopping=False, checkpoint=tmp_path / "ft.pt")
+    real_epoch = training._epoch
+    epochs_run = []
+
+    def dying(*args, **kwargs):
+        if len(epochs_run) == 2:
+            raise RuntimeError("killed")
+        epochs_run.append(1)
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(training, "_epoch", dying)
+    with pytest.raises(RuntimeError, match="killed"):
+        CNNClassifier(**params).fit(X, y)
+    assert (tmp_path / "ft.pt").is_file()
+    monkeypatch.setattr(training, "_epoch", lambda *a, **k: epochs_run.append(1) or real_epoch(*a, **k))
+    resumed = CNNClassifier(**params).fit(X, y)
+    assert len(epochs_run) == 3 and resumed.n_epochs_ == 3  # two from the checkpoint, one more
+    monkeypatch.setattr(training, "_epoch", real_epoch)
+    uninterrupted = CNNClassifier(**{**params, "checkpoint": tmp_path / "other.pt"}).fit(X, y)
+    np.testing.assert_allclose(resumed.predict_proba(X_test), uninterrupted.predict_proba(X_test), atol=1e-5)
+
+
+def test_ctrl_c_keeps_the_best_weights_so_far(patches, monkeypatch):
+    X, y, _, _ = patches
+    real_epoch = training._epoch
+
+    def interrupted(network, optimizer, schedule, scaler, data, recipe, augment, plan, state):
+        if state.epoch == 1:
+            state.interrupted = True  # as a KeyboardInterrupt in a batch leaves it
+        return real_epoch(network, optimizer, schedule, scaler, data, recipe, augment, plan, state)
+
+    monkeypatch.setattr(training, "_epoch", interrupted)
+    with pytest.warns(UserWarning, match="interrupted in epoch 2"):
+        model = CNNClassifier(**SMALL, max_epochs=4, unfreeze="head").fit(X, y)
+    assert model.n_epochs_ == 2 and model.predict(X[:2]).shape == (2,)
+
+
+def test_bad_training_images_are_named_or_skipped(patches, tmp_path):
+    X, y, _, _ = patches
+    images, labels = [*X, str(tmp_path / "missing.png"), np.zeros((2, 2, 5))], [*y, y[0], y[1]]
+    with pytest.raises(BadImagesError, match=r"missing\.png") as error:
+        CNNClassifier(**SMALL, max_epochs=1, unfreeze="head").fit(images, labels)
+    assert [failure.index for failure in error.value.failures] == [30, 31]
+    with pytest.warns(UserWarning, match=r"2 of 32 training images"):
+        model = CNNClassifier(**SMALL, max_epochs=1, unfreeze="head", on_error="skip").fit(images, labels)
+    assert [failure.index for failure in model.failed_] == [30, 31]
+
+
+@pytest.mark.parametrize(
+    "labels, message",
+    [
+        (["a"] * 30, "single class"),
+        (["a"] * 29 + ["b"], r"classes \['b'\] have one image"),
+        (["a", "b"] * 10, "one label per image"),
+    ],
+)
+def test_bad_labels_are_clear_errors(patches, labels, message):
+    with pytest.raises(ValueError, match=message):
+        CNNClassifier(**SMALL).fit(patches[0], labels)
+
+
+def test_grid_search_and_cross_validation(patches):
+    X, y, _, _ = patches
+    model = CNNClassifier(**SMALL, max_epochs=1, batchnorm="frozen", early_stopping=False)
+    grid = GridSearchCV(model, {"unfreeze": ["head", "blocks.6"], "learning_rate": [1e-3]}, cv=2).fit(X, y)
+    assert grid.best_params_["unfreeze"] in ("head", "blocks.6")
+    scores = cross_val_score(clone(model).set_params(unfreeze="head"), X, y, cv=2)
+    assert scores.shape == (2,) and (scores > 0.5).all()
+
+
+def test_to_transformer_gives_the_fine_tuned_networks_codes(fitted, patches, tmp_path):
+    _, _, X_test, _ = patches
+    transformer = fitted.to_transformer(tmp_path / "tuned.pt", precision="fp32")
+    codes = transformer.fit_transform(X_test)
+    pretrained = CNNFeatureTransformer(input_size=32, precision="fp32").fit_transform(X_test)
+    assert codes.shape == pretrained.shape == (30, 1280)
+    assert not np.allclose(codes, pretrained, atol=1e-4)  # blocks.5 and 6 were fine-tuned
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert transformer.extractor_.backbone == "efficientnet_lite0"
