@@ -68,11 +68,11 @@ def _listed(failures, shown: int = 10) -> str:
     return listed + (f"; ... and {len(failures) - shown} more" if len(failures) > shown else "")
 
 
-def labelled_images(folder: str) -> tuple[list[Path], list[str]]:
+def labelled_images(folder: str, option: str = "--search") -> tuple[list[Path], list[str]]:
     """Images below ``folder/<class>/``, labelled by their class folder."""
     root = Path(folder)
     if not root.is_dir():
-        raise ValueError(f"--search {folder!r} is not a folder (expected one subfolder of images per class).")
+        raise ValueError(f"{option} {folder!r} is not a folder (expected one subfolder of images per class).")
     paths, labels = [], []
     for class_folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         found = image_files([os.fspath(class_folder)])
@@ -80,7 +80,7 @@ def labelled_images(folder: str) -> tuple[list[Path], list[str]]:
         labels += [class_folder.name] * len(found)
     if len(set(labels)) < 2:
         raise ValueError(
-            f"--search {folder!r}: found {len(set(labels))} class folder(s) with images; a search needs "
+            f"{option} {folder!r}: found {len(set(labels))} class folder(s) with images; it needs "
             "at least two (FOLDER/<class>/<image files>)."
         )
     return paths, labels
@@ -231,6 +231,45 @@ def _extract_on_dask(args: argparse.Namespace, paths: list[Path], params: dict):
     return info.cache_info, info.failed, info.n_features_out, where
 
 
+def _finetune(args: argparse.Namespace) -> int:
+    import joblib
+
+    from .finetuning.classifier import CNNClassifier
+
+    paths, labels = labelled_images(args.folder, "folder")
+    model = CNNClassifier(
+        backbone=args.backbone, weights=args.weights, input_size=args.input_size, batch_size=args.batch_size,
+        device=args.device, progress=True, on_error=args.on_error, unfreeze=args.unfreeze,
+        max_epochs=args.max_epochs, learning_rate=args.learning_rate, random_state=args.random_state,
+        cache=args.cache, checkpoint=args.checkpoint,
+    )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the bad files are listed below instead
+        model.fit(paths, labels)
+    if model.failed_:
+        print(f"left out {len(model.failed_)} file(s) that could not be used: {_listed(model.failed_)}")
+    best = model.history_[model.best_epoch_ - 1]["validation_score"]
+    print(
+        f"{len(paths)} images, {len(model.classes_)} classes; {model.strategy_['reason']}; unfreeze="
+        f"{model.strategy_['unfreeze']!r}, batchnorm={model.strategy_['batchnorm']!r}; {model.n_epochs_} epochs, "
+        f"best {model.best_epoch_} (validation accuracy {best:.3f})"
+    )
+    joblib.dump(model, args.out)
+    print(f"model: {args.out} (skcnn predict {args.out} FILES...)")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import joblib
+
+    model = joblib.load(args.model)  # a pickle runs code when loaded: only load models you trust
+    paths = image_files(args.images)
+    proba = model.predict_proba(paths)
+    for path, row in zip(paths, proba, strict=True):
+        print(f"{os.fspath(path)}\t{model.classes_[row.argmax()]}\t{row.max():.3f}")
+    return 0
+
+
 def _cache_info(args: argparse.Namespace) -> int:
     cache = CodeCache(args.file)
     configs = cache.configs()
@@ -345,6 +384,32 @@ def build_parser() -> argparse.ArgumentParser:
         "--paths-per-task", type=int, default=PATHS_PER_TASK, help="with --dask-scheduler: images per task"
     )
     extract_parser.set_defaults(run=_extract)
+
+    finetune = commands.add_parser(
+        "finetune", help="fine-tune a pretrained network on FOLDER/<class>/<images> (skcnn.CNNClassifier)"
+    )
+    finetune.add_argument("folder", help="one subfolder of images per class")
+    finetune.add_argument("--out", required=True, help="where to write the fitted model (a pickle)")
+    finetune.add_argument("--backbone", default=DEFAULTS.backbone)
+    finetune.add_argument("--weights", type=_weights, default=DEFAULTS.weights)
+    finetune.add_argument("--input-size", type=int, default=DEFAULTS.input_size)
+    finetune.add_argument("--batch-size", type=int, default=32)
+    finetune.add_argument("--device", default=DEFAULTS.device)
+    finetune.add_argument("--unfreeze", default="auto", help="auto, head, all, or a layer name")
+    finetune.add_argument("--max-epochs", type=int, default=10)
+    finetune.add_argument("--learning-rate", type=float, default=1e-3)
+    finetune.add_argument("--random-state", type=int, default=None)
+    finetune.add_argument("--cache", default=None, help="HDF5 cache of the codes the head starts from")
+    finetune.add_argument("--checkpoint", default=None, help="a file saved every epoch; run again to resume")
+    finetune.add_argument(
+        "--on-error", default="skip", choices=CHOICES["on_error"],
+        help="skip (default): files that cannot be used are left out and named",
+    )  # fmt: skip
+    finetune.set_defaults(run=_finetune)
+    predict = commands.add_parser("predict", help="classify image files with a model from `skcnn finetune`")
+    predict.add_argument("model", help="the model file (only load models you trust: it is a pickle)")
+    predict.add_argument("images", nargs="+", help="image files and/or folders")
+    predict.set_defaults(run=_predict)
 
     cache_parser = commands.add_parser("cache", help="look after a code cache file")
     cache_commands = cache_parser.add_subparsers(dest="cache_command", required=True)

@@ -198,3 +198,23 @@ def test_to_transformer_gives_the_fine_tuned_networks_codes(fitted, patches, tmp
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert transformer.extractor_.backbone == "efficientnet_lite0"
+
+
+def test_cli_finetune_then_predict(tmp_path, patches, capsys):
+    from PIL import Image
+
+    from skcnn import cli
+
+    X, y, _, _ = patches
+    for i, (image, label) in enumerate(zip(X, y, strict=True)):
+        (tmp_path / "data" / label).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(tmp_path / "data" / label / f"{i}.png")
+    (tmp_path / "data" / "grass" / "broken.png").write_bytes(b"not an image")
+    out = tmp_path / "model.pkl"
+    argv = ["finetune", str(tmp_path / "data"), "--out", str(out), "--input-size", "32", "--unfreeze", "head"]
+    assert cli.main([*argv, "--max-epochs", "1", "--random-state", "0"]) == 0
+    printed = capsys.readouterr().out
+    assert "31 images, 3 classes" in printed and "broken.png" in printed and "1 epochs" in printed
+    assert cli.main(["predict", str(out), str(tmp_path / "data" / "brick" / "0.png")]) == 0
+    line = capsys.readouterr().out.strip().split("\t")
+    assert line[0].endswith("0.png") and line[1] in ("brick", "grass", "gravel") and 0 < float(line[2]) <= 1

@@ -25,7 +25,7 @@ from .. import images as image_io
 from ..advice import advise_layer
 from ..cache import CodeCache
 from ..compat import Interval, StrOptions, _fit_context
-from ..extraction import checked_input_size
+from ..extraction import checked_input_size, show_progress
 from ..identity import image_key
 from ..layers import probe_backbone
 from ..options import CHOICES, DEFAULTS
@@ -330,6 +330,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             device=device,
             dtype=dtype,
             seed=seed,
+            progress=show_progress(self.progress, len(images), self.batch_size),
             checkpoint=checkpoint,
             fingerprint=self._fingerprint(seed, images, labels) if checkpoint else "",
         )

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from ..preprocessing import Preprocessing
 from .augment import augmented, normalized
@@ -212,6 +213,9 @@ def _epoch(network, optimizer, schedule, scaler, data, recipe, augment, plan: Pl
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(plan.seed + state.epoch))
     set_mode(network, True, plan.batchnorm)
     losses, seen = 0.0, 0
+    bar = tqdm(
+        total=len(images), unit="img", disable=not plan.progress, desc=f"epoch {state.epoch + 1}/{plan.max_epochs}"
+    )
     try:
         for start in range(0, len(images), plan.batch_size):
             rows = order[start : start + plan.batch_size]
@@ -229,8 +233,11 @@ def _epoch(network, optimizer, schedule, scaler, data, recipe, augment, plan: Pl
                 optimizer.step()
             schedule.step()
             losses, seen = losses + loss.item() * len(rows), seen + len(rows)
+            bar.update(len(rows))
     except KeyboardInterrupt:
         state.interrupted = True
+    finally:
+        bar.close()
     return losses / max(seen, 1)
 
 
