@@ -112,7 +112,7 @@ def test_auto_strategy_follows_size_and_similarity(patches):
     digits = load_digits()
     images = (digits.images[:60] * 255 / 16).astype(np.uint8)
     unlike = CNNClassifier(**SMALL, max_epochs=1, early_stopping=False).fit(images, digits.target[:60])
-    assert unlike.strategy_["unfreeze"].startswith("blocks.") and unlike.strategy_["batchnorm"] == "adapt"
+    assert unlike.strategy_["unfreeze"].startswith("blocks.") and unlike.strategy_["batchnorm"] == "frozen"
     assert "unlike ImageNet" in unlike.strategy_["reason"]
 
 
