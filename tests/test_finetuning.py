@@ -218,3 +218,24 @@ def test_cli_finetune_then_predict(tmp_path, patches, capsys):
     assert cli.main(["predict", str(out), str(tmp_path / "data" / "brick" / "0.png")]) == 0
     line = capsys.readouterr().out.strip().split("\t")
     assert line[0].endswith("0.png") and line[1] in ("brick", "grass", "gravel") and 0 < float(line[2]) <= 1
+
+
+@pytest.mark.parametrize(
+    "check",
+    [
+        "check_estimator_cloneable",
+        "check_estimator_repr",
+        "check_no_attributes_set_in_init",
+        "check_parameters_default_constructible",
+        "check_get_params_invariance",
+        "check_set_params",
+        "check_estimators_unfitted",
+        "check_estimator_tags_renamed",
+        "check_valid_tag_types",
+    ],
+)
+def test_sklearn_api_checks(check):
+    """The checks that need no 2-D numeric table (the estimator takes images, as its tags say)."""
+    from sklearn.utils import estimator_checks
+
+    getattr(estimator_checks, check)("CNNClassifier", CNNClassifier())
