@@ -93,26 +93,33 @@ def resolve_runtime(
         return runtime, resolved
     if runtime == "onnxruntime":
         why_not = _why_not_onnxruntime(device, "fp32" if precision == "auto" else precision, compile_options)
+        why_not = why_not or _missing_packages()
         if why_not:
             raise ValueError(f"runtime='onnxruntime': {why_not}. Use runtime='torch' or 'auto'.")
         return runtime, "fp32"
-    why_not = _why_not_onnxruntime(device, resolved, compile_options)
-    if why_not and why_not.startswith("the packages"):
-        _say_once(f"runtime='auto' runs torch: {why_not}; with them the CPU runs faster.")
-    return ("torch", resolved) if why_not else ("onnxruntime", "fp32")
+    if _why_not_onnxruntime(device, resolved, compile_options):
+        return "torch", resolved
+    missing = _missing_packages()
+    if missing:
+        _say_once(f"runtime='auto' runs torch: {missing}; with them the CPU runs faster.")
+        return "torch", resolved
+    return "onnxruntime", "fp32"
 
 
 def _why_not_onnxruntime(device: torch.device, precision: str, compile_options: dict | None) -> str | None:
+    """Why these parameters rule ONNX Runtime out, or None."""
     if device.type != "cpu":
         return f"it runs on the CPU, not on device {str(device)!r} (torch runs there)"
     if precision != "fp32":
         return f"it computes in fp32, not precision={precision!r}"
     if compile_options is not None:
         return "compile applies to runtime='torch'"
-    missing = onnx_runtime.missing()
-    if missing:
-        return f"the packages it needs are missing: {missing}"
     return None
+
+
+def _missing_packages() -> str | None:
+    missing = onnx_runtime.missing()
+    return f"the packages it needs are missing: {missing}" if missing else None
 
 
 _said: set[str] = set()

@@ -228,7 +228,6 @@ class Extractor:
         backbone = self.load()
         failures: list[image_io.ImageFailure] = []
         found = _Found.nothing(self, len(images)) if self.cache is None else self._look_up(backbone, images, failures)
-        configs = {} if self.cache is None else found.configs
         inference = arithmetic.inference_for(
             backbone,
             self.precision,
@@ -257,7 +256,7 @@ class Extractor:
             for positions, batch in batches:
                 codes = stored_codes_of_batch(backbone, batch, self.stored_plan, inference)
                 if self.cache is not None:
-                    self.cache.write(found.unstored(positions, codes, configs))
+                    self.cache.write(found.unstored(positions, codes, found.configs))
                 for layer in self.layers:
                     found.stored[layer][positions] = codes[layer]
                 bar.update(len(positions))

@@ -51,9 +51,9 @@ ALLOW_SPINNING = False
 
 def missing() -> str | None:
     """Why the ONNX Runtime path cannot run here (a package missing), or None."""
-    for module, package in (("onnxruntime", "onnxruntime"), ("onnxscript", "onnxscript"), ("onnx", "onnx")):
+    for package in ("onnxruntime", "onnxscript", "onnx"):
         try:
-            __import__(module)
+            __import__(package)
         except ImportError:
             return f"{package} is not installed (pip install {package})"
     return None

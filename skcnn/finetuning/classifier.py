@@ -113,6 +113,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         Epochs run.
     best_epoch_ : int
         The epoch whose weights the model holds.
+    preprocessing_ : dict
+        The evaluation preprocessing (sizes, mean, std, interpolation) of the weights at ``input_size``.
     state_dict_ : dict of str to Tensor
         The fine-tuned network's weights, on the CPU (what a pickle holds).
     failed_ : list of ImageFailure
@@ -243,6 +245,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.history_, self.n_epochs_, self.best_epoch_ = state.history, state.epoch, state.best_epoch
         self.state_dict_ = {name: value.detach().cpu().clone() for name, value in network.state_dict().items()}
         self.head_ = head
+        self.preprocessing_ = recipe.as_dict()
+        self._recipe_of_weights = recipe  # prediction needs no network load for it, even after unpickling
         self._network = network.eval()
         return self
 
@@ -446,7 +450,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         """Batched, in inference mode, with the weights' own evaluation preprocessing."""
         images = image_io.as_image_list(X)
         network = self._model()
-        recipe = self._recipe(backbones.load_backbone(self.backbone, self.weights, self.device))
+        recipe = self._recipe_of_weights
         device = next(network.parameters()).device
         failures: list = []
         logits = np.full((len(images), len(self.classes_)), np.nan, dtype=np.float32)
