@@ -50,6 +50,12 @@ SHIFT_OF_UNLIKE = 0.50
 #: digits (0.22) below.
 SIMILAR_FROM = 0.5
 
+#: Images per class from which fine-tuning the whole network beat the best
+#: frozen layer's codes (learning curves of EfficientNet-Lite0 at 64 px on
+#: animal silhouettes and photo patches, benchmarks/RESULTS.md): level at
+#: 100 per class, ahead by 0.02-0.03 at 400 and more.
+FINE_TUNING_PAYS_FROM = 200
+
 
 @dataclass(frozen=True)
 class LayerAdvice:
@@ -74,6 +80,8 @@ class LayerAdvice:
         ``similarity >= 0.5``.
     small : bool
         Fewer than ``large_per_class`` images per class.
+    large_per_class : int
+        The images per class from which data counts as large.
     n_samples : int
         Images given.
     n_classes : int or None
@@ -94,6 +102,7 @@ class LayerAdvice:
     domain_shift: float
     similar: bool
     small: bool
+    large_per_class: int
     n_samples: int
     n_classes: int | None
     n_measured: int
@@ -110,7 +119,7 @@ def advise_layer(
     *,
     backbone: str = "efficientnet_lite0",
     input_size=None,
-    large_per_class: int = 1000,
+    large_per_class: int = FINE_TUNING_PAYS_FROM,
     max_images: int = 100,
     random_state: int | None = 0,
     device="auto",
@@ -151,8 +160,10 @@ def advise_layer(
     input_size : int, (int, int) or None, default=None
         The input size codes will be extracted at (it changes the layer
         shapes only; similarity is always measured at 224 px).
-    large_per_class : int, default=1000
-        Images per class from which fine-tuning is advised.
+    large_per_class : int, default=FINE_TUNING_PAYS_FROM (200)
+        Images per class from which fine-tuning is advised: where it
+        overtook the best frozen layer in skcnn's learning curves
+        (``benchmarks/RESULTS.md``; where it lies depends on the data).
     max_images : int, default=100
         Images (a random sample) the similarity is measured on; 20 already
         separate digits from photos.
@@ -204,12 +215,13 @@ def advise_layer(
         domain_shift=shift,
         similar=similar,
         small=small,
+        large_per_class=large_per_class,
         n_samples=len(images),
         n_classes=n_classes,
         n_measured=n_measured,
         candidates=candidates,
     )
-    return LayerAdvice(**advice, reasons=_reasons(advice, per_class, large_per_class, input_size))
+    return LayerAdvice(**advice, reasons=_reasons(advice, per_class, input_size))
 
 
 def _size(images: list, y) -> tuple[int | None, float]:
@@ -284,7 +296,7 @@ def measure_domain_shift(
     return float(torch.stack(shifts).mean()), used
 
 
-def _reasons(advice: dict, per_class: float, large_per_class: int, input_size) -> str:
+def _reasons(advice: dict, per_class: float, input_size) -> str:
     n, k = advice["n_samples"], advice["n_classes"]
     size = (
         f"{per_class:.0f} images per class ({n} images, {k} classes)"
@@ -296,7 +308,7 @@ def _reasons(advice: dict, per_class: float, large_per_class: int, input_size) -
     shapes = {layer.name: layer.shape for layer in list_layers(advice["backbone"], input_size)}
     shape = " x ".join(map(str, shapes[advice["layer"]]))
     lines = [
-        f"Data size: {size}: {size_word} (fine-tuning pays from about {large_per_class} per class).",
+        f"Data size: {size}: {size_word} (fine-tuning pays from about {advice['large_per_class']} per class).",
         f"Similarity to ImageNet: {advice['similarity']:.2f} on a 0-1 scale (1: like ImageNet photos), "
         f"measured on {advice['n_measured']} images: their activations lie {advice['domain_shift']:.2f} ImageNet "
         f"standard deviations from the batch-norm statistics of {REFERENCE_BACKBONE} on average; "

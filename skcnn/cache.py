@@ -633,14 +633,12 @@ def _matches(
 
 def _read_rows(dataset: h5py.Dataset, rows: list[int]) -> np.ndarray:
     # Whole-dataset reads are fastest when most rows are wanted; h5py's
-    # fancy indexing needs increasing indices.
+    # fancy indexing needs strictly increasing indices, and the same image
+    # given twice asks for one row twice.
     if len(rows) > dataset.shape[0] // _WHOLE_READ_DIVISOR:
         return dataset[:][rows]
-    order = np.argsort(rows)
-    picked = dataset[np.asarray(rows)[order]]
-    out = np.empty_like(picked)
-    out[order] = picked
-    return out
+    unique, inverse = np.unique(rows, return_inverse=True)
+    return dataset[unique][inverse]
 
 
 def _fsync(path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The ``skcnn`` command: ``demo``, ``layers``, ``extract`` and ``cache``."""
+"""The ``skcnn`` command: ``demo``, ``layers``, ``extract``, ``finetune``, ``predict`` and ``cache``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from PIL import Image
 
 from .cache import CacheError, CodeCache
 from .images import BadImagesError
-from .options import CHOICES, DEFAULTS, PATHS_PER_TASK, PENULTIMATE, parameter_names
+from .options import CHOICES, DEFAULTS, FINETUNING, PATHS_PER_TASK, PENULTIMATE, parameter_names
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -239,7 +239,7 @@ def _finetune(args: argparse.Namespace) -> int:
     paths, labels = labelled_images(args.folder, "folder")
     model = CNNClassifier(
         backbone=args.backbone, weights=args.weights, input_size=args.input_size, batch_size=args.batch_size,
-        device=args.device, progress=True, on_error=args.on_error, unfreeze=args.unfreeze,
+        device=args.device, progress=True, on_error=args.on_error, layer=args.layer, unfreeze=args.unfreeze,
         max_epochs=args.max_epochs, learning_rate=args.learning_rate, random_state=args.random_state,
         cache=args.cache, checkpoint=args.checkpoint,
     )  # fmt: skip
@@ -248,12 +248,16 @@ def _finetune(args: argparse.Namespace) -> int:
         model.fit(paths, labels)
     if model.failed_:
         print(f"left out {len(model.failed_)} file(s) that could not be used: {_listed(model.failed_)}")
-    best = model.history_[model.best_epoch_ - 1]["validation_score"]
-    print(
-        f"{len(paths)} images, {len(model.classes_)} classes; {model.strategy_['reason']}; unfreeze="
-        f"{model.strategy_['unfreeze']!r}, batchnorm={model.strategy_['batchnorm']!r}; {model.n_epochs_} epochs, "
-        f"best {model.best_epoch_} (validation accuracy {best:.3f})"
-    )
+    strategy = ", ".join(f"{k}={v!r}" for k, v in model.strategy_.items() if k != "reason")
+    if model.n_epochs_:
+        scores = [model.probe_score_] + [epoch["validation_score"] for epoch in model.history_]
+        ran = (
+            f"{model.n_epochs_} epochs, kept epoch {model.best_epoch_} (0: the linear probe; validation accuracy "
+            f"{scores[model.best_epoch_]:.3f})"
+        )
+    else:
+        ran = "a linear probe on frozen codes, no epochs"
+    print(f"{len(paths)} images, {len(model.classes_)} classes; {model.strategy_['reason']}; {strategy}; {ran}")
     joblib.dump(model, args.out)
     print(f"model: {args.out} (skcnn predict {args.out} FILES...)")
     return 0
@@ -311,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo_parser = commands.add_parser(
-        "demo", help="transfer learning on texture photos: raw pixels vs random vs pretrained codes"
+        "demo", help="the size x similarity table on real images: frozen codes of two layers, fine-tuning"
     )
     demo_parser.add_argument("--quick", action="store_true", help="a few seconds, tiny data")
     demo_parser.set_defaults(run=_demo)
@@ -393,11 +397,14 @@ def build_parser() -> argparse.ArgumentParser:
     finetune.add_argument("--backbone", default=DEFAULTS.backbone)
     finetune.add_argument("--weights", type=_weights, default=DEFAULTS.weights)
     finetune.add_argument("--input-size", type=int, default=DEFAULTS.input_size)
-    finetune.add_argument("--batch-size", type=int, default=32)
+    finetune.add_argument("--batch-size", type=int, default=FINETUNING.batch_size)
     finetune.add_argument("--device", default=DEFAULTS.device)
-    finetune.add_argument("--unfreeze", default="auto", help="auto, head, all, or a layer name")
-    finetune.add_argument("--max-epochs", type=int, default=10)
-    finetune.add_argument("--learning-rate", type=float, default=1e-3)
+    finetune.add_argument(
+        "--layer", default=FINETUNING.layer, help="where the new head reads: auto, penultimate, or a layer name"
+    )
+    finetune.add_argument("--unfreeze", default=FINETUNING.unfreeze, help="auto, head, all, or a layer name")
+    finetune.add_argument("--max-epochs", type=int, default=FINETUNING.max_epochs)
+    finetune.add_argument("--learning-rate", type=float, default=FINETUNING.learning_rate)
     finetune.add_argument("--random-state", type=int, default=None)
     finetune.add_argument("--cache", default=None, help="HDF5 cache of the codes the head starts from")
     finetune.add_argument("--checkpoint", default=None, help="a file saved every epoch; run again to resume")

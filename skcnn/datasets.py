@@ -1,8 +1,11 @@
 """Small real image sets that ship inside pip packages, for demos and tests.
 
-scikit-image bundles CC0 photos of textures (brick, grass, gravel). Patches
-cut from the left half of each photo train a classifier, patches from the
-right half test it: train and test never share a pixel.
+- **Like ImageNet**: scikit-image bundles CC0 photos of textures (brick,
+  grass, gravel). Patches cut from the left half of each photo train a
+  classifier, patches from the right half test it: train and test never
+  share a pixel.
+- **Unlike ImageNet**: scikit-learn's 8 x 8 handwritten digits (1,797
+  scans), split by class into disjoint training and test images.
 """
 
 from __future__ import annotations
@@ -10,6 +13,9 @@ from __future__ import annotations
 import numpy as np
 
 TEXTURES = ("brick", "grass", "gravel")
+#: Training images per digit at most, leaving every digit a few test images
+#: (the rarest digit has 174 scans).
+DIGITS_MAX_PER_CLASS = 170
 
 
 def load_texture_patches(
@@ -65,3 +71,58 @@ def load_texture_patches(
             images.append(photo[top : top + patch_size, left : left + patch_size])
             labels.append(texture)
     return np.stack(images), np.asarray(labels)
+
+
+def load_digit_images(
+    split: str = "train",
+    *,
+    n_per_class: int = 50,
+    test_per_class: int | None = None,
+    random_state: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's handwritten digits as 8 x 8 uint8 gray images: data unlike ImageNet.
+
+    Parameters
+    ----------
+    split : {"train", "test"}
+        ``"train"``: ``n_per_class`` images of each digit, drawn with
+        ``random_state``; ``"test"``: the other images.
+    n_per_class : int, default=50
+        Training images per digit (at most 170: the rarest digit has 174).
+    test_per_class : int or None, default=None
+        Test images per digit at most (``None``: all the others).
+    random_state : int, default=0
+        Seed of the draw; the same seed gives disjoint splits.
+
+    Returns
+    -------
+    images : ndarray of shape (n_images, 8, 8), uint8
+        Gray images, ink bright on a dark ground (the scans' 0-16 levels scaled to 0-255).
+    labels : ndarray of shape (n_images,), int
+        The digit.
+
+    Examples
+    --------
+    >>> from skcnn.datasets import load_digit_images
+    >>> images, labels = load_digit_images(n_per_class=3)
+    >>> images.shape, images.dtype.name, sorted(set(labels.tolist()))
+    ((30, 8, 8), 'uint8', [0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+    """
+    from sklearn.datasets import load_digits
+
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test'; got {split!r}.")
+    digits = load_digits()
+    if not 0 < n_per_class <= DIGITS_MAX_PER_CLASS:
+        raise ValueError(f"n_per_class must be in [1, {DIGITS_MAX_PER_CLASS}]; got {n_per_class}.")
+    rng = np.random.default_rng(random_state)
+    train = np.concatenate(
+        [rng.permutation(np.flatnonzero(digits.target == digit))[:n_per_class] for digit in range(10)]
+    )
+    if split == "train":
+        rows = rng.permutation(train)
+    else:
+        rest = np.setdiff1d(np.arange(len(digits.target)), train)
+        rows = np.concatenate([rest[digits.target[rest] == digit][:test_per_class] for digit in range(10)])
+    images = np.round(digits.images[rows] * (255 / 16)).astype(np.uint8)
+    return images, digits.target[rows]

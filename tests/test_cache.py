@@ -66,6 +66,14 @@ def test_repeated_image_is_computed_once(tmp_path, images):
     np.testing.assert_array_equal(codes[:3], codes[3:])
 
 
+def test_the_same_cached_image_twice_among_many_is_read_back(tmp_path, images):
+    t = cnn(tmp_path / "c.h5").fit(images)
+    codes = t.transform(images)
+    twice = t.transform(np.stack([images[5], images[2], images[5]]))  # a few rows of many, one of them twice
+    assert t.cache_info_.hits == 3 and t.cache_info_.computed == 0
+    np.testing.assert_array_equal(twice, codes[[5, 2, 5]])
+
+
 def test_renamed_and_copied_files_hit_edited_file_misses(tmp_path, images):
     paths = write_pngs(tmp_path / "imgs", images[:4])
     t = cnn(tmp_path / "c.h5").fit(paths)

@@ -31,8 +31,9 @@ def test_quick_demo_prints_the_table():
     scores = demo.run(demo.QUICK, print_fn=lines.append)
     table = "\n".join(lines)
     assert "raw pixels" in table and "pretrained efficientnet_lite0, penultimate" in table
-    assert set(scores) == set(demo.feature_makers(64))
-    assert all(0.0 <= s <= 1.0 for s in scores.values())
+    assert set(scores["like ImageNet"]) == set(demo.feature_makers(64))
+    assert set(scores["unlike ImageNet"]) == set(demo.unlike_models(32, 1))
+    assert all(0.0 <= s <= 1.0 for table in scores.values() for s in table.values())
 
 
 def test_console_script_is_installed():

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 from sklearn.base import clone
-from sklearn.datasets import load_digits
 from sklearn.model_selection import GridSearchCV, cross_val_score
 
 from skcnn import BadImagesError, CNNClassifier, CNNFeatureTransformer
@@ -26,7 +25,7 @@ def patches():
 @pytest.fixture(scope="module")
 def fitted(patches):
     X, y, _, _ = patches
-    return CNNClassifier(**SMALL, max_epochs=2, unfreeze="blocks.5").fit(X, y)
+    return CNNClassifier(**SMALL, max_epochs=2, unfreeze="blocks.5", early_stopping=False).fit(X, y)
 
 
 def test_fit_predict_probabilities_and_labels_of_any_kind(fitted, patches):
@@ -37,11 +36,29 @@ def test_fit_predict_probabilities_and_labels_of_any_kind(fitted, patches):
     assert set(fitted.predict(X_test)) <= set(fitted.classes_)
     assert fitted.score(X_test, y_test) > 0.8  # the head starts from a linear probe on pretrained codes
     assert fitted.decision_function(X_test).shape == (30, 3)
-    assert fitted.n_epochs_ == len(fitted.history_) <= 2 and 1 <= fitted.best_epoch_ <= fitted.n_epochs_
+    assert fitted.n_epochs_ == len(fitted.history_) == fitted.best_epoch_ == 2  # no validation: the last epoch
+    assert fitted.strategy_ == {
+        "layer": "penultimate",
+        "unfreeze": "blocks.5",
+        "batchnorm": "frozen",
+        "reason": "as given",
+    }
     assert set(fitted.history_[0]) == {"epoch", "train_loss", "validation_score", "learning_rates", "seconds"}
     assert len(fitted.history_[0]["learning_rates"]) == 2  # pretrained layers and head
     rates = fitted.history_[-1]["learning_rates"]
     assert rates[0] < rates[1]  # the pretrained layers learn slower than the head
+
+
+def test_two_classes_and_a_torchvision_backbone(patches):
+    X, y, X_test, _ = patches
+    keep = y != "gravel"
+    model = CNNClassifier(
+        backbone="resnet18", weights=None, layer="layer3", unfreeze="layer3", max_epochs=1, **SMALL
+    ).fit(X[keep], y[keep])
+    assert model.classes_.tolist() == ["brick", "grass"]
+    proba, scores = model.predict_proba(X_test), model.decision_function(X_test)
+    assert proba.shape == (30, 2) and scores.shape == (30,)
+    np.testing.assert_array_equal(scores > 0, proba[:, 1] > 0.5)  # the positive class's logit over the other's
 
 
 def test_only_the_unfrozen_layers_change(fitted):
@@ -49,15 +66,15 @@ def test_only_the_unfrozen_layers_change(fitted):
 
     original = backbones.load_backbone("efficientnet_lite0", "DEFAULT", "cpu").network.state_dict()
     tuned = fitted.state_dict_
-    assert torch.equal(tuned["conv_stem.weight"], original["conv_stem.weight"])  # before blocks.5: frozen
-    assert torch.equal(tuned["blocks.4.0.conv_pw.weight"], original["blocks.4.0.conv_pw.weight"])
-    assert not torch.equal(tuned["blocks.5.0.conv_pw.weight"], original["blocks.5.0.conv_pw.weight"])
-    assert tuned["classifier.weight"].shape == (3, 1280)
+    for key in ("conv_stem.weight", "blocks.4.0.conv_pw.weight", "classifier.weight"):  # frozen, or never run
+        assert torch.equal(tuned[f"network.{key}"], original[key])
+    assert not torch.equal(tuned["network.blocks.5.0.conv_pw.weight"], original["blocks.5.0.conv_pw.weight"])
+    assert tuned["head.weight"].shape == (3, 1280)
 
 
 def test_deterministic_on_the_cpu_and_pickles_without_the_device(fitted, patches):
     X, y, X_test, _ = patches
-    again = CNNClassifier(**SMALL, max_epochs=2, unfreeze="blocks.5").fit(X, y)
+    again = clone(fitted).fit(X, y)
     np.testing.assert_array_equal(again.predict_proba(X_test), fitted.predict_proba(X_test))
     blob = pickle.dumps(fitted)
     restored = pickle.loads(blob)
@@ -75,9 +92,9 @@ def test_batchnorm_frozen_keeps_the_statistics_adapt_and_train_change_them(patch
 
     original = backbones.load_backbone("efficientnet_lite0", "DEFAULT", "cpu").network.state_dict()
     key = "blocks.2.0.bn1.running_mean"
-    same = torch.equal(model.state_dict_[key], original[key])
+    same = torch.equal(model.state_dict_[f"network.{key}"], original[key])
     assert same == (batchnorm == "frozen")
-    assert model.strategy_ == {"unfreeze": "all", "batchnorm": batchnorm, "reason": "as given"}
+    assert model.strategy_ == {"layer": "penultimate", "unfreeze": "all", "batchnorm": batchnorm, "reason": "as given"}
 
 
 def test_set_mode_keeps_batchnorm_in_eval_mode_after_train():
@@ -96,7 +113,8 @@ def test_augmentation_is_applied_to_training_batches_only(patches):
         calls.append(tuple(image.shape))
         return image
 
-    model = CNNClassifier(**SMALL, max_epochs=2, unfreeze="head", augment=recording, n_iter_no_change=5).fit(X, y)
+    model = CNNClassifier(**SMALL, max_epochs=2, unfreeze="blocks.6", augment=recording, n_iter_no_change=5)
+    model.fit(X, y)
     n_train = len(X) - int(np.ceil(0.1 * len(X)))
     assert len(calls) == 2 * n_train and set(calls) == {(3, 32, 32)}  # never the validation split
     model.predict(X_test)
@@ -104,14 +122,82 @@ def test_augmentation_is_applied_to_training_batches_only(patches):
 
 
 def test_auto_strategy_follows_size_and_similarity(patches):
+    from skcnn import LayerSearchCV
+
     X, y, _, _ = patches
-    similar = CNNClassifier(**SMALL, max_epochs=1).fit(X, y)
-    assert similar.strategy_["unfreeze"] == "head" and similar.strategy_["batchnorm"] == "frozen"
-    digits = load_digits()
-    images = (digits.images[:60] * 255 / 16).astype(np.uint8)
-    unlike = CNNClassifier(**SMALL, max_epochs=1, early_stopping=False).fit(images, digits.target[:60])
-    assert unlike.strategy_["unfreeze"].startswith("blocks.") and unlike.strategy_["batchnorm"] == "frozen"
-    assert "unlike ImageNet" in unlike.strategy_["reason"]
+    small = CNNClassifier(**SMALL, max_epochs=1).fit(X, y)
+    search = LayerSearchCV(CNNFeatureTransformer(input_size=32, precision="fp32"), cv=3).fit(X, y)
+    assert small.strategy_["layer"] == search.best_layer_ and small.strategy_["unfreeze"] == "head"
+    assert small.strategy_["batchnorm"] == "frozen" and "small data like ImageNet" in small.strategy_["reason"]
+    assert "cross-validated best" in small.strategy_["reason"]
+    large = CNNClassifier(**SMALL, max_epochs=1, early_stopping=False)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("skcnn.finetuning.classifier.advise_layer", _advise_with(large_per_class=5))
+        large.fit(X, y)
+    assert large.strategy_["unfreeze"] == "all" and large.strategy_["layer"] == "penultimate"
+    assert "large data" in large.strategy_["reason"] and "pays from about 5 per class" in large.strategy_["reason"]
+
+
+def _advise_with(**params):
+    from skcnn import advise_layer
+
+    return lambda *args, **kwargs: advise_layer(*args, **{**kwargs, **params})
+
+
+def test_a_head_on_an_earlier_layer_reads_the_transformers_codes(patches, tmp_path):
+    X, y, X_test, _ = patches
+    model = CNNClassifier(**SMALL, layer="blocks.4", unfreeze="blocks.4", max_epochs=1, early_stopping=False)
+    model.fit(X, y)
+    pretrained = CNNFeatureTransformer(input_size=32, layer="blocks.4", precision="fp32")
+    assert model.state_dict_["head.weight"].shape == (3, pretrained.fit(X).n_features_out_)
+    transformer = model.to_transformer(tmp_path / "tuned.pt", precision="fp32")
+    assert transformer.layer == "blocks.4"
+    codes = transformer.fit_transform(X_test)
+    logits = model.state_dict_["head.weight"].numpy() @ codes.T + model.state_dict_["head.bias"].numpy()[:, None]
+    np.testing.assert_allclose(logits.T, model.decision_function(X_test), rtol=1e-4, atol=1e-4)
+    assert not np.allclose(codes, pretrained.transform(X_test), atol=1e-4)  # blocks.4 was fine-tuned
+
+
+def test_head_only_is_the_frozen_codes_baseline(patches):
+    from sklearn.pipeline import make_pipeline
+
+    from skcnn.search import default_classifier
+
+    X, y, X_test, _ = patches
+    model = CNNClassifier(**SMALL, layer="blocks.2", unfreeze="head").fit(X, y)
+    assert model.n_epochs_ == model.best_epoch_ == 0 and model.history_ == []
+    codes = CNNFeatureTransformer(input_size=32, layer="blocks.2", precision="fp32")
+    baseline = make_pipeline(codes, default_classifier()).fit(X, y)
+    np.testing.assert_allclose(model.decision_function(X_test), baseline.decision_function(X_test), atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        (dict(layer="blocks.9"), r"layer='blocks.9' is not a layer"),
+        (dict(layer="blocks.4", unfreeze="blocks.5"), r"unfreeze='blocks.5' must be .* up to layer='blocks.4'"),
+    ],
+)
+def test_layer_and_unfreeze_are_checked(patches, params, message):
+    with pytest.raises(ValueError, match=message):
+        CNNClassifier(**SMALL, max_epochs=1, **params).fit(*patches[:2])
+
+
+def test_the_probe_is_kept_when_no_epoch_beats_it(patches):
+    X, y, X_test, y_test = patches
+    # A learning rate that wrecks the network in its first steps: the started network must win.
+    model = CNNClassifier(**SMALL, max_epochs=2, unfreeze="all", learning_rate=50.0, n_iter_no_change=2).fit(X, y)
+    assert model.best_epoch_ == 0 and model.n_epochs_ == 2
+    assert all(epoch["validation_score"] < model.probe_score_ for epoch in model.history_)
+    assert model.score(X_test, y_test) > 0.8  # the linear probe on pretrained codes
+
+
+def test_plot_history(fitted):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    ax = fitted.plot_history()
+    assert ax.get_xlabel() == "epoch" and "blocks.5" in ax.get_title()
 
 
 def test_a_killed_fit_resumes_from_the_last_finished_epoch(patches, tmp_path, monkeypatch):
@@ -149,7 +235,7 @@ def test_ctrl_c_keeps_the_best_weights_so_far(patches, monkeypatch):
 
     monkeypatch.setattr(training, "_epoch", interrupted)
     with pytest.warns(UserWarning, match="interrupted in epoch 2"):
-        model = CNNClassifier(**SMALL, max_epochs=4, unfreeze="head").fit(X, y)
+        model = CNNClassifier(**SMALL, max_epochs=4, unfreeze="blocks.6", n_iter_no_change=4).fit(X, y)
     assert model.n_epochs_ == 2 and model.predict(X[:2]).shape == (2,)
 
 
@@ -179,7 +265,7 @@ def test_bad_labels_are_clear_errors(patches, labels, message):
 
 def test_grid_search_and_cross_validation(patches):
     X, y, _, _ = patches
-    model = CNNClassifier(**SMALL, max_epochs=1, batchnorm="frozen", early_stopping=False)
+    model = CNNClassifier(**SMALL, layer="penultimate", max_epochs=1, batchnorm="frozen", early_stopping=False)
     grid = GridSearchCV(model, {"unfreeze": ["head", "blocks.6"], "learning_rate": [1e-3]}, cv=2).fit(X, y)
     assert grid.best_params_["unfreeze"] in ("head", "blocks.6")
     scores = cross_val_score(clone(model).set_params(unfreeze="head"), X, y, cv=2)
@@ -207,7 +293,7 @@ def test_cli_finetune_then_predict(tmp_path, patches, capsys):
         Image.fromarray(image).save(tmp_path / "data" / label / f"{i}.png")
     (tmp_path / "data" / "grass" / "broken.png").write_bytes(b"not an image")
     out = tmp_path / "model.pkl"
-    argv = ["finetune", str(tmp_path / "data"), "--out", str(out), "--input-size", "32", "--unfreeze", "head"]
+    argv = ["finetune", str(tmp_path / "data"), "--out", str(out), "--input-size", "32", "--unfreeze", "blocks.6"]
     assert cli.main([*argv, "--max-epochs", "1", "--random-state", "0"]) == 0
     printed = capsys.readouterr().out
     assert "31 images, 3 classes" in printed and "broken.png" in printed and "1 epochs" in printed
@@ -235,3 +321,12 @@ def test_sklearn_api_checks(check):
     from sklearn.utils import estimator_checks
 
     getattr(estimator_checks, check)("CNNClassifier", CNNClassifier())
+
+
+def test_defaults_are_declared_once():
+    from dataclasses import fields
+
+    from skcnn.options import FINETUNING
+
+    params = CNNClassifier().get_params()
+    assert all(params[field.name] == getattr(FINETUNING, field.name) for field in fields(FINETUNING))

@@ -14,7 +14,7 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
-from sklearn.preprocessing import LabelEncoder
+from sklearn.preprocessing import LabelEncoder, StandardScaler
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
@@ -28,26 +28,39 @@ from ..compat import Interval, StrOptions, _fit_context
 from ..extraction import checked_input_size, show_progress
 from ..identity import image_key
 from ..layers import probe_backbone
-from ..options import CHOICES, DEFAULTS
+from ..options import CHOICES, DEFAULTS, FINETUNING, PENULTIMATE
+from ..search import LayerSearchCV, default_classifier
 from ..transformer import CNNFeatureTransformer
 from . import training
-from .augment import resolve_augment, to_uint8
+from .augment import normalized, resolve_augment, to_uint8
+from .model import HEAD, WHOLE, TappedClassifier, linear_head
 
-#: Inverse regularisation of the linear probe that starts the head: the
-#: scikit-learn default, a mild L2 on codes of a few hundred dimensions.
+#: Inverse regularisation of the linear probe that starts the head where a
+#: class has too few images to tune it: scikit-learn's default.
 PROBE_C = 1.0
+#: Folds of the inner cross-validation that tunes the probe's ``C`` (as many
+#: as the smallest class allows, at most this).
+PROBE_INNER_CV = 3
+#: Folds of the layer search behind ``layer="auto"`` with the head alone.
+LAYER_SEARCH_CV = 3
 
 
 class CNNClassifier(ClassifierMixin, BaseEstimator):
     """A pretrained CNN with a new head, fine-tuned on labelled images.
 
     ``fit`` decodes every training image once, starts the new head from a
-    linear probe (a logistic regression on the frozen penultimate codes,
-    as LP-FT prescribes), then trains the unfrozen layers: discriminative
-    learning rates (pretrained layers ``backbone_lr_ratio`` times slower
-    than the head), warmup and cosine decay, augmentation of training
-    batches only, early stopping on a stratified validation split, the best
-    epoch's weights restored at the end.
+    linear probe on the frozen codes of ``layer`` (standardised codes, a
+    logistic regression with ``C`` tuned by cross-validation: the frozen-codes
+    baseline, as LP-FT prescribes), then trains the unfrozen layers:
+    discriminative learning rates (pretrained layers ``backbone_lr_ratio``
+    times slower than the head), warmup and cosine decay, augmentation of
+    training batches only, early stopping on a stratified validation split.
+    The best epoch's weights are kept at the end, the started network
+    (epoch 0) included: fine-tuning that does not beat the probe on the
+    validation split leaves the probe.
+
+    Which quadrant of the size x similarity table calls for what, measured:
+    ``benchmarks/RESULTS.md`` ("Learning curves") and the README.
 
     Parameters
     ----------
@@ -62,12 +75,24 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     on_error : {"raise", "skip"}, default="raise"
         Bad training images: ``"raise"`` names them all and refuses to fit,
         ``"skip"`` leaves them out with a warning (``failed_``).
+    layer : "auto", "penultimate" or a layer name, default="auto"
+        Where the new head reads its codes (the codes
+        :class:`~skcnn.CNNFeatureTransformer` gives for that layer: ReLU'd,
+        average-pooled); layers after it are dropped. ``"auto"``: when only
+        the head trains, the candidate layer whose frozen codes
+        cross-validate best (a 3-fold :class:`~skcnn.LayerSearchCV`: an
+        earlier layer for data unlike ImageNet); when the network trains,
+        ``"penultimate"``.
     unfreeze : "auto", "head", "all" or a layer name, default="auto"
-        What trains: the head only (a linear probe), that layer and every
-        later one, or the whole network. ``"auto"`` follows
-        :func:`skcnn.advise_layer`: small data like ImageNet, the head;
-        small data unlike it, from the advised earlier layer up; large
-        data, everything.
+        What trains: the head only, that layer and every later one up to
+        ``layer``, or the whole network. ``"head"`` is the linear probe on
+        frozen codes, fit on every image, with no epochs (``max_epochs``,
+        ``augment`` and early stopping do not apply): trained further on
+        augmented images it only measured worse.
+        ``"auto"``: the head for small data, everything for large data
+        (from 200 images per class, ``skcnn.advice.FINE_TUNING_PAYS_FROM``,
+        where fine-tuning overtook frozen codes in skcnn's learning curves,
+        ``benchmarks/RESULTS.md``).
     max_epochs : int, default=10
     learning_rate : float, default=1e-3
         The head's peak learning rate (AdamW, one-cycle schedule).
@@ -92,6 +117,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         after ``n_iter_no_change`` epochs without a better validation
         accuracy and keep the best epoch.
     validation_fraction : float, default=0.1
+        Share of the images held out (at least one per class).
     n_iter_no_change : int, default=3
     random_state : int, RandomState or None, default=None
         Seeds the split, the order of batches, augmentation and the head;
@@ -106,13 +132,18 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     classes_ : ndarray
         The class labels.
     strategy_ : dict
-        ``unfreeze``, ``batchnorm`` and ``reason``: what ``"auto"`` chose and why.
+        ``layer``, ``unfreeze``, ``batchnorm`` and ``reason``: what ``"auto"`` chose and why.
     history_ : list of dict
         Per epoch: ``train_loss``, ``validation_score``, ``learning_rates``, ``seconds``.
     n_epochs_ : int
         Epochs run.
     best_epoch_ : int
-        The epoch whose weights the model holds.
+        The epoch whose weights the model holds; 0 when no epoch beat the
+        started network (the linear probe) on the validation split, or with
+        ``unfreeze="head"``.
+    probe_score_ : float
+        Validation accuracy of the started network, before any epoch (NaN
+        without early stopping, and with ``unfreeze="head"``).
     preprocessing_ : dict
         The evaluation preprocessing (sizes, mean, std, interpolation) of the weights at ``input_size``.
     state_dict_ : dict of str to Tensor
@@ -126,6 +157,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     >>> from skcnn.datasets import load_texture_patches
     >>> X, y = load_texture_patches(n_per_class=8, patch_size=32)
     >>> model = CNNClassifier(input_size=32, max_epochs=1, unfreeze="blocks.5", random_state=0).fit(X, y)
+    >>> model.strategy_["layer"], model.strategy_["unfreeze"]
+    ('penultimate', 'blocks.5')
     >>> model.predict(X[:3]).shape, model.predict_proba(X[:3]).sum(axis=1).round(3).tolist()
     ((3,), [1.0, 1.0, 1.0])
     """
@@ -140,6 +173,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         "progress": ["boolean", StrOptions({"auto"})],
         "on_error": [StrOptions(set(CHOICES["on_error"]))],
         "max_pixels": [Interval(Integral, 1, None, closed="left"), None],
+        "layer": [str],
         "unfreeze": [str],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
@@ -161,22 +195,23 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         backbone=DEFAULTS.backbone,
         weights=DEFAULTS.weights,
         input_size=DEFAULTS.input_size,
-        batch_size=32,
+        batch_size=FINETUNING.batch_size,
         device=DEFAULTS.device,
         precision=DEFAULTS.precision,
         progress=DEFAULTS.progress,
         on_error=DEFAULTS.on_error,
         max_pixels=DEFAULTS.max_pixels,
-        unfreeze="auto",
-        max_epochs=10,
-        learning_rate=1e-3,
-        backbone_lr_ratio=0.1,
-        weight_decay=1e-4,
-        batchnorm="auto",
+        layer=FINETUNING.layer,
+        unfreeze=FINETUNING.unfreeze,
+        max_epochs=FINETUNING.max_epochs,
+        learning_rate=FINETUNING.learning_rate,
+        backbone_lr_ratio=FINETUNING.backbone_lr_ratio,
+        weight_decay=FINETUNING.weight_decay,
+        batchnorm=FINETUNING.batchnorm,
         augment="auto",
         early_stopping=True,
-        validation_fraction=0.1,
-        n_iter_no_change=3,
+        validation_fraction=FINETUNING.validation_fraction,
+        n_iter_no_change=FINETUNING.n_iter_no_change,
         random_state=None,
         cache=None,
         checkpoint=None,
@@ -190,6 +225,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.progress = progress
         self.on_error = on_error
         self.max_pixels = max_pixels
+        self.layer = layer
         self.unfreeze = unfreeze
         self.max_epochs = max_epochs
         self.learning_rate = learning_rate
@@ -225,30 +261,44 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         pixels, kept = self._decoded(images, recipe)
         images, labels = [images[i] for i in kept], labels[kept]
         targets = torch.as_tensor(LabelEncoder().fit(self.classes_).transform(labels))
-        self.strategy_ = self._strategy(images, labels)
+        layers, network_head = probe_backbone(backbone, recipe.crop_size)
+        self.strategy_ = self._strategy(images, labels, [layer.name for layer in layers], recipe.crop_size)
         seed = int(check_random_state(self.random_state).randint(2**31 - 1))
+        if self.strategy_["unfreeze"] == HEAD:
+            # The probe is already the best linear head on frozen codes (convex, C tuned by CV): epochs
+            # on augmented images only moved it away, and so it takes every image (benchmarks/RESULTS.md).
+            model = self._started_model(backbone, recipe, network_head, images, targets)
+            state = training.State()
+        else:
+            model, state = self._fine_tuned(backbone, recipe, network_head, images, labels, pixels, targets, seed)
+        self.history_, self.n_epochs_, self.best_epoch_ = state.history, state.epoch, state.best_epoch
+        self.probe_score_ = state.start_score
+        self.state_dict_ = {name: value.detach().cpu().clone() for name, value in model.state_dict().items()}
+        self.head_ = network_head
+        self.preprocessing_ = recipe.as_dict()
+        self._recipe_of_weights = recipe  # prediction needs no network load for it, even after unpickling
+        self._network = model.eval()
+        return self
+
+    def _fine_tuned(self, backbone, recipe, network_head, images, labels, pixels, targets, seed: int):
+        """The started model trained as ``strategy_`` says; the training state at the end."""
         train, val = self._split(targets, seed)
         # The probe sees the training split only: the validation split judges the epochs.
-        network, head = self._started_network(backbone, recipe, [images[i] for i in train], targets[train])
+        model = self._started_model(backbone, recipe, network_head, [images[i] for i in train], targets[train])
         plan = self._plan(backbone.device, seed, images, labels)
         data = (pixels[train], targets[train])
         validation = None if val is None else (pixels[val], targets[val])
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            parameters = training.trainable(network, head, self.strategy_["unfreeze"], pixels[:1].float())
+            start = model.module_name(self.strategy_["unfreeze"])
+            parameters = training.trainable(model, HEAD, start, normalized(pixels[:1], recipe).to(backbone.device))
             if plan.batchnorm == "adapt":
-                training.adapt_batchnorm(network, data[0], recipe, plan)
+                training.adapt_batchnorm(model, data[0], recipe, plan)
                 plan.batchnorm = "frozen"
             state = training.train(
-                network, parameters, data, validation, recipe, resolve_augment(self.augment, recipe.crop_size), plan
+                model, parameters, data, validation, recipe, resolve_augment(self.augment, recipe.crop_size), plan
             )
-        self.history_, self.n_epochs_, self.best_epoch_ = state.history, state.epoch, state.best_epoch
-        self.state_dict_ = {name: value.detach().cpu().clone() for name, value in network.state_dict().items()}
-        self.head_ = head
-        self.preprocessing_ = recipe.as_dict()
-        self._recipe_of_weights = recipe  # prediction needs no network load for it, even after unpickling
-        self._network = network.eval()
-        return self
+        return model, state
 
     def _checked_labels(self, y, n_images: int) -> np.ndarray:
         labels = np.asarray(y)
@@ -289,40 +339,60 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             )
         return torch.cat(batches), positions
 
-    def _strategy(self, images: list, labels: np.ndarray) -> dict:
-        if self.unfreeze != "auto" and self.batchnorm != "auto":
-            return {"unfreeze": self.unfreeze, "batchnorm": self.batchnorm, "reason": "as given"}
-        advice = advise_layer(images, labels, backbone=self.backbone, input_size=self.input_size, device=self.device)
-        if not advice.small:
-            unfreeze, why = "all", "large data: every layer fine-tuned from the pretrained weights"
-        elif advice.similar:
-            unfreeze, why = "head", "small data like ImageNet: a linear probe on the penultimate codes"
-        else:
-            unfreeze, why = advice.layer, f"small data unlike ImageNet: {advice.layer} and the layers after it"
-        batchnorm = "frozen"  # "adapt" and "train" moved the features the probe head was fit on
-        return {
-            "unfreeze": unfreeze if self.unfreeze == "auto" else self.unfreeze,
-            "batchnorm": batchnorm if self.batchnorm == "auto" else self.batchnorm,
-            "reason": f"{why}; similarity {advice.similarity:.2f}, {advice.n_samples} images",
-        }
+    def _strategy(self, images: list, labels: np.ndarray, layers: list[str], crop_size) -> dict:
+        """``layer``, ``unfreeze`` and ``batchnorm`` resolved, with the reason."""
+        layer, unfreeze, why = self.layer, self.unfreeze, "as given"
+        if unfreeze == "auto":
+            advice = advise_layer(
+                images, labels, backbone=self.backbone, input_size=self.input_size, device=self.device
+            )
+            unfreeze = HEAD if advice.small else WHOLE
+            why = (
+                f"{'small' if advice.small else 'large'} data {'like' if advice.similar else 'unlike'} ImageNet "
+                f"({advice.n_samples} images, similarity {advice.similarity:.2f}; fine-tuning pays from "
+                f"about {advice.large_per_class} per class)"
+            )
+        if layer == "auto" and unfreeze == HEAD:
+            # The frozen-codes baseline: the layer that cross-validates best, as LayerSearchCV finds it.
+            layer, score = self._searched_layer(images, labels, crop_size)
+            why += f"; layer {layer!r} cross-validated best ({score:.3f})"
+        elif layer == "auto":  # fine-tuning adapts the later layers to the data: the head reads the top
+            layer = PENULTIMATE
+        _check_layers(layer, unfreeze, layers)
+        # "auto" is "frozen": "adapt" and "train" moved the features the probe head was fit on
+        batchnorm = "frozen" if self.batchnorm == "auto" else self.batchnorm
+        return {"layer": layer, "unfreeze": unfreeze, "batchnorm": batchnorm, "reason": why}
 
-    def _started_network(self, backbone, recipe, images: list, targets: torch.Tensor) -> tuple[nn.Module, str]:
-        """A copy of the pretrained network whose new head is a linear probe on its penultimate codes."""
-        _, head = probe_backbone(backbone, recipe.crop_size)
-        codes = CNNFeatureTransformer(
-            backbone=self.backbone, weights=self.weights, input_size=recipe.crop_size, relu=False,
+    def _frozen_codes(self, crop_size, layer: str) -> CNNFeatureTransformer:
+        """The transformer whose codes the probe head is fit on (fp32: the arithmetic training starts in)."""
+        return CNNFeatureTransformer(
+            backbone=self.backbone, weights=self.weights, input_size=crop_size, layer=layer,
             batch_size=self.batch_size, device=self.device, precision="fp32", progress=False,
             max_pixels=self.max_pixels, cache=self.cache,
-        ).fit_transform(images)  # fmt: skip
-        probe = LogisticRegression(C=PROBE_C, max_iter=2000).fit(codes, targets.numpy())
-        weight, bias = probe.coef_, probe.intercept_
+        )  # fmt: skip
+
+    def _searched_layer(self, images: list, labels: np.ndarray, crop_size) -> tuple[str, float]:
+        """The candidate layer whose frozen codes cross-validate best, and its score."""
+        smallest = int(np.unique(labels, return_counts=True)[1].min())
+        if smallest < LAYER_SEARCH_CV:
+            raise ValueError(
+                f"layer='auto' with the head alone searches the layers by {LAYER_SEARCH_CV}-fold cross-validation, "
+                f"and a class has {smallest} image(s); give a layer (e.g. layer='penultimate') or more images."
+            )
+        transformer = self._frozen_codes(crop_size, PENULTIMATE)
+        search = LayerSearchCV(transformer, cv=LAYER_SEARCH_CV, refit=False).fit(images, labels)
+        return search.best_layer_, search.best_score_
+
+    def _started_model(self, backbone, recipe, network_head: str, images: list, targets: torch.Tensor):
+        """A copy of the pretrained network tapped at the layer, its new head a linear probe on its codes."""
+        layer = self.strategy_["layer"]
+        codes = self._frozen_codes(recipe.crop_size, layer).fit_transform(images)
+        weight, bias = _probe(codes, targets.numpy())
         if len(self.classes_) == 2:  # one logit for class 1 against class 0
             weight, bias = np.vstack([np.zeros_like(weight), weight]), np.concatenate([[0.0], bias])
+        head = linear_head(torch.as_tensor(weight, dtype=torch.float32), torch.as_tensor(bias, dtype=torch.float32))
         network = copy.deepcopy(backbone.network).float()
-        _replace_head(
-            network, head, torch.as_tensor(weight, dtype=torch.float32), torch.as_tensor(bias, dtype=torch.float32)
-        )
-        return network.to(backbone.device), head
+        return TappedClassifier(network, layer, network_head, head).to(backbone.device)
 
     def _plan(self, device: torch.device, seed: int, images: list, labels: np.ndarray) -> training.Plan:
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
@@ -354,11 +424,13 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         """Indices of the training and the (stratified) validation split."""
         if not self.early_stopping:
             return torch.arange(len(targets)), None
-        n_val = int(np.ceil(self.validation_fraction * len(targets)))
-        if n_val < len(self.classes_):
+        # At least one image of each class, so that every class is judged.
+        n_val = max(int(np.ceil(self.validation_fraction * len(targets))), len(self.classes_))
+        if len(targets) - n_val < len(self.classes_):
             raise ValueError(
-                f"validation_fraction={self.validation_fraction} holds out {n_val} of {len(targets)} images, fewer "
-                f"than the {len(self.classes_)} classes; raise it, give more images, or set early_stopping=False."
+                f"early stopping holds out {n_val} of {len(targets)} images (validation_fraction="
+                f"{self.validation_fraction}, at least one per class), leaving too few to train on every one "
+                f"of the {len(self.classes_)} classes; give more images or set early_stopping=False."
             )
         train, val = train_test_split(
             np.arange(len(targets)), test_size=n_val, stratify=targets.numpy(), random_state=seed
@@ -369,12 +441,11 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         """The fine-tuned network, rebuilt from ``state_dict_`` after unpickling."""
         if getattr(self, "_network", None) is None:
             network, _ = backbones.build_network(backbones.parse_backbone(self.backbone), None)
-            n_classes = len(self.classes_)
-            features = self.state_dict_[f"{self.head_}.weight"].shape[1]
-            _replace_head(network, self.head_, torch.zeros(n_classes, features), torch.zeros(n_classes))
-            network.load_state_dict(self.state_dict_)
-            device = backbones.resolve_device(self.device)
-            self._network = network.to(device).eval()
+            weight = self.state_dict_["head.weight"]
+            head = linear_head(torch.zeros_like(weight), torch.zeros(len(weight)))
+            model = TappedClassifier(network, self.strategy_["layer"], self.head_, head)
+            model.load_state_dict(self.state_dict_)
+            self._network = model.to(backbones.resolve_device(self.device)).eval()
         return self._network
 
     def to_transformer(self, path, **params) -> CNNFeatureTransformer:
@@ -398,10 +469,50 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             Unfitted, with ``backbone``, ``weights=path`` and ``input_size`` set.
         """
         check_is_fitted(self)
-        original = backbones.load_backbone(self.backbone, self.weights, "cpu").network.state_dict()
-        body = {k: v for k, v in self.state_dict_.items() if not k.startswith(self.head_ + ".")}
-        torch.save({**original, **body}, path)
+        torch.save(self._model().network_state_dict(), path)
+        params = {"layer": self.strategy_["layer"], **params}
         return CNNFeatureTransformer(backbone=self.backbone, weights=path, input_size=self.input_size, **params)
+
+    def plot_history(self, ax=None):
+        """Training loss and validation accuracy per epoch (epoch 0: the started network).
+
+        Parameters
+        ----------
+        ax : matplotlib Axes or None, default=None
+            Where to draw the loss; the accuracy goes on a twin axis.
+            ``None`` makes a new figure.
+
+        Returns
+        -------
+        ax : matplotlib Axes
+            Call ``ax.figure.savefig("history.png")`` to keep it.
+        """
+        check_is_fitted(self)
+        try:
+            import matplotlib.pyplot as plt
+        except ImportError as exc:
+            raise ImportError("plot_history() needs matplotlib: pip install 'skcnn[plot]'.") from exc
+        if ax is None:
+            _, ax = plt.subplots(figsize=(7, 4), layout="constrained")
+        epochs = [epoch["epoch"] for epoch in self.history_]
+        ax.plot(epochs, [epoch["train_loss"] for epoch in self.history_], "o-", color="C0", label="training loss")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("training loss", color="C0")
+        scores = ax.twinx()
+        scores.plot(
+            [0, *epochs],
+            [self.probe_score_, *(epoch["validation_score"] for epoch in self.history_)],
+            "s-",
+            color="C1",
+        )
+        scores.axvline(self.best_epoch_, color="C1", linestyle=":", label=f"kept: epoch {self.best_epoch_}")
+        scores.set_ylabel("validation accuracy", color="C1")
+        scores.legend(loc="lower right")
+        ax.set_title(
+            f"CNNClassifier({self.backbone!r}): layer {self.strategy_['layer']!r}, unfreeze "
+            f"{self.strategy_['unfreeze']!r}"
+        )
+        return ax
 
     def decision_function(self, X):
         """Logits (for two classes: the positive class's logit over the other's).
@@ -474,18 +585,37 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         return tags
 
 
-def _replace_head(network: nn.Module, head: str, weight: torch.Tensor, bias: torch.Tensor) -> None:
-    """Put a new ``Linear`` head with these weights where ``head`` was."""
-    parent_name, _, child = head.rpartition(".")
-    parent = network.get_submodule(parent_name) if parent_name else network
-    old = getattr(parent, child)
-    if not isinstance(old, nn.Linear):
-        raise ValueError(f"the head {head!r} is a {type(old).__name__}; CNNClassifier replaces Linear heads only.")
-    new = nn.Linear(weight.shape[1], weight.shape[0])
-    with torch.no_grad():
-        new.weight.copy_(weight)
-        new.bias.copy_(bias)
-    setattr(parent, child, new)
+def _probe(codes: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weights and bias of the linear probe on ``codes``, standardisation folded in.
+
+    The probe is the frozen-codes baseline of :class:`~skcnn.LayerSearchCV`
+    (standardised codes, a logistic regression with ``C`` tuned by inner
+    cross-validation), so that fine-tuning starts where that baseline ends;
+    with a class too small to tune ``C``, ``C`` is ``PROBE_C``.
+    """
+    smallest = int(np.unique(targets, return_counts=True)[1].min())
+    if smallest >= 2:
+        probe = default_classifier(inner_cv=min(PROBE_INNER_CV, smallest)).fit(codes, targets)
+        scaler, linear = probe[0], probe[-1]
+    else:
+        scaler = StandardScaler().fit(codes)
+        linear = LogisticRegression(C=PROBE_C, max_iter=2000).fit(scaler.transform(codes), targets)
+    weight = linear.coef_ / scaler.scale_  # w . (x - mean) / scale == (w / scale) . x - (w / scale) . mean
+    return weight, linear.intercept_ - weight @ scaler.mean_
+
+
+def _check_layers(layer: str, unfreeze: str, layers: list[str]) -> None:
+    """``layer`` a layer of the network, ``unfreeze`` one the pass enters before it (or all, head)."""
+    if layer not in layers:
+        raise ValueError(f"layer={layer!r} is not a layer of the network; use 'auto' or a name from list_layers().")
+    if unfreeze in (WHOLE, HEAD):
+        return
+    allowed = layers[: layers.index(layer) + 1]
+    if unfreeze not in allowed:
+        raise ValueError(
+            f"unfreeze={unfreeze!r} must be 'auto', 'all', 'head' or a layer the forward pass reaches up to "
+            f"layer={layer!r} (where the head is): one of {allowed[-4:]} or earlier, from list_layers()."
+        )
 
 
 __all__ = ["CNNClassifier"]

@@ -13,7 +13,8 @@
   training images (AdaBN) and then freezes them, ``"train"`` lets them
   update.
 - **Early stopping** on the validation split's accuracy; the best epoch's
-  weights are restored at the end.
+  weights are restored at the end. The started network (its head a linear
+  probe) is scored first, as epoch 0: where no epoch beats it, it is kept.
 - **Checkpoints.** With a path, every finished epoch is saved atomically;
   a run killed and started again with the same data and parameters goes
   on from the last finished epoch. Ctrl-C stops after the current batch
@@ -72,6 +73,7 @@ class State:
     best_epoch: int = 0
     best_weights: dict | None = None
     stale: int = 0  # epochs since the best one
+    start_score: float = np.nan  # validation accuracy before the first epoch
     interrupted: bool = False
 
 
@@ -170,7 +172,7 @@ def train(
         anneal_strategy="cos",
     )
     scaler = torch.amp.GradScaler(plan.device.type) if plan.dtype == torch.float16 else None
-    state = _resumed(plan, network, optimizer, schedule) or State()
+    state = _resumed(plan, network, optimizer, schedule) or _started(network, validation, recipe, plan)
     while state.epoch < plan.max_epochs and not _stopping(state, plan):
         start = time.perf_counter()
         loss = _epoch(network, optimizer, schedule, scaler, data, recipe, augment, plan, state)
@@ -198,6 +200,16 @@ def train(
         _save(plan, state, network, optimizer, schedule)
     if state.best_weights is not None:
         network.load_state_dict(state.best_weights)
+    return state
+
+
+def _started(network, validation, recipe: Preprocessing, plan: Plan) -> State:
+    """A new run's state: the started network scored as epoch 0, so that
+    fine-tuning keeps the probe head's weights unless an epoch beats them."""
+    state = State()
+    if validation is not None:
+        state.start_score = _accuracy(network, validation, recipe, plan)
+        _keep_best(state, network, state.start_score)
     return state
 
 

@@ -1,0 +1,72 @@
+"""The network that trains: the pretrained one, tapped at a layer, with a new linear head.
+
+The head reads exactly the codes :class:`~skcnn.CNNFeatureTransformer`
+gives for that layer by default (ReLU'd, average-pooled), so a linear probe
+fit on those frozen codes starts it where frozen codes end (LP-FT). The
+pass stops at the tapped layer: layers after it never run and never train.
+The pretrained network is kept whole, its own ImageNet head included, so
+its weights load into the transformer as they are.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..options import DEFAULTS
+from ..pooling import to_codes
+from ..taps import run_taps
+
+#: The module names ``unfreeze`` takes besides layer names.
+WHOLE, HEAD = "all", "head"
+
+
+class TappedClassifier(nn.Module):
+    """``network`` up to ``layer``, its codes pooled, then ``head``.
+
+    Parameters
+    ----------
+    network : nn.Module
+        The pretrained network (trained in place).
+    layer : str
+        A layer name of ``network`` or ``"penultimate"``.
+    network_head : str
+        The name of ``network``'s own classifier head (whose input is ``"penultimate"``).
+    head : nn.Linear
+        The new head, from the codes of ``layer`` to the classes.
+    """
+
+    def __init__(self, network: nn.Module, layer: str, network_head: str, head: nn.Linear):
+        super().__init__()
+        self.network, self.head = network, head
+        self.layer, self.network_head = layer, network_head
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        taken = run_taps(self.network, images, [self.layer], self.network_head, _codes)
+        return self.head(taken[self.layer])
+
+    @staticmethod
+    def module_name(unfreeze: str) -> str:
+        """The module where training starts, ``unfreeze`` being ``"all"``, ``"head"`` or a layer name."""
+        return unfreeze if unfreeze in (WHOLE, HEAD) else f"network.{unfreeze}"
+
+    def network_state_dict(self) -> dict[str, torch.Tensor]:
+        """The pretrained network's weights alone, as its own architecture names them."""
+        prefix = "network."
+        return {k[len(prefix) :]: v for k, v in self.state_dict().items() if k.startswith(prefix)}
+
+
+def _codes(activation: torch.Tensor, layer: str) -> torch.Tensor:
+    return to_codes(activation, DEFAULTS.pooling, DEFAULTS.relu)
+
+
+def linear_head(weight: torch.Tensor, bias: torch.Tensor) -> nn.Linear:
+    """A ``Linear`` layer holding these weights (those of a fitted linear probe)."""
+    head = nn.Linear(weight.shape[1], weight.shape[0])
+    with torch.no_grad():
+        head.weight.copy_(weight)
+        head.bias.copy_(bias)
+    return head
+
+
+__all__ = ["HEAD", "WHOLE", "TappedClassifier", "linear_head"]
