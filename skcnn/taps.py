@@ -103,7 +103,8 @@ def run_taps(
 ) -> dict[str, torch.Tensor]:
     """One forward pass of ``batch``; ``on_tap(activation, name)`` for each named layer.
 
-    The caller holds the network's lock and the inference mode.
+    On a shared network the caller holds its lock (and, for codes, the
+    inference mode); fine-tuning runs it with autograd on a private copy.
     """
     wanted = list(dict.fromkeys(names))
     modules = dict(network.named_modules())

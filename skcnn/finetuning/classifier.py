@@ -33,7 +33,7 @@ from ..search import LayerSearchCV, default_classifier
 from ..transformer import CNNFeatureTransformer
 from . import training
 from .augment import normalized, resolve_augment, to_uint8
-from .model import HEAD, WHOLE, TappedClassifier, linear_head
+from .model import HEAD, WHOLE, TappedClassifier, linear_head, network_weights
 
 #: Inverse regularisation of the linear probe that starts the head where a
 #: class has too few images to tune it: scikit-learn's default.
@@ -466,10 +466,11 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         Returns
         -------
         transformer : CNNFeatureTransformer
-            Unfitted, with ``backbone``, ``weights=path`` and ``input_size`` set.
+            Unfitted, with ``backbone``, ``weights=path``, ``input_size`` and
+            ``layer`` (the head's, unless given) set.
         """
         check_is_fitted(self)
-        torch.save(self._model().network_state_dict(), path)
+        torch.save(network_weights(self.state_dict_), path)  # CPU tensors, wherever it was fitted
         params = {"layer": self.strategy_["layer"], **params}
         return CNNFeatureTransformer(backbone=self.backbone, weights=path, input_size=self.input_size, **params)
 

@@ -50,14 +50,16 @@ class TappedClassifier(nn.Module):
         """The module where training starts, ``unfreeze`` being ``"all"``, ``"head"`` or a layer name."""
         return unfreeze if unfreeze in (WHOLE, HEAD) else f"network.{unfreeze}"
 
-    def network_state_dict(self) -> dict[str, torch.Tensor]:
-        """The pretrained network's weights alone, as its own architecture names them."""
-        prefix = "network."
-        return {k[len(prefix) :]: v for k, v in self.state_dict().items() if k.startswith(prefix)}
-
 
 def _codes(activation: torch.Tensor, layer: str) -> torch.Tensor:
     return to_codes(activation, DEFAULTS.pooling, DEFAULTS.relu)
+
+
+def network_weights(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The pretrained network's weights in a :class:`TappedClassifier`'s state dict, named as its own
+    architecture names them (the file a transformer's ``weights=`` reads)."""
+    prefix = "network."
+    return {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
 
 
 def linear_head(weight: torch.Tensor, bias: torch.Tensor) -> nn.Linear:
@@ -69,4 +71,4 @@ def linear_head(weight: torch.Tensor, bias: torch.Tensor) -> nn.Linear:
     return head
 
 
-__all__ = ["HEAD", "WHOLE", "TappedClassifier", "linear_head"]
+__all__ = ["HEAD", "WHOLE", "TappedClassifier", "linear_head", "network_weights"]
