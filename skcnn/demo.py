@@ -1,4 +1,4 @@
-"""``skcnn demo``: what the size x similarity table predicts, on real images, in about two minutes.
+"""``skcnn demo``: what the size x similarity table predicts, on real images, in about a minute.
 
 Two small data sets, each scored on images the models never saw:
 
