@@ -6,6 +6,13 @@
     python benchmarks/bench_throughput.py --compile       # adds torch.compile rows (cold compile timed)
     python benchmarks/bench_throughput.py --device cuda   # on a GPU host (default: auto)
     python benchmarks/bench_throughput.py --runtime       # torch vs ONNX Runtime, each run in a fresh process
+    python benchmarks/bench_throughput.py --photos        # 12 MP phone photos and 500-1000 px files, fresh processes
+
+``--photos`` adds a set of 12 MP phone photos (4032 x 3024, quality 90,
+with sensor-like grain: about 3 MB each) beside the 500-1000 px set, and
+compares skcnn's decode modes with a naive loop, each in its own process,
+interleaved; with ``--baseline-src DIR`` (a checkout of an earlier skcnn)
+that version's defaults run beside them.
 
 The files: ``--n`` JPEGs (default 512) cut from scikit-image's bundled photos
 and saved at camera-like sizes (longer side 500-1000 px, quality 90) in a
@@ -68,6 +75,44 @@ def make_jpegs(folder: Path, n: int, seed: int = 0) -> list[str]:
     return paths
 
 
+#: What phones write: 12 MP, quality 90 (``--photos``).
+PHONE_SIZE = (4032, 3024)
+PHONE_QUALITY = 90
+
+
+def make_phone_jpegs(folder: Path, n: int, seed: int = 0) -> list[str]:
+    """``n`` 12 MP JPEGs of the bundled photos with sensor-like grain (about 3 MB each).
+
+    A crop of a photo is upscaled to 4032 x 3024 and Gaussian grain (sigma
+    6 of 255, per pixel and channel) is added before saving, so the file
+    holds as much fine detail as a phone's: a smooth upscale would
+    compress to a third of the size and decode faster than real photos.
+    Every fourth is stored as phones store portrait photos: landscape
+    pixels with an EXIF orientation tag (6: turn by 90 degrees to show).
+    """
+    import skimage.data
+
+    rng = np.random.default_rng(seed)
+    photos = [getattr(skimage.data, name)() for name in PHOTOS]
+    paths = []
+    for i in range(n):
+        photo = photos[i % len(photos)]
+        photo = photo if photo.ndim == 3 else np.stack([photo] * 3, axis=2)
+        h, w = photo.shape[:2]
+        ch, cw = int(h * rng.uniform(0.7, 1.0)), int(w * rng.uniform(0.7, 1.0))
+        y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+        big = np.asarray(Image.fromarray(photo[y : y + ch, x : x + cw, :3]).resize(PHONE_SIZE, Image.BICUBIC))
+        grain = rng.standard_normal(big.shape, dtype=np.float32) * 6
+        pixels = np.clip(big + grain, 0, 255).astype(np.uint8)
+        exif = Image.Exif()
+        if i % 4 == 3:
+            exif[0x0112] = 6
+        path = folder / f"IMG_{i:04d}.jpg"
+        Image.fromarray(pixels).save(path, quality=PHONE_QUALITY, exif=exif)
+        paths.append(str(path))
+    return paths
+
+
 def rate(seconds: float, n: int) -> float:
     return n / seconds
 
@@ -114,10 +159,10 @@ class Subject:
 
         return rate(timed(run), len(tensors))
 
-    def decode_alone(self, paths, num_workers) -> float:
+    def decode_alone(self, paths, num_workers, **options) -> float:
         def run():
             for _ in loading.iter_batches(
-                paths, range(len(paths)), self.recipe, self.batch_size, [], num_workers=num_workers
+                paths, range(len(paths)), self.recipe, self.batch_size, [], num_workers=num_workers, **options
             ):
                 pass
 
@@ -466,6 +511,17 @@ if mode == "naive":
     print(subject.naive(paths))
 elif mode == "decode":
     print(subject.decode_alone(paths, loading.usable_cores()))
+elif mode.startswith("decode1:"):  # one thread, the calling one
+    subject.decode_alone(paths[:2], 0, decode=mode.split(":")[1])
+    print(subject.decode_alone(paths, 0, decode=mode.split(":")[1]))
+elif mode.startswith("peak:"):  # high-water mark of decoding one photo, above a small one's
+    status = lambda: int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) / 1024
+    small = listing + ".small.jpg"
+    Image.new("RGB", (640, 480)).save(small)
+    loading.decode(small, subject.recipe, decode=mode.split(":")[1])  # warm: imports, kernels, allocator
+    open("/proc/self/clear_refs", "w").write("5")  # the high-water mark reset to the resident size now
+    rss = lambda: int(next(l for l in open("/proc/self/status") if l.startswith("VmRSS")).split()[1]) / 1024
+    before = rss(); loading.decode(paths[0], subject.recipe, decode=mode.split(":")[1]); print(status() - before)
 elif mode.startswith("network:"):
     tensors = torch.stack([subject.recipe(loading.image_io.load_image(p)) for p in paths])
     inference = subject.inference_with(runtime=mode.split(":")[1], threads=torch.get_num_threads())
@@ -564,6 +620,102 @@ def runtime_report(name: str, results: dict, args, default: list[str]) -> None:
         print(f"  {label:46s} {np.median(values):7.2f}  per round [{', '.join(f'{v:.2f}' for v in values)}]")
 
 
+PHOTO_MODES = {
+    "naive": "naive loop (PIL, torchvision transform, batch 1, fp32)",
+    "skcnn:": "skcnn defaults",
+    "skcnn:decode=exact": "skcnn decode='exact'",
+    "skcnn:decode=draft": "skcnn decode='draft'",
+    "skcnn:runtime=onnxruntime,precision=fp32": "skcnn defaults without native bf16 (ONNX Runtime, fp32)",
+    "skcnn:runtime=onnxruntime,precision=fp32,decode=exact": "  the same, decode='exact'",
+    "baseline:skcnn:": "baseline skcnn defaults (--baseline-src)",
+}
+
+
+def photos_run(args) -> None:
+    """Phone photos and 500-1000 px files: decode modes against a naive loop,
+    each in its own process, interleaved; decoding alone; peak memory; drift."""
+    print(f"machine: {machine()}\ndate: {datetime.date.today()}")
+    here = str(Path(__file__).resolve().parent)
+    with tempfile.TemporaryDirectory() as tmp:
+        sets = {}
+        for label, make, n in (("500-1000 px", make_jpegs, args.n), ("12 MP phone", make_phone_jpegs, args.n_phone)):
+            folder = Path(tmp) / label.split()[0]
+            folder.mkdir()
+            paths = make(folder, n)
+            listing = folder / "paths.txt"
+            listing.write_text("\n".join(paths))
+            sets[label] = listing
+            size = np.mean([os.path.getsize(p) for p in paths]) / 1e6
+            print(f"{label}: {n} JPEGs, {size:.2f} MB each on average")
+
+        def child(mode: str, name: str, listing: Path) -> list[str]:
+            env = dict(os.environ)
+            if mode.startswith("baseline:"):
+                mode, env["PYTHONPATH"] = mode.split(":", 1)[1], args.baseline_src
+            command = [sys.executable, "-c", RUNTIME_CHILD, mode, name, str(listing), str(args.batch_size), here]
+            # Run outside the checkout, so that the current directory never shadows --baseline-src.
+            out = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp)
+            if out.returncode:
+                raise RuntimeError(f"{mode} {name}: {out.stderr[-3000:]}")
+            return out.stdout.split()
+
+        modes = [m for m in PHOTO_MODES if args.baseline_src or not m.startswith("baseline:")]
+        for label, listing in sets.items():
+            for name in args.backbones:
+                child("skcnn:runtime=onnxruntime,precision=fp32", name, listing)  # the export, once (untimed)
+                results: dict = {}
+                for _ in range(args.rounds):
+                    for mode in modes:
+                        results.setdefault(mode, []).append(float(child(mode, name, listing)[0]))
+                photos_report(f"{name}, {label}", results, args.rounds)
+        decoders = ["exact", "auto", "draft"]
+        extra = [f"baseline:{m}" for m in ("decode1:exact", "decode1:draft")] if args.baseline_src else []
+        print("\n## decoding alone, one thread (images/s; resize and crop included)")
+        for label, listing in sets.items():
+            results = {}
+            for _ in range(args.rounds):
+                for mode in [f"decode1:{d}" for d in decoders] + extra:
+                    results.setdefault(mode, []).append(float(child(mode, "efficientnet_lite0", listing)[0]))
+            for mode, values in results.items():
+                print(f"  {label:12s} {mode:24s} {np.median(values):7.1f}  [{', '.join(f'{v:.1f}' for v in values)}]")
+        print("\n## peak memory of decoding one 12 MP photo (VmHWM above VmRSS before, MiB; a fresh process each)")
+        extra = ["baseline:peak:exact", "baseline:peak:draft"] if args.baseline_src else []
+        for mode in [f"peak:{d}" for d in decoders] + extra:
+            values = [float(child(mode, "efficientnet_lite0", sets["12 MP phone"])[0]) for _ in range(args.rounds)]
+            print(f"  {mode:24s} {np.median(values):7.1f}  [{', '.join(f'{v:.1f}' for v in values)}]")
+        for label, listing in sets.items():
+            drift_report(label, listing.read_text().split("\n"))
+
+
+def photos_report(title: str, results: dict, rounds: int) -> None:
+    print(f"\n## {title}, {rounds} rounds (images/s; median [per round])")
+    for mode, values in results.items():
+        print(f"  {PHOTO_MODES[mode]:58s} {np.median(values):7.1f}  [{', '.join(f'{v:.1f}' for v in values)}]")
+    naive = results["naive"]
+    for mode, values in results.items():
+        if mode != "naive":
+            ratios = [values[i] / naive[i] for i in range(rounds)]
+            label = f"{PHOTO_MODES[mode].strip()} / naive"
+            print(f"  {label:58s} {np.median(ratios):7.2f}x [{', '.join(f'{r:.2f}' for r in ratios)}]")
+
+
+def drift_report(label: str, paths: list[str], early: str = "blocks.2") -> None:
+    """Relative L2 distance of ``decode="auto"`` (and draft) codes to the exact
+    decode's: pretrained EfficientNet-Lite0, fp32, penultimate and an early layer."""
+    params = dict(backbone="efficientnet_lite0", layer=[early, "penultimate"], precision="fp32", progress=False)
+    codes, names = {}, None
+    for decode in ("exact", "auto", "draft"):
+        cnn = CNNFeatureTransformer(**params, decode=decode).fit(paths)
+        codes[decode], names = cnn.transform(paths), cnn.get_feature_names_out()
+    print(f"\n## {label}: code drift against decode='exact' (relative L2, {len(paths)} images, Lite0 fp32)")
+    for decode in ("auto", "draft"):
+        for layer in params["layer"]:
+            columns = np.array([name.split("__")[1] == layer for name in names])
+            a, b = codes[decode][:, columns], codes["exact"][:, columns]
+            drift = np.linalg.norm(a - b, axis=1) / np.linalg.norm(b, axis=1)
+            print(f"  {decode:6s} {layer:12s} median {np.median(drift):6.2%}  max {drift.max():6.2%}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=512)
@@ -581,12 +733,17 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="add torch.compile rows")
     parser.add_argument("--runtime", action="store_true", help="torch vs ONNX Runtime, fresh processes")
     parser.add_argument("--runtime-workers", type=int, nargs="*", default=[1, 2], help="with --runtime: num_workers")
+    parser.add_argument("--photos", action="store_true", help="phone photos and decode modes, fresh processes")
+    parser.add_argument("--n-phone", type=int, default=32, help="with --photos: 12 MP JPEGs")
+    parser.add_argument("--baseline-src", default=None, help="with --photos: an earlier skcnn checkout to compare")
     parser.add_argument("--memory", action="store_true")
     parser.add_argument("--precision", action="store_true")
     parser.add_argument("--per-class", type=int, default=20)
     parser.add_argument("--input-size", type=int, default=128)
     args = parser.parse_args()
-    if args.runtime:
+    if args.photos:
+        photos_run(args)
+    elif args.runtime:
         runtime_run(args)
     elif args.memory:
         memory_run(args)

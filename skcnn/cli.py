@@ -150,7 +150,7 @@ def add_transformer_arguments(
     group.add_argument("--device", default=DEFAULTS.device, help="auto, cpu, cuda, cuda:N or mps")
     choices = {
         "precision": "auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32",
-        "decode": "draft: JPEGs decoded at reduced scale (faster, codes differ slightly)",
+        "decode": "auto: JPEGs DCT-scaled while >= 2x the resize target; exact: never; draft: down to it",
         "runtime": "auto: ONNX Runtime on a CPU computing in fp32, else torch",
     }
     for name, help_text in choices.items():
@@ -241,7 +241,7 @@ def _finetune(args: argparse.Namespace) -> int:
         backbone=args.backbone, weights=args.weights, input_size=args.input_size, batch_size=args.batch_size,
         device=args.device, progress=True, on_error=args.on_error, layer=args.layer, unfreeze=args.unfreeze,
         max_epochs=args.max_epochs, learning_rate=args.learning_rate, random_state=args.random_state,
-        cache=args.cache, checkpoint=args.checkpoint,
+        decode=args.decode, cache=args.cache, checkpoint=args.checkpoint,
     )  # fmt: skip
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the bad files are listed below instead
@@ -406,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     finetune.add_argument("--max-epochs", type=int, default=FINETUNING.max_epochs)
     finetune.add_argument("--learning-rate", type=float, default=FINETUNING.learning_rate)
     finetune.add_argument("--random-state", type=int, default=None)
+    finetune.add_argument("--decode", default=DEFAULTS.decode, choices=CHOICES["decode"], help="as for extract")
     finetune.add_argument("--cache", default=None, help="HDF5 cache of the codes the head starts from")
     finetune.add_argument("--checkpoint", default=None, help="a file saved every epoch; run again to resume")
     finetune.add_argument(

@@ -37,7 +37,7 @@ from .identity import image_key
 from .layers import check_layer_names, probe_backbone
 from .options import DEFAULTS, PENULTIMATE
 from .pooling import check_poolable, n_codes, relu_commutes, to_codes
-from .preprocessing import Preprocessing
+from .preprocessing import DECODE_MARGINS, Preprocessing
 from .taps import run_taps
 
 
@@ -191,18 +191,23 @@ class Extractor:
         ReLU is part of it only where it must come before pooling (average
         and pyramid pooling of maps); elsewhere codes are stored before ReLU
         and thresholded when read, so ``relu=True`` and ``False`` share them.
-        Precision and approximate decoding change codes beyond rounding:
-        fp32 and bf16 codes, exact and draft decodes are never mixed. They
-        enter the key only when they are not fp32 and exact, so caches
-        written before these options existed stay valid. How the network is
-        run (layout, folded batch norm, compiled graphs) moves codes by
-        float rounding only, and is not part of it.
+        Precision and DCT-scaled decoding change codes beyond rounding:
+        fp32 and bf16 codes, and codes of JPEGs decoded at different DCT
+        margins (``"exact"``, ``"auto"``, ``"draft"``), are never mixed.
+        Precision enters the key only when it is not fp32, as since the
+        option existed. ``"resize": "uint8"`` marks the resize in uint8 of
+        skcnn 0.3 (codes of the float resize of 0.1 and 0.2 differ by
+        rounding): caches written before stay readable, and their codes are
+        never mixed with these. How the network is run (layout, folded
+        batch norm, compiled graphs) moves codes by float rounding only,
+        and is not part of it.
         """
         backbone = backbone or self.load()
         shape = self.stored_plan.shapes[self.stored_plan.layers.index(layer)]
         approximations = {
             **({"precision": self.precision} if self.precision != "fp32" else {}),
-            **({"decode": self.decode} if self.decode != "exact" else {}),
+            "resize": "uint8",
+            "jpeg_dct_margin": DECODE_MARGINS[self.decode],
         }
         return {
             "format_version": FORMAT_VERSION,

@@ -1,14 +1,19 @@
-"""Images in, RGB (or grayscale) float arrays out.
+"""Images in, pixel arrays out: uint8 wherever the source is 8-bit.
 
 Every rule about what counts as an image lives here: which containers ``X``
-may be, which pixel types and modes are accepted, and how each becomes a
-``float32`` array in ``[0, 1]`` of shape ``(H, W, C)`` with ``C`` 1 (gray) or
-3 (RGB). The same picture given as a file path, a PIL image or an array gives
-the same array, so it gives the same codes.
+may be, which pixel types and modes are accepted, and how each becomes an
+array of shape ``(H, W, C)``, ``C`` 1 (gray) or 3 (RGB). 8-bit sources (JPEG
+and PNG files, PIL images, uint8 and bool arrays) stay ``uint8``: a 12 MP
+photo is 36 MB of pixels, not 145 MB of floats, and it is resized in uint8
+(:mod:`skcnn.preprocessing`). 16-bit sources become ``float32`` in ``[0, 1]``
+(scaled by 65535), float arrays in ``[0, 1]`` stay float. The same picture
+given as a file path, a PIL image or a uint8 array gives the same array, so
+it gives the same codes.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from collections.abc import Sequence
@@ -18,6 +23,7 @@ from typing import Any, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from . import jpeg
 from .options import MAX_PIXELS
 
 ImageLike = Union[str, "os.PathLike[str]", Image.Image, np.ndarray]
@@ -156,47 +162,49 @@ def _split_array(X: np.ndarray) -> list:
     return list(X)
 
 
-def load_image(image: ImageLike, max_pixels: int | None = MAX_PIXELS, draft_size: int | None = None) -> np.ndarray:
-    """Decode one image to a float32 array in [0, 1] of shape (H, W, 1 or 3).
+def load_image(image: ImageLike, max_pixels: int | None = MAX_PIXELS, min_side: int | None = None) -> np.ndarray:
+    """Decode one image to an ``(H, W, 1 or 3)`` array: uint8, or float32 in [0, 1].
 
-    Paths and PIL images are decoded at full resolution with their EXIF
-    orientation applied; animated files give their first frame. Colour
-    images, CMYK, palettes and images with alpha become RGB (alpha is
-    dropped); gray images stay one channel (the network input replicates it
-    over three channels, the usual recipe for MNIST-like data); 16-bit
-    images are scaled by 65535. Image files larger than ``max_pixels``
-    (width x height; ``None``: no limit) are refused before decoding.
+    Paths and PIL images are decoded with their EXIF orientation applied;
+    animated files give their first frame. Colour images, CMYK, palettes
+    and images with alpha become RGB (alpha is dropped); gray images stay
+    one channel (the network input replicates it over three channels, the
+    usual recipe for MNIST-like data). 8-bit images and bool arrays (as
+    0 and 255) give uint8; 16-bit images are scaled by 65535 and float
+    arrays checked to lie in [0, 1], both as float32. Image files larger
+    than ``max_pixels`` (width x height; ``None``: no limit) are refused
+    before decoding.
 
-    ``draft_size`` (JPEG files only, an approximation) lets PIL decode at
-    1/2, 1/4 or 1/8 scale (DCT scaling) while both sides stay at least
-    ``draft_size``: several times faster on camera-sized photos, with
-    slightly different pixels than decoding in full and resizing.
+    ``min_side`` (JPEG files only) lets the decoder scale the image by 1/2,
+    1/4 or 1/8 in the DCT while its shorter side stays at least
+    ``min_side`` (:func:`skcnn.jpeg.dct_scale`): several times less work
+    after the entropy decoding, and slightly different pixels than decoding
+    in full and resizing. ``None`` decodes in full.
     """
     if isinstance(image, (str, os.PathLike)):
-        return _pil_to_array(_open_path(image, max_pixels, draft_size))
+        return _read_file(image, max_pixels, min_side)
     if isinstance(image, Image.Image):
         return _pil_to_array(ImageOps.exif_transpose(image))
     if isinstance(image, np.ndarray):
-        return _array_to_float(image)
+        return _array_to_pixels(image)
     raise ImageError(
         "Each image must be a file path (str or os.PathLike), a PIL.Image.Image or a "
         f"numpy array; got {type(image).__name__}."
     )
 
 
-def _open_path(path: str | os.PathLike, max_pixels: int | None, draft_size: int | None = None) -> Image.Image:
+def _read_file(path: str | os.PathLike, max_pixels: int | None, min_side: int | None) -> np.ndarray:
     name = os.fspath(path)
     try:
+        with open(path, "rb") as f:
+            data = f.read()
         with warnings.catch_warnings():
             # skcnn applies its own limit (max_pixels) right below.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            opened = Image.open(path)
+            opened = Image.open(io.BytesIO(data))
         with opened as im:
             _check_pixels(im, max_pixels, name)
-            if draft_size is not None and im.format == "JPEG":
-                im.draft(None, (draft_size, draft_size))
-            im.load()  # the first frame of animated images
-            return ImageOps.exif_transpose(im)
+            return _decoded(im, data, min_side)
     except FileNotFoundError:
         raise ImageError(f"Image file not found: {name!r}.") from None
     except IsADirectoryError:
@@ -212,6 +220,39 @@ def _open_path(path: str | os.PathLike, max_pixels: int | None, draft_size: int 
         raise ImageError(f"Cannot decode image {name!r}: {exc}.") from None
 
 
+def _decoded(im: Image.Image, data: bytes, min_side: int | None) -> np.ndarray:
+    """The pixels of the opened file ``im`` (whose bytes are ``data``), oriented."""
+    if im.format not in jpeg.JPEG_FORMATS:
+        im.load()  # the first frame of animated images
+        return _pil_to_array(ImageOps.exif_transpose(im))
+    scale = jpeg.dct_scale(im.size, min_side)
+    pixels = jpeg.decode(data, im, scale)
+    if pixels is None:  # a JPEG the fast path declines: Pillow's decoder and verdict
+        jpeg.draft(im, scale)
+        im.load()
+        return _pil_to_array(ImageOps.exif_transpose(im))
+    return _oriented(pixels, im.getexif().get(_ORIENTATION, 1))
+
+
+#: The EXIF tag of how the stored pixels are shown, and for each of its
+#: values the numpy view that shows them (as PIL's ``ImageOps.exif_transpose``).
+_ORIENTATION = 0x0112
+_SHOWN = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def _oriented(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    shown = _SHOWN.get(orientation)
+    return pixels if shown is None else np.ascontiguousarray(shown(pixels))
+
+
 def _check_pixels(im: Image.Image, max_pixels: int | None, name: str) -> None:
     width, height = im.size
     if max_pixels is not None and width * height > max_pixels:
@@ -223,9 +264,9 @@ def _check_pixels(im: Image.Image, max_pixels: int | None, name: str) -> None:
 
 def _pil_to_array(im: Image.Image) -> np.ndarray:
     if im.mode in _SIXTEEN_BIT_MODES:
-        return _array_to_float(np.asarray(im, dtype=np.uint16))
+        return _array_to_pixels(np.asarray(im, dtype=np.uint16))
     if im.mode in _GRAY_MODES:
-        return _array_to_float(np.asarray(im.convert("L")))
+        return _array_to_pixels(np.asarray(im.convert("L")))
     if im.mode in ("I", "F"):
         raise ImageError(
             f"PIL image mode {im.mode!r} (32-bit integer or float pixels) has no defined "
@@ -233,17 +274,17 @@ def _pil_to_array(im: Image.Image) -> np.ndarray:
         )
     if im.mode == "P" and "transparency" in im.info:
         im = im.convert("RGBA")  # PIL's advice for palettes with transparency
-    return _array_to_float(np.asarray(im.convert("RGB")))
+    return _array_to_pixels(np.asarray(im.convert("RGB")))
 
 
-def _array_to_float(array: np.ndarray) -> np.ndarray:
+def _array_to_pixels(array: np.ndarray) -> np.ndarray:
     array = _to_hwc(array)
     if array.dtype == np.uint8:
-        return _scaled(array, np.float32(255))
+        return array
+    if array.dtype == np.bool_:
+        return array.view(np.uint8) * np.uint8(255)
     if array.dtype == np.uint16:
         return _scaled(array, np.float32(65535))
-    if array.dtype == np.bool_:
-        return array.astype(np.float32)
     if array.dtype.kind == "f":
         return _check_unit_range(array.astype(np.float32, copy=False))
     raise ImageError(
@@ -254,8 +295,8 @@ def _array_to_float(array: np.ndarray) -> np.ndarray:
 def _scaled(array: np.ndarray, full_scale: np.float32) -> np.ndarray:
     """``array / full_scale`` in float32, in one pass over the pixels.
 
-    The result is an (H, W, C) view of channel-major memory: the network
-    input is channel-major, so preprocessing then needs no copy of the
+    The result is an (H, W, C) view of channel-major memory: float images
+    are resized channel-major, so preprocessing then needs no copy of the
     full-resolution image to reorder it (the values are those of
     ``array.astype(np.float32) / full_scale``, bit for bit).
     """

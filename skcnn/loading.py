@@ -1,9 +1,11 @@
 """Decoding in parallel: images -> preprocessed batches, in order, memory bounded.
 
 Decoding a JPEG and resizing it costs about as much per image as a small
-network's forward pass on a CPU, so it runs in worker threads while the
-calling thread runs the network on the batch before. PIL's decoders and
-torch's resize kernels release the GIL, so threads decode in parallel
+network's forward pass on a CPU (a 12 MP photo several times more), so it
+runs in worker threads while the calling thread runs the network on the
+batch before, and the calling thread decodes too when the workers fall
+behind. libjpeg-turbo (through simplejpeg and PIL) and torch's resize
+kernels release the GIL, so threads decode in parallel
 without the start-up, pickling and shared-memory copies of worker
 processes (``benchmarks/bench_throughput.py`` measured both; see
 ``benchmarks/RESULTS.md``).
@@ -32,6 +34,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import torch
 
 from . import images as image_io
+from .options import DEFAULTS
 from .preprocessing import Preprocessing
 
 
@@ -39,17 +42,17 @@ def decode(
     image: image_io.ImageLike,
     recipe: Preprocessing,
     max_pixels: int | None = image_io.MAX_PIXELS,
-    decode: str = "exact",
+    decode: str = DEFAULTS.decode,
 ) -> torch.Tensor:
-    """One image -> its normalised ``(3, h, w)`` network input.
+    """One image -> its resized, centre-cropped ``(C, h, w)`` pixels (uint8 for 8-bit sources).
 
-    ``decode="draft"`` lets PIL decode a JPEG file at a reduced scale (1/2,
-    1/4 or 1/8, DCT scaling) that stays at least as large as the resize
-    target: much faster on camera-sized files, slightly different pixels.
-    Other inputs are decoded exactly either way.
+    ``decode`` says how far a JPEG file may be DCT-scaled while decoding
+    (:meth:`~skcnn.preprocessing.Preprocessing.min_decoded_side`); other
+    inputs are decoded exactly whatever it says. Peak memory for a 12 MP
+    photo: its file, its uint8 pixels at the decoded scale, and their
+    resized copy (``tests/test_loading.py`` bounds it).
     """
-    draft_size = recipe.resize_size if decode == "draft" else None
-    return recipe(image_io.load_image(image, max_pixels, draft_size))
+    return recipe.crop(image_io.load_image(image, max_pixels, recipe.min_decoded_side(decode)))
 
 
 def iter_batches(
@@ -61,20 +64,26 @@ def iter_batches(
     *,
     max_pixels: int | None = image_io.MAX_PIXELS,
     num_workers: int = 0,
-    decode: str = "exact",
+    decode: str = DEFAULTS.decode,
     prefetch: int | None = None,
+    normalize: bool = True,
 ) -> Iterator[tuple[list[int], torch.Tensor]]:
     """Decode and preprocess ``images[i]`` for ``i`` in ``positions``; yield the
     positions decoded and their stacked ``(B, 3, h, w)`` tensor, in order.
 
-    Images that fail are appended to ``failures`` and left out. With
-    ``num_workers=0`` images are decoded in the calling thread, one batch
-    at a time; otherwise by ``num_workers`` threads, at most ``prefetch``
-    images (default: two batches) ahead of the consumer.
+    The tensor is the normalised network input, or with ``normalize=False``
+    the uint8 pixels of the crops (what fine-tuning keeps). Images that fail
+    are appended to ``failures`` and left out. With ``num_workers=0`` images
+    are decoded in the calling thread, one batch at a time; otherwise by
+    ``num_workers`` threads, at most ``prefetch`` images (default: two
+    batches) ahead of the consumer, and by the calling thread too whenever
+    it would otherwise wait for them: on large photos decoding costs more
+    than the network, and the calling thread's cores would sit idle.
     """
+    stack = recipe.batch if normalize else recipe.pixels
     with interrupts_kept() as raise_if_interrupted:
         batches = _decoded_batches(
-            images, positions, recipe, batch_size, failures, max_pixels, num_workers, decode, prefetch
+            images, positions, recipe, batch_size, failures, max_pixels, num_workers, decode, prefetch, stack
         )
         with contextlib.closing(batches):  # stops the decoding workers at once
             for batch in batches:
@@ -83,20 +92,20 @@ def iter_batches(
         raise_if_interrupted()
 
 
-def _decoded_batches(images, positions, recipe, batch_size, failures, max_pixels, num_workers, decode, prefetch):
+def _decoded_batches(images, positions, recipe, batch_size, failures, max_pixels, num_workers, decode, prefetch, stack):
+    def work(i: int):
+        return _decode_or_failure(images[i], i, recipe, max_pixels, decode)
+
     if num_workers == 0:
-        results = (_decode_or_failure(images[i], i, recipe, max_pixels, decode) for i in positions)
-        yield from _batched(results, batch_size, failures)
+        yield from _batched(map(work, positions), batch_size, failures, stack)
         return
     window = prefetch if prefetch is not None else 2 * batch_size
     with ThreadPoolExecutor(num_workers, thread_name_prefix="skcnn-decode") as pool:
-        pending: deque[Future] = deque()
+        pending: deque[tuple[int, Future]] = deque()
         try:
-            yield from _batched(
-                _in_order(pool, pending, images, positions, recipe, max_pixels, decode, window), batch_size, failures
-            )
+            yield from _batched(_in_order(pool, pending, work, positions, window), batch_size, failures, stack)
         finally:
-            for future in pending:  # queued images; those being decoded finish on their own
+            for _, future in pending:  # queued images; those being decoded finish on their own
                 future.cancel()
 
 
@@ -132,18 +141,35 @@ def interrupts_kept() -> Iterator[Callable[[], None]]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _in_order(pool, pending, images, positions, recipe, max_pixels, decode, window):
+def _in_order(pool, pending, work, positions, window):
     todo = iter(positions)
     for i in todo:
-        pending.append(pool.submit(_decode_or_failure, images[i], i, recipe, max_pixels, decode))
+        pending.append((i, pool.submit(work, i)))
         if len(pending) >= max(window, 1):
             break
     while pending:
-        result = pending.popleft().result()  # re-raises a worker's unexpected error here
+        _help(pending, work)
+        result = pending.popleft()[1].result()  # re-raises a worker's unexpected error here
         i = next(todo, None)
         if i is not None:
-            pending.append(pool.submit(_decode_or_failure, images[i], i, recipe, max_pixels, decode))
+            pending.append((i, pool.submit(work, i)))
         yield result
+
+
+def _help(pending: deque, work) -> None:
+    """Decode queued images in this thread until the first pending one is done.
+
+    Takes only images no worker has started (``cancel`` succeeds), first
+    in first out, and puts each result back in its place, so the order and
+    the window stay as they were.
+    """
+    for place, (i, future) in enumerate(list(pending)):
+        if pending[0][1].done():
+            return
+        if future.cancel():
+            done: Future = Future()
+            done.set_result(work(i))
+            pending[place] = (i, done)
 
 
 def _decode_or_failure(image, index, recipe, max_pixels, how):
@@ -159,19 +185,19 @@ def _decode_or_failure(image, index, recipe, max_pixels, how):
         raise
 
 
-def _batched(results, batch_size, failures):
-    done, tensors = [], []
+def _batched(results, batch_size, failures, stack):
+    done, crops = [], []
     for index, result in results:
         if isinstance(result, image_io.ImageFailure):
             failures.append(result)
             continue
         done.append(index)
-        tensors.append(result)
+        crops.append(result)
         if len(done) == batch_size:
-            yield done, torch.stack(tensors)
-            done, tensors = [], []
+            yield done, stack(crops)
+            done, crops = [], []
     if done:
-        yield done, torch.stack(tensors)
+        yield done, stack(crops)
 
 
 def usable_cores() -> int:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 
 POOLINGS = ("avg", "max", "flatten", "spp")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-DECODES = ("exact", "draft")
+DECODES = ("auto", "exact", "draft")
 ON_ERRORS = ("raise", "skip")
 RUNTIMES = ("auto", "torch", "onnxruntime")
 
@@ -46,7 +46,7 @@ class TransformerDefaults:
     batch_size: int = 8
     num_workers: int | str = "auto"
     precision: str = "auto"
-    decode: str = "exact"
+    decode: str = "auto"
     compile: bool = False
     runtime: str = "auto"
     device: str = "auto"

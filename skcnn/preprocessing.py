@@ -4,6 +4,13 @@ The numbers (sizes, mean, std, interpolation) always come from the weights'
 own metadata (torchvision's ``weights.transforms()``, timm's
 ``pretrained_cfg``); this module only applies them, identically to every
 image whatever form it arrived in.
+
+uint8 pixels stay uint8 until the crop: torch's antialiased uint8 resize
+(vectorised, on channel-last memory, which is how decoded pixels lie) is
+8x faster than Pillow's on a 12 MP photo and 10x faster than resizing
+floats (``benchmarks/RESULTS.md``), and it needs no full-resolution float
+copy. Only the small crop becomes float, normalised in one pass into the
+batch. Float pixels (16-bit sources, float arrays) are resized in float.
 """
 
 from __future__ import annotations
@@ -61,14 +68,71 @@ class Preprocessing:
             "interpolation": self.interpolation.value,
         }
 
-    def __call__(self, image: np.ndarray) -> torch.Tensor:
-        """Turn a float (H, W, C) image in [0, 1] into a normalised (3, h, w) tensor."""
-        chw = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+    def min_decoded_side(self, decode: str) -> int | None:
+        """The smallest shorter side a JPEG may be DCT-scaled to under ``decode``.
+
+        ``"exact"``: never scaled (None). ``"draft"``: down to the resize
+        target itself. ``"auto"``: down to :data:`AUTO_DECODE_MARGIN` times it,
+        where the codes cannot tell the difference (``benchmarks/RESULTS.md``).
+        """
+        margin = DECODE_MARGINS[decode]
+        return None if margin is None else math.ceil(margin * self.resize_size)
+
+    def crop(self, pixels: np.ndarray) -> torch.Tensor:
+        """Resize and centre-crop ``(H, W, C)`` pixels to a ``(C, h, w)`` tensor of their dtype."""
+        chw = torch.from_numpy(_writable(pixels)).permute(2, 0, 1)
+        if chw.dtype != torch.uint8:
+            chw = chw.contiguous()  # float kernels are fastest channel-major (a no-op for 16-bit sources)
         chw = F.resize(chw, [self.resize_size], interpolation=self.interpolation, antialias=True)
-        chw = F.center_crop(chw, list(self.crop_size))
-        if chw.shape[0] == 1:
-            chw = chw.expand(3, -1, -1)
-        return F.normalize(chw, mean=list(self.mean), std=list(self.std))
+        return F.center_crop(chw, list(self.crop_size))
+
+    def batch(self, crops: list[torch.Tensor]) -> torch.Tensor:
+        """Crops (uint8 or float, 1 or 3 channels) -> the normalised ``(B, 3, h, w)`` network input.
+
+        One pass per crop: ``crop * (1 / (full_scale * std)) - mean / std``
+        written straight into its row of the batch.
+        """
+        batch = torch.empty((len(crops), 3, *self.crop_size), dtype=torch.float32)
+        mean = torch.tensor(self.mean, dtype=torch.float32).reshape(3, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32).reshape(3, 1, 1)
+        for row, crop in zip(batch, crops, strict=True):
+            full_scale = 255.0 if crop.dtype == torch.uint8 else 1.0
+            torch.addcmul(-mean / std, crop, 1.0 / (full_scale * std), out=row)
+        return batch
+
+    def pixels(self, crops: list[torch.Tensor]) -> torch.Tensor:
+        """Crops -> a uint8 ``(B, 3, h, w)`` batch (float crops rounded): 4x less memory to keep."""
+        return torch.stack([_as_uint8(crop).expand(3, -1, -1) for crop in crops])
+
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """A uint8 ``(B, 3, h, w)`` batch (as :meth:`pixels` gives) -> the normalised network input."""
+        return self.batch(list(pixels))
+
+    def __call__(self, pixels: np.ndarray) -> torch.Tensor:
+        """``(H, W, C)`` pixels (uint8, or float in [0, 1]) -> the normalised ``(3, h, w)`` network input."""
+        return self.batch([self.crop(pixels)])[0]
+
+
+#: ``decode="auto"`` DCT-scales a JPEG only while its shorter side stays at
+#: least this many times the resize target: at 2x the penultimate codes of
+#: 12 MP photos moved by at most 2% relative L2 against the exact decode
+#: (``benchmarks/RESULTS.md``, "JPEG decoding").
+AUTO_DECODE_MARGIN = 2.0
+
+#: Each ``decode`` mode's margin over the resize target (None: never scaled).
+DECODE_MARGINS = {"auto": AUTO_DECODE_MARGIN, "exact": None, "draft": 1.0}
+
+
+def _writable(pixels: np.ndarray) -> np.ndarray:
+    # torch refuses to wrap read-only memory without a warning (np.asarray of
+    # a PIL image is read-only); resizing never writes, but torch cannot know.
+    return pixels if pixels.flags.writeable else pixels.copy()
+
+
+def _as_uint8(crop: torch.Tensor) -> torch.Tensor:
+    if crop.dtype == torch.uint8:
+        return crop
+    return crop.mul(255).round_().clamp_(0, 255).to(torch.uint8)
 
 
 def from_torchvision_transforms(transforms) -> Preprocessing:

@@ -104,11 +104,18 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
         precisions are never mixed. Without native support (most CPUs)
         bf16 and fp16 are emulated and much slower than fp32.
 
-    decode : {"exact", "draft"}, default="exact"
-        ``"draft"`` decodes JPEG files at a reduced scale (PIL's DCT
-        scaling, never below the resize target): several times faster on
-        camera-sized photos, codes slightly different. With ``"exact"`` a
-        path and the same picture as an array give the same codes.
+    decode : {"auto", "exact", "draft"}, default="auto"
+        How far a JPEG file may be scaled down in the DCT while it is
+        decoded (1/2, 1/4 or 1/8 of each side; much less work on camera
+        photos). ``"auto"`` scales only while the shorter side stays at
+        least twice the resize target (``preprocessing.AUTO_DECODE_MARGIN``),
+        where the codes stay within 2% (relative L2) of an exact decode's;
+        ``"exact"`` never scales; ``"draft"`` scales down to the resize
+        target itself (fastest, codes move by several percent). Other
+        inputs, and JPEGs too small to scale, are decoded exactly under
+        every mode. Under ``"exact"`` a path and the same picture as a
+        uint8 array give the same codes; under ``"auto"`` they agree within
+        that drift. The margin is part of the cache key.
 
     compile : bool or dict, default=False
         Run the network through ``torch.compile``, cut after the last tap:

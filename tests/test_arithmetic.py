@@ -8,6 +8,7 @@ from torch import nn
 from skcnn import CNNFeatureTransformer, arithmetic, backbones
 from skcnn.cache import CodeCache
 from skcnn.extraction import TapPlan, finish, stored_codes_of_batch
+from skcnn.preprocessing import AUTO_DECODE_MARGIN
 
 SMALL = dict(backbone="efficientnet_lite0", input_size=64, batch_size=4)
 
@@ -107,8 +108,9 @@ def test_precision_and_decoding_are_in_the_cache_key(tmp_path, rgb_images):
     drafted = CNNFeatureTransformer(**SMALL, precision="fp32", decode="draft", cache=path).fit(rgb_images)
     drafted.transform(rgb_images)
     assert drafted.cache_info_.hits == 0
-    stored = {(c.attrs.get("precision", "fp32"), c.attrs.get("decode", "exact")) for c in CodeCache(path).configs()}
-    assert stored == {("fp32", "exact"), ("bf16", "exact"), ("fp32", "draft")}
+    # Arrays are never DCT-scaled, yet the margin is part of the key: it is a property of the configuration.
+    stored = {(c.attrs.get("precision", "fp32"), c.attrs["jpeg_dct_margin"]) for c in CodeCache(path).configs()}
+    assert stored == {("fp32", AUTO_DECODE_MARGIN), ("bf16", AUTO_DECODE_MARGIN), ("fp32", 1.0)}
     again = CNNFeatureTransformer(**SMALL, precision="fp32", cache=path).fit(rgb_images)
     np.testing.assert_array_equal(again.transform(rgb_images), first)
     assert again.cache_info_.hits == len(rgb_images)
@@ -120,7 +122,7 @@ def test_auto_precision_is_stored_resolved(tmp_path, rgb_images, runtime):
     CNNFeatureTransformer(**SMALL, cache=path, runtime=runtime).fit(rgb_images).transform(rgb_images)
     # bf16 where the CPU has it natively (torch runs it then), else fp32 (ONNX Runtime under auto)
     expected = "bf16" if arithmetic.cpu_has_native_bf16() else "fp32"
-    # fp32 and exact decoding are left out of the key (caches from before stay valid)
+    # fp32 is left out of the key (caches from before the option stay valid)
     assert [c.attrs.get("precision", "fp32") for c in CodeCache(path).configs()] == [expected]
 
 

@@ -112,13 +112,29 @@ def test_bad_parameters_are_named(params, message):
         ),
     ],
 )
-def test_a_cache_written_by_skcnn_0_1_0_is_read_as_hits(tmp_path, name, params):
-    """tests/data/cache_v0.1.0.h5 was written by skcnn 0.1.0 (before the engine
-    was split from the estimators), with its codes in cache_v0.1.0.npz."""
+def test_a_cache_written_by_skcnn_0_1_0_stays_readable_and_is_never_mixed_with_uint8_codes(tmp_path, name, params):
+    """tests/data/cache_v0.1.0.h5 was written by skcnn 0.1.0 (float resize),
+    with its codes in cache_v0.1.0.npz. The uint8 resize moves codes by
+    rounding, so its codes get configurations of their own: the old ones are
+    still read (``CodeCache.read``) but never returned for the new path."""
     reference = np.load(DATA / "cache_v0.1.0.npz")
     path = tmp_path / "codes.h5"
     shutil.copy(DATA / "cache_v0.1.0.h5", path)
+    old = {config.fingerprint: CodeCache(path).read(config.fingerprint) for config in CodeCache(path).configs()}
     transformer = CNNFeatureTransformer(**params, cache=path).fit(reference["images"])
     codes = transformer.transform(reference["images"])
-    assert transformer.cache_info_ == CacheStats(hits=6, misses=0, computed=0)
-    np.testing.assert_array_equal(codes, reference[name])
+    assert transformer.cache_info_ == CacheStats(hits=0, misses=6, computed=5)  # one image is there twice
+    # The new path's codes: close to 0.1.0's (the same images, resized in uint8 instead of float) ...
+    assert not np.array_equal(codes, reference[name])
+    np.testing.assert_allclose(codes, reference[name], rtol=0.1, atol=0.1 * np.abs(reference[name]).max())
+    # ... stored beside them, under new configurations; the old codes untouched and still readable.
+    cache = CodeCache(path)
+    new = [config for config in cache.configs() if config.fingerprint not in old]
+    assert new and all(config.attrs["resize"] == "uint8" for config in new)
+    for fingerprint, (keys, stored) in old.items():
+        again_keys, again = cache.read(fingerprint)
+        np.testing.assert_array_equal(again_keys, keys)
+        np.testing.assert_array_equal(again, stored)
+    rerun = CNNFeatureTransformer(**params, cache=path).fit(reference["images"])
+    np.testing.assert_array_equal(rerun.transform(reference["images"]), codes)
+    assert rerun.cache_info_ == CacheStats(hits=6, misses=0, computed=0)

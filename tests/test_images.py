@@ -140,30 +140,29 @@ def test_load_image_path_pil_and_array_agree(png_path):
     with Image.open(path) as im:
         from_pil = load_image(im)
     from_array = load_image(pixels)
-    assert from_array.dtype == np.float32
+    assert from_array.dtype == np.uint8  # 8-bit sources stay uint8: no float copy of the picture
     assert from_array.shape == (32, 48, 3)
     for other in (from_str, from_pathlib, from_pil):
-        assert other.dtype == np.float32
+        assert other.dtype == np.uint8
         np.testing.assert_array_equal(other, from_array)
-    np.testing.assert_array_equal(from_array, pixels.astype(np.float32) / np.float32(255))
-    assert from_array.min() >= 0.0 and from_array.max() <= 1.0
+    np.testing.assert_array_equal(from_array, pixels)
 
 
 def test_load_image_jpeg_path_equals_pil_decoding(tmp_path):
     path = tmp_path / "photo.jpg"
     Image.fromarray(_rgb(40, 56)).save(path, quality=80)
     with Image.open(path) as im:
-        expected = np.asarray(im).astype(np.float32) / np.float32(255)
+        expected = np.asarray(im)
     result = load_image(path)
-    assert result.shape == (40, 56, 3)
-    np.testing.assert_array_equal(result, expected)
+    assert result.shape == (40, 56, 3) and result.dtype == np.uint8
+    np.testing.assert_array_equal(result, expected)  # simplejpeg decodes Pillow's pixels
 
 
 def test_load_image_gray_pil_stays_one_channel():
     gray = np.random.default_rng(0).integers(0, 256, size=(24, 30), dtype=np.uint8)
     result = load_image(Image.fromarray(gray, mode="L"))
     assert result.shape == (24, 30, 1)
-    np.testing.assert_array_equal(result[:, :, 0], gray.astype(np.float32) / np.float32(255))
+    np.testing.assert_array_equal(result[:, :, 0], gray)
 
 
 def test_load_image_gray_png_path_stays_one_channel(tmp_path):
@@ -205,7 +204,7 @@ def test_load_image_rgba_png_path_drops_alpha(tmp_path):
 def test_load_image_palette_is_converted_to_rgb(tmp_path):
     palette_image = Image.fromarray(_rgb(16, 16)).convert("P", palette=Image.Palette.ADAPTIVE, colors=8)
     assert palette_image.mode == "P"
-    expected = np.asarray(palette_image.convert("RGB")).astype(np.float32) / np.float32(255)
+    expected = np.asarray(palette_image.convert("RGB"))
     result = load_image(palette_image)
     assert result.shape == (16, 16, 3)
     np.testing.assert_array_equal(result, expected)
@@ -218,15 +217,15 @@ def test_load_image_cmyk_is_converted_to_rgb():
     cmyk = Image.fromarray(_rgb(12, 14)).convert("CMYK")
     result = load_image(cmyk)
     assert result.shape == (12, 14, 3)
-    np.testing.assert_array_equal(result, np.asarray(cmyk.convert("RGB")).astype(np.float32) / np.float32(255))
+    np.testing.assert_array_equal(result, np.asarray(cmyk.convert("RGB")))
 
 
 def test_load_image_bilevel_mode_1():
     bits = np.random.default_rng(0).random((10, 12)) > 0.5
     result = load_image(Image.fromarray(bits).convert("1"))
-    assert result.shape == (10, 12, 1)
-    np.testing.assert_array_equal(result[:, :, 0], bits.astype(np.float32))
-    np.testing.assert_array_equal(load_image(bits), result)
+    assert result.shape == (10, 12, 1) and result.dtype == np.uint8
+    np.testing.assert_array_equal(result[:, :, 0], bits * np.uint8(255))
+    np.testing.assert_array_equal(load_image(bits), result)  # a bool array: 0 and 255, as PIL's mode "1"
 
 
 def test_load_image_uint16_scaled_by_65535(tmp_path):
@@ -260,13 +259,13 @@ def test_load_image_big_endian_16_bit_pil():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_load_image_unit_float_equals_uint8_input(dtype):
+def test_load_image_unit_float_stays_float_and_matches_uint8_input(dtype):
     pixels = _rgb(20, 20)
     pixels[0, 0] = [0, 128, 255]
     as_float = pixels.astype(dtype) / dtype(255)
     result = load_image(as_float)
     assert result.dtype == np.float32
-    np.testing.assert_array_equal(result, load_image(pixels))
+    np.testing.assert_array_equal(result, pixels.astype(np.float32) / np.float32(255))
 
 
 @pytest.mark.parametrize(
@@ -319,7 +318,7 @@ def test_load_image_applies_exif_orientation(tmp_path):
 
     result = load_image(path)
     assert result.shape == (48, 32, 3)  # height and width swapped
-    np.testing.assert_array_equal(result, displayed.astype(np.float32) / np.float32(255))
+    np.testing.assert_array_equal(result, displayed)
 
 
 def test_load_image_missing_file_names_path(tmp_path):

@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from skcnn import CNNFeatureTransformer, backbones, extraction, loading
@@ -219,16 +220,153 @@ def test_draft_decoding_is_opt_in_smaller_and_close(jpegs, tmp_path):
     path = tmp_path / "big.jpg"
     Image.fromarray(astronaut()).resize((1000, 1000)).save(path, quality=92)
     full = load_image(str(path))
-    draft = load_image(str(path), draft_size=256)
+    draft = load_image(str(path), min_side=256)
     assert full.shape == (1000, 1000, 3) and draft.shape == (500, 500, 3)  # 1/2 scale keeps >= 256
     images = [str(path), np.asarray(Image.open(path))]
-    exact = CNNFeatureTransformer(**SMALL).fit(images).transform(images)
-    np.testing.assert_array_equal(exact[0], exact[1])  # by default a path and its array agree
+    exact = CNNFeatureTransformer(**SMALL, decode="exact").fit(images).transform(images)
+    np.testing.assert_array_equal(exact[0], exact[1])  # under "exact" a path and its array agree
     approx = CNNFeatureTransformer(**SMALL, decode="draft").fit(images).transform(images)
     np.testing.assert_array_equal(approx[1], exact[1])  # arrays are never drafted
     assert not np.array_equal(approx[0], exact[0])
     cosine = approx[0] @ exact[0] / np.linalg.norm(approx[0]) / np.linalg.norm(exact[0])
     assert cosine > 0.95
+
+
+@pytest.fixture(scope="module")
+def phone_photo(tmp_path_factory):
+    """A 12 MP JPEG (4032 x 3024, quality 90, with grain) as phones write them."""
+    from skimage.data import chelsea
+
+    rng = np.random.default_rng(0)
+    small = np.asarray(Image.fromarray(chelsea()).resize((1008, 756), Image.BICUBIC))
+    grain = rng.normal(0, 4, (756, 1008, 3))
+    big = Image.fromarray(np.clip(small + grain, 0, 255).astype(np.uint8)).resize((4032, 3024), Image.BILINEAR)
+    path = tmp_path_factory.mktemp("phone") / "IMG_0001.jpg"
+    big.save(path, quality=90)
+    return path
+
+
+@pytest.mark.parametrize(
+    "decode, shape",
+    [("exact", (3024, 4032, 3)), ("auto", (756, 1008, 3)), ("draft", (378, 504, 3))],
+)
+def test_decode_modes_scale_a_phone_photo_as_documented(phone_photo, decode, shape):
+    recipe = backbones.load_backbone("efficientnet_lite0", "DEFAULT").preprocessing  # resize 256, crop 224
+    assert load_image(phone_photo, min_side=recipe.min_decoded_side(decode)).shape == shape
+    crop = loading.decode(phone_photo, recipe, decode=decode)
+    assert crop.shape == (3, 224, 224) and crop.dtype == torch.uint8
+
+
+def test_auto_decoding_of_a_phone_photo_stays_close_to_exact(phone_photo):
+    images = [str(phone_photo)]
+    params = dict(backbone="efficientnet_lite0", precision="fp32", num_workers=0)
+    exact = CNNFeatureTransformer(**params, decode="exact").fit(images).transform(images)[0]
+    auto = CNNFeatureTransformer(**params).fit(images).transform(images)[0]
+    drift = np.linalg.norm(auto - exact) / np.linalg.norm(exact)
+    assert 0 < drift < 0.02  # the figure "auto" is documented with
+
+
+@pytest.mark.parametrize("decode", ["exact", "auto"])
+def test_a_phone_photo_never_becomes_a_full_size_float_array(phone_photo, decode):
+    """tracemalloc sees numpy's allocations (the decoded pixels), not torch's:
+    a full-size float32 copy would be 146 MB, its uint8 pixels are 37 MB."""
+    import tracemalloc
+
+    recipe = backbones.load_backbone("efficientnet_lite0", "DEFAULT").preprocessing
+    loading.decode(phone_photo, recipe, decode=decode)  # warm: imports, kernels
+    tracemalloc.start()
+    try:
+        loading.decode(phone_photo, recipe, decode=decode)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    pixels = 4032 * 3024 * 3
+    assert peak < (1.2 * pixels if decode == "exact" else 0.2 * pixels)
+
+
+PEAK = """
+import sys
+from skcnn import backbones, loading
+
+def status(field):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field))
+
+recipe = backbones.load_backbone("efficientnet_lite0", "DEFAULT").preprocessing
+loading.decode(sys.argv[2], recipe, decode=sys.argv[3])  # warm: imports, kernels
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # resets the high-water mark to the current resident size (Linux >= 4.0)
+before = status("VmRSS")
+loading.decode(sys.argv[1], recipe, decode=sys.argv[3])
+print(status("VmHWM") - before)
+"""
+
+
+def decoding_peak(photo, small, decode: str, env=None) -> int:
+    """Growth of the resident set (every allocator, torch's too) while decoding ``photo``."""
+    command = [sys.executable, "-c", PEAK, str(photo), str(small), decode]
+    return int(subprocess.run(command, capture_output=True, text=True, check=True, env=env).stdout)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+def test_peak_memory_of_decoding_a_phone_photo_is_bounded(phone_photo):
+    """A 12 MP photo decoded exactly holds its file and uint8 pixels (40 MB),
+    never one full-size float copy (146 MB); DCT-scaled, a sixteenth of that."""
+    small = phone_photo.parent / "small.jpg"
+    Image.new("RGB", (640, 480)).save(small)
+    exact, auto = decoding_peak(phone_photo, small, "exact"), decoding_peak(phone_photo, small, "auto")
+    assert 30 * 2**20 < exact < 80 * 2**20, f"{exact / 2**20:.0f} MiB"
+    assert auto < 15 * 2**20, f"{auto / 2**20:.0f} MiB"
+
+
+def test_the_calling_thread_decodes_when_the_workers_fall_behind(jpegs, recipe, monkeypatch):
+    decoded_by = []
+    real = loading.decode
+
+    def slow_decode(*args, **kwargs):
+        decoded_by.append(threading.current_thread().name)
+        time.sleep(0.02)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loading, "decode", slow_decode)
+    images = jpegs * 2
+    failures = []
+    helped = list(loading.iter_batches(images, range(len(images)), recipe, 4, failures, num_workers=1))
+    assert "MainThread" in decoded_by and any(name.startswith("skcnn-decode") for name in decoded_by)
+    assert len(decoded_by) == len(images)  # each image decoded once
+    alone = list(loading.iter_batches(images, range(len(images)), recipe, 4, [], num_workers=0))
+    assert [p for p, _ in helped] == [p for p, _ in alone] == [list(range(i, i + 4)) for i in range(0, 24, 4)]
+    for (_, a), (_, b) in zip(helped, alone, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_uint8_and_float_pixels_give_the_same_input_within_rounding(recipe):
+    from skimage.data import coffee
+
+    pixels = coffee()
+    from_uint8 = recipe(pixels)
+    from_float = recipe(pixels.astype(np.float32) / 255)
+    assert from_uint8.shape == from_float.shape == (3, 64, 64)
+    # Bicubic overshoots; uint8 pixels are clamped to 0-255 (after each pass, as in Pillow), floats are not.
+    mean, std = torch.tensor(recipe.mean).reshape(3, 1, 1), torch.tensor(recipe.std).reshape(3, 1, 1)
+    from_float = torch.maximum(torch.minimum(from_float, (1 - mean) / std), -mean / std)
+    steps = (from_uint8 - from_float).abs() * std * 255  # in uint8 steps
+    assert steps.mean() < 0.5 and steps.max() < 8
+
+
+def test_batches_normalise_each_crop_in_one_pass_and_keep_uint8_crops_on_request(recipe):
+    from torchvision.transforms.v2 import functional as F
+
+    rgb = np.random.default_rng(1).integers(0, 256, (70, 80, 3), dtype=np.uint8)
+    gray = np.random.default_rng(2).integers(0, 256, (70, 80), dtype=np.uint8)
+    crops = [recipe.crop(load_image(rgb)), recipe.crop(load_image(gray))]
+    assert [tuple(c.shape) for c in crops] == [(3, 64, 64), (1, 64, 64)]
+    batch = recipe.batch(crops)
+    expected = F.normalize(torch.stack([c.expand(3, -1, -1) for c in crops]).float() / 255, recipe.mean, recipe.std)
+    torch.testing.assert_close(batch, expected, rtol=0, atol=1e-6)
+    pixels = recipe.pixels(crops)
+    assert pixels.dtype == torch.uint8 and pixels.shape == (2, 3, 64, 64)
+    torch.testing.assert_close(recipe.normalize(pixels), batch, rtol=0, atol=0)
 
 
 def test_auto_workers_never_exceed_half_the_cores_or_four(monkeypatch):

@@ -3,7 +3,8 @@
 Applied to training batches only, never to the validation split or to
 prediction. Images are kept as uint8 network inputs (resized and centre
 cropped once, when decoded); each batch is augmented image by image (each
-its own crop) and then normalised with the weights' own mean and std.
+its own crop) and then normalised with the weights' own mean and std
+(:meth:`skcnn.preprocessing.Preprocessing.normalize`).
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ from collections.abc import Callable
 
 import torch
 from torchvision.transforms import v2
-
-from ..preprocessing import Preprocessing
 
 #: The part of the image a random crop keeps, at least: mild, as small data
 #: sets and pretrained features call for (BiT-HyperRule and fastai use
@@ -40,18 +39,6 @@ def resolve_augment(augment, size: tuple[int, int]) -> Callable | None:
     raise ValueError(
         f"augment must be 'auto', None or a callable (e.g. a torchvision.transforms.v2 transform); got {augment!r}."
     )
-
-
-def to_uint8(batch: torch.Tensor, recipe: Preprocessing) -> torch.Tensor:
-    """Normalised network inputs back to uint8 pixels (4x less memory to keep)."""
-    mean = torch.tensor(recipe.mean).reshape(1, 3, 1, 1)
-    std = torch.tensor(recipe.std).reshape(1, 3, 1, 1)
-    return (batch * std + mean).mul(255).round().clamp(0, 255).to(torch.uint8)
-
-
-def normalized(batch: torch.Tensor, recipe: Preprocessing) -> torch.Tensor:
-    """uint8 pixels -> the network's normalised float input."""
-    return v2.functional.normalize(batch.float().div(255), mean=list(recipe.mean), std=list(recipe.std))
 
 
 def augmented(batch: torch.Tensor, augment: Callable | None) -> torch.Tensor:

@@ -32,7 +32,7 @@ from ..options import CHOICES, DEFAULTS, FINETUNING, PENULTIMATE
 from ..search import LayerSearchCV, default_classifier
 from ..transformer import CNNFeatureTransformer
 from . import training
-from .augment import normalized, resolve_augment, to_uint8
+from .augment import resolve_augment
 from .model import HEAD, WHOLE, TappedClassifier, linear_head, network_weights
 
 #: Inverse regularisation of the linear probe that starts the head where a
@@ -64,9 +64,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
     Parameters
     ----------
-    backbone, weights, input_size, device, progress, max_pixels, cache
+    backbone, weights, input_size, device, progress, max_pixels, decode, cache
         As for :class:`~skcnn.CNNFeatureTransformer` (``cache`` stores the
-        penultimate codes the head is started from).
+        codes the head is started from; ``decode`` applies to training and
+        prediction alike).
     batch_size : int, default=32
         Images per training step (and per prediction batch).
     precision : {"auto", "fp32", "bf16", "fp16"}, default="auto"
@@ -173,6 +174,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         "progress": ["boolean", StrOptions({"auto"})],
         "on_error": [StrOptions(set(CHOICES["on_error"]))],
         "max_pixels": [Interval(Integral, 1, None, closed="left"), None],
+        "decode": [StrOptions(set(CHOICES["decode"]))],
         "layer": [str],
         "unfreeze": [str],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
@@ -201,6 +203,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         progress=DEFAULTS.progress,
         on_error=DEFAULTS.on_error,
         max_pixels=DEFAULTS.max_pixels,
+        decode=DEFAULTS.decode,
         layer=FINETUNING.layer,
         unfreeze=FINETUNING.unfreeze,
         max_epochs=FINETUNING.max_epochs,
@@ -225,6 +228,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.progress = progress
         self.on_error = on_error
         self.max_pixels = max_pixels
+        self.decode = decode
         self.layer = layer
         self.unfreeze = unfreeze
         self.max_epochs = max_epochs
@@ -291,7 +295,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             start = model.module_name(self.strategy_["unfreeze"])
-            parameters = training.trainable(model, HEAD, start, normalized(pixels[:1], recipe).to(backbone.device))
+            parameters = training.trainable(model, HEAD, start, recipe.normalize(pixels[:1]).to(backbone.device))
             if plan.batchnorm == "adapt":
                 training.adapt_batchnorm(model, data[0], recipe, plan)
                 plan.batchnorm = "frozen"
@@ -318,15 +322,15 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         return backbone.preprocessing if size is None else backbone.preprocessing.with_input_size(size)
 
     def _decoded(self, images: list, recipe) -> tuple[torch.Tensor, list[int]]:
-        """Every image decoded once, to uint8 network inputs; the indices kept."""
+        """Every image decoded once, to the uint8 crops the network sees; the indices kept."""
         failures: list = []
         positions, batches = [], []
         for done, batch in loading.iter_batches(
-            images, range(len(images)), recipe, self.batch_size, failures,
-            max_pixels=self.max_pixels, num_workers=loading.resolve_workers("auto"),
+            images, range(len(images)), recipe, self.batch_size, failures, max_pixels=self.max_pixels,
+            num_workers=loading.resolve_workers("auto"), decode=self.decode, normalize=False,
         ):  # fmt: skip
             positions += done
-            batches.append(to_uint8(batch, recipe))
+            batches.append(batch)
         self.failed_ = sorted(failures, key=lambda failure: failure.index)
         if self.failed_ and self.on_error == "raise":
             raise image_io.BadImagesError(self.failed_)
@@ -368,7 +372,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         return CNNFeatureTransformer(
             backbone=self.backbone, weights=self.weights, input_size=crop_size, layer=layer,
             batch_size=self.batch_size, device=self.device, precision="fp32", progress=False,
-            max_pixels=self.max_pixels, cache=self.cache,
+            max_pixels=self.max_pixels, decode=self.decode, cache=self.cache,
         )  # fmt: skip
 
     def _searched_layer(self, images: list, labels: np.ndarray, crop_size) -> tuple[str, float]:
@@ -567,7 +571,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         failures: list = []
         logits = np.full((len(images), len(self.classes_)), np.nan, dtype=np.float32)
         with torch.inference_mode():
-            for done, batch in loading.iter_batches(images, range(len(images)), recipe, self.batch_size, failures):
+            for done, batch in loading.iter_batches(
+                images, range(len(images)), recipe, self.batch_size, failures, max_pixels=self.max_pixels,
+                num_workers=loading.resolve_workers("auto"), decode=self.decode,
+            ):  # fmt: skip
                 logits[done] = network(batch.to(device)).float().cpu().numpy()
         if failures:
             raise image_io.BadImagesError(sorted(failures, key=lambda failure: failure.index), logits)

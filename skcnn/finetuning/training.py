@@ -37,7 +37,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..preprocessing import Preprocessing
-from .augment import augmented, normalized
+from .augment import augmented
 
 BATCHNORMS = ("auto", "frozen", "adapt", "train")
 #: Share of the steps the learning rates take to rise to their peak.
@@ -144,7 +144,7 @@ def adapt_batchnorm(network: nn.Module, images: torch.Tensor, recipe: Preprocess
     network.train()
     with torch.no_grad():
         for start in range(0, len(images), plan.batch_size):
-            network(normalized(images[start : start + plan.batch_size], recipe).to(plan.device))
+            network(recipe.normalize(images[start : start + plan.batch_size]).to(plan.device))
     for norm, momentum in zip(norms, momenta, strict=True):
         norm.momentum = momentum
 
@@ -231,7 +231,7 @@ def _epoch(network, optimizer, schedule, scaler, data, recipe, augment, plan: Pl
     try:
         for start in range(0, len(images), plan.batch_size):
             rows = order[start : start + plan.batch_size]
-            batch = normalized(augmented(images[rows], augment), recipe).to(plan.device)
+            batch = recipe.normalize(augmented(images[rows], augment)).to(plan.device)
             target = labels[rows].to(plan.device)
             with torch.autocast(plan.device.type, dtype=plan.dtype, enabled=plan.dtype is not None):
                 loss = nn.functional.cross_entropy(network(batch), target)
@@ -259,7 +259,7 @@ def predict_logits(network: nn.Module, images: torch.Tensor, recipe: Preprocessi
     out = []
     with torch.inference_mode():
         for start in range(0, len(images), plan.batch_size):
-            batch = normalized(images[start : start + plan.batch_size], recipe).to(plan.device)
+            batch = recipe.normalize(images[start : start + plan.batch_size]).to(plan.device)
             out.append(network(batch).float().cpu())
     return torch.cat(out)
 
