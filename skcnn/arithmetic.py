@@ -76,7 +76,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 def resolve_runtime(
-    runtime: str, precision: str, device: torch.device, compile_options: dict | None
+    runtime: str, precision: str, device: torch.device, compile_options: dict | None, network: nn.Module | None = None
 ) -> tuple[str, str]:
     """The runtime and the resolved precision it computes in.
 
@@ -84,9 +84,12 @@ def resolve_runtime(
     (CPUs without native bf16, or ``precision="fp32"``), where it measured
     faster than torch; torch where bf16 is native (torch's bf16 measured
     faster than ONNX Runtime's fp32 there), with ``compile``, and on CUDA
-    and MPS (``benchmarks/RESULTS.md``, "Runtimes"). An explicit
-    ``"onnxruntime"`` computes in fp32 and is checked against the other
-    parameters.
+    and MPS (``benchmarks/RESULTS.md``, "Runtimes"). One exception: with
+    both ``"auto"``, a ``network`` with depthwise convolutions
+    (EfficientNet, MobileNet, ...) runs ONNX Runtime in fp32 even where
+    bf16 is native, where that measured faster end to end (:func:`bf16_pays`).
+    An explicit ``"onnxruntime"`` computes in fp32 and is checked against
+    the other parameters.
     """
     resolved = resolve_precision(precision, device)
     if runtime == "torch":
@@ -97,6 +100,9 @@ def resolve_runtime(
         if why_not:
             raise ValueError(f"runtime='onnxruntime': {why_not}. Use runtime='torch' or 'auto'.")
         return runtime, "fp32"
+    if precision == "auto" and resolved == "bf16" and network is not None and not bf16_pays(network):
+        why_not = _why_not_onnxruntime(device, "fp32", compile_options) or _missing_packages()
+        resolved = resolved if why_not else "fp32"
     if _why_not_onnxruntime(device, resolved, compile_options):
         return "torch", resolved
     missing = _missing_packages()
@@ -104,6 +110,22 @@ def resolve_runtime(
         _say_once(f"runtime='auto' runs torch: {missing}; with them the CPU runs faster.")
         return "torch", resolved
     return "onnxruntime", "fp32"
+
+
+def bf16_pays(network: nn.Module) -> bool:
+    """Whether torch's bf16 on a CPU beats ONNX Runtime's fp32 for ``network``.
+
+    Not for networks with depthwise convolutions: on an AMX Xeon torch's bf16
+    ran EfficientNet-Lite0 at 178 img/s against ONNX Runtime's 228 in fp32,
+    and end to end 2.55x / 3.33x a naive loop on 500-1000 px photos, 4.8x /
+    6.7x on 12 MP ones; on an AVX512-BF16 EPYC the network alone ran 348 vs
+    358. Dense convolutions gain: ResNet-50 ran 86 vs 38 img/s in bf16
+    (``benchmarks/RESULTS.md``, "Runtimes" and "Phone photos").
+    """
+    return not any(
+        isinstance(module, nn.Conv2d) and module.groups > 1 and module.groups == module.in_channels
+        for module in network.modules()
+    )
 
 
 def _why_not_onnxruntime(device: torch.device, precision: str, compile_options: dict | None) -> str | None:

@@ -150,7 +150,7 @@ def add_transformer_arguments(
     group.add_argument("--device", default=DEFAULTS.device, help="auto, cpu, cuda, cuda:N or mps")
     choices = {
         "precision": "auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32",
-        "decode": "auto: JPEGs DCT-scaled while >= 2x the resize target; exact: never; draft: down to it",
+        "decode": "auto: JPEGs DCT-scaled while >= 3x the resize target; exact: never; draft: down to it",
         "runtime": "auto: ONNX Runtime on a CPU computing in fp32, else torch",
     }
     for name, help_text in choices.items():

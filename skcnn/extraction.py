@@ -145,7 +145,9 @@ class Extractor:
             tuple(stored_names), head, p["pooling"], p["relu"], tuple(shapes[name] for name in stored_names)
         )
         cache = p["cache"]
-        runtime, precision = arithmetic.resolve_runtime(p["runtime"], p["precision"], backbone.device, compile_options)
+        runtime, precision = arithmetic.resolve_runtime(
+            p["runtime"], p["precision"], backbone.device, compile_options, backbone.network
+        )
         return cls(
             backbone=p["backbone"],
             weights=p["weights"],

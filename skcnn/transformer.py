@@ -106,16 +106,17 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
 
     decode : {"auto", "exact", "draft"}, default="auto"
         How far a JPEG file may be scaled down in the DCT while it is
-        decoded (1/2, 1/4 or 1/8 of each side; much less work on camera
-        photos). ``"auto"`` scales only while the shorter side stays at
-        least twice the resize target (``preprocessing.AUTO_DECODE_MARGIN``),
-        where the codes stay within 2% (relative L2) of an exact decode's;
+        decoded (1/2, 1/4 or 1/8 of each side: less work on camera photos).
+        ``"auto"`` scales only while the shorter side stays at least three
+        times the resize target (``preprocessing.AUTO_DECODE_MARGIN``; a 12
+        MP photo at 224 px is decoded at 1/2), where the penultimate codes
+        stayed within 2% (relative L2, median) of an exact decode's;
         ``"exact"`` never scales; ``"draft"`` scales down to the resize
-        target itself (fastest, codes move by several percent). Other
-        inputs, and JPEGs too small to scale, are decoded exactly under
-        every mode. Under ``"exact"`` a path and the same picture as a
-        uint8 array give the same codes; under ``"auto"`` they agree within
-        that drift. The margin is part of the cache key.
+        target itself (fastest; codes move by about 5%). Other inputs, and
+        JPEGs too small to scale (shorter side under 768 px at 224 px), are
+        decoded exactly under every mode. Under ``"exact"`` a path and the
+        same picture as a uint8 array give the same codes; under ``"auto"``
+        they agree within that drift. The margin is part of the cache key.
 
     compile : bool or dict, default=False
         Run the network through ``torch.compile``, cut after the last tap:

@@ -248,7 +248,7 @@ def phone_photo(tmp_path_factory):
 
 @pytest.mark.parametrize(
     "decode, shape",
-    [("exact", (3024, 4032, 3)), ("auto", (756, 1008, 3)), ("draft", (378, 504, 3))],
+    [("exact", (3024, 4032, 3)), ("auto", (1512, 2016, 3)), ("draft", (378, 504, 3))],
 )
 def test_decode_modes_scale_a_phone_photo_as_documented(phone_photo, decode, shape):
     recipe = backbones.load_backbone("efficientnet_lite0", "DEFAULT").preprocessing  # resize 256, crop 224
@@ -281,7 +281,7 @@ def test_a_phone_photo_never_becomes_a_full_size_float_array(phone_photo, decode
     finally:
         tracemalloc.stop()
     pixels = 4032 * 3024 * 3
-    assert peak < (1.2 * pixels if decode == "exact" else 0.2 * pixels)
+    assert peak < (1.2 * pixels if decode == "exact" else 0.4 * pixels)  # auto: 1/2 scale, a quarter of them
 
 
 PEAK = """

@@ -52,7 +52,12 @@ def test_auto_is_onnxruntime_on_a_cpu_in_fp32_and_torch_otherwise():
         return extractor.runtime, extractor.precision
 
     native_bf16 = arithmetic.cpu_has_native_bf16()
-    assert resolved() == (("torch", "bf16") if native_bf16 else ("onnxruntime", "fp32"))
+    # EfficientNet (depthwise convolutions) runs ONNX Runtime in fp32 even where bf16 is native ...
+    assert resolved() == ("onnxruntime", "fp32")
+    # ... a network of dense convolutions runs torch's bf16 there.
+    dense = ("torch", "bf16") if native_bf16 else ("onnxruntime", "fp32")
+    assert resolved(backbone="resnet18", weights=None) == dense
+    assert resolved(runtime="torch") == (("torch", "bf16") if native_bf16 else ("torch", "fp32"))
     assert resolved(precision="fp32") == ("onnxruntime", "fp32")
     assert resolved(precision="bf16") == ("torch", "bf16")
     assert resolved(precision="fp32", compile=True) == ("torch", "fp32")
@@ -64,6 +69,21 @@ def test_auto_is_onnxruntime_on_a_cpu_in_fp32_and_torch_otherwise():
         CNNFeatureTransformer(runtime="onnxruntime", compile=True).fit([])
     with pytest.raises(ValueError, match="runtime"):
         CNNFeatureTransformer(runtime="tensorrt").fit([])
+
+
+def test_a_native_bf16_cpu_keeps_bf16_for_dense_networks_only(monkeypatch):
+    import torchvision
+
+    monkeypatch.setattr(arithmetic, "cpu_has_native_bf16", lambda: True)
+    cpu = torch.device("cpu")
+    depthwise, dense = torchvision.models.mobilenet_v3_small(), torchvision.models.resnet18()
+    assert not arithmetic.bf16_pays(depthwise) and arithmetic.bf16_pays(dense)
+    assert arithmetic.resolve_runtime("auto", "auto", cpu, None, depthwise) == ("onnxruntime", "fp32")
+    assert arithmetic.resolve_runtime("auto", "auto", cpu, None, dense) == ("torch", "bf16")
+    assert arithmetic.resolve_runtime("auto", "bf16", cpu, None, depthwise) == ("torch", "bf16")  # as asked
+    assert arithmetic.resolve_runtime("auto", "auto", cpu, {}, depthwise) == ("torch", "bf16")  # compile: torch
+    monkeypatch.setattr(onnx_runtime, "missing", lambda: "onnxruntime is not installed")
+    assert arithmetic.resolve_runtime("auto", "auto", cpu, None, depthwise) == ("torch", "bf16")
 
 
 def test_without_the_packages_auto_runs_torch_and_says_how_to_get_them(monkeypatch, images):
