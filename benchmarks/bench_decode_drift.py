@@ -37,7 +37,7 @@ scaled decodes take the same resize. Printed:
    float path against the uint8 path on the same pixels, and bf16 against
    fp32 arithmetic (``precision="bf16"``, where the CPU has native bf16).
 
-Run from the repository root (about 2 minutes on a 2-core CPU VM: 127 s with another process busy)::
+Run from the repository root (52 s on the 2-core benchmark VM, quiet; 127 s with another process busy)::
 
     python benchmarks/bench_decode_drift.py
     python benchmarks/bench_decode_drift.py --n-per-size 12 --seed 1
