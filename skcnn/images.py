@@ -222,16 +222,14 @@ def _read_file(path: str | os.PathLike, max_pixels: int | None, min_side: int | 
 
 def _decoded(im: Image.Image, data: bytes, min_side: int | None) -> np.ndarray:
     """The pixels of the opened file ``im`` (whose bytes are ``data``), oriented."""
-    if im.format not in jpeg.JPEG_FORMATS:
-        im.load()  # the first frame of animated images
-        return _pil_to_array(ImageOps.exif_transpose(im))
-    scale = jpeg.dct_scale(im.size, min_side)
-    pixels = jpeg.decode(data, im, scale)
-    if pixels is None:  # a JPEG the fast path declines: Pillow's decoder and verdict
-        jpeg.draft(im, scale)
-        im.load()
-        return _pil_to_array(ImageOps.exif_transpose(im))
-    return _oriented(pixels, im.getexif().get(_ORIENTATION, 1))
+    if im.format in jpeg.JPEG_FORMATS:
+        scale = jpeg.dct_scale(im.size, min_side)
+        pixels = jpeg.decode(data, im, scale)
+        if pixels is not None:
+            return _oriented(pixels, im.getexif().get(_ORIENTATION, 1))
+        jpeg.draft(im, scale)  # a JPEG the fast path declines: Pillow's decoder and verdict
+    im.load()  # the first frame of animated images
+    return _pil_to_array(ImageOps.exif_transpose(im))
 
 
 #: The EXIF tag of how the stored pixels are shown, and for each of its

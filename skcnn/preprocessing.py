@@ -73,7 +73,8 @@ class Preprocessing:
 
         ``"exact"``: never scaled (None). ``"draft"``: down to the resize
         target itself. ``"auto"``: down to :data:`AUTO_DECODE_MARGIN` times it,
-        where the codes cannot tell the difference (``benchmarks/RESULTS.md``).
+        where the codes move by about as much as rounding to uint8 moves them
+        (``benchmarks/RESULTS.md``, "Phone photos").
         """
         margin = DECODE_MARGINS[decode]
         return None if margin is None else math.ceil(margin * self.resize_size)
@@ -95,9 +96,9 @@ class Preprocessing:
         batch = torch.empty((len(crops), 3, *self.crop_size), dtype=torch.float32)
         mean = torch.tensor(self.mean, dtype=torch.float32).reshape(3, 1, 1)
         std = torch.tensor(self.std, dtype=torch.float32).reshape(3, 1, 1)
+        shift, scale = -mean / std, {torch.uint8: 1.0 / (255.0 * std)}
         for row, crop in zip(batch, crops, strict=True):
-            full_scale = 255.0 if crop.dtype == torch.uint8 else 1.0
-            torch.addcmul(-mean / std, crop, 1.0 / (full_scale * std), out=row)
+            torch.addcmul(shift, crop, scale.get(crop.dtype, 1.0 / std), out=row)
         return batch
 
     def pixels(self, crops: list[torch.Tensor]) -> torch.Tensor:
