@@ -24,6 +24,7 @@ _PUBLIC = {
     "CNNFeatureTransformer": ".transformer",
     "LayerSearchCV": ".search",
     "CNNClassifier": ".finetuning.classifier",
+    "clear_decoded_images": ".finetuning.store",
     "advise_layer": ".advice",
     "LayerAdvice": ".advice",
     # layers

@@ -241,7 +241,8 @@ def _finetune(args: argparse.Namespace) -> int:
         backbone=args.backbone, weights=args.weights, input_size=args.input_size, batch_size=args.batch_size,
         device=args.device, progress=True, on_error=args.on_error, layer=args.layer, unfreeze=args.unfreeze,
         max_epochs=args.max_epochs, learning_rate=args.learning_rate, random_state=args.random_state,
-        decode=args.decode, cache=args.cache, checkpoint=args.checkpoint,
+        decode=args.decode, cache=args.cache, checkpoint=args.checkpoint, class_weight=args.class_weight,
+        memory_limit=_memory_limit(args.memory_limit), store_dir=args.store_dir,
     )  # fmt: skip
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the bad files are listed below instead
@@ -261,6 +262,10 @@ def _finetune(args: argparse.Namespace) -> int:
     joblib.dump(model, args.out)
     print(f"model: {args.out} (skcnn predict {args.out} FILES...)")
     return 0
+
+
+def _memory_limit(text: str) -> int | str:
+    return int(text) if text.isdigit() else text
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -409,6 +414,14 @@ def build_parser() -> argparse.ArgumentParser:
     finetune.add_argument("--decode", default=DEFAULTS.decode, choices=CHOICES["decode"], help="as for extract")
     finetune.add_argument("--cache", default=None, help="HDF5 cache of the codes the head starts from")
     finetune.add_argument("--checkpoint", default=None, help="a file saved every epoch; run again to resume")
+    finetune.add_argument(
+        "--class-weight", default=None, choices=["balanced"], help="weigh classes by the inverse of their size"
+    )
+    finetune.add_argument(
+        "--memory-limit", default=FINETUNING.memory_limit,
+        help="memory the decoded images may take (bytes, e.g. 2GB, or auto); beyond it they go to --store-dir",
+    )  # fmt: skip
+    finetune.add_argument("--store-dir", default=None, help="folder for decoded images beyond --memory-limit")
     finetune.add_argument(
         "--on-error", default="skip", choices=CHOICES["on_error"],
         help="skip (default): files that cannot be used are left out and named",

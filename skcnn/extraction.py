@@ -33,7 +33,7 @@ from . import images as image_io
 from .arithmetic import Inference
 from .backbones import Backbone
 from .cache import FORMAT_VERSION, CodeCache
-from .identity import image_key
+from .identity import content_keys
 from .layers import check_layer_names, probe_backbone
 from .options import DEFAULTS, PENULTIMATE
 from .pooling import check_poolable, n_codes, relu_commutes, to_codes
@@ -276,7 +276,7 @@ class Extractor:
 
     def _look_up(self, backbone: Backbone, images: Sequence, failures: list) -> _Found:
         configs = {layer: self.cache_config(layer, backbone) for layer in self.stored_plan.layers}
-        keys = _keys(images, failures)
+        keys = content_keys(images, failures)
         readable = np.asarray(sorted(keys), dtype=np.intp)
         found = self.cache.lookup(configs, [keys[i] for i in readable])
         have = {layer: set(readable[mask].tolist()) for layer, (mask, _) in found.items()}
@@ -350,18 +350,6 @@ def _allocated(plan: TapPlan, n_images: int) -> tuple[np.ndarray, dict[str, np.n
     codes = np.full((n_images, sum(widths.values())), np.nan, np.float32)
     ends = np.cumsum([widths[layer] for layer in plan.layers])
     return codes, {layer: codes[:, end - widths[layer] : end] for layer, end in zip(plan.layers, ends, strict=True)}
-
-
-def _keys(images: Sequence, failures: list[image_io.ImageFailure]) -> dict[int, str]:
-    """Content keys of the images that can be read; failures for the others."""
-    keys = {}
-    for index, image in enumerate(images):
-        try:
-            keys[index] = image_key(image)
-        except (OSError, TypeError, image_io.ImageError) as exc:
-            reason = f"cannot read the file: {exc.strerror}" if isinstance(exc, OSError) and exc.strerror else str(exc)
-            failures.append(image_io.ImageFailure(index, image_io.describe(image, index), reason))
-    return keys
 
 
 def stored_codes_of_batch(

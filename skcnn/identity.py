@@ -19,6 +19,7 @@ import os
 import numpy as np
 from PIL import Image
 
+from . import images as image_io
 from .images import load_image
 
 #: Hex digits of a key (BLAKE2b with a 16-byte digest).
@@ -46,3 +47,15 @@ def image_key(image) -> str:
     else:
         raise TypeError(f"Cannot key an image of type {type(image).__name__}.")
     return digest.hexdigest()
+
+
+def content_keys(images, failures: list[image_io.ImageFailure]) -> dict[int, str]:
+    """Content keys of the images that can be read, by position; failures for the others."""
+    keys = {}
+    for index, image in enumerate(images):
+        try:
+            keys[index] = image_key(image)
+        except (OSError, TypeError, image_io.ImageError) as exc:
+            reason = f"cannot read the file: {exc.strerror}" if isinstance(exc, OSError) and exc.strerror else str(exc)
+            failures.append(image_io.ImageFailure(index, image_io.describe(image, index), reason))
+    return keys

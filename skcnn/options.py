@@ -78,6 +78,8 @@ class FinetuningDefaults:
     batchnorm: str = "auto"
     validation_fraction: float = 0.1
     n_iter_no_change: int = 3
+    #: The decoded training images' budget: a quarter of the memory available.
+    memory_limit: int | str = "auto"
 
 
 FINETUNING = FinetuningDefaults()

@@ -29,13 +29,19 @@ from .transformer import CNNFeatureTransformer
 
 #: Inverse regularisation strengths the default classifier chooses from.
 DEFAULT_CS = np.logspace(-4, 2, 7)
+#: What the inner cross-validation that tunes ``C`` maximises.
+INNER_SCORING = "neg_log_loss"
 
 
 def default_classifier(inner_cv: int = 3):
     """Standardised codes into a logistic regression whose ``C`` is tuned by
     an inner ``inner_cv``-fold cross-validation: regularised, as few images
-    and many codes call for."""
-    options = dict(Cs=DEFAULT_CS, cv=inner_cv, scoring="accuracy", max_iter=2000)
+    and many codes call for.
+
+    ``C`` is chosen by log-loss: on folds of a few images per class accuracy
+    ties across ``C`` and the tie went to the smallest (benchmarks/RESULTS.md,
+    "Learning curves")."""
+    options = dict(Cs=DEFAULT_CS, cv=inner_cv, scoring=INNER_SCORING, max_iter=2000)
     if "use_legacy_attributes" in LogisticRegressionCV().get_params():  # scikit-learn >= 1.8: L2 by l1_ratios
         options.update(use_legacy_attributes=False, l1_ratios=(0.0,))
     return make_pipeline(StandardScaler(), LogisticRegressionCV(**options))
@@ -81,7 +87,8 @@ class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         Folds, as for :func:`sklearn.model_selection.cross_validate`
         (an int means stratified folds for a classifier).
     scoring : str, callable or None, default=None
-        The classifier's ``score`` (accuracy) when ``None``.
+        ``None``: accuracy (what a classifier's ``score`` gives, except the
+        default classifier's, whose ``score`` is the log-loss it tunes ``C`` by).
     refit : bool, default=True
         Fit ``best_estimator_``, a pipeline of the best layer's transformer
         and the classifier, on all the data.
@@ -209,7 +216,7 @@ class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         folds = list(cv.split(codes, y))
         classifier = self._classifier(y, folds)
         self.n_splits_ = len(folds)
-        scorer = check_scoring(classifier, scoring=self.scoring)
+        scorer = check_scoring(classifier, scoring=self._scoring())
         columns = self._layer_columns()
         scores, fit_times = [], []
         for layer_columns in columns:
@@ -426,7 +433,10 @@ class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         score : float
         """
         check_is_fitted(self, "best_estimator_")
-        return check_scoring(self.best_estimator_, scoring=self.scoring)(self.best_estimator_, X, y)
+        return check_scoring(self.best_estimator_, scoring=self._scoring())(self.best_estimator_, X, y)
+
+    def _scoring(self):
+        return "accuracy" if self.scoring is None else self.scoring
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

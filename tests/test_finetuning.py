@@ -15,6 +15,14 @@ from skcnn.finetuning import training
 SMALL = dict(input_size=32, batch_size=16, random_state=0)
 
 
+@pytest.fixture(autouse=True)
+def own_temporary_folder(tmp_path, monkeypatch):
+    """Decoded images beyond ``memory_limit`` go to the temporary folder: each test has its own."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+
 @pytest.fixture(scope="module")
 def patches():
     X, y = load_texture_patches(n_per_class=10, patch_size=32)
@@ -294,7 +302,9 @@ def test_cli_finetune_then_predict(tmp_path, patches, capsys):
     (tmp_path / "data" / "grass" / "broken.png").write_bytes(b"not an image")
     out = tmp_path / "model.pkl"
     argv = ["finetune", str(tmp_path / "data"), "--out", str(out), "--input-size", "32", "--unfreeze", "blocks.6"]
-    assert cli.main([*argv, "--max-epochs", "1", "--random-state", "0"]) == 0
+    flags = ["--class-weight", "balanced", "--memory-limit", "0", "--store-dir", str(tmp_path / "crops")]
+    assert cli.main([*argv, "--max-epochs", "1", "--random-state", "0", *flags]) == 0
+    assert list((tmp_path / "crops").rglob("*.u8"))  # beyond the memory limit: the crops in files
     printed = capsys.readouterr().out
     assert "31 images, 3 classes" in printed and "broken.png" in printed and "1 epochs" in printed
     assert cli.main(["predict", str(out), str(tmp_path / "data" / "brick" / "0.png")]) == 0
@@ -330,3 +340,151 @@ def test_defaults_are_declared_once():
 
     params = CNNClassifier().get_params()
     assert all(params[field.name] == getattr(FINETUNING, field.name) for field in fields(FINETUNING))
+
+
+@pytest.fixture
+def training_decodes(monkeypatch):
+    """Images the store decodes for training (uint8 crops), counted across fits."""
+    from skcnn import loading
+
+    decoded = []
+    real = loading.iter_batches
+
+    def counting(images, positions, *args, **kwargs):
+        if kwargs.get("normalize") is False:
+            decoded.extend(positions)
+        return real(images, positions, *args, **kwargs)
+
+    monkeypatch.setattr(loading, "iter_batches", counting)
+    return decoded
+
+
+@pytest.fixture
+def no_kept_crops():
+    from skcnn.finetuning.store import clear_decoded_images
+
+    clear_decoded_images()
+    yield
+    clear_decoded_images()
+
+
+def test_images_beyond_memory_limit_train_from_files_to_the_same_model(patches, tmp_path, no_kept_crops):
+    X, y, X_test, _ = patches
+    params = dict(SMALL, max_epochs=2, unfreeze="blocks.6", n_iter_no_change=2)
+    in_memory = CNNClassifier(**params).fit(X, y)
+    from skcnn.finetuning.store import clear_decoded_images
+
+    clear_decoded_images()
+    on_disk = CNNClassifier(**params, memory_limit=0, store_dir=tmp_path / "crops").fit(X, y)
+    assert list((tmp_path / "crops").rglob("*.u8"))
+    np.testing.assert_array_equal(on_disk.predict_proba(X_test), in_memory.predict_proba(X_test))
+    assert on_disk.history_ == [{**epoch, "seconds": on_disk.history_[i]["seconds"]} for i, epoch in
+                                enumerate(in_memory.history_)]  # fmt: skip
+
+
+def test_grid_search_clones_and_refits_decode_each_training_image_once(patches, training_decodes, no_kept_crops):
+    X, y, _, _ = patches
+    model = CNNClassifier(**SMALL, unfreeze="blocks.6", max_epochs=1, early_stopping=False)
+    GridSearchCV(model, {"learning_rate": [1e-3, 3e-3]}, cv=2).fit(X, y)
+    assert len(training_decodes) == len(X)  # 2 x 2 fits + a refit, each image once
+
+
+def test_a_killed_fit_resumes_with_images_in_files(patches, tmp_path, monkeypatch, no_kept_crops):
+    X, y, X_test, _ = patches
+    params = dict(SMALL, max_epochs=2, unfreeze="blocks.6", early_stopping=False, memory_limit="1kB")
+    real_epoch = training._epoch
+
+    calls = []
+
+    def dying_in_the_second_epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("killed")
+        return real_epoch(*args, **kwargs)
+
+    first = dict(params, checkpoint=tmp_path / "ft.pt", store_dir=tmp_path / "crops")
+    monkeypatch.setattr(training, "_epoch", dying_in_the_second_epoch)
+    with pytest.raises(RuntimeError, match="killed"):
+        CNNClassifier(**first).fit(X, y)
+    monkeypatch.setattr(training, "_epoch", real_epoch)
+    from skcnn.finetuning.store import clear_decoded_images
+
+    clear_decoded_images()  # as a new process: the crops come from the files, the epochs from the checkpoint
+    resumed = CNNClassifier(**first).fit(X, y)
+    uninterrupted = CNNClassifier(**params).fit(X, y)
+    np.testing.assert_allclose(resumed.predict_proba(X_test), uninterrupted.predict_proba(X_test), atol=1e-5)
+
+
+def test_head_only_computes_the_codes_once_for_search_and_probe(patches, monkeypatch, no_kept_crops):
+    from skcnn import loading
+
+    X, y, _, _ = patches
+    decodes = []
+    real = loading.decode
+    monkeypatch.setattr(loading, "decode", lambda image, *a, **k: decodes.append(1) or real(image, *a, **k))
+    model = CNNClassifier(**SMALL, unfreeze="head").fit(X, y)
+    assert model.strategy_["layer"] != "auto" and len(decodes) == len(X)  # the search's pass; the probe reads its codes
+
+
+def test_sample_weight_follows_scikit_learns_rules(patches):
+    X, y, X_test, _ = patches
+    head = dict(SMALL, layer="blocks.2", unfreeze="head")
+    unweighted = CNNClassifier(**head).fit(X, y)
+    ones = CNNClassifier(**head).fit(X, y, sample_weight=[1.0] * len(X))  # a list is taken as an array
+    np.testing.assert_allclose(ones.predict_proba(X_test), unweighted.predict_proba(X_test), atol=1e-4)
+    weights = np.linspace(0.5, 2.0, len(X))
+    kept = weights.copy()
+    CNNClassifier(**head).fit(X, y, sample_weight=weights)
+    np.testing.assert_array_equal(weights, kept)  # not overwritten
+    with pytest.raises(ValueError, match=r"sample_weight.shape == \(3,\), expected \(30,\)"):
+        CNNClassifier(**head).fit(X, y, sample_weight=[1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="Negative values in data passed to"):
+        CNNClassifier(**head).fit(X, y, sample_weight=-np.ones(len(X)))
+    with pytest.raises(ValueError, match="every image a weight of 0"):
+        CNNClassifier(**head, class_weight={label: 0 for label in set(y)}).fit(X, y)
+
+
+def test_fine_tuning_with_unit_weights_is_fine_tuning_without(patches):
+    X, y, X_test, _ = patches
+    params = dict(SMALL, max_epochs=1, unfreeze="blocks.6")
+    unweighted = CNNClassifier(**params).fit(X, y)
+    ones = CNNClassifier(**params).fit(X, y, sample_weight=np.ones(len(X)))
+    np.testing.assert_allclose(ones.predict_proba(X_test), unweighted.predict_proba(X_test), atol=1e-4)
+    assert ones.probe_score_ == unweighted.probe_score_
+
+
+@pytest.mark.parametrize("unfreeze", ["head", "blocks.6"])
+def test_class_weight_moves_the_decision_towards_the_weighted_class(patches, unfreeze):
+    X, _, X_test, _ = patches
+    y = np.array(["a", "b"] * (len(X) // 2))  # labels that say nothing: the weights decide
+    params = dict(SMALL, layer="penultimate", unfreeze=unfreeze, max_epochs=1, early_stopping=False)
+    plain = CNNClassifier(**params).fit(X, y)
+    weighted = CNNClassifier(**params, class_weight={"a": 10.0}).fit(X, y)
+    assert (weighted.predict(X_test) == "a").mean() > (plain.predict(X_test) == "a").mean() + 0.2
+    balanced = CNNClassifier(**params, class_weight="balanced").fit(X, y)  # balanced classes: no change
+    np.testing.assert_allclose(balanced.predict_proba(X_test), plain.predict_proba(X_test), atol=1e-4)
+
+
+def test_validation_accuracy_is_weighted():
+    class Constant(torch.nn.Module):  # predicts class 0 for every image
+        def forward(self, images):
+            return torch.tensor([[1.0, 0.0]]).expand(len(images), 2)
+
+    class FourImages:  # what the loop reads of decoded images
+        def __len__(self):
+            return 4
+
+        def batches(self, order, batch_size):
+            return iter([torch.zeros((len(order), 3, 2, 2), dtype=torch.uint8)])
+
+    images = FourImages()
+    from torchvision.transforms import InterpolationMode
+
+    from skcnn.preprocessing import Preprocessing
+
+    recipe = Preprocessing((2, 2), 2, (0.5,) * 3, (0.5,) * 3, InterpolationMode.BILINEAR)
+    plan = training.Plan(1, 4, 1e-3, 0.1, 0.0, "frozen", None, torch.device("cpu"), None, 0)
+    targets = torch.tensor([0, 0, 0, 1])
+    validation = training.Examples(images, targets, torch.tensor([1.0, 1.0, 1.0, 3.0]))
+    assert training._accuracy(Constant(), validation, recipe, plan) == 0.5
+    assert training._accuracy(Constant(), validation._replace(weights=None), recipe, plan) == 0.75

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
+import tempfile
 import warnings
 from numbers import Integral, Real
 from pathlib import Path
@@ -16,6 +18,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelEncoder, StandardScaler
 from sklearn.utils import check_random_state
+from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
@@ -24,9 +27,8 @@ from .. import backbones, loading
 from .. import images as image_io
 from ..advice import advise_layer
 from ..cache import CodeCache
-from ..compat import Interval, StrOptions, _fit_context
+from ..compat import Interval, StrOptions, _check_sample_weight, _fit_context
 from ..extraction import checked_input_size, show_progress
-from ..identity import image_key
 from ..layers import probe_backbone
 from ..options import CHOICES, DEFAULTS, FINETUNING, PENULTIMATE
 from ..search import LayerSearchCV, default_classifier
@@ -34,6 +36,7 @@ from ..transformer import CNNFeatureTransformer
 from . import training
 from .augment import resolve_augment
 from .model import HEAD, WHOLE, TappedClassifier, linear_head, network_weights
+from .store import decoded_images, resolve_memory_limit
 
 #: Inverse regularisation of the linear probe that starts the head where a
 #: class has too few images to tune it: scikit-learn's default.
@@ -43,12 +46,15 @@ PROBE_C = 1.0
 PROBE_INNER_CV = 3
 #: Folds of the layer search behind ``layer="auto"`` with the head alone.
 LAYER_SEARCH_CV = 3
+#: Parameters that change how a fit runs, not what it computes: a checkpoint resumes across them.
+_SAME_RESULT = ("progress", "checkpoint", "cache", "memory_limit", "store_dir")
 
 
 class CNNClassifier(ClassifierMixin, BaseEstimator):
     """A pretrained CNN with a new head, fine-tuned on labelled images.
 
-    ``fit`` decodes every training image once, starts the new head from a
+    ``fit`` decodes every training image once (kept in memory, or in files
+    beyond ``memory_limit``), starts the new head from a
     linear probe on the frozen codes of ``layer`` (standardised codes, a
     logistic regression with ``C`` tuned by cross-validation: the frozen-codes
     baseline, as LP-FT prescribes), then trains the unfrozen layers:
@@ -116,10 +122,16 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     early_stopping : bool, default=True
         Hold out ``validation_fraction`` of the images (stratified), stop
         after ``n_iter_no_change`` epochs without a better validation
-        accuracy and keep the best epoch.
+        accuracy (weighted by the sample weights, where given) and keep the
+        best epoch.
     validation_fraction : float, default=0.1
         Share of the images held out (at least one per class).
     n_iter_no_change : int, default=3
+    class_weight : "balanced", dict or None, default=None
+        Weights of the classes, as in scikit-learn: ``"balanced"`` weighs
+        each class by ``n_samples / (n_classes * its count)``, a dict maps
+        labels to weights (1 for those left out), ``None`` weighs all alike.
+        Applied as :meth:`fit`'s ``sample_weight`` is (multiplied with it).
     random_state : int, RandomState or None, default=None
         Seeds the split, the order of batches, augmentation and the head;
         on the CPU a given seed gives the same model.
@@ -127,6 +139,22 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         A file written after every epoch (atomically). ``fit`` called
         again with the same data, parameters and checkpoint goes on from
         the last finished epoch.
+    memory_limit : int, str or "auto", default="auto"
+        How much memory the decoded training images may take (uint8 crops,
+        ``3 * h * w`` bytes each: 150 kB at 224 px): bytes, or a size such
+        as ``"2GB"``. Within it they are kept in memory (and kept for later
+        fits on the same images, see
+        :func:`skcnn.finetuning.store.clear_decoded_images`); beyond it they
+        are written to files in ``store_dir`` as they are decoded, and every
+        epoch reads them back a few batches ahead, so that memory does not
+        grow with the number of images. ``"auto"``: a quarter of the memory
+        available when ``fit`` starts.
+    store_dir : str, path or None, default=None
+        The folder for decoded images beyond ``memory_limit``: one subfolder
+        per input size and decoding, files keyed by image content, so that
+        clones in a grid search, a fit resumed after a kill and later fits
+        decode each image once. ``None``: ``skcnn-decoded`` in the system's
+        temporary folder. Delete it to free the space.
 
     Attributes
     ----------
@@ -186,9 +214,12 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         "early_stopping": ["boolean"],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "class_weight": [StrOptions({"balanced"}), dict, None],
         "random_state": ["random_state"],
         "cache": [str, os.PathLike, CodeCache, None],
         "checkpoint": [str, os.PathLike, None],
+        "memory_limit": [Interval(Integral, 0, None, closed="left"), str],
+        "store_dir": [str, os.PathLike, None],
     }
 
     def __init__(
@@ -215,9 +246,12 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         early_stopping=True,
         validation_fraction=FINETUNING.validation_fraction,
         n_iter_no_change=FINETUNING.n_iter_no_change,
+        class_weight=None,
         random_state=None,
         cache=None,
         checkpoint=None,
+        memory_limit=FINETUNING.memory_limit,
+        store_dir=None,
     ):
         self.backbone = backbone
         self.weights = weights
@@ -240,12 +274,15 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
+        self.class_weight = class_weight
         self.random_state = random_state
         self.cache = cache
         self.checkpoint = checkpoint
+        self.memory_limit = memory_limit
+        self.store_dir = store_dir
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Fine-tune on ``X`` (images) and ``y`` (labels of any kind).
 
         Parameters
@@ -253,6 +290,11 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         X : sequence of images
             Paths, PIL images or arrays, as for :class:`~skcnn.CNNFeatureTransformer`.
         y : array-like of shape (n_samples,)
+        sample_weight : array-like of shape (n_samples,) or None, default=None
+            Per image, multiplied by the weight ``class_weight`` gives its
+            class: they weight the linear probe, every epoch's loss and the
+            validation accuracy early stopping compares. 0 leaves an image
+            out of all three.
 
         Returns
         -------
@@ -260,21 +302,23 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         """
         images = image_io.as_image_list(X)
         labels = self._checked_labels(y, len(images))
+        weights = self._sample_weights(labels, sample_weight)
+        memory_limit = resolve_memory_limit(self.memory_limit)
         backbone = backbones.load_backbone(self.backbone, self.weights, self.device)
         recipe = self._recipe(backbone)
-        pixels, kept = self._decoded(images, recipe)
-        images, labels = [images[i] for i in kept], labels[kept]
-        targets = torch.as_tensor(LabelEncoder().fit(self.classes_).transform(labels))
         layers, network_head = probe_backbone(backbone, recipe.crop_size)
-        self.strategy_ = self._strategy(images, labels, [layer.name for layer in layers], recipe.crop_size)
-        seed = int(check_random_state(self.random_state).randint(2**31 - 1))
-        if self.strategy_["unfreeze"] == HEAD:
+        layer_names = [layer.name for layer in layers]
+        unfreeze, why = self._unfreeze(images, labels)
+        if unfreeze == HEAD:
             # The probe is already the best linear head on frozen codes (convex, C tuned by CV): epochs
             # on augmented images only moved it away, and so it takes every image (benchmarks/RESULTS.md).
-            model = self._started_model(backbone, recipe, network_head, images, targets)
+            model = self._head_only(backbone, recipe, network_head, images, labels, weights, layer_names, why)
             state = training.State()
         else:
-            model, state = self._fine_tuned(backbone, recipe, network_head, images, labels, pixels, targets, seed)
+            seed = int(check_random_state(self.random_state).randint(2**31 - 1))
+            examples, images = self._decoded(images, labels, weights, recipe, memory_limit)
+            self.strategy_ = self._fine_tuning_strategy(unfreeze, why, layer_names)
+            model, state = self._fine_tuned(backbone, recipe, network_head, images, examples, seed)
         self.history_, self.n_epochs_, self.best_epoch_ = state.history, state.epoch, state.best_epoch
         self.probe_score_ = state.start_score
         self.state_dict_ = {name: value.detach().cpu().clone() for name, value in model.state_dict().items()}
@@ -284,25 +328,60 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self._network = model.eval()
         return self
 
-    def _fine_tuned(self, backbone, recipe, network_head, images, labels, pixels, targets, seed: int):
+    def _head_only(self, backbone, recipe, network_head, images, labels, weights, layer_names, why):
+        """The linear probe on the frozen codes of ``layer`` (the searched one for ``"auto"``), every usable image."""
+        with _shared_codes(self.cache) as cache:
+            transformer = self._frozen_codes(recipe.crop_size, PENULTIMATE, cache)
+            layer = self.layer
+            if layer == "auto":  # the frozen-codes baseline: the layer that cross-validates best
+                layer, score = self._searched_layer(transformer, images, labels)
+                why += f"; layer {layer!r} cross-validated best ({score:.3f})"
+            _check_layers(layer, HEAD, layer_names)
+            # The search stored every candidate's codes in the cache: the probe reads them, it computes nothing.
+            codes = self._usable_codes(transformer.set_params(layer=layer), images)
+        kept = np.flatnonzero(~np.isnan(codes).any(axis=1))
+        self.strategy_ = {"layer": layer, "unfreeze": HEAD, "batchnorm": self._batchnorm(), "reason": why}
+        model = self._tapped(backbone, network_head)
+        model.head = self._probe_head(codes[kept], self._targets(labels[kept]), _rows(weights, kept))
+        return model.to(backbone.device)
+
+    def _fine_tuned(self, backbone, recipe, network_head, images: list, examples: training.Examples, seed: int):
         """The started model trained as ``strategy_`` says; the training state at the end."""
-        train, val = self._split(targets, seed)
+        train, val = self._split(examples.targets, seed)
+        data = examples.subset(train)
+        validation = None if val is None else examples.subset(val)
+        model = self._tapped(backbone, network_head)
         # The probe sees the training split only: the validation split judges the epochs.
-        model = self._started_model(backbone, recipe, network_head, [images[i] for i in train], targets[train])
-        plan = self._plan(backbone.device, seed, images, labels)
-        data = (pixels[train], targets[train])
-        validation = None if val is None else (pixels[val], targets[val])
+        codes = self._probe_codes(model, recipe, [images[i] for i in train.tolist()], data.images)
+        model.head = self._probe_head(codes, data.targets, None if data.weights is None else data.weights.numpy())
+        model = model.to(backbone.device)
+        plan = self._plan(backbone.device, seed, examples)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             start = model.module_name(self.strategy_["unfreeze"])
-            parameters = training.trainable(model, HEAD, start, recipe.normalize(pixels[:1]).to(backbone.device))
+            example = recipe.normalize(data.images.read([0])).to(backbone.device)
+            parameters = training.trainable(model, HEAD, start, example)
             if plan.batchnorm == "adapt":
-                training.adapt_batchnorm(model, data[0], recipe, plan)
+                training.adapt_batchnorm(model, data.images, recipe, plan)
                 plan.batchnorm = "frozen"
             state = training.train(
                 model, parameters, data, validation, recipe, resolve_augment(self.augment, recipe.crop_size), plan
             )
         return model, state
+
+    def _sample_weights(self, labels: np.ndarray, sample_weight) -> np.ndarray | None:
+        """Per image: ``sample_weight`` times its class's weight; None when neither is given."""
+        if sample_weight is None and self.class_weight is None:
+            return None
+        weights = _check_sample_weight(sample_weight, labels, dtype=np.float64, ensure_non_negative=True)
+        if self.class_weight is not None:
+            weights = weights * compute_sample_weight(self.class_weight, labels)
+        if not weights.sum() > 0:
+            raise ValueError("sample_weight and class_weight give every image a weight of 0; some must weigh more.")
+        return weights
+
+    def _targets(self, labels: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(LabelEncoder().fit(self.classes_).transform(labels))
 
     def _checked_labels(self, y, n_images: int) -> np.ndarray:
         labels = np.asarray(y)
@@ -321,61 +400,70 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         size = checked_input_size(self.input_size)
         return backbone.preprocessing if size is None else backbone.preprocessing.with_input_size(size)
 
-    def _decoded(self, images: list, recipe) -> tuple[torch.Tensor, list[int]]:
-        """Every image decoded once, to the uint8 crops the network sees; the indices kept."""
+    def _decoded(self, images: list, labels, weights, recipe, memory_limit: int) -> tuple[training.Examples, list]:
+        """Every image decoded once, to the uint8 crop the network sees (kept in memory within
+        ``memory_limit``, in files beyond it); the usable ones as examples, and their images."""
         failures: list = []
-        positions, batches = [], []
-        for done, batch in loading.iter_batches(
-            images, range(len(images)), recipe, self.batch_size, failures, max_pixels=self.max_pixels,
-            num_workers=loading.resolve_workers("auto"), decode=self.decode, normalize=False,
-        ):  # fmt: skip
-            positions += done
-            batches.append(batch)
+        decoded, kept = decoded_images(
+            images, recipe, failures, decode=self.decode, max_pixels=self.max_pixels,
+            batch_size=self.batch_size, memory_limit=memory_limit, store_dir=self.store_dir,
+        )  # fmt: skip
+        self._left_out(failures, len(images))
+        weights = None if weights is None else torch.as_tensor(weights[kept])
+        return training.Examples(decoded, self._targets(labels[kept]), weights), [images[i] for i in kept]
+
+    def _left_out(self, failures: list, n_images: int) -> None:
+        """``failed_`` set; with ``on_error="raise"`` the bad images named in an error, else in a warning."""
         self.failed_ = sorted(failures, key=lambda failure: failure.index)
         if self.failed_ and self.on_error == "raise":
             raise image_io.BadImagesError(self.failed_)
         if self.failed_:
             warnings.warn(
-                f"{len(self.failed_)} of {len(images)} training images could not be used and are left out "
+                f"{len(self.failed_)} of {n_images} training images could not be used and are left out "
                 f"(see failed_). First: {self.failed_[0]}",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
-        return torch.cat(batches), positions
 
-    def _strategy(self, images: list, labels: np.ndarray, layers: list[str], crop_size) -> dict:
-        """``layer``, ``unfreeze`` and ``batchnorm`` resolved, with the reason."""
-        layer, unfreeze, why = self.layer, self.unfreeze, "as given"
-        if unfreeze == "auto":
-            advice = advise_layer(
-                images, labels, backbone=self.backbone, input_size=self.input_size, device=self.device
-            )
-            unfreeze = HEAD if advice.small else WHOLE
-            why = (
-                f"{'small' if advice.small else 'large'} data {'like' if advice.similar else 'unlike'} ImageNet "
-                f"({advice.n_samples} images, similarity {advice.similarity:.2f}; fine-tuning pays from "
-                f"about {advice.large_per_class} per class)"
-            )
-        if layer == "auto" and unfreeze == HEAD:
-            # The frozen-codes baseline: the layer that cross-validates best, as LayerSearchCV finds it.
-            layer, score = self._searched_layer(images, labels, crop_size)
-            why += f"; layer {layer!r} cross-validated best ({score:.3f})"
-        elif layer == "auto":  # fine-tuning adapts the later layers to the data: the head reads the top
-            layer = PENULTIMATE
-        _check_layers(layer, unfreeze, layers)
+    def _unfreeze(self, images: list, labels: np.ndarray) -> tuple[str, str]:
+        """``unfreeze`` resolved, with the reason."""
+        if self.unfreeze != "auto":
+            return self.unfreeze, "as given"
+        advice = advise_layer(images, labels, backbone=self.backbone, input_size=self.input_size, device=self.device)
+        why = (
+            f"{'small' if advice.small else 'large'} data {'like' if advice.similar else 'unlike'} ImageNet "
+            f"({advice.n_samples} images, similarity {advice.similarity:.2f}; fine-tuning pays from "
+            f"about {advice.large_per_class} per class)"
+        )
+        return (HEAD if advice.small else WHOLE), why
+
+    def _fine_tuning_strategy(self, unfreeze: str, why: str, layer_names: list[str]) -> dict:
+        # Fine-tuning adapts the later layers to the data: the head reads the top.
+        layer = PENULTIMATE if self.layer == "auto" else self.layer
+        _check_layers(layer, unfreeze, layer_names)
+        return {"layer": layer, "unfreeze": unfreeze, "batchnorm": self._batchnorm(), "reason": why}
+
+    def _batchnorm(self) -> str:
         # "auto" is "frozen": "adapt" and "train" moved the features the probe head was fit on
-        batchnorm = "frozen" if self.batchnorm == "auto" else self.batchnorm
-        return {"layer": layer, "unfreeze": unfreeze, "batchnorm": batchnorm, "reason": why}
+        return "frozen" if self.batchnorm == "auto" else self.batchnorm
 
-    def _frozen_codes(self, crop_size, layer: str) -> CNNFeatureTransformer:
+    def _frozen_codes(self, crop_size, layer: str, cache) -> CNNFeatureTransformer:
         """The transformer whose codes the probe head is fit on (fp32: the arithmetic training starts in)."""
         return CNNFeatureTransformer(
             backbone=self.backbone, weights=self.weights, input_size=crop_size, layer=layer,
             batch_size=self.batch_size, device=self.device, precision="fp32", progress=False,
-            max_pixels=self.max_pixels, decode=self.decode, cache=self.cache,
+            on_error=self.on_error, max_pixels=self.max_pixels, decode=self.decode, cache=cache,
         )  # fmt: skip
 
-    def _searched_layer(self, images: list, labels: np.ndarray, crop_size) -> tuple[str, float]:
+    def _usable_codes(self, transformer: CNNFeatureTransformer, images: list) -> np.ndarray:
+        """The transformer's codes of ``images`` (NaN rows for bad ones, ``failed_`` naming them)."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "[0-9]+ of [0-9]+ images could not be used", UserWarning)
+            codes = transformer.fit_transform(images)
+        self._left_out(transformer.failed_, len(images))
+        return codes
+
+    def _searched_layer(self, transformer, images: list, labels: np.ndarray) -> tuple[str, float]:
         """The candidate layer whose frozen codes cross-validate best, and its score."""
         smallest = int(np.unique(labels, return_counts=True)[1].min())
         if smallest < LAYER_SEARCH_CV:
@@ -383,22 +471,43 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                 f"layer='auto' with the head alone searches the layers by {LAYER_SEARCH_CV}-fold cross-validation, "
                 f"and a class has {smallest} image(s); give a layer (e.g. layer='penultimate') or more images."
             )
-        transformer = self._frozen_codes(crop_size, PENULTIMATE)
-        search = LayerSearchCV(transformer, cv=LAYER_SEARCH_CV, refit=False).fit(images, labels)
+        with warnings.catch_warnings():  # bad images: the probe's own warning names them
+            warnings.filterwarnings("ignore", "LayerSearchCV: [0-9]+ of [0-9]+ images", UserWarning)
+            search = LayerSearchCV(transformer, cv=LAYER_SEARCH_CV, refit=False).fit(images, labels)
         return search.best_layer_, search.best_score_
 
-    def _started_model(self, backbone, recipe, network_head: str, images: list, targets: torch.Tensor):
-        """A copy of the pretrained network tapped at the layer, its new head a linear probe on its codes."""
-        layer = self.strategy_["layer"]
-        codes = self._frozen_codes(recipe.crop_size, layer).fit_transform(images)
-        weight, bias = _probe(codes, targets.numpy())
+    def _tapped(self, backbone, network_head: str) -> TappedClassifier:
+        """A copy of the pretrained network tapped at the layer, in fp32; its head is the probe, set next."""
+        network = copy.deepcopy(backbone.network).float().to(backbone.device)
+        return TappedClassifier(network, self.strategy_["layer"], network_head, head=None)
+
+    def _probe_codes(self, model: TappedClassifier, recipe, images: list, crops) -> np.ndarray:
+        """The frozen codes of the training images at the head's layer.
+
+        With a ``cache`` they come from the transformer (stored for the next
+        fit); without, from the crops decoded for training, so that no image
+        is decoded twice.
+        """
+        if self.cache is not None:
+            return self._frozen_codes(recipe.crop_size, self.strategy_["layer"], self.cache).fit_transform(images)
+        device = next(model.parameters()).device
+        training.set_mode(model, False, "frozen")
+        with torch.inference_mode():
+            return np.concatenate(
+                [
+                    model.codes(recipe.normalize(pixels).to(device)).float().cpu().numpy()
+                    for pixels in crops.batches(range(len(crops)), self.batch_size)
+                ]
+            )
+
+    def _probe_head(self, codes: np.ndarray, targets: torch.Tensor, weights: np.ndarray | None) -> nn.Linear:
+        """The new head: the linear probe on ``codes`` (one logit per class)."""
+        weight, bias = _probe(codes, targets.numpy(), weights)
         if len(self.classes_) == 2:  # one logit for class 1 against class 0
             weight, bias = np.vstack([np.zeros_like(weight), weight]), np.concatenate([[0.0], bias])
-        head = linear_head(torch.as_tensor(weight, dtype=torch.float32), torch.as_tensor(bias, dtype=torch.float32))
-        network = copy.deepcopy(backbone.network).float()
-        return TappedClassifier(network, layer, network_head, head).to(backbone.device)
+        return linear_head(torch.as_tensor(weight, dtype=torch.float32), torch.as_tensor(bias, dtype=torch.float32))
 
-    def _plan(self, device: torch.device, seed: int, images: list, labels: np.ndarray) -> training.Plan:
+    def _plan(self, device: torch.device, seed: int, examples: training.Examples) -> training.Plan:
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
         if self.precision == "auto" and device.type == "cuda":
             dtype = torch.float16
@@ -414,15 +523,18 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             device=device,
             dtype=dtype,
             seed=seed,
-            progress=show_progress(self.progress, len(images), self.batch_size),
+            progress=show_progress(self.progress, len(examples.targets), self.batch_size),
             checkpoint=checkpoint,
-            fingerprint=self._fingerprint(seed, images, labels) if checkpoint else "",
+            fingerprint=self._fingerprint(seed, examples) if checkpoint else "",
         )
 
-    def _fingerprint(self, seed: int, images: list, labels: np.ndarray) -> str:
-        """What a checkpoint must match to be resumed: data, labels, parameters, seed."""
-        params = {k: v for k, v in self.get_params().items() if k not in ("progress", "checkpoint", "cache")}
-        return joblib.hash((repr(sorted(params.items())), [image_key(i) for i in images], labels.tolist(), seed))
+    def _fingerprint(self, seed: int, examples: training.Examples) -> str:
+        """What a checkpoint must match to be resumed: data, labels, weights, parameters, seed."""
+        params = {k: v for k, v in self.get_params().items() if k not in _SAME_RESULT}
+        data = (repr(sorted(params.items())), examples.images.keys, examples.targets.tolist(), seed)
+        if examples.weights is not None:
+            data += (examples.weights.tolist(),)
+        return joblib.hash(data)
 
     def _split(self, targets: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Indices of the training and the (stratified) validation split."""
@@ -593,23 +705,40 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         return tags
 
 
-def _probe(codes: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _probe(codes: np.ndarray, targets: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """Weights and bias of the linear probe on ``codes``, standardisation folded in.
 
     The probe is the frozen-codes baseline of :class:`~skcnn.LayerSearchCV`
     (standardised codes, a logistic regression with ``C`` tuned by inner
     cross-validation), so that fine-tuning starts where that baseline ends;
-    with a class too small to tune ``C``, ``C`` is ``PROBE_C``.
+    with a class too small to tune ``C``, ``C`` is ``PROBE_C``. Sample
+    ``weights`` weight the standardisation and the regression.
     """
+    fit_params = {} if weights is None else {"sample_weight": weights}
     smallest = int(np.unique(targets, return_counts=True)[1].min())
     if smallest >= 2:
-        probe = default_classifier(inner_cv=min(PROBE_INNER_CV, smallest)).fit(codes, targets)
+        probe = default_classifier(inner_cv=min(PROBE_INNER_CV, smallest))
         scaler, linear = probe[0], probe[-1]
     else:
-        scaler = StandardScaler().fit(codes)
-        linear = LogisticRegression(C=PROBE_C, max_iter=2000).fit(scaler.transform(codes), targets)
+        scaler, linear = StandardScaler(), LogisticRegression(C=PROBE_C, max_iter=2000)
+    linear.fit(scaler.fit(codes, **fit_params).transform(codes), targets, **fit_params)
     weight = linear.coef_ / scaler.scale_  # w . (x - mean) / scale == (w / scale) . x - (w / scale) . mean
     return weight, linear.intercept_ - weight @ scaler.mean_
+
+
+def _rows(weights: np.ndarray | None, rows: np.ndarray) -> np.ndarray | None:
+    return None if weights is None else weights[rows]
+
+
+@contextlib.contextmanager
+def _shared_codes(cache):
+    """The code cache the layer search and the probe share: the user's, or a temporary file, so that
+    the probe reads the codes the search computed instead of running the network again."""
+    if cache is not None:
+        yield cache
+        return
+    with tempfile.TemporaryDirectory(prefix="skcnn-codes-") as folder:
+        yield os.path.join(folder, "codes.h5")
 
 
 def _check_layers(layer: str, unfreeze: str, layers: list[str]) -> None:

@@ -32,18 +32,22 @@ class TappedClassifier(nn.Module):
         A layer name of ``network`` or ``"penultimate"``.
     network_head : str
         The name of ``network``'s own classifier head (whose input is ``"penultimate"``).
-    head : nn.Linear
-        The new head, from the codes of ``layer`` to the classes.
+    head : nn.Linear or None
+        The new head, from the codes of ``layer`` to the classes (None: set
+        later, from a probe of :meth:`codes`).
     """
 
-    def __init__(self, network: nn.Module, layer: str, network_head: str, head: nn.Linear):
+    def __init__(self, network: nn.Module, layer: str, network_head: str, head: nn.Linear | None):
         super().__init__()
         self.network, self.head = network, head
         self.layer, self.network_head = layer, network_head
 
+    def codes(self, images: torch.Tensor) -> torch.Tensor:
+        """What the head reads: the codes of ``layer`` (ReLU'd, average-pooled)."""
+        return run_taps(self.network, images, [self.layer], self.network_head, _codes)[self.layer]
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        taken = run_taps(self.network, images, [self.layer], self.network_head, _codes)
-        return self.head(taken[self.layer])
+        return self.head(self.codes(images))
 
     @staticmethod
     def module_name(unfreeze: str) -> str:

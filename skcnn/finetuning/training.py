@@ -12,6 +12,11 @@
   it), ``"adapt"`` first re-estimates the running statistics on the
   training images (AdaBN) and then freezes them, ``"train"`` lets them
   update.
+- **Weights.** With sample weights (``class_weight``, ``sample_weight``)
+  every batch's loss is the weighted mean of its images' losses, the
+  weights scaled to a mean of 1 over the training split (so the learning
+  rates mean the same as without), and the validation accuracy is
+  weighted too.
 - **Early stopping** on the validation split's accuracy; the best epoch's
   weights are restored at the end. The started network (its head a linear
   probe) is scored first, as epoch 0: where no epoch beats it, it is kept.
@@ -30,6 +35,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -38,10 +44,23 @@ from tqdm.auto import tqdm
 
 from ..preprocessing import Preprocessing
 from .augment import augmented
+from .store import DecodedImages
 
 BATCHNORMS = ("auto", "frozen", "adapt", "train")
 #: Share of the steps the learning rates take to rise to their peak.
 WARMUP_FRACTION = 0.1
+
+
+class Examples(NamedTuple):
+    """Images (their uint8 crops) with their class indices and, optionally, weights."""
+
+    images: DecodedImages
+    targets: torch.Tensor
+    weights: torch.Tensor | None = None
+
+    def subset(self, rows: torch.Tensor) -> Examples:
+        weights = None if self.weights is None else self.weights[rows]
+        return Examples(self.images.subset(rows), self.targets[rows], weights)
 
 
 @dataclass
@@ -134,7 +153,7 @@ def set_mode(network: nn.Module, training: bool, batchnorm: str) -> None:
                 module.eval()
 
 
-def adapt_batchnorm(network: nn.Module, images: torch.Tensor, recipe: Preprocessing, plan: Plan) -> None:
+def adapt_batchnorm(network: nn.Module, images: DecodedImages, recipe: Preprocessing, plan: Plan) -> None:
     """AdaBN: every BatchNorm's running statistics re-estimated on ``images``."""
     norms = [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     momenta = [norm.momentum for norm in norms]
@@ -143,8 +162,8 @@ def adapt_batchnorm(network: nn.Module, images: torch.Tensor, recipe: Preprocess
         norm.momentum = None  # a cumulative average over all batches
     network.train()
     with torch.no_grad():
-        for start in range(0, len(images), plan.batch_size):
-            network(recipe.normalize(images[start : start + plan.batch_size]).to(plan.device))
+        for pixels in images.batches(range(len(images)), plan.batch_size):
+            network(recipe.normalize(pixels).to(plan.device))
     for norm, momentum in zip(norms, momenta, strict=True):
         norm.momentum = momentum
 
@@ -152,8 +171,8 @@ def adapt_batchnorm(network: nn.Module, images: torch.Tensor, recipe: Preprocess
 def train(
     network: nn.Module,
     parameters: tuple[list, list],
-    data: tuple[torch.Tensor, torch.Tensor],
-    validation: tuple[torch.Tensor, torch.Tensor] | None,
+    data: Examples,
+    validation: Examples | None,
     recipe: Preprocessing,
     augment: Callable | None,
     plan: Plan,
@@ -163,7 +182,7 @@ def train(
     groups = [{"params": pretrained, "lr": plan.learning_rate * plan.backbone_lr_ratio}, {"params": head}]
     groups = [group for group in groups if group["params"]]
     optimizer = torch.optim.AdamW(groups, lr=plan.learning_rate, weight_decay=plan.weight_decay)
-    steps = plan.max_epochs * -(-len(data[0]) // plan.batch_size)
+    steps = plan.max_epochs * -(-len(data.targets) // plan.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer,
         max_lr=[group.get("lr", plan.learning_rate) for group in groups],
@@ -219,22 +238,23 @@ def _stopping(state: State, plan: Plan) -> bool:
 
 def _epoch(network, optimizer, schedule, scaler, data, recipe, augment, plan: Plan, state: State) -> float:
     """One pass over the training images in a seeded order; the mean loss."""
-    images, labels = data
     # Seeded per epoch (order, augmentation, dropout): a resumed run draws what the whole run would have.
     torch.manual_seed(plan.seed + state.epoch)
-    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(plan.seed + state.epoch))
+    n_images = len(data.targets)
+    order = torch.randperm(n_images, generator=torch.Generator().manual_seed(plan.seed + state.epoch))
+    weights = None if data.weights is None else data.weights / data.weights.mean()
     set_mode(network, True, plan.batchnorm)
     losses, seen = 0.0, 0
-    bar = tqdm(
-        total=len(images), unit="img", disable=not plan.progress, desc=f"epoch {state.epoch + 1}/{plan.max_epochs}"
-    )
+    bar = tqdm(total=n_images, unit="img", disable=not plan.progress, desc=f"epoch {state.epoch + 1}/{plan.max_epochs}")
     try:
-        for start in range(0, len(images), plan.batch_size):
+        for start, pixels in zip(
+            range(0, n_images, plan.batch_size), data.images.batches(order, plan.batch_size), strict=True
+        ):
             rows = order[start : start + plan.batch_size]
-            batch = recipe.normalize(augmented(images[rows], augment)).to(plan.device)
-            target = labels[rows].to(plan.device)
+            batch = recipe.normalize(augmented(pixels, augment)).to(plan.device)
+            target = data.targets[rows].to(plan.device)
             with torch.autocast(plan.device.type, dtype=plan.dtype, enabled=plan.dtype is not None):
-                loss = nn.functional.cross_entropy(network(batch), target)
+                loss = _loss(network(batch), target, None if weights is None else weights[rows].to(plan.device))
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()
@@ -253,20 +273,30 @@ def _epoch(network, optimizer, schedule, scaler, data, recipe, augment, plan: Pl
     return losses / max(seen, 1)
 
 
-def predict_logits(network: nn.Module, images: torch.Tensor, recipe: Preprocessing, plan: Plan) -> torch.Tensor:
-    """Logits of uint8 images, batched, in eval mode and inference mode."""
+def _loss(logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """Cross-entropy, the mean over the batch, weighted by ``weights`` (mean 1 over the training split)."""
+    if weights is None:
+        return nn.functional.cross_entropy(logits, target)
+    return (nn.functional.cross_entropy(logits, target, reduction="none") * weights).mean()
+
+
+def predict_logits(network: nn.Module, images: DecodedImages, recipe: Preprocessing, plan: Plan) -> torch.Tensor:
+    """Logits of the decoded images, batched, in eval mode and inference mode."""
     set_mode(network, False, plan.batchnorm)
     out = []
     with torch.inference_mode():
-        for start in range(0, len(images), plan.batch_size):
-            batch = recipe.normalize(images[start : start + plan.batch_size]).to(plan.device)
-            out.append(network(batch).float().cpu())
+        for pixels in images.batches(range(len(images)), plan.batch_size):
+            out.append(network(recipe.normalize(pixels).to(plan.device)).float().cpu())
     return torch.cat(out)
 
 
-def _accuracy(network, validation, recipe: Preprocessing, plan: Plan) -> float:
-    images, labels = validation
-    return float((predict_logits(network, images, recipe, plan).argmax(1) == labels).float().mean())
+def _accuracy(network, validation: Examples, recipe: Preprocessing, plan: Plan) -> float:
+    """The share of the validation images classified right, weighted by their sample weights."""
+    correct = predict_logits(network, validation.images, recipe, plan).argmax(1) == validation.targets
+    if validation.weights is None:
+        return float(correct.float().mean())
+    weights = validation.weights.double()
+    return float((correct.double() * weights).sum() / weights.sum().clamp_min(1e-300))
 
 
 def _keep_best(state: State, network: nn.Module, score: float) -> None:
