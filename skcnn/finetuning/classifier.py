@@ -409,7 +409,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             batch_size=self.batch_size, memory_limit=memory_limit, store_dir=self.store_dir,
         )  # fmt: skip
         self._left_out(failures, len(images))
-        weights = None if weights is None else torch.as_tensor(weights[kept])
+        weights = _rows(weights, kept)
+        weights = None if weights is None else torch.as_tensor(weights)
         return training.Examples(decoded, self._targets(labels[kept]), weights), [images[i] for i in kept]
 
     def _left_out(self, failures: list, n_images: int) -> None:

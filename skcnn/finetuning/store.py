@@ -55,8 +55,9 @@ from ..preprocessing import DECODE_MARGINS, Preprocessing
 SEGMENT_BYTES = 256 * 2**20
 #: Share of the memory available when ``fit`` starts that
 #: ``memory_limit="auto"`` lets the crops take: the rest is for the
-#: network's training state (about 1.5 GB for EfficientNet-Lite0 at 224 px,
-#: batch 32) and for everything else on the machine.
+#: network's training state (a fit of EfficientNet-Lite0 at 224 px, batch
+#: 16, peaked 1.8 GB above its start: benchmarks/RESULTS.md) and for
+#: everything else on the machine.
 AUTO_MEMORY_SHARE = 0.25
 #: Batches read ahead of the one training consumes.
 READ_AHEAD = 2
