@@ -6,9 +6,11 @@
 Writes ``--n`` JPEG files (crops of ten of scikit-image's photos, 160 px,
 one class per photo) once, then fits ``CNNClassifier(unfreeze="all",
 max_epochs=1, batch_size=16)`` on paths to the first N of them, each run in
-a fresh process. A run is ``N:INPUT_SIZE:STORE``: ``memory`` keeps the
-decoded crops in memory (``memory_limit="auto"``), ``files`` writes them to
-files (``memory_limit=0``) and reads every batch back. Per run: the peak
+a fresh process. A run is ``N:INPUT_SIZE:STORE[:EPOCHS]``: ``memory`` keeps
+the decoded crops in memory (``memory_limit="auto"``), ``files`` writes them
+to files (``memory_limit=0``) and reads every batch back; ``EPOCHS``
+(default 1; none stops early) trains a small set for as many steps as a
+large one, which tells growth with N from growth with training time. Per run: the peak
 resident memory of ``fit`` above the process's before it (the kernel's
 ``VmHWM``, reset just before ``fit``), per image, and the epoch's training
 images per second. Ratios are of runs in this one invocation.
@@ -37,6 +39,7 @@ DEFAULT_RUNS = [
     "5000:128:memory",
     "1000:224:files",
     "5000:224:files",
+    "1000:128:files:20",
 ]
 
 
@@ -69,7 +72,7 @@ def _status_mib(field: str) -> float:
         return int(next(line for line in f if line.startswith(field)).split()[1]) / 1024
 
 
-def child(folder: str, n: int, input_size: int, store: str, store_dir: str) -> dict:
+def child(folder: str, n: int, input_size: int, store: str, epochs: int, store_dir: str) -> dict:
     """One fit in this process: peak memory above the start and the epoch's speed."""
     import gc
 
@@ -77,7 +80,8 @@ def child(folder: str, n: int, input_size: int, store: str, store_dir: str) -> d
 
     paths, labels = make_jpegs(Path(folder), n)
     model = CNNClassifier(
-        input_size=input_size, unfreeze="all", max_epochs=1, batch_size=16, random_state=0, progress=False,
+        input_size=input_size, unfreeze="all", max_epochs=epochs, batch_size=16, random_state=0, progress=False,
+        n_iter_no_change=epochs + 1,  # every epoch runs
         memory_limit="auto" if store == "memory" else 0, store_dir=store_dir,
     )  # fmt: skip
     gc.collect()
@@ -92,6 +96,7 @@ def child(folder: str, n: int, input_size: int, store: str, store_dir: str) -> d
         "n": n,
         "input_size": input_size,
         "store": store,
+        "epochs": epochs,
         "peak_mib": peak,
         "crops_mib": n * 3 * input_size**2 / 2**20,
         "train_img_per_s": n_train / epoch["seconds"],
@@ -100,40 +105,41 @@ def child(folder: str, n: int, input_size: int, store: str, store_dir: str) -> d
 
 
 def run(spec: str, folder: Path) -> dict:
-    n, input_size, store = spec.split(":")
+    n, input_size, store, epochs = (spec + ":1").split(":")[:4]
     with tempfile.TemporaryDirectory(prefix="skcnn-bench-store-") as store_dir:
-        command = [sys.executable, __file__, "--child", str(folder), n, input_size, store, store_dir]
+        command = [sys.executable, __file__, "--child", str(folder), n, input_size, store, epochs, store_dir]
         out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", nargs="+", default=DEFAULT_RUNS, help="N:INPUT_SIZE:memory|files")
+    parser.add_argument("--runs", nargs="+", default=DEFAULT_RUNS, help="N:INPUT_SIZE:memory|files[:EPOCHS]")
     parser.add_argument("--folder", type=Path, default=Path(tempfile.gettempdir()) / "skcnn-bench-jpegs")
-    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        folder, n, input_size, store, store_dir = args.child
-        print(json.dumps(child(folder, int(n), int(input_size), store, store_dir)))
+        folder, n, input_size, store, epochs, store_dir = args.child
+        print(json.dumps(child(folder, int(n), int(input_size), store, int(epochs), store_dir)))
         return
     print(f"machine: {cpu_name()}, {os.cpu_count()} cores\ndate: {datetime.date.today()}")
     args.folder.mkdir(parents=True, exist_ok=True)
     make_jpegs(args.folder, max(int(spec.split(":")[0]) for spec in args.runs))
     results = []
-    print("| images | input | crops | crops MiB | peak of fit MiB | peak per image kB | train img/s |")
-    print("| ---: | ---: | --- | ---: | ---: | ---: | ---: |")
+    print("| images | input | crops | epochs | crops MiB | peak of fit MiB | peak per image kB | train img/s |")
+    print("| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |")
     for spec in args.runs:
         r = run(spec, args.folder)
         results.append(r)
         print(
-            f"| {r['n']:,} | {r['input_size']} | {r['store']} | {r['crops_mib']:.0f} | {r['peak_mib']:.0f} | "
-            f"{r['peak_mib'] * 1024 / r['n']:.1f} | {r['train_img_per_s']:.1f} |",
+            f"| {r['n']:,} | {r['input_size']} | {r['store']} | {r['epochs']} | {r['crops_mib']:.0f} | "
+            f"{r['peak_mib']:.0f} | {r['peak_mib'] * 1024 / r['n']:.1f} | {r['train_img_per_s']:.1f} |",
             flush=True,
         )
-    by = {(r["n"], r["input_size"], r["store"]): r for r in results}
+    by = {(r["n"], r["input_size"], r["store"]): r for r in results if r["epochs"] == 1}
     for size in sorted({r["input_size"] for r in results}):
-        files = sorted((r for r in results if r["input_size"] == size and r["store"] == "files"), key=lambda r: r["n"])
+        files = [r for r in results if r["input_size"] == size and r["store"] == "files" and r["epochs"] == 1]
+        files = sorted(files, key=lambda r: r["n"])
         if len(files) > 1:
             first, last = files[0], files[-1]
             print(
@@ -146,6 +152,13 @@ def main() -> None:
             if s == size and store == "memory" and (n, s, "files") in by:
                 ratio = by[(n, s, "files")]["train_img_per_s"] / r["train_img_per_s"]
                 print(f"{size} px, {n:,} images: train img/s from files / in memory = {ratio:.3f}")
+    for long in (r for r in results if r["epochs"] > 1):
+        for r in results:
+            if r["epochs"] == 1 and r["n"] == long["n"] * long["epochs"] and r["input_size"] == long["input_size"]:
+                print(
+                    f"{r['n']:,} images x 1 epoch / {long['n']:,} x {long['epochs']} epochs (as many steps): "
+                    f"peak {r['peak_mib'] / long['peak_mib']:.3f}"
+                )
 
 
 if __name__ == "__main__":

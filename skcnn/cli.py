@@ -1,4 +1,5 @@
-"""The ``skcnn`` command: ``demo``, ``layers``, ``extract``, ``finetune``, ``predict`` and ``cache``."""
+"""The ``skcnn`` command: ``demo``, ``layers``, ``extract``, ``finetune``, ``predict``, ``export``,
+``inspect`` and ``cache``."""
 
 from __future__ import annotations
 
@@ -6,13 +7,18 @@ import argparse
 import os
 import sys
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from .cache import CacheError, CodeCache
 from .images import BadImagesError
 from .options import CHOICES, DEFAULTS, FINETUNING, PATHS_PER_TASK, PENULTIMATE, parameter_names
+
+#: Images per call of an ONNX model in ``skcnn predict`` (a step of its progress bar).
+PREDICT_CHUNK = 64
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -269,13 +275,58 @@ def _memory_limit(text: str) -> int | str:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    import joblib
-
-    model = joblib.load(args.model)  # a pickle runs code when loaded: only load models you trust
     paths = image_files(args.images)
-    proba = model.predict_proba(paths)
+    if Path(args.model).suffix == ".onnx":  # torch-free: ONNX Runtime, decoded as the fitted model did
+        from .serving import OnnxImageClassifier
+
+        model = OnnxImageClassifier(args.model)
+        proba = np.concatenate(
+            [model.decision_function(paths[start : start + PREDICT_CHUNK]) for start in _progress(paths)]
+        )
+    else:
+        import joblib
+
+        model = joblib.load(args.model)  # a pickle runs code when loaded: only load models you trust
+        proba = model.predict_proba(paths)
     for path, row in zip(paths, proba, strict=True):
         print(f"{os.fspath(path)}\t{model.classes_[row.argmax()]}\t{row.max():.3f}")
+    return 0
+
+
+def _progress(paths: list) -> Iterable[int]:
+    """Chunk starts, with a progress bar on stderr for long lists."""
+    starts = range(0, len(paths), PREDICT_CHUNK)
+    if len(paths) <= PREDICT_CHUNK:
+        return starts
+    from tqdm import tqdm
+
+    return tqdm(starts, unit="chunk", desc=f"{len(paths)} images", file=sys.stderr)
+
+
+def _export(args: argparse.Namespace) -> int:
+    import joblib
+
+    from .export import to_onnx
+
+    model = joblib.load(args.model)  # a pickle runs code when loaded: only load models you trust
+    path = to_onnx(model, args.out)
+    print(f"{os.fspath(path)}: {path.stat().st_size / 2**20:.1f} MiB; predict with `skcnn predict {path} FILES`")
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    import joblib
+
+    from .inspection.report import write_report
+
+    model = joblib.load(args.model)  # a pickle runs code when loaded: only load models you trust
+    paths, labels = labelled_images(args.folder, "folder")
+    test = None if args.test is None else image_files([args.test])
+    summary, failed = write_report(model, paths, labels, args.out, test_images=test, cv=args.cv, k=args.top)
+    print(f"{len(paths)} images, {len(set(labels))} classes, model {os.fspath(args.model)}:")
+    print("\n".join(summary))
+    if failed:
+        print(f"left out {len(failed)} file(s) that could not be used: {_listed(failed)}")
     return 0
 
 
@@ -427,10 +478,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip (default): files that cannot be used are left out and named",
     )  # fmt: skip
     finetune.set_defaults(run=_finetune)
-    predict = commands.add_parser("predict", help="classify image files with a model from `skcnn finetune`")
-    predict.add_argument("model", help="the model file (only load models you trust: it is a pickle)")
+    predict = commands.add_parser(
+        "predict", help="classify image files with a fitted model (a pickle) or an exported .onnx (without torch)"
+    )
+    predict.add_argument("model", help="a .onnx file from `skcnn export`, or a pickle (only load those you trust)")
     predict.add_argument("images", nargs="+", help="image files and/or folders")
     predict.set_defaults(run=_predict)
+    export = commands.add_parser("export", help="write a fitted model (a pickle) as one ONNX file (skcnn.export)")
+    export.add_argument("model", help="the fitted model file (a pickle: only load models you trust)")
+    export.add_argument("out", help="the .onnx file to write")
+    export.set_defaults(run=_export)
+    inspect = commands.add_parser(
+        "inspect", help="where a fitted model fails on FOLDER/<class>/<images>: top losses, label errors, duplicates"
+    )
+    inspect.add_argument("model", help="the fitted model file (a pickle: only load models you trust)")
+    inspect.add_argument("folder", help="one subfolder of images per class")
+    inspect.add_argument("--out", required=True, help="the report folder to write")
+    inspect.add_argument("--test", default=None, help="a folder of test images: report those with a copy in FOLDER")
+    inspect.add_argument("--cv", type=int, default=5, help="folds of the out-of-fold label check")
+    inspect.add_argument("--top", type=int, default=16, help="images in top_losses.png")
+    inspect.set_defaults(run=_inspect)
 
     cache_parser = commands.add_parser("cache", help="look after a code cache file")
     cache_commands = cache_parser.add_subparsers(dest="cache_command", required=True)

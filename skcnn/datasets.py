@@ -6,6 +6,10 @@
   share a pixel.
 - **Unlike ImageNet**: scikit-learn's 8 x 8 handwritten digits (1,797
   scans), split by class into disjoint training and test images.
+- **Planted faults**, for checking :mod:`skcnn.inspection`: crops of
+  scikit-image's photos and near copies of them (re-encoded, resized,
+  cropped), and texture patches beside flat grey (the evidence in one
+  half).
 """
 
 from __future__ import annotations
@@ -13,6 +17,12 @@ from __future__ import annotations
 import numpy as np
 
 TEXTURES = ("brick", "grass", "gravel")
+#: scikit-image's photos (colour and gray) that :func:`load_photo_crops` cuts.
+PHOTOS = ("astronaut", "coffee", "rocket", "camera", "coins", "immunohistochemistry", "chelsea", "page",
+          "retina", "hubble_deep_field", "moon", "brick", "grass", "gravel")  # fmt: skip
+#: Crops whose pixel standard deviation is below this are flat (empty sky, a black border) and
+#: left out by :func:`load_photo_crops`: such crops are copies of each other in truth.
+FLAT_STD = 20.0
 #: Training images per digit at most, leaving every digit a few test images
 #: (the rarest digit has 174 scans).
 DIGITS_MAX_PER_CLASS = 170
@@ -126,3 +136,114 @@ def load_digit_images(
         rows = np.concatenate([rest[digits.target[rest] == digit][:test_per_class] for digit in range(10)])
     images = np.round(digits.images[rows] * (255 / 16)).astype(np.uint8)
     return images, digits.target[rows]
+
+
+def load_photo_crops(side: int = 160, *, offset: int = 0, photos=PHOTOS) -> tuple[list[np.ndarray], np.ndarray]:
+    """Non-overlapping square crops of scikit-image's photos: different pictures, some of one scene.
+
+    Parameters
+    ----------
+    side : int, default=160
+        Side of the crops, in pixels.
+    offset : int, default=0
+        Where the grid of crops starts, from the top left corner of each photo.
+    photos : sequence of str, default=PHOTOS
+        Names of ``skimage.data`` photos.
+
+    Returns
+    -------
+    crops : list of ndarray of shape (side, side, 3), uint8
+        RGB crops (gray photos repeated over three channels), flat ones
+        (pixel standard deviation under :data:`FLAT_STD`) left out.
+    photo : ndarray of shape (n_crops,), str
+        The photo each crop comes from.
+
+    Examples
+    --------
+    >>> from skcnn.datasets import load_photo_crops
+    >>> crops, photo = load_photo_crops(128, photos=["astronaut"])
+    >>> len(crops), crops[0].shape, str(photo[0])
+    (16, (128, 128, 3), 'astronaut')
+    """
+    from skimage import data
+
+    crops, names = [], []
+    for name in photos:
+        image = getattr(data, name)()
+        image = np.stack([image] * 3, axis=2) if image.ndim == 2 else image[..., :3]
+        for top in range(offset, image.shape[0] - side + 1, side):
+            for left in range(offset, image.shape[1] - side + 1, side):
+                crop = image[top : top + side, left : left + side]
+                if crop.std() >= FLAT_STD:
+                    crops.append(np.ascontiguousarray(crop))
+                    names.append(name)
+    return crops, np.asarray(names)
+
+
+def near_copies(image: np.ndarray, random_state: int | np.random.Generator = 0) -> list[np.ndarray]:
+    """Three near copies of an RGB image: re-encoded as JPEG at quality 70, resized 0.8x, and cropped
+    by up to 10% of each side (at random, where ``random_state`` says).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skcnn.datasets import near_copies
+    >>> [copy.shape for copy in near_copies(np.zeros((100, 100, 3), np.uint8))]
+    [(100, 100, 3), (80, 80, 3), (91, 93, 3)]
+    """
+    import io
+
+    from PIL import Image
+
+    rng = np.random.default_rng(random_state)
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, "JPEG", quality=70)
+    h, w = image.shape[:2]
+    resized = Image.fromarray(image).resize((int(w * 0.8), int(h * 0.8)), Image.BICUBIC)
+    ch, cw = h - int(rng.integers(0, h // 10 + 1)), w - int(rng.integers(0, w // 10 + 1))
+    top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+    return [
+        np.asarray(Image.open(buffer).convert("RGB")),
+        np.asarray(resized),
+        np.ascontiguousarray(image[top : top + ch, left : left + cw]),
+    ]
+
+
+def load_half_textures(
+    n_per_class: int = 20, *, size: int = 128, random_state: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gray images with a texture patch in one half (left or right at random) and flat grey in the other.
+
+    Parameters
+    ----------
+    n_per_class : int, default=20
+        Images per texture (brick, grass, gravel).
+    size : int, default=128
+        Side of the square images (even, at most 256).
+    random_state : int, default=0
+        Seed of the patches and of the sides.
+
+    Returns
+    -------
+    images : ndarray of shape (3 * n_per_class, size, size), uint8
+    labels : ndarray of shape (3 * n_per_class,), str
+        The texture.
+    sides : ndarray of shape (3 * n_per_class,), int
+        0 where the texture is in the left half, 1 in the right.
+
+    Examples
+    --------
+    >>> from skcnn.datasets import load_half_textures
+    >>> images, labels, sides = load_half_textures(2, size=64)
+    >>> images.shape, int(images[0, :, 32 * (1 - sides[0]):][:, :32].std())
+    ((6, 64, 64), 0)
+    """
+    if size % 2 or not 0 < size <= 256:
+        raise ValueError(f"size must be even and in [2, 256]; got {size}.")
+    patches, labels = load_texture_patches(n_per_class=n_per_class, patch_size=size, random_state=random_state)
+    sides = np.random.default_rng(random_state).integers(0, 2, len(patches))
+    half = size // 2
+    images = np.full_like(patches, 128)
+    for image, patch, side in zip(images, patches, sides, strict=True):
+        image[:, half * side : half * side + half] = patch[:, half // 2 : half // 2 + half]
+    return images, labels, sides

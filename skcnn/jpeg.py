@@ -24,9 +24,15 @@ offers too, so both decoders agree wherever a file falls back.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
-import simplejpeg
 from PIL import Image
+
+try:  # optional where only Pillow is installed (skcnn.serving): Pillow decodes the same pixels
+    import simplejpeg
+except ImportError:  # pragma: no cover - installed with skcnn
+    simplejpeg = None
 
 #: Pillow's names of the formats that are JPEG streams (MPO: the multi-picture
 #: JPEGs of some phones and 3D cameras; its first picture is the photo).
@@ -52,6 +58,12 @@ def dct_scale(size: tuple[int, int], min_side: int | None) -> int:
     return next((scale for scale in DCT_SCALES if shorter // scale >= max(min_side, 1)), 1)
 
 
+def min_decoded_side(resize_size: int, margin: float | None) -> int | None:
+    """The smallest shorter side a JPEG may be DCT-scaled to: ``margin`` times the resize
+    target (None: never scaled)."""
+    return None if margin is None else math.ceil(margin * resize_size)
+
+
 def scaled_size(size: tuple[int, int], scale: int) -> tuple[int, int]:
     """(width, height) of an image decoded at 1/``scale``: libjpeg rounds up."""
     return -(-size[0] // scale), -(-size[1] // scale)
@@ -65,7 +77,7 @@ def decode(data: bytes, header: Image.Image, scale: int = 1) -> np.ndarray | Non
     docstring): decode with Pillow then.
     """
     colorspace = _COLORSPACES.get(header.mode)
-    if colorspace is None:
+    if colorspace is None or simplejpeg is None:
         return None
     width, height = scaled_size(header.size, scale)
     try:

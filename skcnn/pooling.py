@@ -63,14 +63,21 @@ def to_codes(activation: torch.Tensor, pooling: str, relu: bool) -> torch.Tensor
     The result never shares memory with ``activation``: a later in-place
     layer (AlexNet's and VGG's ReLUs) cannot change codes already taken.
     """
+    codes = pooled(activation, pooling, relu)
+    if codes.data_ptr() == activation.data_ptr():
+        codes = codes.clone()
+    return codes
+
+
+def pooled(activation: torch.Tensor, pooling: str, relu: bool) -> torch.Tensor:
+    """:func:`to_codes` as tensor operations only, which may share memory with ``activation``
+    (what an exported graph computes, where there is no memory to share)."""
     codes = activation.clamp_min(0) if relu else activation
     if codes.ndim == 4:
         codes = _pool_map(codes, pooling)
     elif codes.ndim == 3:
         codes = _pool_tokens(codes, pooling)
-    if codes.data_ptr() == activation.data_ptr():
-        codes = codes.clone()
-    return codes.reshape(len(codes), -1)
+    return codes.flatten(1)
 
 
 def _pool_map(maps: torch.Tensor, pooling: str) -> torch.Tensor:

@@ -23,6 +23,8 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
+from . import jpeg
+
 
 @dataclass(frozen=True)
 class Preprocessing:
@@ -58,6 +60,17 @@ class Preprocessing:
         resize = max(crop) * self.resize_size // max(self.crop_size)
         return replace(self, crop_size=(int(crop[0]), int(crop[1])), resize_size=int(resize))
 
+    @classmethod
+    def from_dict(cls, recipe: dict) -> Preprocessing:
+        """The recipe :meth:`as_dict` describes (a fitted model's ``preprocessing_``)."""
+        return cls(
+            crop_size=(int(recipe["crop_size"][0]), int(recipe["crop_size"][1])),
+            resize_size=int(recipe["resize_size"]),
+            mean=tuple(float(x) for x in recipe["mean"]),
+            std=tuple(float(x) for x in recipe["std"]),
+            interpolation=InterpolationMode(recipe["interpolation"]),
+        )
+
     def as_dict(self) -> dict:
         """Plain-data description (for fitted attributes, logs and cache keys)."""
         return {
@@ -76,8 +89,7 @@ class Preprocessing:
         where the codes move by about as much as rounding to uint8 moves them
         (``benchmarks/RESULTS.md``, "Phone photos").
         """
-        margin = DECODE_MARGINS[decode]
-        return None if margin is None else math.ceil(margin * self.resize_size)
+        return jpeg.min_decoded_side(self.resize_size, DECODE_MARGINS[decode])
 
     def crop(self, pixels: np.ndarray) -> torch.Tensor:
         """Resize and centre-crop ``(H, W, C)`` pixels to a ``(C, h, w)`` tensor of their dtype."""

@@ -488,3 +488,18 @@ def test_validation_accuracy_is_weighted():
     validation = training.Examples(images, targets, torch.tensor([1.0, 1.0, 1.0, 3.0]))
     assert training._accuracy(Constant(), validation, recipe, plan) == 0.5
     assert training._accuracy(Constant(), validation._replace(weights=None), recipe, plan) == 0.75
+
+
+def test_the_probe_that_starts_fine_tuning_takes_a_stratified_draw_of_large_sets(patches, monkeypatch):
+    from skcnn.finetuning import classifier
+
+    X, y, _, _ = patches
+    seen = []
+    probe = classifier._probe
+    monkeypatch.setattr(
+        classifier, "_probe", lambda codes, targets, weights: seen.append(targets) or probe(codes, targets, weights)
+    )
+    monkeypatch.setattr(classifier, "PROBE_MAX_IMAGES", 12)
+    model = CNNClassifier(**SMALL, max_epochs=1, unfreeze="blocks.6", early_stopping=False).fit(X, y)
+    assert len(seen[0]) == 12 and np.bincount(seen[0]).tolist() == [4, 4, 4]
+    assert len(model.history_) == 1  # training itself took every image

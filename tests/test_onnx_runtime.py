@@ -134,11 +134,12 @@ def test_the_export_is_kept_and_a_damaged_file_exported_again(images, monkeypatc
     np.testing.assert_array_equal(codes, reference)
 
 
-def test_a_network_that_does_not_export_runs_on_torch_with_one_warning(images, monkeypatch):
+def test_a_network_that_does_not_export_runs_on_torch_with_one_warning(images, monkeypatch, tmp_path):
     def unsupported(*args, **kwargs):
         raise RuntimeError("Unsupported operator: aten::my_custom_op")
 
     monkeypatch.setattr(torch.onnx, "export", unsupported)
+    monkeypatch.setenv(onnx_runtime.CACHE_DIR_ENV, str(tmp_path))  # no export kept from an earlier test
     clear_networks()
     params = dict(FP32, layer="blocks.5")
     transformer = CNNFeatureTransformer(runtime="onnxruntime", **params).fit(images)

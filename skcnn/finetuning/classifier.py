@@ -44,6 +44,13 @@ PROBE_C = 1.0
 #: Folds of the inner cross-validation that tunes the probe's ``C`` (as many
 #: as the smallest class allows, at most this).
 PROBE_INNER_CV = 3
+#: Training images the probe that starts a fine-tuned head is fit on at most
+#: (a stratified draw beyond): it only starts the head, and its codes and the
+#: logistic regression's copies of them (about 25 kB per image at 1,280
+#: codes) would otherwise grow with the training set, past the training
+#: state itself from about 25,000 images (benchmarks/RESULTS.md, "Fine-tuning
+#: at scale"). The head-only model, which is the probe, takes every image.
+PROBE_MAX_IMAGES = 10_000
 #: Folds of the layer search behind ``layer="auto"`` with the head alone.
 LAYER_SEARCH_CV = 3
 #: Parameters that change how a fit runs, not what it computes: a checkpoint resumes across them.
@@ -351,9 +358,15 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         data = examples.subset(train)
         validation = None if val is None else examples.subset(val)
         model = self._tapped(backbone, network_head)
-        # The probe sees the training split only: the validation split judges the epochs.
-        codes = self._probe_codes(model, recipe, [images[i] for i in train.tolist()], data.images)
-        model.head = self._probe_head(codes, data.targets, None if data.weights is None else data.weights.numpy())
+        # The probe sees the training split only: the validation split judges the epochs. Its codes
+        # are dropped once it is fit (not held through training).
+        probed = _probe_rows(data.targets.numpy(), PROBE_MAX_IMAGES, seed)
+        sample = data.subset(torch.as_tensor(probed))
+        model.head = self._probe_head(
+            self._probe_codes(model, recipe, [images[i] for i in train[probed].tolist()], sample.images),
+            sample.targets,
+            None if sample.weights is None else sample.weights.numpy(),
+        )
         model = model.to(backbone.device)
         plan = self._plan(backbone.device, seed, examples)
         with torch.random.fork_rng(devices=[]):
@@ -565,6 +578,17 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             self._network = model.to(backbones.resolve_device(self.device)).eval()
         return self._network
 
+    @property
+    def module_(self) -> TappedClassifier:
+        """The fitted network in evaluation mode: the tapped backbone and its linear ``head``.
+
+        Rebuilt from ``state_dict_`` on first use after unpickling. Its
+        ``codes`` are the ReLU'd, average-pooled activations of
+        ``strategy_["layer"]``; the logits are ``head(codes)``.
+        """
+        check_is_fitted(self)
+        return self._model()
+
     def to_transformer(self, path, **params) -> CNNFeatureTransformer:
         """A :class:`~skcnn.CNNFeatureTransformer` whose network is the fine-tuned one.
 
@@ -725,6 +749,18 @@ def _probe(codes: np.ndarray, targets: np.ndarray, weights: np.ndarray | None) -
     linear.fit(scaler.fit(codes, **fit_params).transform(codes), targets, **fit_params)
     weight = linear.coef_ / scaler.scale_  # w . (x - mean) / scale == (w / scale) . x - (w / scale) . mean
     return weight, linear.intercept_ - weight @ scaler.mean_
+
+
+def _probe_rows(targets: np.ndarray, limit: int, seed: int) -> np.ndarray:
+    """All rows within ``limit``; beyond, a seeded draw of each class in proportion (one at least)."""
+    if len(targets) <= limit:
+        return np.arange(len(targets))
+    rng = np.random.default_rng(seed)
+    rows = []
+    for label in np.unique(targets):
+        members = np.flatnonzero(targets == label)
+        rows.append(rng.permutation(members)[: max(1, round(limit * len(members) / len(targets)))])
+    return np.sort(np.concatenate(rows))
 
 
 def _rows(weights: np.ndarray | None, rows: np.ndarray) -> np.ndarray | None:

@@ -1,0 +1,304 @@
+"""One ONNX file for a fitted model: uint8 crops in; labels and probabilities, or codes, out.
+
+The network part is skcnn's own: the frozen (or fine-tuned) network cut
+after its taps (:func:`skcnn.compiled.tapped_graph`), with the
+normalisation before it and ReLU and pooling after it, exported by torch.
+The scikit-learn steps after a :class:`~skcnn.CNNFeatureTransformer` are
+converted by ``skl2onnx`` and joined to it into one graph
+(:func:`onnx.compose.merge_models`). What a predictor needs besides the
+graph (the classes, the resize and crop, the decoding rule, skcnn's
+version) is in the file's metadata, read by :mod:`skcnn.serving` without
+torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.pipeline import Pipeline
+from sklearn.utils.validation import check_is_fitted
+from torch import nn
+
+from . import __version__
+from .compiled import tapped_graph
+from .finetuning.classifier import CNNClassifier
+from .pooling import pooled
+from .preprocessing import DECODE_MARGINS, Preprocessing
+from .transformer import CNNFeatureTransformer
+
+#: ONNX opset of the whole graph (torch's exporter and skl2onnx's converters), and of its ML domain.
+OPSET, ML_OPSET = 18, 3
+#: The graph's input: uint8 RGB crops at the network's input size, channels last.
+INPUT_NAME, INPUT_LAYOUT = "images", "NHWC uint8 RGB"
+#: Metadata keys of the file (values are JSON).
+METADATA_KEY = "skcnn"
+
+
+def to_onnx(model, path) -> Path:
+    """Write a fitted model as one ONNX file that predicts from uint8 image crops.
+
+    Parameters
+    ----------
+    model : CNNClassifier, Pipeline or CNNFeatureTransformer
+        A fitted :class:`~skcnn.CNNClassifier`; a fitted scikit-learn
+        pipeline whose first step is a :class:`~skcnn.CNNFeatureTransformer`
+        (one backbone or several sharing one resize and crop), followed by
+        steps ``skl2onnx`` converts (``StandardScaler``, ``PCA``,
+        ``LogisticRegression``, ``LinearSVC``, ``SVC``, ``RidgeClassifier``,
+        ``GaussianNB``, ...); or a lone transformer (codes out).
+    path : str or path
+        The ``.onnx`` file to write (written under a temporary name, then
+        renamed).
+
+    Returns
+    -------
+    path : Path
+
+    Notes
+    -----
+    The graph's input ``images`` is ``(N, h, w, 3)`` uint8 at the network's
+    input size (the centre crop of the resized image); it normalises
+    inside. A classifier's outputs are ``label`` and ``probabilities``
+    (decision scores where the classifier has no ``predict_proba``, as
+    scikit-learn's ``LinearSVC``: the metadata says which); a transformer's
+    is ``codes``. :class:`skcnn.serving.OnnxImageClassifier` decodes and
+    crops images as the fitted model does and runs the file without torch.
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from skcnn import CNNFeatureTransformer
+    >>> from skcnn.datasets import load_texture_patches
+    >>> from skcnn.export import to_onnx
+    >>> from skcnn.serving import OnnxImageClassifier
+    >>> X, y = load_texture_patches(n_per_class=5, patch_size=64)
+    >>> model = make_pipeline(CNNFeatureTransformer(input_size=64, progress=False), LogisticRegression())
+    >>> path = to_onnx(model.fit(X, y), os.path.join(tempfile.mkdtemp(), "model.onnx"))
+    >>> served = OnnxImageClassifier(path)
+    >>> served.classes_.tolist(), bool((served.predict(X) == model.predict(X)).all())
+    (['brick', 'grass', 'gravel'], True)
+    """
+    import onnx
+
+    check_is_fitted(model)
+    if isinstance(model, CNNClassifier):
+        graph, recipe, meta = _classifier_graph(model)
+    elif isinstance(model, CNNFeatureTransformer):
+        graph, recipe = _codes_graph(model)
+        meta = {"kind": "transformer", "outputs": ["codes"], "n_features": int(model.n_features_out_)}
+    elif isinstance(model, Pipeline) and isinstance(model.steps[0][1], CNNFeatureTransformer):
+        steps, meta = _sklearn_steps(model)  # first: it is quick, and says at once what cannot convert
+        graph, recipe = _codes_graph(model[0])
+        graph = _joined(graph, steps)
+    else:
+        raise TypeError(
+            "to_onnx takes a fitted CNNClassifier, a fitted Pipeline whose first step is a CNNFeatureTransformer, "
+            f"or a fitted CNNFeatureTransformer; got {type(model).__name__}."
+        )
+    decoding = model[0] if isinstance(model, Pipeline) else model  # whose decode parameter applies
+    meta.update(
+        {
+            "skcnn_version": __version__,
+            "input": {"name": INPUT_NAME, "layout": INPUT_LAYOUT, "size": list(recipe.crop_size)},
+            "preprocessing": {**recipe.as_dict(), "jpeg_dct_margin": DECODE_MARGINS[decoding.decode]},
+        }
+    )
+    onnx.helper.set_model_props(graph, {METADATA_KEY: json.dumps(meta)})
+    onnx.checker.check_model(graph)
+    return _saved(graph, Path(path))
+
+
+class _Normalised(nn.Module):
+    """uint8 ``(N, h, w, 3)`` crops -> the normalised float ``(N, 3, h, w)`` batch of one recipe."""
+
+    def __init__(self, recipe: Preprocessing):
+        super().__init__()
+        std = torch.tensor(recipe.std, dtype=torch.float32).reshape(1, 3, 1, 1)
+        mean = torch.tensor(recipe.mean, dtype=torch.float32).reshape(1, 3, 1, 1)
+        self.register_buffer("scale", 1.0 / (255.0 * std))
+        self.register_buffer("shift", -mean / std)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return images.permute(0, 3, 1, 2).float() * self.scale + self.shift
+
+
+class _Codes(nn.Module):
+    """Each backbone's network, normalised input to pooled taps, its codes side by side."""
+
+    def __init__(self, parts: list[tuple[Preprocessing, nn.Module, tuple[str, ...], str, bool]]):
+        super().__init__()
+        self.normalised = nn.ModuleList([_Normalised(recipe) for recipe, *_ in parts])
+        self.tapped = nn.ModuleList([graph for _, graph, *_ in parts])
+        self.plans = [(layers, pooling, relu) for *_, layers, pooling, relu in parts]
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        blocks = []
+        for normalised, tapped, (layers, pooling, relu) in zip(self.normalised, self.tapped, self.plans, strict=True):
+            taken = tapped(normalised(images))
+            blocks += [pooled(taken[layer], pooling, relu) for layer in layers]
+        return torch.cat(blocks, dim=1)
+
+
+class _Classifier(nn.Module):
+    """A fine-tuned network: normalised input, the tapped layer's codes, the head, softmax."""
+
+    def __init__(self, recipe: Preprocessing, tapped: nn.Module, layer: str, head: nn.Linear):
+        super().__init__()
+        self.normalised, self.tapped, self.layer, self.head = _Normalised(recipe), tapped, layer, head
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        codes = pooled(self.tapped(self.normalised(images))[self.layer], "avg", True)
+        return torch.softmax(self.head(codes), dim=1)
+
+
+def _codes_graph(transformer: CNNFeatureTransformer):
+    """The ONNX model of a fitted transformer's codes (input ``images``, output ``codes``), and its recipe."""
+    parts = transformer.parts_ if not isinstance(transformer.backbone, str) else [transformer]
+    described = []
+    for part in parts:
+        extractor = part.extractor_
+        backbone = extractor.load()
+        plan = extractor.plan
+        graph = tapped_graph(_copy_in_fp32(backbone.network), plan.layers, plan.head)
+        described.append((extractor.preprocessing(backbone), graph, plan.layers, plan.pooling, plan.relu))
+    recipes = {(r.crop_size, r.resize_size, r.interpolation) for r, *_ in described}
+    if len(recipes) > 1:
+        raise ValueError(
+            "to_onnx: the backbones resize or crop differently (one input cannot feed them all): "
+            f"{sorted(str(r) for r in recipes)}; give them one input_size and weights with one resize."
+        )
+    return _exported(_Codes(described), described[0][0], ["codes"]), described[0][0]
+
+
+def _classifier_graph(model: CNNClassifier):
+    """The ONNX model of a fitted CNNClassifier (``label`` and ``probabilities``), its recipe and metadata."""
+    module = model.module_
+    recipe = Preprocessing.from_dict(model.preprocessing_)
+    network = _copy_in_fp32(module.network)
+    tapped = tapped_graph(network, (module.layer,), module.network_head)
+    head = nn.Linear(module.head.in_features, module.head.out_features)
+    head.load_state_dict({k: v.detach().float().cpu() for k, v in module.head.state_dict().items()})
+    graph = _exported(_Classifier(recipe, tapped, module.layer, head), recipe, ["probabilities"])
+    graph = _with_labels(graph, model.classes_)
+    return graph, recipe, _classifier_meta(model.classes_, "probabilities")
+
+
+def _sklearn_steps(pipeline: Pipeline):
+    """``skl2onnx``'s ONNX model of the steps after the transformer (input ``codes``), and the metadata."""
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType
+
+    steps = pipeline[1:]
+    width = int(pipeline[0].n_features_out_)
+    classifier = steps.steps[-1][1]
+    # Probabilities as a plain (N, n_classes) tensor, not skl2onnx's default list of dicts; for a
+    # classifier without them, its decision function's scores (skl2onnx names them "probabilities").
+    options = {id(classifier): {"zipmap": False} if hasattr(steps, "predict_proba") else {"raw_scores": True}}
+    if not hasattr(classifier, "classes_"):
+        options = None
+    try:
+        converted = convert_sklearn(
+            steps, initial_types=[("codes", FloatTensorType([None, width]))], options=options,
+            target_opset={"": OPSET, "ai.onnx.ml": ML_OPSET},
+        )  # fmt: skip
+    except Exception as error:  # skl2onnx raises its own kinds for what it cannot convert
+        names = ", ".join(f"{name} ({type(step).__name__})" for name, step in steps.steps)
+        raise ValueError(
+            f"to_onnx: skl2onnx cannot convert the steps after the transformer [{names}]: {error} "
+            "It converts scikit-learn's scalers, decompositions and most classifiers (StandardScaler, PCA, "
+            "LogisticRegression, LinearSVC, SVC, RidgeClassifier, GaussianNB, ...)."
+        ) from error
+    if not hasattr(classifier, "classes_"):
+        return converted, {"kind": "transformer", "outputs": [output.name for output in converted.graph.output]}
+    scores = "probabilities" if hasattr(steps, "predict_proba") else "decision_function"
+    return converted, _classifier_meta(classifier.classes_, scores)
+
+
+def _joined(codes_graph, steps_graph):
+    """The codes graph feeding the steps' graph: one model."""
+    import onnx
+
+    steps_graph.ir_version = codes_graph.ir_version
+    return onnx.compose.merge_models(codes_graph, steps_graph, io_map=[("codes", "codes")])
+
+
+def _classifier_meta(classes, scores: str) -> dict:
+    classes = np.asarray(classes)
+    return {
+        "kind": "classifier",
+        "outputs": ["label", "probabilities"],
+        "scores": scores,
+        "classes": classes.tolist(),
+        "classes_dtype": classes.dtype.kind,
+    }
+
+
+def _with_labels(graph, classes):
+    """``label``: the class of the largest probability, appended to the graph."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    classes = np.asarray(classes)
+    values = classes.astype(object) if classes.dtype.kind in "US" else classes.astype(np.int64)
+    if classes.dtype.kind not in "USiu":
+        raise ValueError(f"to_onnx: classes must be strings or integers; got dtype {classes.dtype}.")
+    table = numpy_helper.from_array(np.asarray(values), name="skcnn_classes")
+    graph.graph.initializer.append(table)
+    graph.graph.node.extend(
+        [
+            helper.make_node("ArgMax", ["probabilities"], ["skcnn_best"], axis=1, keepdims=0),
+            helper.make_node("Gather", ["skcnn_classes", "skcnn_best"], ["label"], axis=0),
+        ]
+    )
+    kind = onnx.TensorProto.STRING if classes.dtype.kind in "US" else onnx.TensorProto.INT64
+    graph.graph.output.insert(0, helper.make_tensor_value_info("label", kind, [None]))
+    return graph
+
+
+def _copy_in_fp32(network: nn.Module) -> nn.Module:
+    import copy
+
+    return copy.deepcopy(network).float().cpu().eval()
+
+
+def _exported(module: nn.Module, recipe: Preprocessing, outputs: list[str]):
+    """``module`` exported by torch (a dynamic batch), loaded as an ONNX model."""
+    import onnx
+
+    example = torch.zeros(2, *recipe.crop_size, 3, dtype=torch.uint8)
+    with tempfile.TemporaryDirectory(prefix="skcnn-export-") as folder:
+        path = os.path.join(folder, "graph.onnx")
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # the exporter's progress and deprecation notes
+            torch.onnx.export(
+                module.eval(), (example,), path, input_names=[INPUT_NAME], output_names=outputs,
+                dynamic_shapes={"images": {0: torch.export.Dim("batch")}}, opset_version=OPSET,
+                dynamo=True, external_data=False, verbose=False,
+            )  # fmt: skip
+        return onnx.load(path)
+
+
+def _saved(graph, path: Path) -> Path:
+    import onnx
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        onnx.save(graph, temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+    return path
+
+
+__all__ = ["INPUT_NAME", "to_onnx"]

@@ -1,0 +1,168 @@
+"""The images a model is most wrong about, and those whose given label it doubts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.base import clone
+
+from .. import images as image_io
+from .models import Probabilities, check_model, image_path, note_failures, out_of_fold_probabilities, probabilities
+
+#: The columns of :func:`top_losses` (``path`` only where ``X`` holds paths).
+COLUMNS = ("position", "path", "label", "predicted", "probability", "loss")
+#: Smallest probability a loss is computed from (as :func:`sklearn.metrics.log_loss` clips).
+EPS = np.finfo(np.float64).eps
+
+
+def top_losses(model, X, y, *, cv=None) -> pd.DataFrame:
+    """Every image with the model's loss on its given label, worst first.
+
+    Parameters
+    ----------
+    model : CNNClassifier or Pipeline
+        A fitted :class:`~skcnn.CNNClassifier`, or a fitted scikit-learn
+        pipeline whose first step is a :class:`~skcnn.CNNFeatureTransformer`.
+        With ``cv``, an estimator of either kind, fitted or not: a clone of
+        it is fit on each training fold.
+    X : sequence of images
+        Paths, PIL images or arrays, as the model takes them.
+    y : array-like of shape (n_samples,)
+        The given labels.
+    cv : int, cross-validation generator, iterable or None, default=None
+        ``None`` scores ``X`` with the fitted model (a held-out set, or the
+        training set as the model fit it). Otherwise the losses are out of
+        fold (:func:`~sklearn.model_selection.cross_val_predict`), so that
+        the training set itself can be inspected. A pipeline's frozen codes
+        are computed once, not once per fold.
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        One row per usable image, the largest ``loss`` first: ``position``
+        (row in ``X``), ``path`` (where ``X`` holds paths), ``label``,
+        ``predicted``, ``probability`` (of the given label) and ``loss``
+        (its negative log). For a classifier without ``predict_proba``
+        (``LinearSVC``) the probabilities are the softmax of its decision
+        function: a ranking, not calibrated. Images that could not be used
+        are left out, named in a warning and in ``table.attrs["failed"]``.
+
+    See Also
+    --------
+    label_issues : The images whose label out-of-fold predictions doubt.
+    plot_top_losses : The first rows as an image grid.
+
+    Examples
+    --------
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from skcnn import CNNFeatureTransformer
+    >>> from skcnn.datasets import load_texture_patches
+    >>> from skcnn.inspection import top_losses
+    >>> X, y = load_texture_patches(n_per_class=8, patch_size=32)
+    >>> model = make_pipeline(CNNFeatureTransformer(input_size=64, progress=False), LogisticRegression())
+    >>> table = top_losses(model, X, y, cv=2)
+    >>> list(table.columns)
+    ['position', 'label', 'predicted', 'probability', 'loss']
+    >>> len(table), bool(table["loss"].is_monotonic_decreasing)
+    (24, True)
+    """
+    images, labels = _checked(X, y)
+    if cv is None:
+        result = probabilities(model, images)
+    else:
+        result = out_of_fold_probabilities(clone(model), images, labels, cv)
+    table = _table(images, labels, result)
+    return table.sort_values("loss", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def label_issues(estimator, X, y, *, cv=5, filter_by="prune_by_noise_rate") -> pd.DataFrame:
+    """The images whose given label the out-of-fold predictions most doubt, most doubtful first.
+
+    Confident learning (Northcutt et al., 2021) through ``cleanlab``'s
+    :func:`cleanlab.filter.find_label_issues`: out-of-fold probabilities
+    estimate how often each class is labelled as each other one, and the
+    images flagged are the least confident ones of those counts.
+
+    Parameters
+    ----------
+    estimator : CNNClassifier or Pipeline
+        As for :func:`top_losses` with ``cv``: a clone is fit on each fold.
+    X : sequence of images
+    y : array-like of shape (n_samples,)
+        The given labels.
+    cv : int, cross-validation generator or iterable, default=5
+        The folds of the out-of-fold probabilities.
+    filter_by : str, default="prune_by_noise_rate"
+        ``cleanlab``'s rule for flagging (its ``filter_by``).
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        The flagged images, lowest ``label_quality`` (the out-of-fold
+        probability of the given label) first, with the columns of
+        :func:`top_losses` and ``label_quality``.
+
+    Raises
+    ------
+    ImportError
+        When ``cleanlab`` is not installed (``pip install skcnn[inspection]``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from skcnn import CNNFeatureTransformer
+    >>> from skcnn.datasets import load_texture_patches
+    >>> from skcnn.inspection import label_issues
+    >>> X, y = load_texture_patches(n_per_class=10, patch_size=48)
+    >>> y[[0, 10]] = y[[20, 20]]  # two brick patches labelled as gravel
+    >>> model = make_pipeline(CNNFeatureTransformer(input_size=64, progress=False), LogisticRegression())
+    >>> issues = label_issues(model, X, y, cv=3)
+    >>> sorted(set(issues["position"].head(2).tolist()))
+    [0, 10]
+    """
+    try:
+        from cleanlab.filter import find_label_issues
+        from cleanlab.rank import get_label_quality_scores
+    except ImportError as error:
+        raise ImportError(
+            "label_issues finds label errors with cleanlab's confident learning: pip install cleanlab "
+            "(or skcnn[inspection])."
+        ) from error
+    check_model(estimator, "estimator")
+    images, labels = _checked(X, y)
+    result = out_of_fold_probabilities(clone(estimator), images, labels, cv)
+    table = _table(images, labels, result)
+    given = np.searchsorted(result.classes, table["label"].to_numpy())
+    proba = result.proba[table["position"].to_numpy()]
+    flagged = find_label_issues(given, proba, filter_by=filter_by, return_indices_ranked_by="self_confidence")
+    table["label_quality"] = get_label_quality_scores(given, proba, method="self_confidence")
+    return table.iloc[flagged].reset_index(drop=True)
+
+
+def _checked(X, y) -> tuple[list, np.ndarray]:
+    images = image_io.as_image_list(X)
+    labels = np.asarray(y)
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise ValueError(f"y must hold one label per image: X has {len(images)} images, y has shape {labels.shape}.")
+    return images, labels
+
+
+def _table(images: list, labels: np.ndarray, result: Probabilities) -> pd.DataFrame:
+    """One row per usable image: its given and predicted label and the loss on the given one."""
+    usable = np.flatnonzero(~np.isnan(result.proba).any(axis=1))
+    proba, given = result.proba[usable], labels[usable]
+    column = np.searchsorted(result.classes, given).clip(max=len(result.classes) - 1)
+    known = result.classes[column] == given  # a label the model never saw has probability 0
+    probability = np.where(known, proba[np.arange(len(usable)), column], 0.0)
+    table = pd.DataFrame({"position": usable})
+    if any(image_path(image) for image in images):
+        table["path"] = [image_path(images[i]) for i in usable]
+    table["label"] = given
+    table["predicted"] = result.classes[proba.argmax(axis=1)] if len(usable) else given
+    table["probability"] = probability
+    table["loss"] = -np.log(np.clip(probability, EPS, 1.0))
+    note_failures(table, result.failures, len(images), stacklevel=3)  # the caller of top_losses or label_issues
+    return table

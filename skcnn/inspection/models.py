@@ -1,0 +1,143 @@
+"""The models inspection reads, and their class probabilities per image.
+
+Two kinds of model: a :class:`~skcnn.CNNClassifier`, and a scikit-learn
+:class:`~sklearn.pipeline.Pipeline` whose first step is a
+:class:`~skcnn.CNNFeatureTransformer`. A pipeline's network is frozen, so
+out-of-fold probabilities compute each image's codes once and
+cross-validate the steps after it on them: the same predictions as
+cross-validating the whole pipeline, without running the network once per
+fold.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import NamedTuple
+
+import numpy as np
+from scipy.special import softmax
+from sklearn.base import clone
+from sklearn.model_selection import cross_val_predict
+from sklearn.pipeline import Pipeline
+from sklearn.utils.validation import check_is_fitted
+
+from .. import images as image_io
+from ..finetuning.classifier import CNNClassifier
+from ..transformer import CNNFeatureTransformer
+
+SUPPORTED = (
+    "a CNNClassifier, or a scikit-learn Pipeline whose first step is a CNNFeatureTransformer "
+    "(make_pipeline(CNNFeatureTransformer(...), ...))"
+)
+
+
+class Probabilities(NamedTuple):
+    """Class probabilities of the images that could be used; the others named."""
+
+    proba: np.ndarray  # (n_images, n_classes), NaN rows for the failures
+    classes: np.ndarray
+    failures: list[image_io.ImageFailure]
+
+
+def check_model(model, name: str = "model") -> None:
+    """``model`` is one of the kinds inspection reads, or a clear error."""
+    if isinstance(model, CNNClassifier):
+        return
+    if isinstance(model, Pipeline) and isinstance(model.steps[0][1], CNNFeatureTransformer):
+        if len(model.steps) < 2:
+            raise ValueError(f"{name} is a Pipeline of a CNNFeatureTransformer alone; it needs a classifier after it.")
+        return
+    raise TypeError(f"{name} must be {SUPPORTED}; got {type(model).__name__}.")
+
+
+def probabilities(model, images: list) -> Probabilities:
+    """A fitted model's class probabilities of ``images`` (softmax of the decision
+    function where the classifier has no ``predict_proba``)."""
+    check_model(model)
+    check_is_fitted(model)
+    if isinstance(model, CNNClassifier):
+        try:
+            return Probabilities(model.predict_proba(images), model.classes_, [])
+        except image_io.BadImagesError as error:  # the logits of the others are in the error
+            return Probabilities(softmax(error.codes.astype(np.float64), axis=1), model.classes_, error.failures)
+    codes, failures = _codes(model[0], images, fit=False)
+    steps = model[1:]
+    proba = _rows_of_usable(codes, len(steps.classes_), lambda X: _probabilities(steps, X))
+    return Probabilities(proba, steps.classes_, failures)
+
+
+def out_of_fold_probabilities(estimator, images: list, labels: np.ndarray, cv) -> Probabilities:
+    """Each image's class probabilities from a clone of ``estimator`` fit on the folds without it."""
+    check_model(estimator, "estimator")
+    classes = np.unique(labels)
+    if isinstance(estimator, CNNClassifier):
+        ok, failures = image_io.check_images(images, max_pixels=estimator.max_pixels)
+        usable = np.flatnonzero(ok)
+        proba = np.full((len(images), len(classes)), np.nan)
+        kept = [images[i] for i in usable]
+        proba[usable] = cross_val_predict(clone(estimator), kept, labels[usable], cv=cv, method="predict_proba")
+        return Probabilities(proba, classes, failures)
+    codes, failures = _codes(clone(estimator[0]), images, fit=True)
+    steps = clone(estimator[1:])
+    method = "predict_proba" if hasattr(steps, "predict_proba") else "decision_function"
+    usable = ~np.isnan(codes).any(axis=1)
+
+    def predict(X):
+        scores = cross_val_predict(steps, X, labels[usable], cv=cv, method=method)
+        return scores if method == "predict_proba" else _normalised(scores)
+
+    return Probabilities(_rows_of_usable(codes, len(classes), predict), classes, failures)
+
+
+def _rows_of_usable(codes: np.ndarray, n_classes: int, predict) -> np.ndarray:
+    """``predict`` of the rows of ``codes`` without NaN; NaN rows for the others."""
+    usable = np.flatnonzero(~np.isnan(codes).any(axis=1))
+    proba = np.full((len(codes), n_classes), np.nan)
+    if len(usable):
+        proba[usable] = predict(codes[usable])
+    return proba
+
+
+def _probabilities(steps, X: np.ndarray) -> np.ndarray:
+    if hasattr(steps, "predict_proba"):
+        return steps.predict_proba(X)
+    return _normalised(steps.decision_function(X))
+
+
+def _normalised(scores: np.ndarray) -> np.ndarray:
+    """Decision scores as probabilities: the softmax (for two classes, the logistic function of the
+    score), a ranking as the classifier sees it, not a calibrated probability."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim == 1:
+        scores = np.column_stack([np.zeros_like(scores), scores])
+    return softmax(scores, axis=1)
+
+
+def _codes(transformer: CNNFeatureTransformer, images: list, fit: bool) -> tuple[np.ndarray, list]:
+    """The codes of ``images``, NaN rows for bad ones, and their failures (under either
+    ``on_error``: the work on the other images is kept)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "[0-9]+ of [0-9]+ images could not be used", UserWarning)
+        try:
+            codes = transformer.fit_transform(images) if fit else transformer.transform(images)
+        except image_io.BadImagesError as error:
+            return np.asarray(error.codes), error.failures
+    return np.asarray(codes), transformer.failed_
+
+
+def image_path(image) -> str | None:
+    """The file an image of ``X`` is, where it is one."""
+    return os.fspath(image) if isinstance(image, (str, os.PathLike)) else None
+
+
+def note_failures(table, failures: list, n_images: int, stacklevel: int) -> None:
+    """``table.attrs["failed"]`` set, and the images left out named in a warning."""
+    table.attrs["failed"] = sorted(failures, key=lambda failure: failure.index)
+    if failures:
+        warnings.warn(
+            f"{len(failures)} of {n_images} images could not be used and are left out "
+            f"(see the table's attrs['failed']). First: {table.attrs['failed'][0]}",
+            UserWarning,
+            stacklevel=stacklevel + 1,
+        )

@@ -1,0 +1,163 @@
+"""The inspection tables as image grids (matplotlib)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from .. import images as image_io
+from ..finetuning.classifier import CNNClassifier
+from ..preprocessing import Preprocessing
+from .activation_maps import class_activation_maps
+
+#: Side of the images of a grid whose model is not given (the network's own crop is shown otherwise).
+THUMBNAIL_SIDE = 224
+
+
+def plot_top_losses(table: pd.DataFrame, X, *, k=9, model=None, ncols=3, figsize=None):
+    """The first ``k`` rows of a :func:`top_losses` (or :func:`label_issues`) table as an image grid.
+
+    Each image is titled with its given label, the predicted one and the
+    probability of the given label.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        From :func:`top_losses` or :func:`label_issues` on ``X``.
+    X : sequence of images
+        The images the table was made from (``position`` indexes them).
+    k : int, default=9
+        Rows shown.
+    model : CNNClassifier or Pipeline or None, default=None
+        A fitted model that :func:`class_activation_maps` supports: each
+        image is then the centre crop the network saw, overlaid with the
+        map of the predicted class (where the model found the evidence for
+        what it predicted). ``None`` shows the whole images.
+    ncols : int, default=3
+    figsize : (float, float) or None, default=None
+        ``None``: 3 inches per image.
+
+    Returns
+    -------
+    figure : matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from skcnn import CNNFeatureTransformer
+    >>> from skcnn.datasets import load_texture_patches
+    >>> from skcnn.inspection import plot_top_losses, top_losses
+    >>> X, y = load_texture_patches(n_per_class=6, patch_size=64)
+    >>> model = make_pipeline(CNNFeatureTransformer(input_size=64, progress=False), LogisticRegression()).fit(X, y)
+    >>> figure = plot_top_losses(top_losses(model, X, y), X, k=4, model=model, ncols=2)
+    >>> len([ax for ax in figure.axes if ax.images])
+    4
+    """
+    images = image_io.as_image_list(X)
+    rows = table.head(k)
+    shown = [images[i] for i in rows["position"]]
+    if model is None:
+        pictures, overlays = [_thumbnail(image) for image in shown], [None] * len(shown)
+    else:
+        recipe = _recipe(model)
+        pictures = [_crop(image, recipe) for image in shown]
+        maps = class_activation_maps(model, shown)
+        classes = list(model.classes_)
+        overlays = [maps[i, classes.index(predicted)] for i, predicted in enumerate(rows["predicted"])]
+    titles = [
+        f"{row.label} / {row.predicted}\n{row.probability:.2f}" + (f"\n{_name(row.path)}" if "path" in rows else "")
+        for row in rows.itertuples()
+    ]
+    return _grid(pictures, titles, ncols, figsize, overlays)
+
+
+def plot_duplicates(pairs: pd.DataFrame, X, X_other=None, *, k=8, figsize=None):
+    """The first ``k`` pairs of a :func:`find_duplicates` table side by side, with their similarity.
+
+    Parameters
+    ----------
+    pairs : pandas.DataFrame
+        From :func:`find_duplicates` on ``X`` (and ``X_other``).
+    X : sequence of images
+    X_other : sequence of images or None, default=None
+        As given to :func:`find_duplicates` (``other_index`` indexes it).
+    k : int, default=8
+        Pairs shown, one per row.
+    figsize : (float, float) or None, default=None
+
+    Returns
+    -------
+    figure : matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skcnn.datasets import load_texture_patches
+    >>> from skcnn.inspection import plot_duplicates
+    >>> import pandas as pd
+    >>> X, _ = load_texture_patches(n_per_class=2, patch_size=32)
+    >>> pairs = pd.DataFrame({"index": [0], "other_index": [1], "similarity": [0.95], "exact": [False]})
+    >>> len(plot_duplicates(pairs, X).axes)
+    2
+    """
+    images = image_io.as_image_list(X)
+    others = images if X_other is None else image_io.as_image_list(X_other)
+    pictures, titles = [], []
+    for row in pairs.head(k).itertuples():
+        pictures += [_thumbnail(images[row.index]), _thumbnail(others[row.other_index])]
+        kind = "same content" if row.exact else f"similarity {row.similarity:.3f}"
+        where = "X_other" if X_other is not None else "X"
+        titles += [f"X[{row.index}]", f"{where}[{row.other_index}]: {kind}"]
+    return _grid(pictures, titles, 2, figsize, [None] * len(pictures))
+
+
+def _grid(pictures: list, titles: list, ncols: int, figsize, overlays: list):
+    import matplotlib.pyplot as plt
+
+    ncols = max(1, min(ncols, len(pictures)))
+    nrows = max(1, math.ceil(len(pictures) / ncols))
+    figure, axes = plt.subplots(nrows, ncols, figsize=figsize or (3 * ncols, 3.3 * nrows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, picture, title, overlay in zip(axes.flat, pictures, titles, overlays, strict=False):
+        ax.imshow(picture, cmap="gray" if picture.ndim == 2 else None)
+        if overlay is not None:
+            h, w = picture.shape[:2]
+            ax.imshow(overlay, cmap="jet", alpha=0.45, extent=(-0.5, w - 0.5, h - 0.5, -0.5))
+        ax.set_title(title, fontsize=9)
+    figure.tight_layout()
+    return figure
+
+
+def _recipe(model) -> Preprocessing:
+    if isinstance(model, CNNClassifier):
+        return Preprocessing.from_dict(model.preprocessing_)
+    return model[0].extractor_.preprocessing()
+
+
+def _crop(image, recipe: Preprocessing) -> np.ndarray:
+    """The centre crop the network sees, as ``(h, w, 3)`` pixels to show."""
+    return _shown(recipe.crop(image_io.load_image(image)).permute(1, 2, 0).numpy())
+
+
+def _thumbnail(image) -> np.ndarray:
+    from PIL import Image
+
+    pixels = _shown(image_io.load_image(image))
+    picture = Image.fromarray(pixels.squeeze())
+    picture.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+    return np.asarray(picture)
+
+
+def _shown(pixels: np.ndarray) -> np.ndarray:
+    """uint8 pixels (float ones in [0, 1] scaled) with one channel squeezed."""
+    if pixels.dtype != np.uint8:
+        pixels = np.clip(np.rint(pixels * 255), 0, 255).astype(np.uint8)
+    return pixels[..., 0] if pixels.shape[-1] == 1 else pixels
+
+
+def _name(path) -> str:
+    return "" if path is None else str(path).replace("\\", "/").rsplit("/", 1)[-1]
