@@ -39,19 +39,14 @@ from sklearn.preprocessing import StandardScaler
 
 import skcnn
 from skcnn import CNNFeatureTransformer
-from skcnn.datasets import load_half_textures, load_photo_crops, near_copies
+from skcnn.datasets import flip_labels, load_half_textures, load_photo_crops, near_copies
 from skcnn.inspection import class_activation_maps, find_duplicates, label_issues, top_losses
 from skcnn.inspection.duplicates import DUPLICATE_SIMILARITY
 
 
 def part_labels(args) -> None:
     X, y, _, _ = animal_mnist(args.per_class, seed=0)
-    rng = np.random.default_rng(0)
-    flipped = rng.choice(len(y), size=len(y) // 10, replace=False)
-    noisy = y.copy()
-    classes = np.unique(y)
-    for i in flipped:
-        noisy[i] = rng.choice(classes[classes != y[i]])
+    noisy, flipped = flip_labels(y, 0.1, random_state=0)
     codes = CNNFeatureTransformer(input_size=64, layer=args.layer, progress=False)
     model = make_pipeline(codes, StandardScaler(), LogisticRegression(max_iter=3000))
     cut = len(flipped)

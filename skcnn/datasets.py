@@ -8,8 +8,8 @@
   scans), split by class into disjoint training and test images.
 - **Planted faults**, for checking :mod:`skcnn.inspection`: crops of
   scikit-image's photos and near copies of them (re-encoded, resized,
-  cropped), and texture patches beside flat grey (the evidence in one
-  half).
+  cropped), flipped labels, and texture patches beside flat grey (the
+  evidence in one half).
 """
 
 from __future__ import annotations
@@ -207,6 +207,30 @@ def near_copies(image: np.ndarray, random_state: int | np.random.Generator = 0) 
         np.asarray(resized),
         np.ascontiguousarray(image[top : top + ch, left : left + cw]),
     ]
+
+
+def flip_labels(labels, fraction: float = 0.1, random_state: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Planted label errors: ``fraction`` of the labels, drawn at random, each changed to another class.
+
+    Returns the noisy labels and the positions flipped.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skcnn.datasets import flip_labels
+    >>> labels = np.repeat(["a", "b"], 10)
+    >>> noisy, flipped = flip_labels(labels, 0.2)
+    >>> len(flipped), bool((noisy[flipped] != labels[flipped]).all()), int((noisy != labels).sum())
+    (4, True, 4)
+    """
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(random_state)
+    flipped = rng.choice(len(labels), size=int(len(labels) * fraction), replace=False)
+    noisy = labels.copy()
+    classes = np.unique(labels)
+    for i in flipped:
+        noisy[i] = rng.choice(classes[classes != labels[i]])
+    return noisy, flipped
 
 
 def load_half_textures(

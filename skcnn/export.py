@@ -13,6 +13,7 @@ torch.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import tempfile
@@ -201,9 +202,9 @@ def _sklearn_steps(pipeline: Pipeline):
     classifier = steps.steps[-1][1]
     # Probabilities as a plain (N, n_classes) tensor, not skl2onnx's default list of dicts; for a
     # classifier without them, its decision function's scores (skl2onnx names them "probabilities").
-    options = {id(classifier): {"zipmap": False} if hasattr(steps, "predict_proba") else {"raw_scores": True}}
-    if not hasattr(classifier, "classes_"):
-        options = None
+    options = None  # a last step that is no classifier (PCA: codes out) takes skl2onnx's defaults
+    if hasattr(classifier, "classes_"):
+        options = {id(classifier): {"zipmap": False} if hasattr(steps, "predict_proba") else {"raw_scores": True}}
     try:
         converted = convert_sklearn(
             steps, initial_types=[("codes", FloatTensorType([None, width]))], options=options,
@@ -264,8 +265,6 @@ def _with_labels(graph, classes):
 
 
 def _copy_in_fp32(network: nn.Module) -> nn.Module:
-    import copy
-
     return copy.deepcopy(network).float().cpu().eval()
 
 

@@ -14,7 +14,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, LinearSVC
 
 from skcnn import CNNClassifier, CNNFeatureTransformer, cli
-from skcnn.datasets import load_half_textures, load_photo_crops, load_texture_patches, near_copies
+from skcnn.datasets import flip_labels, load_half_textures, load_photo_crops, load_texture_patches, near_copies
 from skcnn.inspection import (
     class_activation_maps,
     find_duplicates,
@@ -140,12 +140,7 @@ def test_inspection_refuses_other_models_and_names_the_supported_ones(patches):
 
 def test_label_issues_and_out_of_fold_losses_find_planted_label_errors():
     X, y = load_texture_patches(n_per_class=40, patch_size=48)
-    rng = np.random.default_rng(0)
-    flipped = rng.choice(len(y), size=len(y) // 10, replace=False)
-    noisy = y.copy()
-    classes = np.unique(y)
-    for i in flipped:
-        noisy[i] = rng.choice(classes[classes != y[i]])
+    noisy, flipped = flip_labels(y, 0.1, random_state=0)
     model = make_pipeline(codes(), LogisticRegression(max_iter=2000))
     issues = label_issues(model, X, noisy, cv=5)
     top = set(issues["position"].head(len(flipped)))

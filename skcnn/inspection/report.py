@@ -11,9 +11,6 @@ from .duplicates import find_duplicates
 from .losses import label_issues, top_losses
 from .plots import plot_top_losses
 
-#: What ``write_report`` writes into its folder.
-FILES = ("top_losses.csv", "label_issues.csv", "duplicates.csv", "top_losses.png", "confusion.png")
-
 
 def write_report(model, images: list, labels, out, *, test_images=None, cv=5, k=16) -> tuple[list[str], list]:
     """Write the inspection tables and pictures of ``model`` on ``images`` into ``out``.
