@@ -1,10 +1,10 @@
-# The two commands a new user runs: `make demo` and `make test`.
+# The two commands a new user runs: `make demo` and `make test`; `make docs` builds the manual.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.skcnn-installed
 
-.PHONY: demo test install clean
+.PHONY: demo test docs install clean
 
 install: $(STAMP)
 
@@ -24,5 +24,9 @@ test: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 
+# The manual, into docs/_build/html; warnings are errors, the gallery is executed.
+docs: $(STAMP)
+	$(BIN)/sphinx-build -W --keep-going -b html docs docs/_build/html
+
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache
+	rm -rf $(VENV) *.egg-info .pytest_cache docs/_build docs/generated docs/auto_examples docs/api.rst

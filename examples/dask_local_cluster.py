@@ -1,18 +1,26 @@
-"""Codes from a Dask cluster into one cache, then a classifier on one machine.
+"""
+Codes from a Dask cluster into one cache, then a classifier on one machine
+==========================================================================
 
-The texture patches of ``similar_data_penultimate.py`` are written as PNG
-files (as a user's images would lie on shared storage). A LocalCluster of
-two worker processes stands in for a real cluster: ``skcnn.dask.extract``
-computes the packaged EfficientNet-Lite0's penultimate codes there, each
-worker writing its own shard, merged into ``codes.h5`` at the end. Then,
-without Dask, an ordinary scikit-learn pipeline whose transformer reads the
-same cache fits and scores a classifier: every image is a hit.
+For more images than one machine computes in time, ``skcnn.dask.extract``
+runs ``CNNFeatureTransformer``'s network on the workers of a Dask cluster:
+each worker process loads the network once, writes its codes to its own
+shard of an HDF5 code cache, and the shards are merged into one file at the
+end. Any scikit-learn pipeline whose transformer has the same parameters and
+reads that cache then fits without running the network at all.
 
-About 20 seconds on a quiet 2-core CPU (starting the workers is most of it):
+Here a ``LocalCluster`` of two worker processes stands in for a real
+cluster, and texture patches from scikit-image's CC0 photos, written as PNG
+files, stand in for a user's images on shared storage.
 
-    python examples/dask_local_cluster.py
+The code below the ``if __name__ == "__main__":`` guard starts the cluster.
+The workers are processes started with ``spawn``, which import the main
+module when it is a file: without the guard, every worker would start a
+cluster of its own. sphinx-gallery runs this example with ``__name__`` set
+to ``"__main__"``, as ``python examples/dask_local_cluster.py`` does.
 """
 
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -36,39 +44,51 @@ def write_pngs(folder: Path, images: np.ndarray, prefix: str) -> list[str]:
     return [str(p) for p in paths]
 
 
-if __name__ == "__main__":  # worker processes import this file: start the cluster only here
+# %%
+# Codes on the cluster
+# --------------------
+# ``preload`` imports skcnn (and torch) as each worker starts, so that the
+# time of the extraction below is the network's, not the imports'.
+if __name__ == "__main__":
     X_train, y_train = load_texture_patches("train", n_per_class=40, patch_size=32)
     X_test, y_test = load_texture_patches("test", n_per_class=40, patch_size=32)
     params = dict(backbone="efficientnet_lite0", layer="penultimate", input_size=96)
-    with tempfile.TemporaryDirectory() as folder:
-        folder = Path(folder)
-        train, test = write_pngs(folder, X_train, "train"), write_pngs(folder, X_test, "test")
-        cache = folder / "codes.h5"
+    folder = Path(tempfile.mkdtemp())
+    train, test = write_pngs(folder, X_train, "train"), write_pngs(folder, X_test, "test")
+    cache = folder / "codes.h5"
 
-        with (
-            LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster,
-            Client(cluster) as client,
-        ):
-            start = time.perf_counter()
-            codes, info = skcnn.dask.extract(
-                train + test, client=client, cache=cache, paths_per_task=40, return_info=True, **params
-            )
-            print(
-                f"{codes.shape[0]} images -> codes {codes.shape} on {len(client.scheduler_info()['workers'])} "
-                f"workers in {info.n_tasks} tasks, {time.perf_counter() - start:.1f} s: {info.cache_info}"
-            )
-            print(f"files beside the cache after the merge: {sorted(p.name for p in folder.glob('codes.h5*'))}")
-
-        # One machine, no Dask: the pipeline's transformer reads the merged cache.
-        model = make_pipeline(
-            CNNFeatureTransformer(**params, cache=str(cache)),
-            StandardScaler(),
-            LogisticRegression(C=0.1, max_iter=2000),
-        )
+    start = time.perf_counter()
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None, preload=["skcnn.dask"]) as cluster,
+        Client(cluster) as client,
+    ):
+        print(f"{len(client.scheduler_info()['workers'])} workers up in {time.perf_counter() - start:.1f} s")
         start = time.perf_counter()
-        model.fit(train, y_train)
-        accuracy = model.score(test, y_test)
-        print(
-            f"held-out accuracy {accuracy:.3f} in {time.perf_counter() - start:.1f} s; "
-            f"last transform: {model[0].cache_info_} (no network run)"
+        codes, info = skcnn.dask.extract(
+            train + test, client=client, cache=cache, paths_per_task=40, return_info=True, **params
         )
+        print(
+            f"{codes.shape[0]} images -> codes {codes.shape} in {info.n_tasks} tasks, "
+            f"{time.perf_counter() - start:.1f} s: {info.cache_info}"
+        )
+    print(f"files beside the cache after the merge: {sorted(p.name for p in folder.glob('codes.h5*'))}")
+
+# %%
+# A classifier on one machine
+# ---------------------------
+# No Dask: the pipeline's transformer has the parameters the workers used, so
+# every image is a cache hit.
+if __name__ == "__main__":
+    model = make_pipeline(
+        CNNFeatureTransformer(**params, cache=str(cache)),
+        StandardScaler(),
+        LogisticRegression(C=0.1, max_iter=2000),
+    )
+    start = time.perf_counter()
+    model.fit(train, y_train)
+    accuracy = model.score(test, y_test)
+    print(
+        f"held-out accuracy {accuracy:.3f} in {time.perf_counter() - start:.1f} s; "
+        f"last transform: {model[0].cache_info_} (no network run)"
+    )
+    shutil.rmtree(folder)

@@ -5,7 +5,7 @@ The path an image takes, one module each: ``images`` (decode) ->
 (the frozen network) -> ``taps`` (layers read in one forward pass) ->
 ``pooling`` (ReLU and pooling into codes) -> ``cache`` (HDF5 store keyed by
 image content), driven by ``extraction`` (the engine) under the estimators
-(``transformer``, ``search``). The README's Layout section shows them all.
+(``transformer``, ``search``). The manual's Layout page (docs/layout.md) shows them all.
 
 The public names are imported lazily, so that ``skcnn.cache`` can read codes
 on a machine without torch.

@@ -142,7 +142,7 @@ def advise_layer(
     ``max_images`` images run through the pretrained reference network
     (EfficientNet-Lite0, at its own 224 px) and the mean shift of their
     batch-norm inputs from the ImageNet statistics stored in the network
-    is mapped to [0, 1] (see :mod:`skcnn.advice`). The earlier layer is
+    is mapped to [0, 1] (see the module ``skcnn.advice``). The earlier layer is
     the end of the stage before the last resolution stage of ``backbone``
     (``blocks.4`` of EfficientNet-Lite0, ``layer3`` of a ResNet): one or
     two stages back from the top, where digits measured best, rather than

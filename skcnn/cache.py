@@ -68,7 +68,7 @@ FORMAT_VERSION = 1
 #: lzf halves ReLU'd penultimate codes (about 2/3 zeros) at ~100 MB/s: 0.51 of
 #: the raw size, against gzip's 0.49 at three times lzf's write time; on dense
 #: codes it saves nothing (1.02 of the raw size, gzip 0.85). Figures: the
-#: README's cache section. Fast writes and reads, for a somewhat larger file.
+#: user guide's cache chapter. Fast writes and reads, for a somewhat larger file.
 COMPRESSION = "lzf"
 #: Keys as fixed-length ASCII of exactly a key's length: readable with
 #: h5py/h5dump, comparable and sortable as numpy bytes without decoding.
@@ -77,7 +77,7 @@ _KEY_DTYPE = f"S{KEY_LENGTH}"
 #: A chunk is the unit HDF5 compresses and reads, so a lookup of a few rows
 #: decompresses whole chunks: smaller chunks waste less on sparse lookups,
 #: larger ones compress better and mean fewer chunks to index per file. The
-#: README states "chunks of about 1 MB"; no benchmark compares other sizes.
+#: user guide states "chunks of about 1 MB"; no benchmark compares other sizes.
 _CHUNK_BYTES = 1 << 20
 #: Rows in one chunk of a ``keys`` dataset (4096 keys x 32 bytes = 128 KiB,
 #: uncompressed). Keys are always read whole (a lookup indexes all of a
@@ -102,7 +102,7 @@ _SEGMENT_SUFFIX = ".h5"
 #: killed writer's leftovers stay on disk up to an hour.
 _STALE_TEMP_SECONDS = 3600
 #: Default ``lock_timeout``: seconds a reader or a compaction waits for another
-#: process's lock before :class:`CacheError` (the README's 10 minutes). A
+#: process's lock before :class:`CacheError` (the user guide's 10 minutes). A
 #: compaction holds its lock while it copies every code (a 24 GiB merge is
 #: estimated at ~7.5 min in benchmarks/RESULTS.md), and a waiting reader should
 #: outlast it rather than fail; a dead holder's ``flock`` is released by the
@@ -147,14 +147,45 @@ class CacheError(ValueError):
 
 
 def fingerprint(config: Mapping) -> str:
-    """Stable 16-hex-digit name of a configuration (a JSON-able mapping)."""
+    """Stable 16-hex-digit name of a configuration.
+
+    Parameters
+    ----------
+    config : mapping
+        A JSON-able description of everything that changes codes.
+
+    Returns
+    -------
+    fingerprint : str
+        The first 16 hex digits of the SHA-256 of its canonical JSON.
+
+    Examples
+    --------
+    >>> from skcnn.cache import fingerprint
+    >>> fingerprint({"b": 1, "a": 2}) == fingerprint({"a": 2, "b": 1})
+    True
+    """
     canonical = json.dumps(config, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
 class ConfigInfo:
-    """What the cache holds for one configuration."""
+    """What the cache holds for one configuration (:meth:`skcnn.CodeCache.configs`).
+
+    Attributes
+    ----------
+    fingerprint : str
+        The configuration's name in the file.
+    attrs : dict
+        The configuration itself (backbone, layer, pooling, ...).
+    n_codes : int
+        Distinct images stored.
+    width : int
+        Values per code.
+    stored_bytes : int
+        Bytes of codes on disk, compressed.
+    """
 
     fingerprint: str
     attrs: dict
@@ -200,14 +231,37 @@ class CodeCache:
     def lookup(self, configs: Mapping[str, Mapping], keys: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """For each named configuration: (found mask, codes of the found keys in order).
 
-        ``configs`` maps a caller's name (a layer) to its configuration.
+        Parameters
+        ----------
+        configs : mapping of str to mapping
+            A caller's name (a layer) to its configuration.
+        keys : list of str
+            Content keys of the images.
+
+        Returns
+        -------
+        found : dict of str to (ndarray of bool, ndarray)
+            By name: which keys were found, and their codes in order.
         """
         wanted = {name: fingerprint(config) for name, config in configs.items()}
         with self._reading() as stores:
             return {name: _lookup_one(stores, fp, configs[name], keys) for name, fp in wanted.items()}
 
     def read(self, config_fingerprint: str) -> tuple[np.ndarray, np.ndarray]:
-        """All ``(keys, codes)`` stored for one configuration, duplicates dropped."""
+        """All ``(keys, codes)`` stored for one configuration, duplicates dropped.
+
+        Parameters
+        ----------
+        config_fingerprint : str
+            The configuration, as :meth:`configs` names it.
+
+        Returns
+        -------
+        keys : ndarray of str
+            Content keys of the images.
+        codes : ndarray of shape (n_keys, width)
+            Their codes.
+        """
         with self._reading() as stores:
             keys, codes = [], []
             for store in stores:
@@ -251,8 +305,15 @@ class CodeCache:
     def write(self, batch: Mapping[str, tuple[Mapping, list[str], np.ndarray]]) -> Path:
         """Store one computed batch atomically as a new segment (of the shard, if any).
 
-        ``batch`` maps a name (a layer) to (configuration, keys, codes).
-        Returns the segment's path.
+        Parameters
+        ----------
+        batch : mapping of str to (mapping, list of str, ndarray)
+            A name (a layer) to (configuration, keys, codes).
+
+        Returns
+        -------
+        path : Path
+            The segment written.
         """
         segments = self._own_area().segments
         segments.mkdir(parents=True, exist_ok=True)
@@ -276,9 +337,17 @@ class CodeCache:
         With ``shard``: the shard's own segments go into the shard's file.
         Codes are copied in blocks, so memory stays bounded by the keys.
 
-        The shards' lock files and folders stay, for workers still writing;
-        ``remove_shards=True`` removes them too: only once no process writes
-        into a shard any more (:func:`skcnn.dask.extract` does, at its end).
+        Parameters
+        ----------
+        remove_shards : bool, default=False
+            The shards' lock files and folders stay, for workers still
+            writing; ``True`` removes them too: only once no process writes
+            into a shard any more (:func:`skcnn.dask.extract` does, at its end).
+
+        Returns
+        -------
+        int
+            Files merged.
         """
         if self.shard is not None:
             areas = [self._own_area()]
@@ -306,7 +375,18 @@ class CodeCache:
             return len(merged)
 
     def prune(self, keep: list[str]) -> list[str]:
-        """Drop every configuration whose fingerprint is not in ``keep``; return those dropped."""
+        """Drop every configuration whose fingerprint is not in ``keep``; return those dropped.
+
+        Parameters
+        ----------
+        keep : list of str
+            Fingerprints to keep.
+
+        Returns
+        -------
+        dropped : list of str
+            Fingerprints removed.
+        """
         self.compact()
         main = self._main_area()
         with main.locked(shared=False, timeout=self.lock_timeout):
@@ -318,7 +398,19 @@ class CodeCache:
             return sorted(stored - set(keep))
 
     def should_compact(self, max_segments: int = _COMPACT_MAX_SEGMENTS, growth: float = _COMPACT_GROWTH) -> bool:
-        """Whether this writer's segments are many, or large next to its file."""
+        """Whether this writer's segments are many, or large next to its file.
+
+        Parameters
+        ----------
+        max_segments : int
+            Segment files from which to compact.
+        growth : float
+            Segments' bytes, as a fraction of the file's, from which to compact.
+
+        Returns
+        -------
+        bool
+        """
         area = self._own_area()
         segments = area.segment_files()
         if not segments:
@@ -648,3 +740,6 @@ def _fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+__all__ = ["CacheError", "CodeCache", "ConfigInfo", "fingerprint"]

@@ -30,7 +30,7 @@ How the work is spread:
   batch that was in flight, and a re-run after a total failure skips
   everything already stored.
 - When every task is done, one worker merges the shards into the main file
-  (:meth:`~skcnn.cache.CodeCache.compact`, a streaming copy), which a
+  (:meth:`~skcnn.CodeCache.compact`, a streaming copy), which a
   ``CNNFeatureTransformer(cache=...)`` on any machine then reads as hits.
   Workers run the merge because they see the shared storage, which the
   client may not.
@@ -75,7 +75,20 @@ __all__ = ["ExtractInfo", "extract"]
 
 @dataclass(frozen=True)
 class ExtractInfo:
-    """What :func:`extract` did, with ``return_info=True``."""
+    """What :func:`extract` did, with ``return_info=True``.
+
+    Attributes
+    ----------
+    cache_info : CacheStats, dict or None
+        Hits, misses and images computed, summed over the tasks (a dict by
+        backbone for several backbones); ``None`` without a cache.
+    failed : list of ImageFailure
+        Images that could not be used, with indices into ``paths``.
+    n_tasks : int
+        Dask tasks run.
+    n_features_out : int
+        Values per code.
+    """
 
     cache_info: CacheStats | dict | None  # summed over the tasks (by backbone for several); None without a cache
     failed: list[image_io.ImageFailure]  # indices into ``paths``

@@ -154,7 +154,7 @@ def load_photo_crops(side: int = 160, *, offset: int = 0, photos=PHOTOS) -> tupl
     -------
     crops : list of ndarray of shape (side, side, 3), uint8
         RGB crops (gray photos repeated over three channels), flat ones
-        (pixel standard deviation under :data:`FLAT_STD`) left out.
+        (pixel standard deviation under ``FLAT_STD``) left out.
     photo : ndarray of shape (n_crops,), str
         The photo each crop comes from.
 
@@ -184,6 +184,18 @@ def near_copies(image: np.ndarray, random_state: int | np.random.Generator = 0) 
     """Three near copies of an RGB image: re-encoded as JPEG at quality 70, resized 0.8x, and cropped
     by up to 10% of each side (at random, where ``random_state`` says).
 
+    Parameters
+    ----------
+    image : ndarray of shape (H, W, 3), dtype uint8
+        The original.
+    random_state : int or numpy.random.Generator, default=0
+        Where the crop falls.
+
+    Returns
+    -------
+    copies : list of ndarray
+        The re-encoded, the resized and the cropped copy.
+
     Examples
     --------
     >>> import numpy as np
@@ -212,7 +224,21 @@ def near_copies(image: np.ndarray, random_state: int | np.random.Generator = 0) 
 def flip_labels(labels, fraction: float = 0.1, random_state: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Planted label errors: ``fraction`` of the labels, drawn at random, each changed to another class.
 
-    Returns the noisy labels and the positions flipped.
+    Parameters
+    ----------
+    labels : array-like of shape (n_samples,)
+        The true labels (at least two classes).
+    fraction : float, default=0.1
+        The share of labels changed.
+    random_state : int, default=0
+        Seed of the draw of positions and new classes.
+
+    Returns
+    -------
+    noisy : ndarray of shape (n_samples,)
+        The labels with the planted errors.
+    flipped : ndarray of int
+        The positions changed.
 
     Examples
     --------
@@ -271,3 +297,13 @@ def load_half_textures(
     for image, patch, side in zip(images, patches, sides, strict=True):
         image[:, half * side : half * side + half] = patch[:, half // 2 : half // 2 + half]
     return images, labels, sides
+
+
+__all__ = [
+    "flip_labels",
+    "load_digit_images",
+    "load_half_textures",
+    "load_photo_crops",
+    "load_texture_patches",
+    "near_copies",
+]

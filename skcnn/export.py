@@ -1,7 +1,7 @@
 """One ONNX file for a fitted model: uint8 crops in; labels and probabilities, or codes, out.
 
 The network part is skcnn's own: the frozen (or fine-tuned) network cut
-after its taps (:func:`skcnn.compiled.tapped_graph`), with the
+after its taps (``skcnn.compiled.tapped_graph``), with the
 normalisation before it and ReLU and pooling after it, exported by torch.
 The scikit-learn steps after a :class:`~skcnn.CNNFeatureTransformer` are
 converted by ``skl2onnx`` and joined to it into one graph

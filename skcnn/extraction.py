@@ -70,8 +70,18 @@ class TapPlan:
 
 @dataclass(frozen=True)
 class CacheStats:
-    """Images found in the cache, images not found, and forward passes run
-    for them (fewer when the same image appears twice)."""
+    """What the code cache did in one call: ``cache_info_`` of a transformer.
+
+    Attributes
+    ----------
+    hits : int
+        Images whose codes were found in the cache.
+    misses : int
+        Images not found.
+    computed : int
+        Images the network ran on for them (fewer than ``misses`` when the
+        same image appears twice).
+    """
 
     hits: int
     misses: int

@@ -5,7 +5,7 @@ may be, which pixel types and modes are accepted, and how each becomes an
 array of shape ``(H, W, C)``, ``C`` 1 (gray) or 3 (RGB). 8-bit sources (JPEG
 and PNG files, PIL images, uint8 and bool arrays) stay ``uint8``: a 12 MP
 photo is 36 MB of pixels, not 145 MB of floats, and it is resized in uint8
-(:mod:`skcnn.preprocessing`). 16-bit sources become ``float32`` in ``[0, 1]``
+(``skcnn.preprocessing``). 16-bit sources become ``float32`` in ``[0, 1]``
 (scaled by 65535), float arrays in ``[0, 1]`` stay float. The same picture
 given as a file path, a PIL image or a uint8 array gives the same array, so
 it gives the same codes.
@@ -40,7 +40,17 @@ class ImageError(ValueError):
 
 @dataclass(frozen=True)
 class ImageFailure:
-    """An image that could not be used: its position in X, its name, why."""
+    """An image that could not be used, and why.
+
+    Attributes
+    ----------
+    index : int
+        Its position in ``X``.
+    source : str
+        Its name: the path, or a description of an in-memory image.
+    reason : str
+        Why it could not be used, in plain words.
+    """
 
     index: int
     source: str
@@ -52,6 +62,15 @@ class ImageFailure:
 
 class BadImagesError(ImageError):
     """Some images could not be used; every other image was computed.
+
+    Parameters
+    ----------
+    failures : list of ImageFailure
+        The bad images.
+    codes : ndarray or None, default=None
+        The codes computed for the call.
+    shown : int, default=20
+        How many failures the message lists.
 
     Attributes
     ----------
@@ -89,7 +108,7 @@ def check_images(X: Any, max_pixels: int | None = None) -> tuple[np.ndarray, lis
     X : sequence of images
         As accepted by :class:`~skcnn.CNNFeatureTransformer`.
     max_pixels : int or None, default=None
-        Pixel limit of image files; ``None`` uses :data:`MAX_PIXELS`.
+        Pixel limit of image files; ``None`` uses ``skcnn.images.MAX_PIXELS`` (100 megapixels).
 
     Examples
     --------
@@ -177,9 +196,23 @@ def load_image(image: ImageLike, max_pixels: int | None = MAX_PIXELS, min_side: 
 
     ``min_side`` (JPEG files only) lets the decoder scale the image by 1/2,
     1/4 or 1/8 in the DCT while its shorter side stays at least
-    ``min_side`` (:func:`skcnn.jpeg.dct_scale`): several times less work
+    ``min_side`` (``skcnn.jpeg.dct_scale``): several times less work
     after the entropy decoding, and slightly different pixels than decoding
     in full and resizing. ``None`` decodes in full.
+
+    Parameters
+    ----------
+    image : str, path, PIL.Image.Image or ndarray
+        One image.
+    max_pixels : int or None, default=MAX_PIXELS
+        The largest file (width x height) decoded; 100 megapixels.
+    min_side : int or None, default=None
+        The shorter side a JPEG may be DCT-scaled down to.
+
+    Returns
+    -------
+    pixels : ndarray of shape (H, W, 1) or (H, W, 3)
+        uint8, or float32 in [0, 1].
     """
     if isinstance(image, (str, os.PathLike)):
         return _read_file(image, max_pixels, min_side)
@@ -332,3 +365,6 @@ def describe(image: Any, index: int) -> str:
     if isinstance(image, (str, os.PathLike)):
         return f"image {index} ({os.fspath(image)!r})"
     return f"image {index}"
+
+
+__all__ = ["BadImagesError", "ImageError", "ImageFailure", "check_images", "load_image"]

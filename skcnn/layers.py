@@ -226,4 +226,4 @@ def check_layer_names(names: list[str], layers: list[Layer], backbone: str) -> N
             )
 
 
-__all__ = ["PENULTIMATE", "Layer", "candidate_layers", "check_layer_names", "list_layers", "probe_backbone"]
+__all__ = ["PENULTIMATE", "Layer", "candidate_layers", "list_layers"]

@@ -94,6 +94,10 @@ class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         and the classifier, on all the data.
     n_jobs : int or None, default=None
         Parallel classifier fits (the network runs once, before).
+    **transformer_params
+        Not accepted: the transformer's parameters (``backbone``,
+        ``pooling``, ...) go to ``transformer``; passing one here raises a
+        ``TypeError`` that shows the call to write instead.
 
     Attributes
     ----------

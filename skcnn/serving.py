@@ -1,8 +1,8 @@
 """Predict with an exported model (:func:`skcnn.export.to_onnx`) without torch.
 
-Needs numpy, Pillow and onnxruntime only (``pip install 'skcnn[serving]'``
-puts them in; ``pip install --no-deps skcnn numpy pillow onnxruntime`` is
-the whole environment). Images are decoded as the fitted model decodes them
+Needs numpy, Pillow and onnxruntime only: ``pip install numpy pillow
+onnxruntime`` and ``pip install --no-deps skcnn`` are the whole environment.
+Images are decoded as the fitted model decodes them
 (:func:`skcnn.images.load_image`: EXIF orientation, colour rules, pixel
 limit, the same JPEG DCT scaling), then resized and centre-cropped with
 Pillow's antialiased filter, which torch's matches to within one level on a
@@ -76,22 +76,48 @@ class OnnxImageClassifier:
     def predict(self, X) -> np.ndarray:
         """The class of each image (``classes_``).
 
-        Raises :class:`~skcnn.BadImagesError` when images cannot be used.
+        Parameters
+        ----------
+        X : sequence of images
+            Paths, PIL images or arrays, as the fitted model took them.
+
+        Raises
+        ------
+        skcnn.BadImagesError
+            When images cannot be used; it names them and holds the others' results.
         """
         return self._run(X, "label").astype(self.classes_.dtype)  # ONNX strings come back as objects
 
     def predict_proba(self, X) -> np.ndarray:
-        """Class probabilities ``(n_images, n_classes)`` (where the model has them)."""
+        """Class probabilities ``(n_images, n_classes)`` (where the model has them).
+
+        Parameters
+        ----------
+        X : sequence of images
+            Paths, PIL images or arrays, as the fitted model took them.
+        """
         if self.metadata_.get("scores") == "decision_function":
             raise AttributeError("this model has no predict_proba (its classifier gives decision scores).")
         return self._run(X, "probabilities")
 
     def decision_function(self, X) -> np.ndarray:
-        """The classifier's scores: probabilities, or decision scores (``LinearSVC``)."""
+        """The classifier's scores: probabilities, or decision scores (``LinearSVC``).
+
+        Parameters
+        ----------
+        X : sequence of images
+            Paths, PIL images or arrays, as the fitted model took them.
+        """
         return self._run(X, "probabilities")
 
     def transform(self, X) -> np.ndarray:
-        """Codes ``(n_images, n_features)`` of an exported transformer."""
+        """Codes ``(n_images, n_features)`` of an exported transformer.
+
+        Parameters
+        ----------
+        X : sequence of images
+            Paths, PIL images or arrays, as the fitted model took them.
+        """
         if self.metadata_["kind"] != "transformer":
             raise AttributeError("this file holds a classifier: use predict or predict_proba.")
         return self._run(X, self.metadata_["outputs"][0])
@@ -117,7 +143,13 @@ class OnnxImageClassifier:
         return np.concatenate(results) if results else np.empty((0,))
 
     def crop(self, image) -> np.ndarray:
-        """The ``(h, w, 3)`` uint8 crop the network sees: decoded, resized, centre-cropped."""
+        """The ``(h, w, 3)`` uint8 crop the network sees: decoded, resized, centre-cropped.
+
+        Parameters
+        ----------
+        image : str, path, PIL.Image.Image or ndarray
+            One image.
+        """
         recipe = self.preprocessing_
         resize = int(recipe["resize_size"])
         min_side = jpeg.min_decoded_side(resize, recipe["jpeg_dct_margin"])

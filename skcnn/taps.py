@@ -25,7 +25,17 @@ from .options import PENULTIMATE
 
 @dataclass(frozen=True)
 class Layer:
-    """A tappable layer: its name, module type and output shape (no batch dim)."""
+    """A tappable layer, as :func:`skcnn.list_layers` lists it.
+
+    Attributes
+    ----------
+    name : str
+        The module path, accepted by ``layer=`` (or ``"penultimate"``).
+    kind : str
+        The module's type (``"Conv2d"``, ``"Sequential"``, ...).
+    shape : tuple of int
+        Its output shape for one image (no batch dimension).
+    """
 
     name: str
     kind: str

@@ -203,8 +203,8 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
         The device the network runs on.
     extractor_ : Extractor or ConcatenatedExtractor
         The engine that computes the codes from the resolved parameters
-        (:class:`skcnn.extraction.Extractor`; several backbones:
-        :class:`skcnn.several_backbones.ConcatenatedExtractor`). It holds
+        (``skcnn.extraction.Extractor``; several backbones:
+        ``skcnn.several_backbones.ConcatenatedExtractor``). It holds
         no network: one per process is kept loaded, shared by clones.
     failed_ : list of ImageFailure
         Set by ``transform``: the images of the last call that could not be
@@ -238,7 +238,7 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
     The network is built on first use and kept once per process: clones
     (in ``GridSearchCV``) share it, and a pickled transformer holds no
     weights (it reloads them from their source after unpickling). A
-    process keeps at most :data:`skcnn.backbones.MAX_NETWORKS` networks,
+    process keeps at most ``skcnn.backbones.MAX_NETWORKS`` networks,
     the least recently used dropped first; :func:`skcnn.clear_networks`
     drops them all.
 
@@ -398,7 +398,7 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
 
         Returns
         -------
-        codes : ndarray of shape (n_samples, n_features_out_), dtype float32
+        codes : ndarray of shape (n_samples, n_features_out), dtype float32
             The codes of each image, tapped layers (and backbones)
             concatenated (NaN rows for images that could not be used, with
             ``on_error="skip"``).

@@ -73,7 +73,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     validation split leaves the probe.
 
     Which quadrant of the size x similarity table calls for what, measured:
-    ``benchmarks/RESULTS.md`` ("Learning curves") and the README.
+    ``benchmarks/RESULTS.md`` ("Learning curves") and the user guide (fine-tuning).
 
     Parameters
     ----------
@@ -151,7 +151,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         ``3 * h * w`` bytes each: 150 kB at 224 px): bytes, or a size such
         as ``"2GB"``. Within it they are kept in memory (and kept for later
         fits on the same images, see
-        :func:`skcnn.finetuning.store.clear_decoded_images`); beyond it they
+        :func:`skcnn.clear_decoded_images`); beyond it they
         are written to files in ``store_dir`` as they are decoded, and every
         epoch reads them back a few batches ahead, so that memory does not
         grow with the number of images. ``"auto"``: a quarter of the memory
