@@ -35,9 +35,10 @@ print(f"{len(X_train)} training and {len(X_test)} held-out digits")
 # %%
 # Fine-tune every layer
 # ---------------------
-# The default augmentation (a random resized crop and a horizontal flip) is
-# made for photos: a mirrored or half-cropped digit may be another digit, so
-# it is turned off here (``augment`` also takes a ``torchvision`` transform).
+# ``augment="auto"`` would measure that flips change digits and train on
+# random crops alone; a half-cropped digit may still be another digit, so
+# augmentation is turned off here (``augment`` also takes a policy name or a
+# ``torchvision`` transform).
 # ``strategy_`` says what trained and why ("as given": nothing was left to
 # ``"auto"``).
 tuned = CNNClassifier(

@@ -53,7 +53,17 @@ def _search_layers(args: argparse.Namespace) -> int:
 
     paths, labels = labelled_images(args.search)
     transformer = CNNFeatureTransformer(**transformer_params(args, backbone=args.backbone))
-    search = LayerSearchCV(transformer, layers=args.layer, cv=args.cv, refit=False)
+    search = LayerSearchCV(
+        transformer,
+        layers=args.layer,
+        poolings=args.search_pooling,
+        input_sizes=args.search_input_size,
+        ttas=args.search_tta,
+        class_weight=args.class_weight,
+        scoring=args.scoring,
+        cv=args.cv,
+        refit=False,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the bad files are listed below instead
         search.fit(paths, labels)
@@ -61,7 +71,11 @@ def _search_layers(args: argparse.Namespace) -> int:
     if search.failed_:
         print(f"left out {len(search.failed_)} file(s) that could not be used: {_listed(search.failed_)}")
     print(search.summary())
-    print(f"best layer: {search.best_layer_}")
+    best = search.best_params_
+    print(
+        f"best: layer {best['layer']}, pooling {best['pooling']}, input size {best['input_size']}, "
+        f"crop {best['crop']}, tta {best['tta']} (CNNFeatureTransformer parameters)"
+    )
     ax = search.plot(label=os.path.basename(os.path.normpath(args.search)))
     ax.figure.savefig(args.plot, dpi=120)
     print(f"plot: {args.plot}")
@@ -126,6 +140,33 @@ def _count_or(word: str, meaning):
     return parse
 
 
+CROP_HELP = "weights (their centre crop, default), none (the image whole), or the fraction kept"
+
+
+def _crop(value: str) -> bool | float:
+    """``--crop``: ``weights`` (True), ``none`` (False) or a fraction in (0, 1]."""
+    named = {"weights": True, "none": False}
+    if value.lower() in named:
+        return named[value.lower()]
+    try:
+        fraction = float(value)
+    except ValueError:
+        fraction = 0.0
+    if not 0 < fraction <= 1:
+        raise argparse.ArgumentTypeError(f"--crop takes weights, none or a fraction in (0, 1]; got {value!r}")
+    return fraction
+
+
+def _none_or(value: str) -> str | None:
+    """``none`` is None; other words stay as they are."""
+    return None if value.lower() == "none" else value
+
+
+def _size_or_native(value: str) -> int | str:
+    """``--search-input-size``: a side in pixels, or ``native`` (the images' own)."""
+    return value if value == "native" else int(value)
+
+
 def _weights(value: str) -> str | None:
     """``--weights none`` is the random initialisation (``weights=None``)."""
     return None if value.lower() == "none" else value
@@ -152,6 +193,7 @@ def add_transformer_arguments(
         "--no-relu", dest="relu", action="store_false", help="keep negative activations (default: ReLU'd codes)"
     )
     group.add_argument("--input-size", type=int, default=DEFAULTS.input_size, help="input side in pixels")
+    group.add_argument("--crop", type=_crop, default=DEFAULTS.crop, metavar="CROP", help=CROP_HELP)
     group.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
     group.add_argument("--device", default=DEFAULTS.device, help="auto, cpu, cuda, cuda:N or mps")
     choices = {
@@ -183,6 +225,12 @@ def add_transformer_arguments(
     )
     group.add_argument(
         "--cache", default=DEFAULTS.cache, required=cache_required, help="HDF5 code cache file, e.g. codes.h5"
+    )
+    group.add_argument(
+        "--tta",
+        default=DEFAULTS.tta,
+        choices=CHOICES["tta"],
+        help="codes averaged over the flips (or flips and rotations) of each image; default: none",
     )
 
 
@@ -244,7 +292,8 @@ def _finetune(args: argparse.Namespace) -> int:
 
     paths, labels = labelled_images(args.folder, "folder")
     model = CNNClassifier(
-        backbone=args.backbone, weights=args.weights, input_size=args.input_size, batch_size=args.batch_size,
+        backbone=args.backbone, weights=args.weights, input_size=args.input_size, crop=args.crop,
+        batch_size=args.batch_size,
         device=args.device, progress=True, on_error=args.on_error, layer=args.layer, unfreeze=args.unfreeze,
         max_epochs=args.max_epochs, learning_rate=args.learning_rate, random_state=args.random_state,
         decode=args.decode, cache=args.cache, checkpoint=args.checkpoint, class_weight=args.class_weight,
@@ -401,6 +450,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     search.add_argument("--plot", default="layer_search.png", help="with --search: the PNG to write")
     search.add_argument("--cv", type=int, default=5, help="with --search: folds")
+    search.add_argument(
+        "--search-pooling",
+        action="append",
+        default=None,
+        choices=CHOICES["pooling"],
+        help="with --search: a candidate pooling (repeat; default: --pooling, then avg and gem)",
+    )
+    search.add_argument(
+        "--search-input-size",
+        action="append",
+        default=None,
+        type=_size_or_native,
+        metavar="SIZE",
+        help="with --search: a candidate input side, or native (repeat; default: --input-size and native)",
+    )
+    search.add_argument(
+        "--search-tta",
+        action="append",
+        default=None,
+        type=_none_or,
+        choices=[None, *CHOICES["tta"]],
+        metavar="TTA",
+        help="with --search: a candidate test-time augmentation, none, flips or dihedral (repeat; default: --tta)",
+    )
+    search.add_argument(
+        "--class-weight", default=None, choices=["balanced"], help="with --search: weigh classes by inverse size"
+    )
+    search.add_argument(
+        "--scoring", default=None, help="with --search: a scikit-learn scorer name, e.g. balanced_accuracy"
+    )
     add_transformer_arguments(
         layers_parser,
         backbone=False,
@@ -453,6 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
     finetune.add_argument("--backbone", default=DEFAULTS.backbone)
     finetune.add_argument("--weights", type=_weights, default=DEFAULTS.weights)
     finetune.add_argument("--input-size", type=int, default=DEFAULTS.input_size)
+    finetune.add_argument("--crop", type=_crop, default=DEFAULTS.crop, metavar="CROP", help=CROP_HELP)
     finetune.add_argument("--batch-size", type=int, default=FINETUNING.batch_size)
     finetune.add_argument("--device", default=DEFAULTS.device)
     finetune.add_argument(

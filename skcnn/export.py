@@ -168,6 +168,11 @@ def _codes_graph(transformer: CNNFeatureTransformer):
         extractor = part.extractor_
         backbone = extractor.load()
         plan = extractor.plan
+        if plan.tta is not None:
+            raise ValueError(
+                f"to_onnx does not export test-time augmentation (tta={plan.tta!r}): the file would compute "
+                "other codes than the fitted model. Fit the model with tta=None to export it."
+            )
         graph = tapped_graph(_copy_in_fp32(backbone.network), plan.layers, plan.head)
         described.append((extractor.preprocessing(backbone), graph, plan.layers, plan.pooling, plan.relu))
     recipes = {(r.crop_size, r.resize_size, r.interpolation) for r, *_ in described}

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import arithmetic, backbones, compiled, loading
+from . import arithmetic, backbones, compiled, loading, symmetry
 from . import images as image_io
 from .arithmetic import Inference
 from .backbones import Backbone
@@ -36,8 +36,8 @@ from .cache import FORMAT_VERSION, CodeCache
 from .identity import content_keys
 from .layers import check_layer_names, probe_backbone
 from .options import DEFAULTS, PENULTIMATE
-from .pooling import check_poolable, n_codes, relu_commutes, to_codes
-from .preprocessing import DECODE_MARGINS, Preprocessing
+from .pooling import check_poolable, n_codes, pooling_names, relu_commutes, to_codes
+from .preprocessing import DECODE_MARGINS, Preprocessing, check_crop
 from .taps import run_taps
 
 
@@ -49,13 +49,17 @@ class TapPlan:
 
     layers: tuple[str, ...]
     head: str
-    pooling: str
+    #: One pooling's name, or a tuple of several (their codes side by side).
+    pooling: str | tuple[str, ...]
     relu: bool
     shapes: tuple[tuple[int, ...], ...] | None = None
+    #: Test-time views whose codes are averaged (:mod:`skcnn.symmetry`), or None.
+    tta: str | None = None
 
     def relu_on_read(self, layer: str) -> bool:
-        """ReLU applied after pooling (it commutes): stored codes are pre-ReLU."""
-        if not self.relu or self.shapes is None:
+        """ReLU applied after pooling (it commutes): stored codes are pre-ReLU.
+        Never with ``tta``: the views' codes are averaged after their ReLU."""
+        if not self.relu or self.shapes is None or self.tta is not None:
             return False
         return relu_commutes(self.shapes[self.layers.index(layer)], self.pooling)
 
@@ -116,6 +120,8 @@ class Extractor:
     #: ``plan`` and the further ``cache_layers``, computed and stored together.
     stored_plan: TapPlan
     input_size: tuple[int, int]
+    #: ``crop`` as given: True, False or a fraction (:meth:`Preprocessing.with_input_size`).
+    crop: bool | float
     precision: str
     #: ``"torch"`` or ``"onnxruntime"``, resolved from ``runtime="auto"``.
     runtime: str
@@ -140,19 +146,22 @@ class Extractor:
         input_size = checked_input_size(p["input_size"])
         compile_options = compiled.check_compile_options(p["compile"])
         backbone = backbones.load_backbone(p["backbone"], p["weights"], p["device"])
-        recipe = backbone.preprocessing if input_size is None else backbone.preprocessing.with_input_size(input_size)
+        crop = check_crop(p["crop"])
+        recipe = backbone.preprocessing.with_input_size(input_size, crop)
         layers, head = probe_backbone(backbone, recipe.crop_size)
         check_layer_names(stored_names, layers, p["backbone"])
         shapes = {layer.name: layer.shape for layer in layers}
+        pooling = p["pooling"] if isinstance(p["pooling"], str) else pooling_names(p["pooling"])
         for name in stored_names:
             try:
-                check_poolable(shapes[name], p["pooling"])
+                check_poolable(shapes[name], pooling)
             except ValueError as exc:
                 param = "layer" if name in names else "cache_layers"
                 raise ValueError(f"{param}={name!r}: {exc}") from None
-        plan = TapPlan(tuple(names), head, p["pooling"], p["relu"], tuple(shapes[name] for name in names))
+        tta = check_tta(p["tta"], recipe.crop_size)
+        plan = TapPlan(tuple(names), head, pooling, p["relu"], tuple(shapes[name] for name in names), tta)
         stored_plan = TapPlan(
-            tuple(stored_names), head, p["pooling"], p["relu"], tuple(shapes[name] for name in stored_names)
+            tuple(stored_names), head, pooling, p["relu"], tuple(shapes[name] for name in stored_names), tta
         )
         cache = p["cache"]
         runtime, precision = arithmetic.resolve_runtime(
@@ -165,6 +174,7 @@ class Extractor:
             plan=plan,
             stored_plan=stored_plan,
             input_size=recipe.crop_size,
+            crop=crop,
             precision=precision,
             runtime=runtime,
             decode=p["decode"],
@@ -190,7 +200,7 @@ class Extractor:
 
     def preprocessing(self, backbone: Backbone | None = None) -> Preprocessing:
         """The weights' own preprocessing at this input size."""
-        return (backbone or self.load()).preprocessing.with_input_size(self.input_size)
+        return (backbone or self.load()).preprocessing.with_input_size(self.input_size, self.crop)
 
     def feature_names(self) -> list[str]:
         """``"<backbone>__<layer>__<index>"`` for every code."""
@@ -220,6 +230,7 @@ class Extractor:
             **({"precision": self.precision} if self.precision != "fp32" else {}),
             "resize": "uint8",
             "jpeg_dct_margin": DECODE_MARGINS[self.decode],
+            **({"tta": self.plan.tta} if self.plan.tta is not None else {}),
         }
         return {
             "format_version": FORMAT_VERSION,
@@ -227,7 +238,7 @@ class Extractor:
             "weights": backbone.weights_id,
             "layer": layer,
             "layer_shape": list(shape),
-            "pooling": self.plan.pooling,
+            "pooling": self.plan.pooling if isinstance(self.plan.pooling, str) else list(self.plan.pooling),
             "relu_before_pooling": self.stored_plan.relu_on_tap(layer),
             "preprocessing": self.preprocessing(backbone).as_dict(),
             **approximations,
@@ -378,14 +389,19 @@ def stored_codes_of_batch(
     if inference is None:
         inference = Inference(backbone.network, backbone.device)
     tapped = inference.runner or functools.partial(run_taps, inference.network)
+    views = (lambda x: x,) if plan.tta is None else symmetry.views(plan.tta)
     with backbone.lock, torch.inference_mode(), inference.autocast():
-        taken = tapped(
-            inference.prepare(batch),
-            plan.layers,
-            plan.head,
-            on_tap=lambda activation, layer: on_tap[layer](activation.float()),
-        )
-    return {layer: taken[layer].float().cpu().numpy() for layer in plan.layers}
+        taken = [
+            tapped(
+                inference.prepare(view(batch)),
+                plan.layers,
+                plan.head,
+                on_tap=lambda activation, layer: on_tap[layer](activation.float()),
+            )
+            for view in views
+        ]
+    # Test-time augmentation: each layer's codes averaged over the views.
+    return {layer: sum(codes[layer].float() for codes in taken).div_(len(views)).cpu().numpy() for layer in plan.layers}
 
 
 def finish(plan: TapPlan, stored: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -434,6 +450,17 @@ def cache_layer_names(names: list[str], cache_layers, cache) -> list[str]:
             "or leave cache_layers=None."
         )
     return list(dict.fromkeys([*names, *extra]))
+
+
+def check_tta(tta, crop_size: tuple[int, int]) -> str | None:
+    """``tta``: None, or a policy of :mod:`skcnn.symmetry` that fits the input size."""
+    if tta is None:
+        return None
+    if not isinstance(tta, str) or tta not in symmetry.POLICIES:
+        raise ValueError(f"tta must be None or one of {sorted(symmetry.POLICIES)}; got {tta!r}.")
+    if symmetry.needs_square(tta) and crop_size[0] != crop_size[1]:
+        raise ValueError(f"tta={tta!r} rotates by 90 degrees: it needs a square input_size; got {crop_size}.")
+    return tta
 
 
 def checked_input_size(size) -> tuple[int, int] | None:

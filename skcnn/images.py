@@ -131,6 +131,34 @@ def check_images(X: Any, max_pixels: int | None = None) -> tuple[np.ndarray, lis
     return ok, failures
 
 
+def image_size(image: ImageLike) -> tuple[int, int] | None:
+    """``(height, width)`` of one image as shown (EXIF orientation applied),
+    read from a file's header without decoding its pixels; None when it
+    cannot be read (the decoder names it later, with its reason).
+
+    Parameters
+    ----------
+    image : str, path, PIL.Image.Image or ndarray
+        One image.
+
+    Returns
+    -------
+    size : (int, int) or None
+    """
+    if isinstance(image, np.ndarray):
+        return (int(image.shape[0]), int(image.shape[1])) if image.ndim in (2, 3) else None
+    try:
+        if isinstance(image, Image.Image):
+            width, height = image.size
+            return (height, width)
+        with Image.open(image) as im:
+            width, height = im.size
+            transposed = im.getexif().get(_ORIENTATION, 1) in (5, 6, 7, 8)
+    except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError):
+        return None
+    return (width, height) if transposed else (height, width)
+
+
 def failure(image: Any, index: int, exc: BaseException) -> ImageFailure:
     """An :class:`ImageFailure` for ``image`` from the exception it raised."""
     return ImageFailure(index, describe(image, index), str(exc))

@@ -129,11 +129,26 @@ def candidate_layers(backbone: str, input_size: int | tuple[int, int] | None = N
     return list(_candidates(layers, head))
 
 
-def _candidates(layers: tuple[Layer, ...], head: str) -> tuple[str, ...]:
+def last_map(backbone: str, input_size: int | tuple[int, int] | None = None) -> str | None:
+    """The map whose global average is the penultimate code (ResNet's
+    ``layer4``, EfficientNet's last conv), left out of :func:`candidate_layers`:
+    pooled another way (max, GeM) it gives other codes. None when there is
+    none (networks whose head reads fully connected layers or tokens)."""
+    layers, head = _list_layers(backbone, _size_key(input_size))
+    names = _map_stage_ends(layers)
+    return names[-1] if names and _pools_into_penultimate(layers, names[-1], head) else None
+
+
+def _map_stage_ends(layers: tuple[Layer, ...]) -> list[str]:
     body = layers[:-1]  # without "penultimate"
     maps = [layer for layer in body if len(layer.shape) == 3 and layer.shape[1:] != (1, 1)]
     tokens = [layer for layer in body if len(layer.shape) == 2]
-    names = (_stage_ends(maps) if maps else []) + (_spaced_blocks(tokens, 4) if tokens else [])
+    return (_stage_ends(maps) if maps else []) + (_spaced_blocks(tokens, 4) if tokens else [])
+
+
+def _candidates(layers: tuple[Layer, ...], head: str) -> tuple[str, ...]:
+    body = layers[:-1]  # without "penultimate"
+    names = _map_stage_ends(layers)
     if names and _pools_into_penultimate(layers, names[-1], head):
         names.pop()  # its average-pooled codes are the penultimate codes
     vectors = [layer for layer in body if len(layer.shape) == 1 and layer.name != head]

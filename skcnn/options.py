@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-POOLINGS = ("avg", "max", "flatten", "spp")
+POOLINGS = ("avg", "max", "gem", "flatten", "spp")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DECODES = ("auto", "exact", "draft")
 ON_ERRORS = ("raise", "skip")
 RUNTIMES = ("auto", "torch", "onnxruntime")
+#: ``tta``: the views whose codes are averaged (:mod:`skcnn.symmetry`).
+TTA_POLICIES = ("flips", "dihedral")
 
 #: The input of the classifier head: the codes the literature calls *CNN codes*.
 PENULTIMATE = "penultimate"
@@ -41,6 +43,8 @@ class TransformerDefaults:
     pooling: str = "avg"
     relu: bool = True
     input_size: int | None = None
+    #: The weights' own centre crop (False: none, a float: that fraction).
+    crop: bool | float = True
     #: Images per forward pass: on a 2-core CPU 4-8 measured faster per
     #: image than 32 (benchmarks/RESULTS.md), and a GPU user sets more.
     batch_size: int = 8
@@ -55,6 +59,8 @@ class TransformerDefaults:
     max_pixels: int | None = MAX_PIXELS
     cache: str | None = None
     cache_layers: tuple[str, ...] | None = None
+    #: Test-time augmentation: off (None), or codes averaged over "flips" or "dihedral" views.
+    tta: str | None = None
 
 
 DEFAULTS = TransformerDefaults()
@@ -91,6 +97,7 @@ CHOICES = {
     "decode": DECODES,
     "on_error": ON_ERRORS,
     "runtime": RUNTIMES,
+    "tta": TTA_POLICIES,
 }
 
 
@@ -111,6 +118,7 @@ __all__ = [
     "POOLINGS",
     "PRECISIONS",
     "RUNTIMES",
+    "TTA_POLICIES",
     "FinetuningDefaults",
     "TransformerDefaults",
     "parameter_names",

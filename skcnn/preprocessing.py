@@ -16,6 +16,7 @@ batch. Float pixels (16-bit sources, float arrays) are resized in float.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -53,12 +54,24 @@ class Preprocessing:
         """Crop side over resized side (e.g. 224 / 256 = 0.875)."""
         return max(self.crop_size) / self.resize_size
 
-    def with_input_size(self, input_size: int | tuple[int, int]) -> Preprocessing:
-        """The same recipe at another input size, keeping the crop fraction."""
-        crop = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
-        # Integer arithmetic: no float round-off can move the resize by a pixel.
-        resize = max(crop) * self.resize_size // max(self.crop_size)
-        return replace(self, crop_size=(int(crop[0]), int(crop[1])), resize_size=int(resize))
+    def with_input_size(self, input_size: int | tuple[int, int] | None, crop: bool | float = True) -> Preprocessing:
+        """The same recipe at another input size (None: its own), with another centre crop.
+
+        ``crop=True`` keeps the weights' crop fraction (e.g. 224 of 256);
+        ``False`` crops nothing: the shorter side is resized to the input
+        size, so a square image is seen whole (close-ups already framed on
+        the object, where the border holds evidence); a float in (0, 1] is
+        the fraction of the resized shorter side the crop keeps.
+        """
+        size = self.crop_size if input_size is None else input_size
+        crop_size = (size, size) if isinstance(size, int) else tuple(size)
+        side = max(crop_size)
+        if crop is True:
+            # Integer arithmetic: no float round-off can move the resize by a pixel.
+            resize = side * self.resize_size // max(self.crop_size)
+        else:
+            resize = side if crop is False else math.floor(side / float(crop))
+        return replace(self, crop_size=(int(crop_size[0]), int(crop_size[1])), resize_size=int(resize))
 
     @classmethod
     def from_dict(cls, recipe: dict) -> Preprocessing:
@@ -138,6 +151,40 @@ AUTO_DECODE_MARGIN = 3.0
 
 #: Each ``decode`` mode's margin over the resize target (None: never scaled).
 DECODE_MARGINS = {"auto": AUTO_DECODE_MARGIN, "exact": None, "draft": 1.0}
+
+
+#: ``"native"`` input size is considered only when the images' shorter side is
+#: at least this many times the input they would otherwise be resized to:
+#: below it, that resize keeps nearly every pixel already.
+NATIVE_MIN_GAIN = 1.25
+
+#: The largest ``"native"`` input, in multiples of the input side it replaces:
+#: the network's cost grows with the square (2x the side: 4x the time), and a
+#: 12 MP photo's own size is far past what a network trained at 224 px sees
+#: as one object.
+NATIVE_MAX_SCALE = 2.0
+
+
+def native_input_size(sizes: Sequence[tuple[int, int] | None], recipe: Preprocessing) -> int | None:
+    """The images' own input side: the median shorter side of ``sizes``
+    (``(height, width)``, None for unreadable images), at most
+    :data:`NATIVE_MAX_SCALE` times ``recipe``'s input; None when that is not
+    at least :data:`NATIVE_MIN_GAIN` times it (nothing more to keep)."""
+    sides = [min(size) for size in sizes if size is not None]
+    if not sides:
+        return None
+    own = max(recipe.crop_size)
+    side = min(int(np.median(sides)), int(NATIVE_MAX_SCALE * own))
+    return side if side >= NATIVE_MIN_GAIN * own else None
+
+
+def check_crop(crop) -> bool | float:
+    """The ``crop`` parameter, checked: True, False or a fraction in (0, 1]."""
+    if isinstance(crop, bool) or (isinstance(crop, float | int) and 0 < crop <= 1):
+        return crop
+    raise ValueError(
+        f"crop must be True (the weights' centre crop), False (no crop) or a fraction in (0, 1]; got {crop!r}."
+    )
 
 
 def _writable(pixels: np.ndarray) -> np.ndarray:

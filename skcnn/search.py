@@ -1,14 +1,16 @@
-"""``LayerSearchCV``: which layer's codes classify best, from one extraction.
+"""``LayerSearchCV``: which layer, pooling and input size classify best.
 
-The candidate layers are tapped together in one forward pass per image (with
-a cache, every later search is served from it); a classifier is then
-cross-validated on each layer's slice of the codes with the same folds.
+The candidate layers are tapped together, and each is pooled in every
+candidate way, in one forward pass per image and input size (with a cache,
+every later search is served from it); a classifier is then
+cross-validated on each candidate's slice of the codes with the same folds.
 """
 
 from __future__ import annotations
 
 import time
 import warnings
+from dataclasses import dataclass
 from numbers import Integral
 
 import numpy as np
@@ -21,19 +23,35 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
-from .compat import HasMethods, _fit_context
-from .images import BadImagesError, as_image_list
-from .layers import candidate_layers, list_layers
+from .backbones import load_backbone
+from .compat import HasMethods, StrOptions, _fit_context
+from .extraction import checked_input_size
+from .images import BadImagesError, as_image_list, image_size
+from .layers import candidate_layers, last_map, list_layers
 from .options import parameter_names
+from .pooling import pooled_widths, pooling_names
+from .preprocessing import native_input_size
 from .transformer import CNNFeatureTransformer
 
 #: Inverse regularisation strengths the default classifier chooses from.
 DEFAULT_CS = np.logspace(-4, 2, 7)
 #: What the inner cross-validation that tunes ``C`` maximises.
 INNER_SCORING = "neg_log_loss"
+#: The solver's stopping tolerance: scikit-learn's 1e-4 took 2.4-3.6x as
+#: long on 1,575 solar cells' codes (112-1280 features) for the same ``C``
+#: and the same held-out accuracy (``benchmarks/RESULTS.md``, "Small evidence").
+INNER_TOLERANCE = 1e-3
+
+#: The poolings searched by default: the average ("how much of the image
+#: looks like X") and the generalised mean, which lets a small strong
+#: response count ("is X anywhere": a crack, a spot) at the cost of one
+#: more row per map layer. Max pooling is GeM's limit: on the solar cells of
+#: ``benchmarks/RESULTS.md`` ("Small evidence") each layer's max and GeM
+#: codes scored within 0.02 of each other; pass it to search it too.
+DEFAULT_POOLINGS = ("avg", "gem")
 
 
-def default_classifier(inner_cv: int = 3):
+def default_classifier(inner_cv: int = 3, class_weight=None):
     """Standardised codes into a logistic regression whose ``C`` is tuned by
     an inner ``inner_cv``-fold cross-validation: regularised, as few images
     and many codes call for.
@@ -41,7 +59,9 @@ def default_classifier(inner_cv: int = 3):
     ``C`` is chosen by log-loss: on folds of a few images per class accuracy
     ties across ``C`` and the tie went to the smallest (benchmarks/RESULTS.md,
     "Learning curves")."""
-    options = dict(Cs=DEFAULT_CS, cv=inner_cv, scoring=INNER_SCORING, max_iter=2000)
+    options = dict(
+        Cs=DEFAULT_CS, cv=inner_cv, scoring=INNER_SCORING, tol=INNER_TOLERANCE, max_iter=2000, class_weight=class_weight
+    )
     if "use_legacy_attributes" in LogisticRegressionCV().get_params():  # scikit-learn >= 1.8: L2 by l1_ratios
         options.update(use_legacy_attributes=False, l1_ratios=(0.0,))
     return make_pipeline(StandardScaler(), LogisticRegressionCV(**options))
@@ -56,42 +76,80 @@ def _best_has(method: str):
 
 
 class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
-    """Cross-validate a classifier on the codes of each candidate layer.
+    """Cross-validate a classifier on the codes of each candidate layer, pooling and input size.
 
     A meta-estimator, like :class:`~sklearn.model_selection.GridSearchCV`:
     it clones the :class:`~skcnn.CNNFeatureTransformer` it is given, with
     every one of its parameters (visible and settable as
-    ``transformer__pooling`` through ``get_params`` / ``set_params``), and
-    sets its ``layer`` itself. All candidate layers are tapped in one
-    forward pass per image (with the transformer's ``cache``, stored so
-    that later searches and transforms of any of them run no network at
-    all); the classifier is then cross-validated on each layer's codes over
-    the same folds. The result answers the transfer question *which layer*
-    with evidence: early layers for data unlike ImageNet, the penultimate
-    layer for data like it.
+    ``transformer__backbone`` through ``get_params`` / ``set_params``), and
+    sets its ``layer``, ``pooling``, ``input_size``, ``crop`` and ``tta`` itself. All
+    candidate layers are tapped, and pooled in each of ``poolings``, in one
+    forward pass per image and input size (with the transformer's
+    ``cache``, stored so that later searches and transforms of any of them
+    run no network at all); the classifier is then cross-validated on each
+    candidate's codes over the same folds. The result answers the transfer
+    question *which layer* with evidence (early layers for data unlike
+    ImageNet, the penultimate layer for data like it), and the questions of
+    data whose evidence is small (a crack, a spot): whether a pooling that
+    lets a small strong response count beats the average, and whether the
+    images' own resolution, seen whole, beats the weights' resize and crop.
 
     Parameters
     ----------
     transformer : CNNFeatureTransformer or None, default=None
-        The network and how it computes codes (backbone, weights, pooling,
-        input size, cache, precision, ``on_error`` ...), one backbone.
+        The network and how it computes codes (backbone, weights, cache,
+        precision, ``on_error`` ...), one backbone.
         ``None``: ``CNNFeatureTransformer()``. Its ``layer`` is ignored: the
-        candidates are tapped.
+        candidates are tapped; its ``pooling`` and ``input_size`` are
+        searched first (see ``poolings`` and ``input_sizes``).
     layers : list of str or None, default=None
         Candidate layers; ``None``: one per stage from early to penultimate
-        (:func:`skcnn.candidate_layers`).
+        (:func:`skcnn.candidate_layers`), and the last map, whose average is
+        the penultimate code, pooled each other way of ``poolings``.
     classifier : estimator or None, default=None
         Trained on each layer's codes; ``None``: standardised codes into a
         logistic regression whose ``C`` is tuned by nested cross-validation.
+    poolings : list of str or None, default=None
+        How each candidate map is pooled (``"avg"``, ``"max"``, ``"gem"``,
+        ``"spp"``, ``"flatten"``): every pooling is a candidate of its own,
+        computed in the same forward pass. ``None``: the transformer's
+        pooling, then average and generalised-mean pooling
+        (``DEFAULT_POOLINGS``). Vectors (the penultimate codes of globally
+        pooled networks) are one candidate whatever the pooling.
+    input_sizes : list or None, default=None
+        The input sizes searched, one extraction each: an int or a
+        (height, width) pair (with the transformer's ``crop``), ``None``
+        (the weights' own size and crop) or ``"native"``: the images' own
+        resolution seen whole (their median shorter side, at most
+        ``skcnn.preprocessing.NATIVE_MAX_SCALE`` times the transformer's
+        input size, no centre crop; left out when the images are not at
+        least ``NATIVE_MIN_GAIN`` times that size, as the resize would keep
+        nearly every pixel). ``None``: the transformer's ``input_size`` and
+        ``"native"``.
+    ttas : list or None, default=None
+        Test-time augmentations searched (see the transformer's ``tta``),
+        each with every input size: ``None`` (one view), ``"flips"``,
+        ``"dihedral"`` (square inputs). ``None``: the transformer's ``tta``
+        alone. ``[None, "dihedral"]`` pays on close-ups with no up or down
+        (the shipped defect set of ``benchmarks/RESULTS.md``: 0.877 against
+        0.833 held out) and
+        costs 8 forward passes per image and size.
+    class_weight : "balanced", dict or None, default=None
+        Given to the default classifier's logistic regression (minority
+        classes weighted up); with another ``classifier``, set it there.
+        Pair ``"balanced"`` with ``scoring="balanced_accuracy"`` when a
+        rare class matters as much as a common one.
     cv : int, cross-validation generator or iterable, default=5
         Folds, as for :func:`sklearn.model_selection.cross_validate`
         (an int means stratified folds for a classifier).
     scoring : str, callable or None, default=None
         ``None``: accuracy (what a classifier's ``score`` gives, except the
         default classifier's, whose ``score`` is the log-loss it tunes ``C`` by).
+        ``"balanced_accuracy"`` (the mean of per-class recalls) for
+        imbalanced classes: accuracy rewards always answering the largest.
     refit : bool, default=True
-        Fit ``best_estimator_``, a pipeline of the best layer's transformer
-        and the classifier, on all the data.
+        Fit ``best_estimator_``, a pipeline of the best candidate's
+        transformer and the classifier, on all the data.
     n_jobs : int or None, default=None
         Parallel classifier fits (the network runs once, before).
     **transformer_params
@@ -102,22 +160,29 @@ class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     Attributes
     ----------
     cv_results_ : dict of ndarrays
-        One entry per candidate: ``layer``, ``depth`` (position in
+        One entry per candidate: ``layer``, ``pooling`` (None for vectors,
+        which no pooling changes), ``input_size``, ``crop`` and ``tta`` (as
+        given to the transformer), ``input`` (the network input it resolved
+        to, e.g. ``"300x300, no crop"``), ``depth`` (position in
         :func:`skcnn.list_layers`, 0 = first), ``n_features``,
         ``mean_test_score``, ``std_test_score``, ``split<k>_test_score``,
         ``rank_test_score`` and ``mean_fit_time``; a pandas DataFrame
         takes it as it is.
     best_index_ : int
         Row of the best candidate in ``cv_results_``.
+    best_params_ : dict
+        The best candidate's ``layer``, ``pooling``, ``input_size``,
+        ``crop`` and ``tta``: give them to a :class:`~skcnn.CNNFeatureTransformer`.
     best_layer_ : str
-        The layer with the best mean score.
+        The layer of the best candidate.
     best_score_ : float
         Its mean cross-validated score.
     best_estimator_ : Pipeline
-        The best layer's transformer and the classifier fitted on all the
-        data (``refit=True``).
+        The best candidate's transformer and the classifier fitted on all
+        the data (``refit=True``).
     transformer_ : CNNFeatureTransformer
-        The fitted clone of ``transformer`` that tapped every candidate.
+        The fitted clone of ``transformer`` that tapped every candidate at
+        the first input size.
     classes_ : ndarray
         The class labels.
     n_splits_ : int
@@ -127,7 +192,8 @@ class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         (with ``transformer.on_error="skip"``; with ``"raise"``, the default,
         a bad image stops the search instead).
     extraction_time_ : float
-        Seconds spent computing (or reading) the codes of all candidates.
+        Seconds spent computing (or reading) the codes of all candidates,
+        every input size.
 
     See Also
     --------
@@ -143,8 +209,10 @@ class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     ...     CNNFeatureTransformer(input_size=64), layers=["blocks.1", "penultimate"], cv=3
     ... ).fit(X, y)
     >>> search.cv_results_["layer"].tolist()
-    ['blocks.1', 'penultimate']
-    >>> search.best_layer_ in ("blocks.1", "penultimate")
+    ['blocks.1', 'blocks.1', 'penultimate']
+    >>> search.cv_results_["pooling"].tolist()
+    ['avg', 'gem', None]
+    >>> search.best_params_["layer"] in ("blocks.1", "penultimate")
     True
     >>> search.predict(X[:2]).shape
     (2,)
@@ -156,6 +224,10 @@ class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         "transformer": "no_validation",  # checked in fit, with a message that shows the call
         "layers": [list, tuple, None],
         "classifier": [HasMethods(["fit", "predict"]), None],
+        "poolings": [list, tuple, None],
+        "input_sizes": [list, tuple, None],
+        "ttas": [list, tuple, None],
+        "class_weight": [StrOptions({"balanced"}), dict, None],
         "cv": ["cv_object"],
         "scoring": [str, callable, None],
         "refit": ["boolean"],
@@ -168,6 +240,10 @@ class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         layers=None,
         classifier=None,
         *,
+        poolings=None,
+        input_sizes=None,
+        ttas=None,
+        class_weight=None,
         cv=5,
         scoring=None,
         refit=True,
@@ -179,6 +255,10 @@ class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         self.transformer = transformer
         self.layers = layers
         self.classifier = classifier
+        self.poolings = poolings
+        self.input_sizes = input_sizes
+        self.ttas = ttas
+        self.class_weight = class_weight
         self.cv = cv
         self.scoring = scoring
         self.refit = refit
@@ -186,7 +266,7 @@ class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
 
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y):
-        """Extract every candidate's codes once, then cross-validate each.
+        """Extract every candidate's codes once per input size, then cross-validate each.
 
         Parameters
         ----------
@@ -206,38 +286,48 @@ class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         if len(y) != len(images):
             raise ValueError(f"X has {len(images)} images but y has {len(y)} labels.")
         transformer = self._checked_transformer()
-        layers = self._candidates(transformer)
-        self.transformer_ = clone(transformer).set_params(layer=layers)
+        poolings = self._poolings(transformer)
+        # One pooling stays a name: its codes share the cache with a transformer of that pooling.
+        pooling = poolings[0] if len(poolings) == 1 else poolings
         start = time.perf_counter()
-        with warnings.catch_warnings():
-            # Images that failed are left out below, with a warning of the search's own.
-            warnings.filterwarnings("ignore", "[0-9]+ of [0-9]+ images could not be used", UserWarning)
-            codes = self.transformer_.fit(images).transform(images)
+        blocks, candidates, failures = [], [], {}
+        for view in self._views(transformer, images):
+            fitted = clone(transformer).set_params(layer=self._candidates(transformer, view), pooling=pooling, **view)
+            with warnings.catch_warnings():
+                # Images that failed are left out below, with a warning of the search's own.
+                warnings.filterwarnings("ignore", "[0-9]+ of [0-9]+ images could not be used", UserWarning)
+                blocks.append(fitted.fit(images).transform(images))
+            failures.update((failure.index, failure) for failure in fitted.failed_)
+            candidates += _view_candidates(fitted, view, len(blocks) - 1)
+            if len(blocks) == 1:
+                self.transformer_ = fitted
+        # The last map averaged is the penultimate code: only its other poolings are candidates.
+        candidates = [c for c in candidates if not (c.layer == self._last_map and c.pooling == "avg")]
         self.extraction_time_ = time.perf_counter() - start
-        self.failed_ = self.transformer_.failed_
-        codes, y = self._usable(codes, y, len(images))
+        self.failed_ = [failures[index] for index in sorted(failures)]
+        usable, y = self._usable(y, len(images))
         cv = check_cv(self.cv, y, classifier=True)
-        folds = list(cv.split(codes, y))
+        folds = list(cv.split(np.zeros((len(y), 1)), y))
         classifier = self._classifier(y, folds)
         self.n_splits_ = len(folds)
         scorer = check_scoring(classifier, scoring=self._scoring())
-        columns = self._layer_columns()
         scores, fit_times = [], []
-        for layer_columns in columns:
-            result = cross_validate(
-                clone(classifier), codes[:, layer_columns], y, cv=folds, scoring=scorer, n_jobs=self.n_jobs
-            )
+        for candidate in candidates:
+            codes = blocks[candidate.view][usable][:, candidate.columns]
+            result = cross_validate(clone(classifier), codes, y, cv=folds, scoring=scorer, n_jobs=self.n_jobs)
             scores.append(result["test_score"])
             fit_times.append(result["fit_time"].mean())
-        self.cv_results_ = self._results(np.asarray(scores), np.asarray(fit_times))
+        self.cv_results_ = _results(candidates, np.asarray(scores), np.asarray(fit_times))
         self.best_index_ = int(np.argmax(self.cv_results_["mean_test_score"]))
-        self.best_layer_ = layers[self.best_index_]
+        best = candidates[self.best_index_]
+        self.best_params_ = best.params(transformer)
+        self.best_layer_ = best.layer
         self.best_score_ = float(self.cv_results_["mean_test_score"][self.best_index_])
         self.classes_ = np.unique(y)
         if self.refit:
-            best = clone(transformer).set_params(layer=self.best_layer_).fit(images)
-            fitted = clone(classifier).fit(codes[:, columns[self.best_index_]], y)
-            self.best_estimator_ = Pipeline([("cnnfeaturetransformer", best), ("classifier", fitted)])
+            network = clone(transformer).set_params(**self.best_params_).fit(images)
+            fitted = clone(classifier).fit(blocks[best.view][usable][:, best.columns], y)
+            self.best_estimator_ = Pipeline([("cnnfeaturetransformer", network), ("classifier", fitted)])
         return self
 
     def _checked_transformer(self) -> CNNFeatureTransformer:
@@ -255,29 +345,67 @@ class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             )
         return transformer
 
-    def _candidates(self, transformer: CNNFeatureTransformer) -> list[str]:
+    def _poolings(self, transformer: CNNFeatureTransformer) -> list[str]:
+        """The poolings searched: ``poolings``, or the transformer's followed by the defaults."""
+        if self.poolings is not None:
+            return list(pooling_names(self.poolings))
+        return list(dict.fromkeys([*pooling_names(transformer.pooling), *DEFAULT_POOLINGS]))
+
+    def _views(self, transformer: CNNFeatureTransformer, images: list) -> list[dict]:
+        """The input sizes searched, each as the transformer parameters that give it."""
+        sizes = [transformer.input_size, NATIVE] if self.input_sizes is None else list(self.input_sizes)
+        if not sizes:
+            raise ValueError("input_sizes must list at least one size (an int, a pair, None or 'native'), or be None.")
+        views = []
+        for size in sizes:
+            if isinstance(size, str) and size == NATIVE:
+                side = self._native_side(transformer, images)
+                view = None if side is None else {"input_size": side, "crop": False}
+            else:
+                view = {"input_size": size, "crop": transformer.crop}
+            if view is not None and view not in views:
+                views.append(view)
+        views = views or [{"input_size": transformer.input_size, "crop": transformer.crop}]
+        ttas = [transformer.tta] if self.ttas is None else list(self.ttas)
+        if not ttas:
+            raise ValueError("ttas must list at least one of None, 'flips' and 'dihedral', or be None.")
+        return [{**view, "tta": tta} for view in views for tta in dict.fromkeys(ttas)]
+
+    def _native_side(self, transformer: CNNFeatureTransformer, images: list) -> int | None:
+        """``"native"``: the images' median shorter side (None where the transformer's input keeps it)."""
+        backbone = load_backbone(transformer.backbone, transformer.weights, transformer.device)
+        recipe = backbone.preprocessing.with_input_size(checked_input_size(transformer.input_size))
+        return native_input_size([image_size(image) for image in images], recipe)
+
+    def _candidates(self, transformer: CNNFeatureTransformer, view: dict) -> list[str]:
+        self._last_map = None
         if self.layers is None:
-            return candidate_layers(transformer.backbone, transformer.input_size)
+            layers = candidate_layers(transformer.backbone, view["input_size"])
+            if any(pooling != "avg" for pooling in self._poolings(transformer)):
+                # The last map pooled another way than the average (which the penultimate code is).
+                self._last_map = last_map(transformer.backbone, view["input_size"])
+            if self._last_map is not None:
+                layers.insert(-1, self._last_map)
+            return layers
         layers = list(self.layers)
         if not layers or not all(isinstance(layer, str) for layer in layers):
             raise ValueError(f"layers must be a non-empty list of layer names or None; got {self.layers!r}.")
         return layers
 
-    def _usable(self, codes: np.ndarray, y: np.ndarray, n_images: int) -> tuple[np.ndarray, np.ndarray]:
-        """Codes and labels without the images that failed (``on_error="skip"``)."""
-        if not self.failed_:
-            return codes, y
+    def _usable(self, y: np.ndarray, n_images: int) -> tuple[np.ndarray, np.ndarray]:
+        """Which images the search uses (not those that failed, ``on_error="skip"``), and their labels."""
         keep = np.ones(n_images, dtype=bool)
         keep[[failure.index for failure in self.failed_]] = False
         if not keep.any():
-            raise BadImagesError(self.failed_, codes)
-        warnings.warn(
-            f"LayerSearchCV: {len(self.failed_)} of {n_images} images could not be used and are left out "
-            f"of the search (see failed_). First: {self.failed_[0]}",
-            UserWarning,
-            stacklevel=3,
-        )
-        return codes[keep], y[keep]
+            raise BadImagesError(self.failed_)
+        if self.failed_:
+            warnings.warn(
+                f"LayerSearchCV: {len(self.failed_)} of {n_images} images could not be used and are left out "
+                f"of the search (see failed_). First: {self.failed_[0]}",
+                UserWarning,
+                stacklevel=3,
+            )
+        return keep, y[keep]
 
     def _classifier(self, y: np.ndarray, folds: list):
         if self.classifier is not None:
@@ -289,69 +417,44 @@ class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
                 f"A class has {smallest} image(s) in a training split of cv={self.cv!r}: too few to tune "
                 "the default classifier. Give more images per class, a smaller cv, or a classifier."
             )
-        return default_classifier(inner_cv=min(3, int(smallest)))
-
-    def _layer_columns(self) -> list[slice]:
-        """Each tapped layer's columns in the concatenated codes."""
-        widths = self.transformer_.extractor_.plan.widths
-        ends = np.cumsum([widths[layer] for layer in self.transformer_.layers_])
-        return [
-            slice(int(end - widths[layer]), int(end))
-            for end, layer in zip(ends, self.transformer_.layers_, strict=True)
-        ]
-
-    def _results(self, scores: np.ndarray, fit_times: np.ndarray) -> dict:
-        transformer = self.transformer_
-        order = {
-            layer.name: depth for depth, layer in enumerate(list_layers(transformer.backbone, transformer.input_size_))
-        }
-        means = scores.mean(axis=1)
-        results = {
-            "layer": np.asarray(transformer.layers_, dtype=object),
-            "depth": np.asarray([order[layer] for layer in transformer.layers_]),
-            "n_features": np.asarray([columns.stop - columns.start for columns in self._layer_columns()]),
-            "mean_test_score": means,
-            "std_test_score": scores.std(axis=1),
-        }
-        for split in range(scores.shape[1]):
-            results[f"split{split}_test_score"] = scores[:, split]
-        # Rank 1 is best; ties share the best rank, as in GridSearchCV.
-        results["rank_test_score"] = np.asarray([1 + int(np.sum(means > mean)) for mean in means])
-        results["mean_fit_time"] = fit_times
-        return results
+        return default_classifier(inner_cv=min(3, int(smallest)), class_weight=self.class_weight)
 
     def summary(self) -> str:
-        """The results as a plain-text table, best layer marked.
+        """The results as a plain-text table, best candidate marked.
 
         Returns
         -------
         table : str
-            One line per candidate: layer, depth, dimension, mean and
-            standard deviation of the score over the folds.
+            One line per candidate: layer, pooling, input size, depth,
+            dimension, mean and standard deviation of the score over the folds.
         """
         check_is_fitted(self, "cv_results_")
         results = self.cv_results_
         width = max(len("layer"), *(len(layer) for layer in results["layer"]))
+        inputs = max(len("input"), *(len(size) for size in results["input"]))
         lines = [
-            f"  {'layer':<{width}}  {'depth':>5}  {'dimension':>9}  score (mean +/- std over {self.n_splits_} folds)"
+            f"  {'layer':<{width}}  {'pooling':<7}  {'input':<{inputs}}  {'depth':>5}  {'dimension':>9}  "
+            f"score (mean +/- std over {self.n_splits_} folds)"
         ]
         for row, layer in enumerate(results["layer"]):
             mark = "*" if row == self.best_index_ else " "
             lines.append(
-                f"{mark} {layer:<{width}}  {results['depth'][row]:>5}  {results['n_features'][row]:>9}  "
+                f"{mark} {layer:<{width}}  {results['pooling'][row] or '-':<7}  {results['input'][row]:<{inputs}}  "
+                f"{results['depth'][row]:>5}  {results['n_features'][row]:>9}  "
                 f"{results['mean_test_score'][row]:.3f} +/- {results['std_test_score'][row]:.3f}"
             )
         return "\n".join(lines)
 
     def plot(self, ax=None, *, label=None):
-        """Score against depth, one point per candidate, with error bars.
+        """Score against depth, a curve per pooling and input size, with error bars.
 
         Parameters
         ----------
         ax : matplotlib Axes or None, default=None
             Where to draw; ``None`` makes a new figure.
         label : str or None, default=None
-            Legend label of the curve (several searches can share an ax).
+            Legend label of the curves (several searches can share an ax);
+            each curve's pooling and input size follow it.
 
         Returns
         -------
@@ -366,19 +469,23 @@ class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         if ax is None:
             _, ax = plt.subplots(figsize=(7, 4), layout="constrained")
         results = self.cv_results_
-        ax.errorbar(
-            results["depth"],
-            results["mean_test_score"],
-            yerr=results["std_test_score"],
-            marker="o",
-            capsize=4,
-            label=label,
-        )
-        ax.set_xticks(results["depth"], results["layer"], rotation=30, ha="right")
+        curves = _curves(results)
+        for (pooling, size), rows in curves.items():
+            name = f"{pooling or 'codes'}, {size}" if len(curves) > 1 else None
+            ax.errorbar(
+                results["depth"][rows],
+                results["mean_test_score"][rows],
+                yerr=results["std_test_score"][rows],
+                marker="o",
+                capsize=4,
+                label=" ".join(part for part in (label, name) if part) or None,
+            )
+        depths = {int(depth): layer for depth, layer in zip(results["depth"], results["layer"], strict=True)}
+        ax.set_xticks(list(depths), list(depths.values()), rotation=30, ha="right")
         ax.set_xlabel(f"layer of {self.transformer_.backbone} (forward order)")
         ax.set_ylabel(f"cross-validated score ({self.n_splits_} folds)")
         ax.grid(alpha=0.3)
-        if label is not None:
+        if label is not None or len(curves) > 1:
             ax.legend()
         return ax
 
@@ -448,6 +555,105 @@ class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         tags.input_tags.three_d_array = True
         tags.input_tags.string = True
         return tags
+
+
+#: The entry of ``input_sizes`` that stands for the images' own size, seen whole.
+NATIVE = "native"
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """One row of the search: a layer pooled one way at one input size, and
+    where its codes are (the extraction of that size, the columns)."""
+
+    layer: str
+    pooling: str | None  # None: a vector, which no pooling changes
+    view: int
+    input_size: object
+    crop: bool | float
+    tta: str | None
+    resolved_size: tuple[int, int]
+    depth: int
+    columns: slice
+
+    def params(self, transformer: CNNFeatureTransformer) -> dict:
+        """The transformer parameters that give this candidate's codes."""
+        pooling = self.pooling or transformer.pooling
+        return {
+            "layer": self.layer,
+            "pooling": pooling,
+            "input_size": self.input_size,
+            "crop": self.crop,
+            "tta": self.tta,
+        }
+
+
+def _view_candidates(fitted: CNNFeatureTransformer, view: dict, index: int) -> list[_Candidate]:
+    """The candidates of one extraction: each tapped layer, and within it each pooling's columns."""
+    depths = {layer.name: depth for depth, layer in enumerate(list_layers(fitted.backbone, fitted.input_size_))}
+    poolings = pooling_names(fitted.pooling)
+    candidates, start = [], 0
+    for layer in fitted.layers_:
+        widths = pooled_widths(fitted.layer_shapes_[layer], poolings)
+        names = poolings if len(widths) == len(poolings) and len(fitted.layer_shapes_[layer]) > 1 else (None,)
+        for pooling, width in zip(names, widths, strict=True):
+            candidates.append(
+                _Candidate(
+                    layer, pooling, index, view["input_size"], view["crop"], view["tta"], fitted.input_size_,
+                    depths[layer],
+                    slice(start, start + width),
+                )
+            )  # fmt: skip
+            start += width
+    return candidates
+
+
+def _input_label(candidate: _Candidate) -> str:
+    height, width = candidate.resolved_size
+    crop = "" if candidate.crop is True else ", no crop" if candidate.crop is False else f", crop {candidate.crop}"
+    tta = "" if candidate.tta is None else f", tta {candidate.tta}"
+    return f"{height}x{width}{crop}{tta}"
+
+
+def _results(candidates: list[_Candidate], scores: np.ndarray, fit_times: np.ndarray) -> dict:
+    means = scores.mean(axis=1)
+    results = {
+        "layer": np.asarray([c.layer for c in candidates], dtype=object),
+        "pooling": np.asarray([c.pooling for c in candidates], dtype=object),
+        "input_size": _objects([c.input_size for c in candidates]),
+        "crop": np.asarray([c.crop for c in candidates], dtype=object),
+        "tta": np.asarray([c.tta for c in candidates], dtype=object),
+        "input": np.asarray([_input_label(c) for c in candidates], dtype=object),
+        "depth": np.asarray([c.depth for c in candidates]),
+        "n_features": np.asarray([c.columns.stop - c.columns.start for c in candidates]),
+        "mean_test_score": means,
+        "std_test_score": scores.std(axis=1),
+    }
+    for split in range(scores.shape[1]):
+        results[f"split{split}_test_score"] = scores[:, split]
+    # Rank 1 is best; ties share the best rank, as in GridSearchCV.
+    results["rank_test_score"] = np.asarray([1 + int(np.sum(means > mean)) for mean in means])
+    results["mean_fit_time"] = fit_times
+    return results
+
+
+def _objects(values: list) -> np.ndarray:
+    """A 1-D object array of ``values`` (pairs stay pairs, not a second axis)."""
+    array = np.empty(len(values), dtype=object)
+    for i, value in enumerate(values):
+        array[i] = value
+    return array
+
+
+def _curves(results: dict) -> dict[tuple, np.ndarray]:
+    """Rows by (pooling, input) in the order met; vectors (no pooling) join every curve of their input."""
+    keys = list(dict.fromkeys(zip(results["pooling"], results["input"], strict=True)))
+    pooled = [key for key in keys if key[0] is not None] or keys
+    rows = {}
+    for pooling, size in pooled:
+        mask = (results["input"] == size) & np.asarray([p in (pooling, None) for p in results["pooling"]])
+        rows[(pooling, size)] = np.flatnonzero(mask)
+    return rows
 
 
 def _moved_parameters_message(given: dict) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from numbers import Integral
+from numbers import Integral, Real
 
 import numpy as np
 import torch
@@ -61,12 +61,16 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
         (:func:`skcnn.advise_layer` and :class:`skcnn.LayerSearchCV` help
         choose).
 
-    pooling : {"avg", "max", "flatten", "spp"}, default="avg"
+    pooling : {"avg", "max", "gem", "flatten", "spp"} or list of them, default="avg"
         How a conv map (C, H, W) becomes a vector: global average, global
-        max, flattening (C*H*W values) or a spatial pyramid (1x1, 2x2 and
-        4x4 average pools concatenated, 21*C values). Vectors (fully
+        max, generalised mean (GeM, ``mean(x**3)**(1/3)``: between the two,
+        so that a small strong response such as a crack or a spot counts),
+        flattening (C*H*W values) or a spatial pyramid (1x1, 2x2 and
+        4x4 average pools concatenated, 21*C values). A list concatenates
+        several poolings of each map (``["avg", "max"]``: fastai's concat
+        pooling). Vectors (fully
         connected outputs, penultimate codes of globally pooled networks)
-        pass through unchanged.
+        pass through unchanged, once.
 
     relu : bool, default=True
         Threshold activations at zero before pooling, as the codes were
@@ -78,7 +82,18 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
         torchvision's ``weights.transforms()`` or timm's
         ``pretrained_cfg``); an int or pair changes the size and keeps the
         crop fraction. Conv layers accept any size; fully connected layers
-        of AlexNet and VGG expect the original one.
+        of AlexNet and VGG expect the original one. Images larger than the
+        weights' size (a 300 px close-up at 224) lose detail in the resize:
+        an input size near theirs keeps it (:class:`skcnn.LayerSearchCV`
+        measures which pays).
+
+    crop : bool or float, default=True
+        The centre crop after the resize. ``True``: the weights' own
+        (224 of 256 for most ImageNet weights); ``False``: none, the shorter
+        side is resized to the input size and a square image is seen whole
+        (for close-ups already framed on the object, where a defect at the
+        border would be cut away); a float in (0, 1]: the fraction of the
+        resized shorter side kept.
 
     batch_size : int, default=8
         Images per forward pass. Small batches suit a CPU (measured in
@@ -180,6 +195,15 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
         of them is a hit. Give it the candidates of a grid search over
         ``layer`` and the whole search costs one network pass per image.
         Needs ``cache``.
+
+    tta : {"flips", "dihedral"} or None, default=None
+        Test-time augmentation: each image's codes are the average of its
+        views' codes, the four flips (``"flips"``) or the eight flips and
+        90-degree rotations of the square (``"dihedral"``, square inputs
+        only), in ``fit``'s data and later data alike (codes invariant to
+        the views). For images with no up or down (cells, textures, tiles);
+        it costs one forward pass per view, and codes with it are cached
+        apart. ``None``: one view, the image as it is.
 
     Attributes
     ----------
@@ -285,9 +309,10 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
         "backbone": [str, list, tuple],
         "weights": [str, os.PathLike, None, list, tuple, dict],
         "layer": [str, list, tuple, dict],
-        "pooling": [StrOptions(set(CHOICES["pooling"]))],
+        "pooling": [StrOptions(set(CHOICES["pooling"])), list, tuple],
         "relu": ["boolean"],
         "input_size": [Interval(Integral, 1, None, closed="left"), tuple, list, dict, None],
+        "crop": ["boolean", Interval(Real, 0, 1, closed="right")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "num_workers": [Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
         "precision": [StrOptions(set(CHOICES["precision"]))],
@@ -300,6 +325,7 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
         "max_pixels": [Interval(Integral, 1, None, closed="left"), None],
         "cache": [str, os.PathLike, CodeCache, None],
         "cache_layers": [list, tuple, dict, None],
+        "tta": [StrOptions(set(CHOICES["tta"])), None],
     }
 
     def __init__(
@@ -311,6 +337,7 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
         pooling=DEFAULTS.pooling,
         relu=DEFAULTS.relu,
         input_size=DEFAULTS.input_size,
+        crop=DEFAULTS.crop,
         batch_size=DEFAULTS.batch_size,
         num_workers=DEFAULTS.num_workers,
         precision=DEFAULTS.precision,
@@ -323,6 +350,7 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
         max_pixels=DEFAULTS.max_pixels,
         cache=DEFAULTS.cache,
         cache_layers=DEFAULTS.cache_layers,
+        tta=DEFAULTS.tta,
     ):
         self.backbone = backbone
         self.weights = weights
@@ -330,6 +358,7 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
         self.pooling = pooling
         self.relu = relu
         self.input_size = input_size
+        self.crop = crop
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.precision = precision
@@ -342,6 +371,7 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
         self.max_pixels = max_pixels
         self.cache = cache
         self.cache_layers = cache_layers
+        self.tta = tta
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):

@@ -74,7 +74,7 @@ def test_layers_search_prints_the_table_and_saves_the_plot(tmp_path, capsys):
     ]
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
-    assert "12 images, 3 classes" in out and "blocks.1" in out and "best layer:" in out
+    assert "12 images, 3 classes" in out and "blocks.1" in out and "best: layer" in out
     assert plot.stat().st_size > 1000 and plot.read_bytes()[:4] == b"\x89PNG"
 
 
@@ -97,7 +97,7 @@ def test_layers_search_leaves_bad_files_out_and_names_them(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "13 images, 3 classes" in out
     assert "left out 1 file(s) that could not be used: " in out and "broken.png" in out
-    assert "best layer:" in out
+    assert "best: layer" in out
 
 
 def test_layers_search_on_error_raise_names_the_files_and_the_flag(tmp_path, capsys):

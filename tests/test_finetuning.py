@@ -45,11 +45,13 @@ def test_fit_predict_probabilities_and_labels_of_any_kind(fitted, patches):
     assert fitted.score(X_test, y_test) > 0.8  # the head starts from a linear probe on pretrained codes
     assert fitted.decision_function(X_test).shape == (30, 3)
     assert fitted.n_epochs_ == len(fitted.history_) == fitted.best_epoch_ == 2  # no validation: the last epoch
+    # augment="auto" measured that flips and rotations keep the class of these textures.
     assert fitted.strategy_ == {
         "layer": "penultimate",
         "unfreeze": "blocks.5",
         "batchnorm": "frozen",
-        "reason": "as given",
+        "augment": "dihedral",
+        "reason": "as given; augment 'dihedral' (class kept under ['hflip', 'rot90', 'vflip'])",
     }
     assert set(fitted.history_[0]) == {"epoch", "train_loss", "validation_score", "learning_rates", "seconds"}
     assert len(fitted.history_[0]["learning_rates"]) == 2  # pretrained layers and head
@@ -102,7 +104,11 @@ def test_batchnorm_frozen_keeps_the_statistics_adapt_and_train_change_them(patch
     key = "blocks.2.0.bn1.running_mean"
     same = torch.equal(model.state_dict_[f"network.{key}"], original[key])
     assert same == (batchnorm == "frozen")
-    assert model.strategy_ == {"layer": "penultimate", "unfreeze": "all", "batchnorm": batchnorm, "reason": "as given"}
+    assert {key: model.strategy_[key] for key in ("layer", "unfreeze", "batchnorm")} == {
+        "layer": "penultimate",
+        "unfreeze": "all",
+        "batchnorm": batchnorm,
+    }
 
 
 def test_set_mode_keeps_batchnorm_in_eval_mode_after_train():
@@ -486,8 +492,12 @@ def test_validation_accuracy_is_weighted():
     plan = training.Plan(1, 4, 1e-3, 0.1, 0.0, "frozen", None, torch.device("cpu"), None, 0)
     targets = torch.tensor([0, 0, 0, 1])
     validation = training.Examples(images, targets, torch.tensor([1.0, 1.0, 1.0, 3.0]))
-    assert training._accuracy(Constant(), validation, recipe, plan) == 0.5
-    assert training._accuracy(Constant(), validation._replace(weights=None), recipe, plan) == 0.75
+    assert training._validation_score(Constant(), validation, recipe, plan) == 0.5
+    assert training._validation_score(Constant(), validation._replace(weights=None), recipe, plan) == 0.75
+    # Balanced: the mean of the recalls (1 for class 0, 0 for class 1), whatever the weights.
+    plan.scoring = "balanced_accuracy"
+    assert training._validation_score(Constant(), validation, recipe, plan) == 0.5
+    assert training._validation_score(Constant(), validation._replace(weights=None), recipe, plan) == 0.5
 
 
 def test_the_probe_that_starts_fine_tuning_takes_a_stratified_draw_of_large_sets(patches, monkeypatch):
@@ -503,3 +513,26 @@ def test_the_probe_that_starts_fine_tuning_takes_a_stratified_draw_of_large_sets
     model = CNNClassifier(**SMALL, max_epochs=1, unfreeze="blocks.6", early_stopping=False).fit(X, y)
     assert len(seen[0]) == 12 and np.bincount(seen[0]).tolist() == [4, 4, 4]
     assert len(model.history_) == 1  # training itself took every image
+
+
+def test_augment_auto_does_not_turn_digits():
+    from skcnn.datasets import load_digit_images
+
+    X, y = load_digit_images("train")
+    rows = np.concatenate([np.flatnonzero(np.asarray(y) == digit)[:12] for digit in range(10)])
+    X, y = np.asarray(X)[rows], np.asarray(y)[rows]
+    model = CNNClassifier(**SMALL, max_epochs=1, unfreeze="blocks.6", early_stopping=False).fit(X, y)
+    # Vertical flips and rotations change digits: neither "flips" nor "dihedral" is chosen.
+    assert model.strategy_["augment"] in ("photo", "crop")
+
+
+def test_early_stopping_scores_by_balanced_accuracy(patches):
+    from sklearn.metrics import balanced_accuracy_score
+
+    X, y, _, _ = patches
+    X, y = X[4:], y[4:]  # brick rarer than the others
+    model = CNNClassifier(**SMALL, max_epochs=1, unfreeze="blocks.6", scoring="balanced_accuracy").fit(X, y)
+    assert 0 <= model.probe_score_ <= 1 and len(model.history_) == 1
+    with pytest.raises(ValueError, match="scoring"):
+        CNNClassifier(**SMALL, scoring="f1").fit(X, y)
+    assert balanced_accuracy_score([0, 0, 0, 1], [0, 0, 0, 0]) == 0.5  # what a majority answer scores

@@ -19,6 +19,8 @@ def _expected_map(maps: torch.Tensor, pooling: str) -> torch.Tensor:
         return maps.mean(dim=(2, 3))
     if pooling == "max":
         return maps.amax(dim=(2, 3))
+    if pooling == "gem":
+        return maps.clamp_min(1e-6).pow(3).mean(dim=(2, 3)).pow(1 / 3)
     if pooling == "flatten":
         return maps.reshape(maps.shape[0], -1)
     return torch.cat(
@@ -235,3 +237,27 @@ def test_check_poolable_rejects_unpoolable_rank():
 @pytest.mark.parametrize("pooling", POOLINGS)
 def test_check_poolable_accepts_valid_combinations(shape, pooling):
     assert check_poolable(shape, pooling) is None
+
+
+def test_several_poolings_are_each_pooling_side_by_side():
+    maps = _random(2, 4, 6, 6, seed=5)
+    codes = to_codes(maps, ["avg", "gem", "max"], relu=True)
+    assert codes.shape == (2, 12) and n_codes((4, 6, 6), ["avg", "gem", "max"]) == 12
+    for block, pooling in enumerate(["avg", "gem", "max"]):
+        torch.testing.assert_close(codes[:, 4 * block : 4 * block + 4], to_codes(maps, pooling, relu=True))
+    vector = _random(2, 9)
+    assert to_codes(vector, ["avg", "max"], relu=False).shape == (2, 9)  # a vector is pooled by nothing, once
+    with pytest.raises(ValueError, match="distinct"):
+        n_codes((4, 6, 6), ["avg", "avg"])
+    with pytest.raises(ValueError, match="not one of"):
+        n_codes((4, 6, 6), ["avg", "median"])
+
+
+def test_gem_lies_between_average_and_max():
+    maps = _random(3, 5, 7, 7, seed=2).clamp_min(0)
+    gem = to_codes(maps, "gem", relu=True)
+    assert (gem >= to_codes(maps, "avg", relu=True) - 1e-6).all() and (gem <= to_codes(maps, "max", relu=True)).all()
+    # A small strong response (one pixel of 49) moves GeM far more than the average.
+    spot = torch.zeros(1, 1, 7, 7)
+    spot[0, 0, 3, 3] = 1.0
+    assert to_codes(spot, "gem", relu=True).item() > 5 * to_codes(spot, "avg", relu=True).item()

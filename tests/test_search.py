@@ -196,30 +196,36 @@ def test_layer_search_one_extraction_table_and_best_estimator(tmp_path, textures
     X, y = textures[0][::3], textures[1][::3]  # 20 patches, every class
     layers = ["blocks.1", "blocks.3", "penultimate"]
     search = LayerSearchCV(
-        CNNFeatureTransformer(input_size=32, cache=os.fspath(tmp_path / "c.h5")), layers=layers, cv=3
+        CNNFeatureTransformer(input_size=32, cache=os.fspath(tmp_path / "c.h5")), layers=layers, input_sizes=[32], cv=3
     )
     with counted_forward_passes() as seen:
         search.fit(X, y)
     assert sum(seen) == len(X)  # the refit reads the best layer from the cache
     results = search.cv_results_
-    assert results["layer"].tolist() == layers
-    assert results["n_features"].tolist() == [24, 80, 1280]
-    assert np.all(np.diff(results["depth"]) > 0)
-    assert results["split2_test_score"].shape == (3,)
-    assert search.best_layer_ == layers[int(np.argmax(results["mean_test_score"]))]
+    # Each map twice (average and generalised mean), the penultimate vector once.
+    assert results["layer"].tolist() == ["blocks.1", "blocks.1", "blocks.3", "blocks.3", "penultimate"]
+    assert results["pooling"].tolist() == ["avg", "gem", "avg", "gem", None]
+    assert results["n_features"].tolist() == [24, 24, 80, 80, 1280]
+    assert results["input"].tolist() == ["32x32"] * 5
+    assert np.all(np.diff(results["depth"]) >= 0)
+    assert results["split2_test_score"].shape == (5,)
+    best = int(np.argmax(results["mean_test_score"]))
+    assert search.best_layer_ == results["layer"][best]
+    assert search.best_params_["pooling"] == (results["pooling"][best] or "avg")
     assert results["rank_test_score"][search.best_index_] == 1
-    assert search.best_estimator_.named_steps["cnnfeaturetransformer"].layers_ == (search.best_layer_,)
+    network = search.best_estimator_.named_steps["cnnfeaturetransformer"]
+    assert network.layers_ == (search.best_layer_,) and network.pooling == search.best_params_["pooling"]
     assert search.predict(X).shape == (len(X),) and 0 <= search.score(X, y) <= 1
-    assert "*" in search.summary() and "blocks.3" in search.summary()
+    assert "*" in search.summary() and "blocks.3" in search.summary() and "gem" in search.summary()
     with counted_forward_passes() as seen:
         again = clone(search).set_params(classifier=GaussianNB()).fit(X, y)
     assert sum(seen) == 0  # a second search runs no network at all
-    assert again.cv_results_["layer"].tolist() == layers
+    assert again.cv_results_["layer"].tolist() == results["layer"].tolist()
 
 
 def test_layer_search_default_candidates_and_custom_classifier(textures):
     X, y = textures[0][::4], textures[1][::4]
-    search = LayerSearchCV(SMALL_NET, classifier=GaussianNB(), cv=3).fit(X, y)
+    search = LayerSearchCV(SMALL_NET, poolings=["avg"], input_sizes=[32], classifier=GaussianNB(), cv=3).fit(X, y)
     assert search.cv_results_["layer"].tolist() == candidate_layers("efficientnet_lite0", 32)
     assert search.predict_proba(X).shape == (len(X), 3)
 
@@ -230,9 +236,12 @@ def test_layer_search_plot_draws_error_bars(tmp_path, textures):
     matplotlib.use("Agg")
     X, y = textures[0][::4], textures[1][::4]
     search = LayerSearchCV(SMALL_NET, layers=["blocks.1", "penultimate"], classifier=GaussianNB(), cv=3).fit(X, y)
+    assert search.cv_results_["input"].tolist() == ["32x32"] * 3 + ["48x48, no crop"] * 3  # 48 px patches
     ax = search.plot()
     assert [t.get_text() for t in ax.get_xticklabels()] == ["blocks.1", "penultimate"]
-    assert len(ax.containers) == 1  # one errorbar container
+    # One errorbar curve per pooling and input, the penultimate vector on each of its input.
+    labels = ["avg, 32x32", "gem, 32x32", "avg, 48x48, no crop", "gem, 48x48, no crop"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == labels
     ax.figure.savefig(tmp_path / "layers.png")
     assert (tmp_path / "layers.png").stat().st_size > 1000
 
@@ -249,7 +258,9 @@ def test_layer_search_bad_parameters(textures):
 
 def test_search_is_a_meta_estimator_over_every_transformer_parameter(textures):
     X, y = textures[0][::4], textures[1][::4]
-    search = LayerSearchCV(CNNFeatureTransformer(input_size=64, pooling="max"), layers=["blocks.1", "penultimate"])
+    search = LayerSearchCV(
+        CNNFeatureTransformer(input_size=64, pooling="max"), layers=["blocks.1", "penultimate"], poolings=["max"]
+    )
     params = search.get_params()
     assert params["transformer__pooling"] == "max" and params["transformer__input_size"] == 64
     assert {"transformer__precision", "transformer__on_error", "transformer__cache_layers"} <= set(params)
@@ -280,10 +291,94 @@ def test_skipped_images_are_left_out_of_the_search(textures, tmp_path):
     images = [*X, str(tmp_path / "missing.png")]
     labels = [*y, y[0]]
     transformer = CNNFeatureTransformer(input_size=32, on_error="skip")
-    search = LayerSearchCV(transformer, layers=["blocks.1"], classifier=GaussianNB(), cv=3)
+    search = LayerSearchCV(
+        transformer, layers=["blocks.1"], poolings=["avg"], input_sizes=[32], classifier=GaussianNB(), cv=3
+    )
     with pytest.warns(UserWarning, match="left out of the search"):
         search.fit(images, labels)
     assert [failure.index for failure in search.failed_] == [len(X)]
     assert search.cv_results_["mean_test_score"].shape == (1,)
     with pytest.raises(BadImagesError):
         LayerSearchCV(CNNFeatureTransformer(input_size=32), layers=["blocks.1"], cv=3).fit(images, labels)
+
+
+def test_poolings_of_one_extraction_equal_each_pooling_alone(textures):
+    X, y = textures[0][::4], textures[1][::4]
+    search = LayerSearchCV(
+        SMALL_NET, layers=["blocks.2"], poolings=["avg", "max", "gem"], input_sizes=[32], classifier=GaussianNB(), cv=3,
+        refit=False,
+    )  # fmt: skip
+    with counted_forward_passes() as seen:
+        search.fit(X, y)
+    assert sum(seen) == len(X)  # three poolings, one forward pass
+    assert search.cv_results_["pooling"].tolist() == ["avg", "max", "gem"]
+    for row, pooling in enumerate(["avg", "max", "gem"]):
+        alone = LayerSearchCV(
+            SMALL_NET, layers=["blocks.2"], poolings=[pooling], input_sizes=[32], classifier=GaussianNB(), cv=3,
+            refit=False,
+        ).fit(X, y)  # fmt: skip
+        np.testing.assert_allclose(alone.cv_results_["mean_test_score"][0], search.cv_results_["mean_test_score"][row])
+
+
+def test_native_size_is_searched_for_images_larger_than_the_weights(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    paths, y = [], []
+    for i in range(12):  # 96 x 120 files: shorter side 96, 1.5x a 64 px network input
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(rng.integers(0, 256, (96, 120, 3), dtype=np.uint8)).save(path)
+        paths.append(str(path))
+        y.append(i % 2)
+    search = LayerSearchCV(
+        CNNFeatureTransformer(input_size=64), layers=["blocks.1"], poolings=["avg"], classifier=GaussianNB(), cv=2
+    ).fit(paths, y)
+    results = search.cv_results_
+    assert results["input"].tolist() == ["64x64", "96x96, no crop"]
+    assert results["input_size"].tolist() == [64, 96] and results["crop"].tolist() == [True, False]
+    best = search.best_estimator_[0]
+    assert (best.input_size, best.crop) == (search.best_params_["input_size"], search.best_params_["crop"])
+    # An explicit list: the weights' own size (None) and a pair; "native" is left out of images too small.
+    small = LayerSearchCV(
+        CNNFeatureTransformer(input_size=64),
+        layers=["blocks.1"],
+        poolings=["avg"],
+        input_sizes=[None, (48, 64), "native"],
+        classifier=GaussianNB(),
+        cv=2,
+        refit=False,
+    ).fit(np.zeros((8, 40, 40, 3), np.uint8), [0, 1] * 4)
+    assert small.cv_results_["input"].tolist() == ["224x224", "48x64"]
+
+
+def test_class_weight_reaches_the_default_classifier(textures):
+    X, y = textures[0][::4], textures[1][::4]
+    search = LayerSearchCV(
+        SMALL_NET, layers=["blocks.1"], poolings=["avg"], input_sizes=[32], class_weight="balanced", cv=3
+    )
+    search.fit(X, y)
+    assert search.best_estimator_[-1][-1].class_weight == "balanced"
+    search = LayerSearchCV(
+        SMALL_NET, layers=["blocks.1"], poolings=["avg"], input_sizes=[32], scoring="balanced_accuracy", cv=3
+    )
+    assert 0 <= search.fit(X, y).best_score_ <= 1
+
+
+def test_default_candidates_add_the_last_map_pooled_other_than_by_its_average(textures):
+    X, y = textures[0][::4], textures[1][::4]
+    transformer = CNNFeatureTransformer(input_size=64)  # bn2 is 2 x 2 (at 32 px, 1 x 1: a vector)
+    search = LayerSearchCV(transformer, input_sizes=[64], classifier=GaussianNB(), cv=3, refit=False).fit(X, y)
+    rows = list(zip(search.cv_results_["layer"], search.cv_results_["pooling"], strict=True))
+    assert ("bn2", "gem") in rows and ("bn2", "avg") not in rows  # bn2 averaged is the penultimate code
+    assert rows[-1] == ("penultimate", None) and len(rows) == 2 * 4 + 1 + 1
+
+
+def test_ttas_are_searched_beside_each_input_size(textures):
+    X, y = textures[0][::4], textures[1][::4]
+    search = LayerSearchCV(
+        SMALL_NET, layers=["blocks.2"], poolings=["avg"], input_sizes=[32], ttas=[None, "flips"], cv=3,
+        classifier=GaussianNB(),
+    ).fit(X, y)  # fmt: skip
+    assert search.cv_results_["input"].tolist() == ["32x32", "32x32, tta flips"]
+    assert search.cv_results_["tta"].tolist() == [None, "flips"]
+    assert search.best_estimator_[0].tta == search.best_params_["tta"]

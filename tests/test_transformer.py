@@ -242,3 +242,44 @@ def test_bad_input_names_the_image(tmp_path, rgb_images):
         t.transform([rgb_images[0], str(tmp_path / "missing.png")])
     with pytest.raises(ValueError, match="not 2-D feature tables"):
         t.transform(np.zeros((4, 10)))
+
+
+def test_crop_keeps_the_whole_image_or_a_fraction(rgb_images):
+    resized = {crop: CNNFeatureTransformer(input_size=64, crop=crop).fit(rgb_images) for crop in (True, False, 0.5)}
+    assert resized[True].preprocessing_["resize_size"] == 73  # the weights' 224 of 256
+    assert resized[False].preprocessing_["resize_size"] == 64  # the shorter side is the input: nothing cut
+    assert resized[0.5].preprocessing_["resize_size"] == 128
+    assert all(t.input_size_ == (64, 64) for t in resized.values())
+    whole = CNNFeatureTransformer(input_size=64, crop=False, layer="blocks.2", progress=False).fit(rgb_images)
+    # A defect in the corner moves the codes only when the image is seen whole.
+    marked = np.array(rgb_images, copy=True)
+    marked[:, :4, :4] = 255
+    cropped = CNNFeatureTransformer(input_size=64, layer="blocks.2", progress=False).fit(rgb_images)
+    assert not np.allclose(whole.transform(marked), whole.transform(rgb_images))
+    with pytest.raises(ValueError, match="crop"):
+        CNNFeatureTransformer(crop=1.5).fit(rgb_images)
+    assert cropped.get_params()["crop"] is True
+
+
+def test_tta_codes_are_the_same_for_every_view_of_an_image():
+    # Square, at the input size: no resize (whose uint8 rounding is not exactly symmetric), no crop.
+    images = np.random.default_rng(1).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
+    tta = CNNFeatureTransformer(input_size=64, crop=False, tta="dihedral", precision="fp32", layer="blocks.4")
+    codes = tta.fit(images).transform(images)
+    turned = np.ascontiguousarray(np.rot90(images, 1, axes=(1, 2))[:, :, ::-1])
+    np.testing.assert_allclose(tta.transform(turned), codes, rtol=1e-4, atol=1e-4)
+    plain = CNNFeatureTransformer(input_size=64, crop=False, precision="fp32", layer="blocks.4").fit(images)
+    assert not np.allclose(plain.transform(turned), plain.transform(images), atol=1e-3)
+    with pytest.raises(ValueError, match="square input_size"):
+        CNNFeatureTransformer(input_size=(64, 48), tta="dihedral").fit(images)
+
+
+def test_several_poolings_in_one_pass_equal_each_alone(rgb_images):
+    both = CNNFeatureTransformer(input_size=64, layer="blocks.4", pooling=["avg", "gem"], progress=False)
+    codes = both.fit(rgb_images).transform(rgb_images)
+    assert codes.shape[1] == 2 * 112 == both.n_features_out_
+    for block, pooling in enumerate(["avg", "gem"]):
+        alone = CNNFeatureTransformer(input_size=64, layer="blocks.4", pooling=pooling, progress=False)
+        np.testing.assert_allclose(
+            codes[:, 112 * block : 112 * (block + 1)], alone.fit(rgb_images).transform(rgb_images)
+        )

@@ -39,6 +39,7 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+from sklearn.metrics import accuracy_score, balanced_accuracy_score
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -80,6 +81,8 @@ class Plan:
     progress: bool = False
     checkpoint: Path | None = None
     fingerprint: str = ""
+    #: What early stopping compares: "accuracy" or "balanced_accuracy" (both weighted by sample weight).
+    scoring: str = "accuracy"
 
 
 @dataclass
@@ -197,7 +200,7 @@ def train(
         loss = _epoch(network, optimizer, schedule, scaler, data, recipe, augment, plan, state)
         state.epoch += 1
         # Without a validation split the last epoch is the one kept.
-        score = _accuracy(network, validation, recipe, plan) if validation is not None else float(state.epoch)
+        score = _validation_score(network, validation, recipe, plan) if validation is not None else float(state.epoch)
         rates = [group["lr"] for group in optimizer.param_groups]
         state.history.append(
             {
@@ -227,7 +230,7 @@ def _started(network, validation, recipe: Preprocessing, plan: Plan) -> State:
     fine-tuning keeps the probe head's weights unless an epoch beats them."""
     state = State()
     if validation is not None:
-        state.start_score = _accuracy(network, validation, recipe, plan)
+        state.start_score = _validation_score(network, validation, recipe, plan)
         _keep_best(state, network, state.start_score)
     return state
 
@@ -290,13 +293,18 @@ def predict_logits(network: nn.Module, images: DecodedImages, recipe: Preprocess
     return torch.cat(out)
 
 
-def _accuracy(network, validation: Examples, recipe: Preprocessing, plan: Plan) -> float:
-    """The share of the validation images classified right, weighted by their sample weights."""
-    correct = predict_logits(network, validation.images, recipe, plan).argmax(1) == validation.targets
-    if validation.weights is None:
-        return float(correct.float().mean())
-    weights = validation.weights.double()
-    return float((correct.double() * weights).sum() / weights.sum().clamp_min(1e-300))
+#: The scores early stopping can compare, each weighted by the validation images' sample weights.
+SCORERS = {"accuracy": accuracy_score, "balanced_accuracy": balanced_accuracy_score}
+
+
+def _validation_score(network, validation: Examples, recipe: Preprocessing, plan: Plan) -> float:
+    """The validation images' ``plan.scoring``: the share classified right (``"accuracy"``), or the
+    mean of the per-class recalls (``"balanced_accuracy"``), weighted by their sample weights."""
+    predicted = predict_logits(network, validation.images, recipe, plan).argmax(1).numpy()
+    weights = None if validation.weights is None else validation.weights.double().numpy()
+    if weights is not None and not weights.sum() > 0:
+        return 0.0
+    return float(SCORERS[plan.scoring](validation.targets.numpy(), predicted, sample_weight=weights))
 
 
 def _keep_best(state: State, network: nn.Module, score: float) -> None:
