@@ -458,8 +458,7 @@ def check_tta(tta, crop_size: tuple[int, int]) -> str | None:
         return None
     if not isinstance(tta, str) or tta not in symmetry.POLICIES:
         raise ValueError(f"tta must be None or one of {sorted(symmetry.POLICIES)}; got {tta!r}.")
-    if symmetry.needs_square(tta) and crop_size[0] != crop_size[1]:
-        raise ValueError(f"tta={tta!r} rotates by 90 degrees: it needs a square input_size; got {crop_size}.")
+    symmetry.check_fits(tta, crop_size, "tta")
     return tta
 
 

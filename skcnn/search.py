@@ -292,20 +292,23 @@ class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         start = time.perf_counter()
         blocks, candidates, failures = [], [], {}
         for view in self._views(transformer, images):
-            fitted = clone(transformer).set_params(layer=self._candidates(transformer, view), pooling=pooling, **view)
+            layers, averaged = self._candidates(transformer, view, poolings)
+            fitted = clone(transformer).set_params(layer=layers, pooling=pooling, **view)
             with warnings.catch_warnings():
                 # Images that failed are left out below, with a warning of the search's own.
                 warnings.filterwarnings("ignore", "[0-9]+ of [0-9]+ images could not be used", UserWarning)
                 blocks.append(fitted.fit(images).transform(images))
             failures.update((failure.index, failure) for failure in fitted.failed_)
-            candidates += _view_candidates(fitted, view, len(blocks) - 1)
+            # The last map averaged is the penultimate code: only its other poolings are candidates.
+            candidates += [
+                c for c in _view_candidates(fitted, view, len(blocks) - 1) if (c.layer, c.pooling) != (averaged, "avg")
+            ]
             if len(blocks) == 1:
                 self.transformer_ = fitted
-        # The last map averaged is the penultimate code: only its other poolings are candidates.
-        candidates = [c for c in candidates if not (c.layer == self._last_map and c.pooling == "avg")]
         self.extraction_time_ = time.perf_counter() - start
         self.failed_ = [failures[index] for index in sorted(failures)]
         usable, y = self._usable(y, len(images))
+        blocks = [block[usable] for block in blocks]  # once, not per candidate
         cv = check_cv(self.cv, y, classifier=True)
         folds = list(cv.split(np.zeros((len(y), 1)), y))
         classifier = self._classifier(y, folds)
@@ -313,7 +316,7 @@ class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         scorer = check_scoring(classifier, scoring=self._scoring())
         scores, fit_times = [], []
         for candidate in candidates:
-            codes = blocks[candidate.view][usable][:, candidate.columns]
+            codes = blocks[candidate.view][:, candidate.columns]
             result = cross_validate(clone(classifier), codes, y, cv=folds, scoring=scorer, n_jobs=self.n_jobs)
             scores.append(result["test_score"])
             fit_times.append(result["fit_time"].mean())
@@ -326,7 +329,7 @@ class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         self.classes_ = np.unique(y)
         if self.refit:
             network = clone(transformer).set_params(**self.best_params_).fit(images)
-            fitted = clone(classifier).fit(blocks[best.view][usable][:, best.columns], y)
+            fitted = clone(classifier).fit(blocks[best.view][:, best.columns], y)
             self.best_estimator_ = Pipeline([("cnnfeaturetransformer", network), ("classifier", fitted)])
         return self
 
@@ -377,20 +380,21 @@ class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         recipe = backbone.preprocessing.with_input_size(checked_input_size(transformer.input_size))
         return native_input_size([image_size(image) for image in images], recipe)
 
-    def _candidates(self, transformer: CNNFeatureTransformer, view: dict) -> list[str]:
-        self._last_map = None
+    def _candidates(
+        self, transformer: CNNFeatureTransformer, view: dict, poolings: list[str]
+    ) -> tuple[list[str], str | None]:
+        """The layers to tap, and the one among them whose average is the penultimate code (or None)."""
         if self.layers is None:
             layers = candidate_layers(transformer.backbone, view["input_size"])
-            if any(pooling != "avg" for pooling in self._poolings(transformer)):
-                # The last map pooled another way than the average (which the penultimate code is).
-                self._last_map = last_map(transformer.backbone, view["input_size"])
-            if self._last_map is not None:
-                layers.insert(-1, self._last_map)
-            return layers
+            # The last map, pooled another way than the average (which the penultimate code is).
+            averaged = None if poolings == ["avg"] else last_map(transformer.backbone, view["input_size"])
+            if averaged is not None:
+                layers.insert(-1, averaged)
+            return layers, averaged
         layers = list(self.layers)
         if not layers or not all(isinstance(layer, str) for layer in layers):
             raise ValueError(f"layers must be a non-empty list of layer names or None; got {self.layers!r}.")
-        return layers
+        return layers, None
 
     def _usable(self, y: np.ndarray, n_images: int) -> tuple[np.ndarray, np.ndarray]:
         """Which images the search uses (not those that failed, ``on_error="skip"``), and their labels."""

@@ -81,6 +81,14 @@ def needs_square(policy: str | None) -> bool:
     return policy == "dihedral"
 
 
+def check_fits(policy: str | None, size: tuple[int, int], parameter: str) -> None:
+    """Raise if ``policy`` (given as ``parameter``) rotates inputs of ``size`` that are not square."""
+    if needs_square(policy) and size[0] != size[1]:
+        raise ValueError(
+            f"{parameter}={policy!r} rotates by 90 degrees: it needs a square input_size; got {tuple(size)}."
+        )
+
+
 class RandomSymmetry:
     """A random view of ``policy`` per call: the augmentation of orientation-free images.
 
@@ -108,6 +116,7 @@ __all__ = [
     "GENERATORS",
     "POLICIES",
     "RandomSymmetry",
+    "check_fits",
     "needs_square",
     "views",
 ]

@@ -20,7 +20,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torchvision.transforms import v2
 
-from ..symmetry import RandomSymmetry
+from ..symmetry import RandomSymmetry, check_fits
 
 #: The part of the image a random crop keeps, at least: mild, as small data
 #: sets and pretrained features call for (BiT-HyperRule and fastai use
@@ -46,15 +46,14 @@ def policy_augment(policy: str, size: tuple[int, int]) -> Callable:
     crop alone (images a flip changes); ``"flips"`` and ``"dihedral"``: a
     random flip, or flip and 90-degree rotation, and no crop, for images
     without up or down whose evidence may be small (a crop can cut a crack
-    away). :mod:`skcnn.symmetry` measures which apply.
+    away). :func:`label_preserving` measures which apply.
     """
     crop = v2.RandomResizedCrop(size, scale=(MIN_CROP_SCALE, 1.0), antialias=True)
     if policy == "photo":
         return v2.Compose([crop, v2.RandomHorizontalFlip()])
     if policy == "crop":
         return crop
-    if policy == "dihedral" and size[0] != size[1]:
-        raise ValueError(f"augment='dihedral' rotates by 90 degrees: it needs a square input_size; got {size}.")
+    check_fits(policy, size, "augment")
     return RandomSymmetry(policy)
 
 
@@ -66,7 +65,7 @@ def default_augment(size: tuple[int, int]) -> Callable:
 def resolve_augment(augment, size: tuple[int, int], measured: str | None = None) -> Callable | None:
     """The ``augment`` parameter as a callable on one uint8 ``(3, h, w)`` image, or None.
 
-    ``"auto"`` takes the policy ``measured`` (by :mod:`skcnn.symmetry` on
+    ``"auto"`` takes the policy ``measured`` (by :func:`label_preserving` on
     the training images), the photo recipe when nothing was measured.
     """
     if augment is None:

@@ -411,7 +411,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             rows = _probe_rows(sample.targets.numpy(), SYMMETRY_MAX_IMAGES, seed)
             kept = self._kept_symmetries(model, recipe, sample.subset(torch.as_tensor(rows)), seed)
             measured = policy_for(kept)
-            if measured == "dihedral" and recipe.crop_size[0] != recipe.crop_size[1]:
+            if symmetry.needs_square(measured) and recipe.crop_size[0] != recipe.crop_size[1]:
                 measured = "flips"  # rotations need a square input
             self.strategy_["augment"] = measured
             self.strategy_["reason"] += f"; augment {measured!r} (class kept under {sorted(kept) or 'no symmetry'})"
