@@ -75,8 +75,8 @@ def main() -> None:
             start = time.perf_counter()
             model.fit(X, y)
             seconds = time.perf_counter() - start
-            trained = sum(len(y) * 0.9 for _ in model.history_)
-            training_seconds = sum(epoch["seconds"] for epoch in model.history_)
+            trained = sum(len(y) * 0.9 for _ in model.history_[1:])  # epoch 0 is the probe
+            training_seconds = sum(epoch["seconds"] for epoch in model.history_[1:])
             label = f"CNNClassifier, unfreeze={model.strategy_['unfreeze']!r}, bn={model.strategy_['batchnorm']}"
             print(
                 f"{per_class:9d}  {label:38s}  {model.score(X_test, y_test):8.3f}  {seconds:7.1f}  "

@@ -90,7 +90,7 @@ def child(folder: str, n: int, input_size: int, store: str, epochs: int, store_d
         f.write("5")  # the high-water mark reset to the resident size now
     model.fit(paths, labels)
     peak = _status_mib("VmHWM") - before
-    epoch = model.history_[0]
+    epoch = model.history_[1]  # the first epoch (0 is the probe it started from)
     n_train = round(n * (1 - model.validation_fraction))
     return {
         "n": n,

@@ -53,8 +53,11 @@ from skcnn.options import PRECISIONS
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field", "retina")
 
 
-def make_jpegs(folder: Path, n: int, seed: int = 0) -> list[str]:
-    """``n`` JPEG files, random crops of the bundled photos, longer side 500-1000 px."""
+def make_jpegs(
+    folder: Path, n: int, seed: int = 0, *, sides=(500, 1000), min_fraction: float = 0.6, prefix: str = ""
+) -> list[str]:
+    """``n`` JPEG files, random crops (``min_fraction`` to all of each side) of the bundled
+    photos, resized to a longer side in ``sides`` (inclusive)."""
     import skimage.data
 
     rng = np.random.default_rng(seed)
@@ -62,14 +65,15 @@ def make_jpegs(folder: Path, n: int, seed: int = 0) -> list[str]:
     paths = []
     for i in range(n):
         photo = photos[i % len(photos)]
+        photo = photo[..., :3] if photo.ndim == 3 else np.stack([photo] * 3, axis=2)
         h, w = photo.shape[:2]
-        ch, cw = int(h * rng.uniform(0.6, 1.0)), int(w * rng.uniform(0.6, 1.0))
+        ch, cw = int(h * rng.uniform(min_fraction, 1.0)), int(w * rng.uniform(min_fraction, 1.0))
         y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
         crop = Image.fromarray(photo[y : y + ch, x : x + cw])
-        side = int(rng.integers(500, 1001))
-        scale = side / max(crop.size)
-        crop = crop.resize((round(crop.width * scale), round(crop.height * scale)), Image.BICUBIC)
-        path = folder / f"{i:04d}.jpg"
+        scale = int(rng.integers(sides[0], sides[1] + 1)) / max(crop.size)
+        size = (max(1, round(crop.width * scale)), max(1, round(crop.height * scale)))
+        crop = crop.resize(size, Image.BICUBIC)
+        path = folder / f"{prefix}{i:04d}.jpg"
         crop.save(path, quality=90)
         paths.append(str(path))
     return paths

@@ -110,9 +110,9 @@ def with_skcnn(X, y, epochs: int, batch_size: int, precision: str, unfreeze: str
     start = time.perf_counter()
     model.fit(X, y)
     total = time.perf_counter() - start
-    if not model.history_:  # unfreeze="head": the linear probe, no epochs
+    if not model.n_epochs_:  # unfreeze="head": the linear probe, no epochs
         return {"total_s": total}
-    training = sum(epoch["seconds"] for epoch in model.history_)
+    training = sum(epoch["seconds"] for epoch in model.history_[1:])  # epoch 0 is the probe
     return {"img_s": model.n_epochs_ * len(y) / training, "other_s": total - training, "total_s": total}
 
 

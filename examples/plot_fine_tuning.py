@@ -49,8 +49,10 @@ print(f"validation accuracy of the started network (epoch 0, the probe): {tuned.
 print(f"kept: the weights of epoch {tuned.best_epoch_} of {tuned.n_epochs_}")
 
 # %%
-# ``history_`` has one row per epoch run (its learning rates of the
-# parameter groups at the end of each epoch are left out here).
+# ``history_`` has one row per epoch, from epoch 0, the probe it started
+# from (its training loss is the probe's on the codes it was fit on; the
+# learning rates of the parameter groups at the end of each epoch are left
+# out here).
 print(pd.DataFrame(tuned.history_).drop(columns="learning_rates").set_index("epoch").round(3).to_string())
 
 # %%

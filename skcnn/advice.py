@@ -28,11 +28,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import backbones
-from .extraction import show_progress
 from .images import as_image_list
 from .layers import candidate_layers, list_layers
 from .loading import iter_batches
-from .options import PENULTIMATE
+from .options import PENULTIMATE, show_progress
 
 #: The network that measures similarity: its pretrained weights ship with pip
 #: and its batch-norm statistics are ImageNet's. It measures at its own input size.

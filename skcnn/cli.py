@@ -1,24 +1,45 @@
 """The ``skcnn`` command: ``demo``, ``layers``, ``extract``, ``finetune``, ``predict``, ``export``,
-``inspect`` and ``cache``."""
+``inspect`` and ``cache``.
+
+Only numpy, Pillow and this package's light modules are imported up front:
+``skcnn predict model.onnx`` runs where torch, timm and h5py are not
+installed (``pip install numpy pillow onnxruntime`` and ``pip install
+--no-deps skcnn``); each command imports what it needs.
+"""
 
 from __future__ import annotations
 
 import argparse
+import csv
+import functools
 import os
 import sys
 import warnings
-from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from .cache import CacheError, CodeCache
-from .images import BadImagesError
-from .options import CHOICES, DEFAULTS, FINETUNING, PATHS_PER_TASK, PENULTIMATE, parameter_names
+from .datasets import find_image_files, load_image_folder
+from .images import BadImagesError, ImageFailure
+from .options import CHOICES, DEFAULTS, FINETUNING, PATHS_PER_TASK, PENULTIMATE, parameter_names, watched
 
-#: Images per call of an ONNX model in ``skcnn predict`` (a step of its progress bar).
+#: Images per call of the model in ``skcnn predict``: a step of its progress
+#: bar, and the rows written before the next call.
 PREDICT_CHUNK = 64
+#: The help line of every argument that names a fitted model file.
+MODEL_FILE = (
+    "a fitted model file written by joblib (skcnn finetune --out, or joblib.dump), e.g. model.joblib; loading "
+    "it runs code from it: load only files you trust (an .onnx file is the safe way to share a model)"
+)
+#: What a file that cannot be used does, in every command that reads images. A
+#: folder of real photos often holds a few that do not decode (truncated
+#: copies, a text file named .jpg); one of them should not cost the others' work.
+ON_ERROR = "skip"
+ON_ERROR_HELP = (
+    "what a file that cannot be used does: skip leaves it out and names it with its reason, on stderr "
+    "and in the output; raise exits with status 2 (extract, predict and inspect after the other images "
+    "are done, layers --search and finetune before fitting)"
+)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -51,7 +72,7 @@ def _search_layers(args: argparse.Namespace) -> int:
     from .search import LayerSearchCV
     from .transformer import CNNFeatureTransformer
 
-    paths, labels = labelled_images(args.search)
+    paths, labels = load_image_folder(args.search, return_X_y=True)
     transformer = CNNFeatureTransformer(**transformer_params(args, backbone=args.backbone))
     search = LayerSearchCV(
         transformer,
@@ -68,18 +89,18 @@ def _search_layers(args: argparse.Namespace) -> int:
         warnings.simplefilter("ignore", UserWarning)  # the bad files are listed below instead
         search.fit(paths, labels)
     print(f"{len(paths)} images, {len(set(labels))} classes, {args.backbone}:")
-    if search.failed_:
-        print(f"left out {len(search.failed_)} file(s) that could not be used: {_listed(search.failed_)}")
+    _left_out(args, search.failed_)
     print(search.summary())
     best = search.best_params_
     print(
         f"best: layer {best['layer']}, pooling {best['pooling']}, input size {best['input_size']}, "
         f"crop {best['crop']}, tta {best['tta']} (CNNFeatureTransformer parameters)"
     )
-    ax = search.plot(label=os.path.basename(os.path.normpath(args.search)))
-    ax.figure.savefig(args.plot, dpi=120)
-    print(f"plot: {args.plot}")
-    return 0
+    if args.plot is not None:
+        ax = search.plot(label=os.path.basename(os.path.normpath(args.search)))
+        ax.figure.savefig(args.plot, dpi=120)
+        print(f"plot: {args.plot}")
+    return _status(args, search.failed_)
 
 
 def _listed(failures, shown: int = 10) -> str:
@@ -88,41 +109,19 @@ def _listed(failures, shown: int = 10) -> str:
     return listed + (f"; ... and {len(failures) - shown} more" if len(failures) > shown else "")
 
 
-def labelled_images(folder: str, option: str = "--search") -> tuple[list[Path], list[str]]:
-    """Images below ``folder/<class>/``, labelled by their class folder."""
-    root = Path(folder)
-    if not root.is_dir():
-        raise ValueError(f"{option} {folder!r} is not a folder (expected one subfolder of images per class).")
-    paths, labels = [], []
-    for class_folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        found = image_files([os.fspath(class_folder)])
-        paths += found
-        labels += [class_folder.name] * len(found)
-    if len(set(labels)) < 2:
-        raise ValueError(
-            f"{option} {folder!r}: found {len(set(labels))} class folder(s) with images; it needs "
-            "at least two (FOLDER/<class>/<image files>)."
-        )
-    return paths, labels
+def _left_out(args: argparse.Namespace, failures: list[ImageFailure]) -> None:
+    """Name the files that could not be used: a count on stdout, one line each on stderr."""
+    if not failures:
+        return
+    shown = ", ".join(failure.source for failure in failures[:10]) + (", ..." if len(failures) > 10 else "")
+    print(f"left out {len(failures)} file(s) that could not be used: {shown}")
+    for failure in failures:
+        print(f"skcnn {args.command}: left out {failure.source}: {failure.reason}", file=sys.stderr)
 
 
-def image_files(inputs: list[str]) -> list[Path]:
-    """Files named on the command line, and the image files below folders
-    (by the extensions PIL can open), in sorted order."""
-    extensions = {ext.lower() for ext in Image.registered_extensions()}
-    found = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            found += sorted(
-                p
-                for p in item.rglob("*")
-                if p.is_file() and p.suffix.lower() in extensions and not p.name.startswith(".")
-            )
-        elif item.is_file():
-            found.append(item)
-        else:
-            raise ValueError(f"{os.fspath(item)!r} is neither an image file nor a folder.")
-    return found
+def _status(args: argparse.Namespace, failures: list[ImageFailure]) -> int:
+    """The exit status: 2 when files could not be used and ``--on-error raise``."""
+    return 2 if failures and args.on_error == "raise" else 0
 
 
 def _count_or(word: str, meaning):
@@ -140,14 +139,19 @@ def _count_or(word: str, meaning):
     return parse
 
 
-CROP_HELP = "weights (their centre crop, default), none (the image whole), or the fraction kept"
+CROP_HELP = "weights (their centre crop), none (the image whole), or the fraction kept"
+#: ``--crop``'s words for the parameter's values.
+CROP_WORDS = {"weights": True, "none": False}
+#: ``--crop``'s default, as a word.
+CROP_DEFAULT = {value: word for word, value in CROP_WORDS.items()}.get(DEFAULTS.crop, str(DEFAULTS.crop))
+#: ``--input-size``'s help.
+INPUT_SIZE_HELP = "input side in pixels (none given: the weights' own)"
 
 
 def _crop(value: str) -> bool | float:
     """``--crop``: ``weights`` (True), ``none`` (False) or a fraction in (0, 1]."""
-    named = {"weights": True, "none": False}
-    if value.lower() in named:
-        return named[value.lower()]
+    if value.lower() in CROP_WORDS:
+        return CROP_WORDS[value.lower()]
     try:
         fraction = float(value)
     except ValueError:
@@ -177,8 +181,6 @@ def add_transformer_arguments(
     *,
     backbone: bool = True,
     cache_required: bool = False,
-    on_error: str = DEFAULTS.on_error,
-    on_error_help: str = "",
 ) -> None:
     """The options of :class:`~skcnn.CNNFeatureTransformer` a command needs,
     with its defaults and allowed values (from :mod:`skcnn.options`)."""
@@ -188,21 +190,20 @@ def add_transformer_arguments(
     group.add_argument(
         "--weights", type=_weights, default=DEFAULTS.weights, help="DEFAULT, an enum name, a checkpoint path, or none"
     )
-    group.add_argument("--pooling", default=DEFAULTS.pooling, choices=CHOICES["pooling"])
+    group.add_argument(
+        "--pooling",
+        default=DEFAULTS.pooling,
+        choices=CHOICES["pooling"],
+        help="how a conv map becomes a vector: average, max, generalised mean, flattened, spatial pyramid",
+    )
     group.add_argument(
         "--no-relu", dest="relu", action="store_false", help="keep negative activations (default: ReLU'd codes)"
     )
-    group.add_argument("--input-size", type=int, default=DEFAULTS.input_size, help="input side in pixels")
-    group.add_argument("--crop", type=_crop, default=DEFAULTS.crop, metavar="CROP", help=CROP_HELP)
-    group.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
+    group.add_argument("--input-size", type=int, default=DEFAULTS.input_size, help=INPUT_SIZE_HELP)
+    group.add_argument("--crop", type=_crop, default=CROP_DEFAULT, metavar="CROP", help=CROP_HELP)
+    group.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="images per forward pass")
     group.add_argument("--device", default=DEFAULTS.device, help="auto, cpu, cuda, cuda:N or mps")
-    choices = {
-        "precision": "auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32",
-        "decode": "auto: JPEGs DCT-scaled while >= 3x the resize target; exact: never; draft: down to it",
-        "runtime": "auto: ONNX Runtime on a CPU computing in fp32, else torch",
-    }
-    for name, help_text in choices.items():
-        group.add_argument(f"--{name}", default=getattr(DEFAULTS, name), choices=CHOICES[name], help=help_text)
+    add_choice_arguments(group, ("precision", "decode", "runtime"))
     group.add_argument(
         "--num-workers",
         type=_count_or("auto", "auto"),
@@ -220,9 +221,7 @@ def add_transformer_arguments(
         metavar="N",
         help="image files with more pixels are refused (none: no limit)",
     )
-    group.add_argument(
-        "--on-error", default=on_error, choices=CHOICES["on_error"], help=on_error_help or "what a bad file does"
-    )
+    add_on_error_argument(group)
     group.add_argument(
         "--cache", default=DEFAULTS.cache, required=cache_required, help="HDF5 code cache file, e.g. codes.h5"
     )
@@ -230,8 +229,27 @@ def add_transformer_arguments(
         "--tta",
         default=DEFAULTS.tta,
         choices=CHOICES["tta"],
-        help="codes averaged over the flips (or flips and rotations) of each image; default: none",
+        help="codes averaged over the flips (or flips and rotations) of each image",
     )
+
+
+#: The help lines of the options that take one of :data:`skcnn.options.CHOICES`.
+CHOICE_HELP = {
+    "precision": "auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32",
+    "decode": "auto: JPEGs DCT-scaled while >= 3x the resize target; exact: never; draft: down to it",
+    "runtime": "auto: ONNX Runtime on a CPU computing in fp32, else torch",
+}
+
+
+def add_choice_arguments(parser, names: tuple[str, ...]) -> None:
+    """``--precision``, ``--decode``, ``--runtime``: their defaults and values from :mod:`skcnn.options`."""
+    for name in names:
+        parser.add_argument(f"--{name}", default=getattr(DEFAULTS, name), choices=CHOICES[name], help=CHOICE_HELP[name])
+
+
+def add_on_error_argument(parser) -> None:
+    """``--on-error``, the same in every command that reads images."""
+    parser.add_argument("--on-error", default=ON_ERROR, choices=CHOICES["on_error"], help=ON_ERROR_HELP)
 
 
 def transformer_params(args: argparse.Namespace, **given) -> dict:
@@ -243,9 +261,10 @@ def transformer_params(args: argparse.Namespace, **given) -> dict:
 def _extract(args: argparse.Namespace) -> int:
     from .transformer import CNNFeatureTransformer
 
-    paths = image_files(args.images)
+    paths = find_image_files(args.images)
     layers = args.layer or [PENULTIMATE]
-    params = transformer_params(args, layer=layers[0] if len(layers) == 1 else layers)
+    # Every image is computed and cached whatever --on-error says; it decides the exit status.
+    params = transformer_params(args, layer=layers[0] if len(layers) == 1 else layers, on_error="skip")
     if args.dask_scheduler is None:
         transformer = CNNFeatureTransformer(**params)
         with warnings.catch_warnings():
@@ -258,12 +277,11 @@ def _extract(args: argparse.Namespace) -> int:
         f"{len(paths)} images: {stats.hits} already cached, {stats.computed} computed{where}; "
         f"codes of width {width} in {args.cache}"
     )
-    if failed:
-        print(f"{len(failed)} file(s) could not be used and are not in the cache: {_listed(failed)}")
-    return 0
+    _left_out(args, failed)
+    return _status(args, failed)
 
 
-def _extract_on_dask(args: argparse.Namespace, paths: list[Path], params: dict):
+def _extract_on_dask(args: argparse.Namespace, paths: list[str], params: dict):
     from dask.distributed import Client
 
     from . import dask as skcnn_dask
@@ -274,7 +292,7 @@ def _extract_on_dask(args: argparse.Namespace, paths: list[Path], params: dict):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # the bad files are listed instead
             _, info = skcnn_dask.extract(
-                [os.fspath(p) for p in paths],
+                paths,
                 client=client,
                 cache=args.cache,
                 return_info=True,
@@ -290,23 +308,23 @@ def _finetune(args: argparse.Namespace) -> int:
 
     from .finetuning.classifier import CNNClassifier
 
-    paths, labels = labelled_images(args.folder, "folder")
+    paths, labels = load_image_folder(args.folder, return_X_y=True)
     model = CNNClassifier(
         backbone=args.backbone, weights=args.weights, input_size=args.input_size, crop=args.crop,
         batch_size=args.batch_size,
         device=args.device, progress=True, on_error=args.on_error, layer=args.layer, unfreeze=args.unfreeze,
         max_epochs=args.max_epochs, learning_rate=args.learning_rate, random_state=args.random_state,
         decode=args.decode, cache=args.cache, checkpoint=args.checkpoint, class_weight=args.class_weight,
+        precision=args.precision, runtime=args.runtime,
         memory_limit=_memory_limit(args.memory_limit), store_dir=args.store_dir,
     )  # fmt: skip
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the bad files are listed below instead
         model.fit(paths, labels)
-    if model.failed_:
-        print(f"left out {len(model.failed_)} file(s) that could not be used: {_listed(model.failed_)}")
+    _left_out(args, model.failed_)
     strategy = ", ".join(f"{k}={v!r}" for k, v in model.strategy_.items() if k != "reason")
     if model.n_epochs_:
-        scores = [model.probe_score_] + [epoch["validation_score"] for epoch in model.history_]
+        scores = [epoch["validation_score"] for epoch in model.history_]  # epoch 0: the probe
         ran = (
             f"{model.n_epochs_} epochs, kept epoch {model.best_epoch_} (0: the linear probe; validation accuracy "
             f"{scores[model.best_epoch_]:.3f})"
@@ -324,62 +342,179 @@ def _memory_limit(text: str) -> int | str:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    paths = image_files(args.images)
-    if Path(args.model).suffix == ".onnx":  # torch-free: ONNX Runtime, decoded as the fitted model did
+    paths = find_image_files(args.images)
+    model = _predictor(args)
+    columns, method = _score_columns(model)
+    failed: list[ImageFailure] = []
+    with _output(args.out) as out, _progress_bar(len(paths)) as bar:
+        rows = csv.writer(out)
+        rows.writerow(["path", "label", *columns, "error"])
+        for start in range(0, len(paths), PREDICT_CHUNK):
+            chunk = paths[start : start + PREDICT_CHUNK]
+            labels, scores, failures = _predicted(model, method, chunk)
+            reasons = {failure.index: failure.reason for failure in failures}
+            for i, path in enumerate(chunk):
+                if i in reasons:
+                    rows.writerow([path, "", *[""] * len(columns), reasons[i]])
+                else:
+                    rows.writerow([path, labels[i], *(f"{value:.6g}" for value in np.atleast_1d(scores[i])), ""])
+            out.flush()
+            failed += [ImageFailure(start + f.index, f.source, f.reason) for f in failures]
+            bar.update(len(chunk))
+    if args.out is not None:
+        print(f"{len(paths) - len(failed)} of {len(paths)} images predicted: {args.out}", file=sys.stderr)
+    for failure in failed:
+        print(f"skcnn predict: left out {failure.source}: {failure.reason}", file=sys.stderr)
+    return _status(args, failed)
+
+
+def _predictor(args: argparse.Namespace):
+    """The model of ``skcnn predict``: an ONNX file run without torch, or a fitted model file."""
+    if Path(args.model).suffix.lower() == ".onnx":
         from .serving import OnnxImageClassifier
 
-        model = OnnxImageClassifier(args.model)
-        proba = np.concatenate(
-            [model.decision_function(paths[start : start + PREDICT_CHUNK]) for start in _progress(paths)]
-        )
+        return OnnxImageClassifier(args.model, batch_size=args.batch_size)
+    model = _load_model(args.model)
+    if not hasattr(model, "classes_"):
+        raise ValueError(f"{args.model} holds a {type(model).__name__}, not a fitted classifier.")
+    # Our own progress bar counts the images; the model raises on a bad file so that its chunk is
+    # predicted again without it.
+    return _with_params(model, progress=False, on_error="raise", batch_size=args.batch_size, device=args.device)
+
+
+def _load_model(path: str):
+    """A fitted model file written by joblib (``skcnn finetune --out``, ``joblib.dump``).
+
+    Loading one runs code from it, as for any pickle: load only files you
+    trust; an ``.onnx`` file (``skcnn export``) is the safe way to share a model.
+    """
+    import joblib
+
+    if Path(path).suffix.lower() == ".onnx":
+        raise ValueError(f"{path} is an ONNX file; this command needs the fitted model file it was exported from.")
+    return joblib.load(path)
+
+
+def _with_params(model, **params):
+    """``model`` with ``params`` set on it and on its pipeline's steps, where they have them
+    (None values are left as they are)."""
+    from sklearn.pipeline import Pipeline
+
+    for estimator in [model, *(step for _, step in model.steps)] if isinstance(model, Pipeline) else [model]:
+        known = estimator.get_params(deep=False)
+        estimator.set_params(**{k: v for k, v in params.items() if k in known and v is not None})
+    return model
+
+
+def _score_columns(model) -> tuple[list[str], str]:
+    """The CSV's score columns and the method giving them: one probability per class, or
+    decision scores (one column for two classes) where the model has no ``predict_proba``."""
+    classes = [str(label) for label in model.classes_]
+    if hasattr(model, "predict_proba"):
+        return [f"p({label})" for label in classes], "predict_proba"
+    if len(classes) == 2:
+        return [f"score({classes[1]})"], "decision_function"
+    return [f"score({label})" for label in classes], "decision_function"
+
+
+def _predicted(model, method: str, images: list) -> tuple[np.ndarray, np.ndarray, list[ImageFailure]]:
+    """Labels and scores of ``images``, and the failures (indexes into ``images``): a call that
+    meets bad files is made again without them."""
+    failures: list[ImageFailure] = []
+    good = list(range(len(images)))
+    while True:
+        try:
+            scores = getattr(model, method)([images[i] for i in good]) if good else np.empty((0,))
+            break
+        except BadImagesError as error:
+            failures += [ImageFailure(good[f.index], f.source, f.reason) for f in error.failures]
+            bad = {f.index for f in error.failures}
+            good = [i for position, i in enumerate(good) if position not in bad]
+    if scores.ndim == 2:
+        labels = np.asarray(model.classes_)[scores.argmax(axis=1)] if len(good) else []
     else:
-        import joblib
+        labels = np.asarray(model.classes_)[(scores > 0).astype(int)]
+    full_labels = np.empty(len(images), dtype=object)
+    full_scores = np.empty(len(images), dtype=object)
+    for position, i in enumerate(good):
+        full_labels[i], full_scores[i] = labels[position], scores[position]
+    return full_labels, full_scores, sorted(failures, key=lambda failure: failure.index)
 
-        model = joblib.load(args.model)  # a pickle runs code when loaded: only load models you trust
-        proba = model.predict_proba(paths)
-    for path, row in zip(paths, proba, strict=True):
-        print(f"{os.fspath(path)}\t{model.classes_[row.argmax()]}\t{row.max():.3f}")
-    return 0
+
+def _output(path: str | None):
+    """``--out``, or stdout (left open)."""
+    import contextlib
+
+    if path is None:
+        return contextlib.nullcontext(sys.stdout)
+    return open(path, "w", newline="", encoding="utf-8")
 
 
-def _progress(paths: list) -> Iterable[int]:
-    """Chunk starts, with a progress bar on stderr for long lists."""
-    starts = range(0, len(paths), PREDICT_CHUNK)
-    if len(paths) <= PREDICT_CHUNK:
-        return starts
-    from tqdm import tqdm
+def _progress_bar(total: int):
+    """A progress bar in images/s on stderr (tqdm, where installed: the torch-free install may lack it)."""
+    import contextlib
 
-    return tqdm(starts, unit="chunk", desc=f"{len(paths)} images", file=sys.stderr)
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        tqdm = None
+    if tqdm is None:
+        return contextlib.nullcontext(_NoBar())
+    return tqdm(total=total, unit="img", desc="skcnn predict", disable=not (watched() and total > PREDICT_CHUNK))
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
 
 
 def _export(args: argparse.Namespace) -> int:
-    import joblib
-
     from .export import to_onnx
 
-    model = joblib.load(args.model)  # a pickle runs code when loaded: only load models you trust
-    path = to_onnx(model, args.out)
-    print(f"{os.fspath(path)}: {path.stat().st_size / 2**20:.1f} MiB; predict with `skcnn predict {path} FILES`")
+    path = to_onnx(_load_model(args.model), args.out)
+    print(f"{os.fspath(path)}: {_size(path.stat().st_size)}; predict with `skcnn predict {path} FILES`")
     return 0
+
+
+def _size(n_bytes: int) -> str:
+    """A file size for people: ``26.3 kB``, ``17.2 MB``."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n_bytes >= scale:
+            return f"{n_bytes / scale:.1f} {unit}"
+    return f"{n_bytes} bytes"
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    import joblib
-
     from .inspection.report import write_report
 
-    model = joblib.load(args.model)  # a pickle runs code when loaded: only load models you trust
-    paths, labels = labelled_images(args.folder, "folder")
-    test = None if args.test is None else image_files([args.test])
-    summary, failed = write_report(model, paths, labels, args.out, test_images=test, cv=args.cv, k=args.top)
+    # Every usable image is scored whatever --on-error says; it decides the exit status.
+    model = _with_params(_load_model(args.model), progress=True, on_error="skip")
+    paths, labels = load_image_folder(args.folder, return_X_y=True)
+    test_images, test_labels = _test_images(args.test)
+    summary, failed = write_report(
+        model, paths, labels, args.out, test_images=test_images, test_labels=test_labels, cv=args.cv, k=args.top
+    )
     print(f"{len(paths)} images, {len(set(labels))} classes, model {os.fspath(args.model)}:")
     print("\n".join(summary))
-    if failed:
-        print(f"left out {len(failed)} file(s) that could not be used: {_listed(failed)}")
-    return 0
+    _left_out(args, failed)
+    return _status(args, failed)
+
+
+def _test_images(folder: str | None) -> tuple[list[str] | None, np.ndarray | None]:
+    """``--test``: images labelled by their class folder (one class is enough), or, where some lie
+    loose in ``folder``, unlabelled images for the leak check only."""
+    if folder is None:
+        return None, None
+    images = find_image_files(folder)
+    classes = [Path(image).relative_to(folder).parts for image in images]
+    if images and all(len(parts) > 1 for parts in classes):
+        return images, np.asarray([parts[0] for parts in classes])
+    return images, None
 
 
 def _cache_info(args: argparse.Namespace) -> int:
+    from .cache import CodeCache
+
     cache = CodeCache(args.file)
     configs = cache.configs()
     if not configs:
@@ -399,6 +534,8 @@ def _cache_info(args: argparse.Namespace) -> int:
 
 
 def _cache_prune(args: argparse.Namespace) -> int:
+    from .cache import CodeCache
+
     cache = CodeCache(args.file)
     known = {config.fingerprint for config in cache.configs()}
     unknown = sorted(set(args.keep_config) - known)
@@ -410,14 +547,27 @@ def _cache_prune(args: argparse.Namespace) -> int:
 
 
 def _cache_compact(args: argparse.Namespace) -> int:
+    from .cache import CodeCache
+
     merged = CodeCache(args.file).compact()
     print(f"merged {merged} files (segments and worker shards) into {args.file}")
     return 0
 
 
+class _DefaultsShown(argparse.ArgumentDefaultsHelpFormatter):
+    """Every command's ``--help`` shows each option's default, but for empty ones
+    (None, a flag's False), where the help line says what leaving it out does."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="skcnn", description="Frozen pretrained CNN codes for scikit-learn.")
     commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser = functools.partial(commands.add_parser, formatter_class=_DefaultsShown)
 
     demo_parser = commands.add_parser(
         "demo", help="the size x similarity table on real images: frozen codes of two layers, fine-tuning"
@@ -446,16 +596,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--layer",
         action="append",
         default=None,
-        help="with --search: a candidate layer (repeat; default: one per stage)",
+        help="with --search: a candidate layer (repeat; none given: one per stage)",
     )
-    search.add_argument("--plot", default="layer_search.png", help="with --search: the PNG to write")
+    search.add_argument("--plot", default=None, metavar="PNG", help="with --search: draw the scores into this PNG file")
     search.add_argument("--cv", type=int, default=5, help="with --search: folds")
     search.add_argument(
         "--search-pooling",
         action="append",
         default=None,
         choices=CHOICES["pooling"],
-        help="with --search: a candidate pooling (repeat; default: --pooling, then avg and gem)",
+        help="with --search: a candidate pooling (repeat; none given: --pooling, then avg and gem)",
     )
     search.add_argument(
         "--search-input-size",
@@ -463,7 +613,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         type=_size_or_native,
         metavar="SIZE",
-        help="with --search: a candidate input side, or native (repeat; default: --input-size and native)",
+        help="with --search: a candidate input side, or native (repeat; none given: --input-size and native)",
     )
     search.add_argument(
         "--search-tta",
@@ -472,7 +622,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_none_or,
         choices=[None, *CHOICES["tta"]],
         metavar="TTA",
-        help="with --search: a candidate test-time augmentation, none, flips or dihedral (repeat; default: --tta)",
+        help="with --search: a candidate test-time augmentation, none, flips or dihedral (repeat; none given: --tta)",
     )
     search.add_argument(
         "--class-weight", default=None, choices=["balanced"], help="with --search: weigh classes by inverse size"
@@ -480,12 +630,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument(
         "--scoring", default=None, help="with --search: a scikit-learn scorer name, e.g. balanced_accuracy"
     )
-    add_transformer_arguments(
-        layers_parser,
-        backbone=False,
-        on_error="skip",
-        on_error_help="with --search: skip (default) leaves files that cannot be used out and names them",
-    )
+    add_transformer_arguments(layers_parser, backbone=False)
     layers_parser.set_defaults(run=_layers)
 
     extract_parser = commands.add_parser(
@@ -496,7 +641,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--layer",
         action="append",
         default=None,
-        help="layer to tap (default: penultimate); repeat for several layers",
+        help="layer to tap (none given: penultimate); repeat for several layers",
     )
     extract_parser.add_argument(
         "--cache-layer",
@@ -505,12 +650,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="a further layer to store in the same pass (repeat), for later searches",
     )
-    add_transformer_arguments(
-        extract_parser,
-        cache_required=True,
-        on_error_help="raise: stop on a file that cannot be used (after the others are cached); "
-        "skip: leave it out and name it",
-    )
+    add_transformer_arguments(extract_parser, cache_required=True)
     dask_group = extract_parser.add_argument_group("scale-out (skcnn.dask)")
     dask_group.add_argument(
         "--dask-scheduler",
@@ -528,21 +668,31 @@ def build_parser() -> argparse.ArgumentParser:
         "finetune", help="fine-tune a pretrained network on FOLDER/<class>/<images> (skcnn.CNNClassifier)"
     )
     finetune.add_argument("folder", help="one subfolder of images per class")
-    finetune.add_argument("--out", required=True, help="where to write the fitted model (a pickle)")
-    finetune.add_argument("--backbone", default=DEFAULTS.backbone)
-    finetune.add_argument("--weights", type=_weights, default=DEFAULTS.weights)
-    finetune.add_argument("--input-size", type=int, default=DEFAULTS.input_size)
-    finetune.add_argument("--crop", type=_crop, default=DEFAULTS.crop, metavar="CROP", help=CROP_HELP)
-    finetune.add_argument("--batch-size", type=int, default=FINETUNING.batch_size)
-    finetune.add_argument("--device", default=DEFAULTS.device)
+    finetune.add_argument(
+        "--out",
+        required=True,
+        help="the model file to write, with joblib (e.g. model.joblib), for skcnn predict, export and inspect",
+    )
+    finetune.add_argument("--backbone", default=DEFAULTS.backbone, help="e.g. resnet50, timm/convnext_tiny")
+    finetune.add_argument(
+        "--weights", type=_weights, default=DEFAULTS.weights, help="DEFAULT, an enum name, a checkpoint path, or none"
+    )
+    finetune.add_argument("--input-size", type=int, default=DEFAULTS.input_size, help=INPUT_SIZE_HELP)
+    finetune.add_argument("--crop", type=_crop, default=CROP_DEFAULT, metavar="CROP", help=CROP_HELP)
+    finetune.add_argument("--batch-size", type=int, default=FINETUNING.batch_size, help="images per step")
+    finetune.add_argument("--device", default=DEFAULTS.device, help="auto, cpu, cuda, cuda:N or mps")
     finetune.add_argument(
         "--layer", default=FINETUNING.layer, help="where the new head reads: auto, penultimate, or a layer name"
     )
-    finetune.add_argument("--unfreeze", default=FINETUNING.unfreeze, help="auto, head, all, or a layer name")
-    finetune.add_argument("--max-epochs", type=int, default=FINETUNING.max_epochs)
-    finetune.add_argument("--learning-rate", type=float, default=FINETUNING.learning_rate)
-    finetune.add_argument("--random-state", type=int, default=None)
-    finetune.add_argument("--decode", default=DEFAULTS.decode, choices=CHOICES["decode"], help="as for extract")
+    finetune.add_argument(
+        "--unfreeze", default=FINETUNING.unfreeze, help="what trains: auto, head, all, or a layer name and those after"
+    )
+    finetune.add_argument("--max-epochs", type=int, default=FINETUNING.max_epochs, help="epochs at most")
+    finetune.add_argument(
+        "--learning-rate", type=float, default=FINETUNING.learning_rate, help="the largest learning rate"
+    )
+    finetune.add_argument("--random-state", type=int, default=None, help="a seed, for a run that repeats")
+    add_choice_arguments(finetune, ("decode",))
     finetune.add_argument("--cache", default=None, help="HDF5 cache of the codes the head starts from")
     finetune.add_argument("--checkpoint", default=None, help="a file saved every epoch; run again to resume")
     finetune.add_argument(
@@ -553,30 +703,50 @@ def build_parser() -> argparse.ArgumentParser:
         help="memory the decoded images may take (bytes, e.g. 2GB, or auto); beyond it they go to --store-dir",
     )  # fmt: skip
     finetune.add_argument("--store-dir", default=None, help="folder for decoded images beyond --memory-limit")
-    finetune.add_argument(
-        "--on-error", default="skip", choices=CHOICES["on_error"],
-        help="skip (default): files that cannot be used are left out and named",
-    )  # fmt: skip
+    prediction = finetune.add_argument_group("the fitted model's predictions (training runs in fp32 on a CPU)")
+    add_choice_arguments(prediction, ("precision", "runtime"))
+    add_on_error_argument(finetune)
     finetune.set_defaults(run=_finetune)
+
     predict = commands.add_parser(
-        "predict", help="classify image files with a fitted model (a pickle) or an exported .onnx (without torch)"
+        "predict",
+        help="classify image files with an exported .onnx file (without torch) or a fitted model file: "
+        "a CSV row per image",
+        description="Classify image files. Writes CSV: path, label, one column per class (its probability, "
+        "or decision scores for a classifier without probabilities), and error (why a file could not be used).",
     )
-    predict.add_argument("model", help="a .onnx file from `skcnn export`, or a pickle (only load those you trust)")
-    predict.add_argument("images", nargs="+", help="image files and/or folders")
+    predict.add_argument("model", help=f"a .onnx file from `skcnn export`, or {MODEL_FILE}")
+    predict.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
+    predict.add_argument("--out", default=None, help="the CSV file to write (none given: stdout)")
+    predict.add_argument("--batch-size", type=int, default=None, help="images per forward pass (none: the model's)")
+    predict.add_argument(
+        "--device", default=None, help="with a model file: auto, cpu, cuda, cuda:N or mps (none: the model's)"
+    )
+    add_on_error_argument(predict)
     predict.set_defaults(run=_predict)
-    export = commands.add_parser("export", help="write a fitted model (a pickle) as one ONNX file (skcnn.export)")
-    export.add_argument("model", help="the fitted model file (a pickle: only load models you trust)")
+
+    export = commands.add_parser("export", help="write a fitted model file as one ONNX file (skcnn.export)")
+    export.add_argument("model", help=MODEL_FILE)
     export.add_argument("out", help="the .onnx file to write")
     export.set_defaults(run=_export)
+
     inspect = commands.add_parser(
         "inspect", help="where a fitted model fails on FOLDER/<class>/<images>: top losses, label errors, duplicates"
     )
-    inspect.add_argument("model", help="the fitted model file (a pickle: only load models you trust)")
+    inspect.add_argument("model", help=MODEL_FILE)
     inspect.add_argument("folder", help="one subfolder of images per class")
     inspect.add_argument("--out", required=True, help="the report folder to write")
-    inspect.add_argument("--test", default=None, help="a folder of test images: report those with a copy in FOLDER")
-    inspect.add_argument("--cv", type=int, default=5, help="folds of the out-of-fold label check")
+    inspect.add_argument(
+        "--test",
+        default=None,
+        help="a folder of test images: with class subfolders, the top losses and confusion matrix are the fitted "
+        "model's on them; in any case, those with a copy in FOLDER are reported",
+    )
+    inspect.add_argument(
+        "--cv", type=int, default=5, help="folds of the out-of-fold label check (and of the losses, without --test)"
+    )
     inspect.add_argument("--top", type=int, default=16, help="images in top_losses.png")
+    add_on_error_argument(inspect)
     inspect.set_defaults(run=_inspect)
 
     cache_parser = commands.add_parser("cache", help="look after a code cache file")
@@ -614,7 +784,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    except (ValueError, ImportError, CacheError, KeyError) as exc:
+    except (ValueError, ImportError, KeyError, OSError) as exc:  # CacheError is a ValueError
         print(f"skcnn {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -66,8 +66,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from . import images as image_io
 from .backbones import MAX_NETWORKS
 from .cache import CodeCache
-from .extraction import CacheStats, Extraction, show_progress
-from .options import DEFAULTS, PATHS_PER_TASK
+from .extraction import CacheStats, Extraction
+from .options import DEFAULTS, PATHS_PER_TASK, show_progress
 from .transformer import CNNFeatureTransformer
 
 __all__ = ["ExtractInfo", "extract"]

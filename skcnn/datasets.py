@@ -9,6 +9,9 @@
 - **Small local evidence**: close-ups of real surfaces (the texture
   photos) with a crack, a spot or a scratch drawn at a random place, most
   images flawless (:func:`make_surface_defects`).
+- **Your own images**: :func:`load_image_folder` reads a folder with one
+  subfolder of image files per class, as :func:`sklearn.datasets.load_files`
+  reads text; :func:`find_image_files` lists the image files below folders.
 - **Planted faults**, for checking :mod:`skcnn.inspection`: crops of
   scikit-image's photos and near copies of them (re-encoded, resized,
   cropped), flipped labels, and texture patches beside flat grey (the
@@ -16,6 +19,10 @@
 """
 
 from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
 
@@ -423,10 +430,136 @@ def _draw_path(mask: np.ndarray, points: np.ndarray, width: int) -> None:
             mask[rows, cols] = 1.0
 
 
+def find_image_files(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[str]:
+    """The image files among ``paths``, and those below its folders, searched recursively.
+
+    A file is an image file by its extension: those Pillow can open
+    (``.jpg``, ``.png``, ``.tif``, ``.webp`` ...), in any case. Hidden files
+    and folders (names starting with ``.``) are skipped. Files named
+    explicitly are kept whatever their extension; whether they decode is
+    checked where they are used, which names those that do not.
+
+    Parameters
+    ----------
+    paths : str, path, or iterable of them
+        Image files and folders.
+
+    Returns
+    -------
+    files : list of str
+        The files named, then each folder's image files in sorted order.
+
+    Raises
+    ------
+    FileNotFoundError
+        When a path is neither a file nor a folder.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from PIL import Image
+    >>> from skcnn.datasets import find_image_files
+    >>> root = Path(tempfile.mkdtemp())
+    >>> Image.new("RGB", (8, 8)).save(root / "a.png")
+    >>> _ = (root / "notes.txt").write_text("not an image")
+    >>> [Path(f).name for f in find_image_files(root)]
+    ['a.png']
+    """
+    from PIL import Image
+
+    extensions = {extension.lower() for extension in Image.registered_extensions()}
+    found = []
+    for item in map(Path, [paths] if isinstance(paths, (str, os.PathLike)) else paths):
+        if item.is_dir():
+            found += sorted(
+                os.fspath(path)
+                for path in item.rglob("*")
+                if path.suffix.lower() in extensions
+                and not any(part.startswith(".") for part in path.relative_to(item).parts)
+                and path.is_file()
+            )
+        elif item.is_file():
+            found.append(os.fspath(item))
+        else:
+            raise FileNotFoundError(f"{os.fspath(item)!r} is neither an image file nor a folder.")
+    return found
+
+
+def load_image_folder(path: str | os.PathLike, *, return_X_y: bool = False):
+    """The image files below ``path/<class>/``, labelled by their class folder.
+
+    The layout of :func:`sklearn.datasets.load_files` (and of torchvision's
+    ``ImageFolder``): one subfolder per class, its image files (searched
+    recursively, as :func:`find_image_files`) that class's images. Nothing
+    is decoded here: the estimators name the files that cannot be used.
+
+    Parameters
+    ----------
+    path : str or path
+        The folder of class folders.
+    return_X_y : bool, default=False
+        Return ``(filenames, target)`` instead of a Bunch.
+
+    Returns
+    -------
+    data : :class:`~sklearn.utils.Bunch`
+        ``filenames`` (list of str, the images, class by class),
+        ``target`` (ndarray of str: each image's class folder name, so that
+        a fitted model's ``classes_`` are the folder names) and
+        ``target_names`` (the class names, sorted).
+    (filenames, target) : tuple
+        With ``return_X_y=True``.
+
+    Raises
+    ------
+    ValueError
+        When ``path`` is not a folder, or fewer than two class folders hold images.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from PIL import Image
+    >>> from skcnn.datasets import load_image_folder
+    >>> root = Path(tempfile.mkdtemp())
+    >>> for label in ("cat", "dog"):
+    ...     (root / label).mkdir()
+    ...     Image.new("RGB", (8, 8)).save(root / label / "1.png")
+    >>> data = load_image_folder(root)
+    >>> data.target_names.tolist(), data.target.tolist()
+    (['cat', 'dog'], ['cat', 'dog'])
+    >>> X, y = load_image_folder(root, return_X_y=True)
+    >>> len(X)
+    2
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise ValueError(f"{os.fspath(path)!r} is not a folder (expected one subfolder of image files per class).")
+    filenames, target = [], []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        found = find_image_files(folder)
+        filenames += found
+        target += [folder.name] * len(found)
+    if len(set(target)) < 2:
+        raise ValueError(
+            f"{os.fspath(path)!r}: {len(set(target))} class folder(s) with image files; at least two "
+            "are needed (FOLDER/<class>/<image files>)."
+        )
+    target = np.asarray(target)
+    if return_X_y:
+        return filenames, target
+    from sklearn.utils import Bunch
+
+    return Bunch(filenames=filenames, target=target, target_names=np.unique(target))
+
+
 __all__ = [
+    "find_image_files",
     "flip_labels",
     "load_digit_images",
     "load_half_textures",
+    "load_image_folder",
     "load_photo_crops",
     "load_texture_patches",
     "make_surface_defects",

@@ -65,11 +65,14 @@ def to_onnx(model, path) -> Path:
     -----
     The graph's input ``images`` is ``(N, h, w, 3)`` uint8 at the network's
     input size (the centre crop of the resized image); it normalises
-    inside. A classifier's outputs are ``label`` and ``probabilities``
-    (decision scores where the classifier has no ``predict_proba``, as
-    scikit-learn's ``LinearSVC``: the metadata says which); a transformer's
-    is ``codes``. :class:`skcnn.serving.OnnxImageClassifier` decodes and
-    crops images as the fitted model does and runs the file without torch.
+    inside. A classifier's outputs are ``label``, ``probabilities`` where
+    it has ``predict_proba`` and ``scores`` where it has
+    ``decision_function`` (shaped as scikit-learn's: ``(N,)`` for two
+    classes, ``(N, n_classes)`` otherwise; a ``CNNClassifier``'s logits);
+    the metadata lists them. A transformer's output is ``codes``.
+    :class:`skcnn.serving.OnnxImageClassifier` decodes and crops images as
+    the fitted model does (its resize of enlarged images is torch's own
+    integer arithmetic) and runs the file without torch.
 
     Examples
     --------
@@ -149,15 +152,21 @@ class _Codes(nn.Module):
 
 
 class _Classifier(nn.Module):
-    """A fine-tuned network: normalised input, the tapped layer's codes, the head, softmax."""
+    """A fine-tuned network: normalised input, the tapped layer's codes, the head; its scores and softmax.
+
+    The scores are ``CNNClassifier.decision_function``'s: the logits, or for
+    two classes the second's over the first's.
+    """
 
     def __init__(self, recipe: Preprocessing, tapped: nn.Module, layer: str, head: nn.Linear):
         super().__init__()
         self.normalised, self.tapped, self.layer, self.head = _Normalised(recipe), tapped, layer, head
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         codes = pooled(self.tapped(self.normalised(images))[self.layer], "avg", True)
-        return torch.softmax(self.head(codes), dim=1)
+        logits = self.head(codes)
+        scores = logits[:, 1] - logits[:, 0] if logits.shape[1] == 2 else logits
+        return scores, torch.softmax(logits, dim=1)
 
 
 def _codes_graph(transformer: CNNFeatureTransformer):
@@ -185,33 +194,55 @@ def _codes_graph(transformer: CNNFeatureTransformer):
 
 
 def _classifier_graph(model: CNNClassifier):
-    """The ONNX model of a fitted CNNClassifier (``label`` and ``probabilities``), its recipe and metadata."""
+    """The ONNX model of a fitted CNNClassifier (``label``, ``probabilities``, ``scores``), its recipe and metadata."""
     module = model.module_
     recipe = Preprocessing.from_dict(model.preprocessing_)
     network = _copy_in_fp32(module.network)
     tapped = tapped_graph(network, (module.layer,), module.network_head)
     head = nn.Linear(module.head.in_features, module.head.out_features)
     head.load_state_dict({k: v.detach().float().cpu() for k, v in module.head.state_dict().items()})
-    graph = _exported(_Classifier(recipe, tapped, module.layer, head), recipe, ["probabilities"])
+    graph = _exported(_Classifier(recipe, tapped, module.layer, head), recipe, ["scores", "probabilities"])
     graph = _with_labels(graph, model.classes_)
-    return graph, recipe, _classifier_meta(model.classes_, "probabilities")
+    return graph, recipe, _classifier_meta(model.classes_, ["probabilities", "scores"])
 
 
 def _sklearn_steps(pipeline: Pipeline):
-    """``skl2onnx``'s ONNX model of the steps after the transformer (input ``codes``), and the metadata."""
-    from skl2onnx import convert_sklearn
-    from skl2onnx.common.data_types import FloatTensorType
+    """``skl2onnx``'s ONNX model of the steps after the transformer (input ``codes``), and the metadata.
 
+    A classifier's ``probabilities`` (a plain ``(N, n_classes)`` tensor, not
+    skl2onnx's default list of dicts) and its decision ``scores`` come from
+    two conversions of the steps, joined into one graph: skl2onnx gives one
+    or the other (its option ``raw_scores``), not both.
+    """
     steps = pipeline[1:]
     width = int(pipeline[0].n_features_out_)
     classifier = steps.steps[-1][1]
-    # Probabilities as a plain (N, n_classes) tensor, not skl2onnx's default list of dicts; for a
-    # classifier without them, its decision function's scores (skl2onnx names them "probabilities").
-    options = None  # a last step that is no classifier (PCA: codes out) takes skl2onnx's defaults
-    if hasattr(classifier, "classes_"):
-        options = {id(classifier): {"zipmap": False} if hasattr(steps, "predict_proba") else {"raw_scores": True}}
+    if not hasattr(classifier, "classes_"):  # a last step that is no classifier (PCA: codes out)
+        converted = _converted(steps, width, None)
+        return converted, {"kind": "transformer", "outputs": [output.name for output in converted.graph.output]}
+    parts = {}
+    if hasattr(steps, "predict_proba"):
+        parts["probabilities"] = _converted(steps, width, {id(classifier): {"zipmap": False}})
+    if hasattr(steps, "decision_function"):
+        scored = _without_probabilities(steps)
+        options = {"raw_scores": True, **({"zipmap": False} if "probabilities" in parts else {})}
+        parts["scores"] = _converted(scored, width, {id(scored.steps[-1][1]): options})
+    if not parts:
+        raise ValueError(
+            f"to_onnx: the pipeline's classifier ({type(classifier).__name__}) has neither predict_proba nor "
+            "decision_function; skcnn exports classifiers that have one of them."
+        )
+    graph = _steps_graph(parts, binary=len(classifier.classes_) == 2)
+    return graph, _classifier_meta(classifier.classes_, list(parts))
+
+
+def _converted(steps: Pipeline, width: int, options: dict | None):
+    """``skl2onnx``'s conversion of ``steps`` from ``codes`` of ``width`` floats, or a ValueError naming them."""
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType
+
     try:
-        converted = convert_sklearn(
+        return convert_sklearn(
             steps, initial_types=[("codes", FloatTensorType([None, width]))], options=options,
             target_opset={"": OPSET, "ai.onnx.ml": ML_OPSET},
         )  # fmt: skip
@@ -222,10 +253,61 @@ def _sklearn_steps(pipeline: Pipeline):
             "It converts scikit-learn's scalers, decompositions and most classifiers (StandardScaler, PCA, "
             "LogisticRegression, LinearSVC, SVC, RidgeClassifier, GaussianNB, ...)."
         ) from error
-    if not hasattr(classifier, "classes_"):
-        return converted, {"kind": "transformer", "outputs": [output.name for output in converted.graph.output]}
-    scores = "probabilities" if hasattr(steps, "predict_proba") else "decision_function"
-    return converted, _classifier_meta(classifier.classes_, scores)
+
+
+def _without_probabilities(steps: Pipeline) -> Pipeline:
+    """``steps`` with an SVC fitted with ``probability=True`` that skl2onnx converts to its decision scores.
+
+    skl2onnx's ``raw_scores`` of such an SVC are not its
+    ``decision_function`` (measured: off by 1 to 2); without ``probA_`` and
+    ``probB_`` they are. The SVC is a shallow copy: the fitted one is not changed.
+    """
+    from sklearn.svm import SVC, NuSVC
+
+    name, classifier = steps.steps[-1]
+    if not (isinstance(classifier, SVC | NuSVC) and len(classifier.probA_)):
+        return steps
+    scored = copy.copy(classifier)
+    scored._probA, scored._probB = np.empty(0), np.empty(0)
+    return Pipeline([*steps.steps[:-1], (name, scored)])
+
+
+def _steps_graph(parts: dict, binary: bool):
+    """One graph from ``codes``: ``label`` (the first part's) and each part's values under its name.
+
+    Each part is prefixed and fed ``codes``. skl2onnx's ``raw_scores`` of two
+    classes are ``(N, 2)``, ``-s`` and ``s``; scikit-learn's
+    ``decision_function`` is ``s``, ``(N,)``: the second column is taken.
+    """
+    import onnx
+    from onnx import helper
+
+    nodes, initializers, outputs, opsets = [], [], [], {}
+    for index, (name, part) in enumerate(parts.items()):
+        prefix = f"skcnn_{name}_"
+        part = onnx.compose.add_prefix(part, prefix)
+        nodes.append(helper.make_node("Identity", ["codes"], [f"{prefix}codes"]))
+        nodes.extend(part.graph.node)
+        initializers.extend(part.graph.initializer)
+        for opset in part.opset_import:
+            opsets[opset.domain] = max(opsets.get(opset.domain, 0), opset.version)
+        label, values = part.graph.output[0], part.graph.output[1]  # skl2onnx's "label" and "probabilities"
+        if index == 0:
+            nodes.append(helper.make_node("Identity", [label.name], ["label"]))
+            outputs.append(helper.make_value_info("label", label.type))
+        if name == "scores" and binary:
+            column = helper.make_tensor("skcnn_scores_column", onnx.TensorProto.INT64, [], [1])
+            initializers.append(column)
+            nodes.append(helper.make_node("Gather", [values.name, column.name], ["scores"], axis=1))
+            outputs.append(helper.make_tensor_value_info("scores", onnx.TensorProto.FLOAT, [None]))
+        else:
+            nodes.append(helper.make_node("Identity", [values.name], [name]))
+            outputs.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, [None, None]))
+    first = next(iter(parts.values()))
+    graph = helper.make_graph(nodes, "skcnn_steps", [first.graph.input[0]], outputs, initializers)
+    joined = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()])
+    joined.ir_version = first.ir_version
+    return joined
 
 
 def _joined(codes_graph, steps_graph):
@@ -236,12 +318,16 @@ def _joined(codes_graph, steps_graph):
     return onnx.compose.merge_models(codes_graph, steps_graph, io_map=[("codes", "codes")])
 
 
-def _classifier_meta(classes, scores: str) -> dict:
+def _classifier_meta(classes, outputs: list[str]) -> dict:
+    """A classifier's metadata: its outputs besides ``label`` (``probabilities``, ``scores``), its classes.
+
+    Files of skcnn 0.6 and earlier had outputs ``label`` and ``probabilities`` and a key
+    ``scores`` saying what the latter held; :mod:`skcnn.serving` reads both.
+    """
     classes = np.asarray(classes)
     return {
         "kind": "classifier",
-        "outputs": ["label", "probabilities"],
-        "scores": scores,
+        "outputs": ["label", *outputs],
         "classes": classes.tolist(),
         "classes_dtype": classes.dtype.kind,
     }
@@ -291,6 +377,11 @@ def _exported(module: nn.Module, recipe: Preprocessing, outputs: list[str]):
 
 
 def _saved(graph, path: Path) -> Path:
+    """``graph`` written to a temporary file beside ``path``, then renamed: no reader sees half a file.
+
+    The file gets a new file's usual mode (``0o666`` less the umask), not
+    the temporary file's private ``0o600``.
+    """
     import onnx
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -298,11 +389,19 @@ def _saved(graph, path: Path) -> Path:
     os.close(handle)
     try:
         onnx.save(graph, temporary)
+        os.chmod(temporary, 0o666 & ~_umask())
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
     return path
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it, the only portable way, and setting it back)."""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
 
 
 __all__ = ["INPUT_NAME", "to_onnx"]

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from numbers import Integral
@@ -411,13 +410,6 @@ def finish(plan: TapPlan, stored: Mapping[str, np.ndarray]) -> np.ndarray:
         codes = stored[layer]
         blocks.append(np.maximum(codes, 0, dtype=np.float32) if plan.relu_on_read(layer) else codes)
     return np.concatenate(blocks, axis=1)
-
-
-def show_progress(setting, n_images: int, batch_size: int) -> bool:
-    """``"auto"``: a bar when stderr is a terminal and there is more than one batch."""
-    if setting == "auto":
-        return sys.stderr.isatty() and n_images > batch_size
-    return bool(setting)
 
 
 # -- checking the parameters of one backbone --------------------------------

@@ -9,6 +9,7 @@ module without loading a network library.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, fields
 
 POOLINGS = ("avg", "max", "gem", "flatten", "spp")
@@ -106,6 +107,20 @@ def parameter_names() -> tuple[str, ...]:
     return tuple(field.name for field in fields(TransformerDefaults))
 
 
+def show_progress(setting, n_images: int, batch_size: int) -> bool:
+    """The ``progress`` parameter resolved: ``"auto"`` shows a bar when someone
+    watches (:func:`watched`) and there is more than one batch."""
+    if setting == "auto":
+        return watched() and n_images > batch_size
+    return bool(setting)
+
+
+def watched() -> bool:
+    """Whether progress has a reader: stderr is a terminal, or this is a Jupyter
+    kernel (whose stderr is a pipe to the notebook, where ``tqdm.auto`` draws a widget)."""
+    return sys.stderr.isatty() or "ipykernel" in sys.modules
+
+
 __all__ = [
     "CHOICES",
     "DECODES",
@@ -122,4 +137,6 @@ __all__ = [
     "FinetuningDefaults",
     "TransformerDefaults",
     "parameter_names",
+    "show_progress",
+    "watched",
 ]

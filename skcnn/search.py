@@ -169,7 +169,10 @@ class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         ``rank_test_score`` and ``mean_fit_time``; a pandas DataFrame
         takes it as it is.
     best_index_ : int
-        Row of the best candidate in ``cv_results_``.
+        Row of the best candidate in ``cv_results_``: the best mean score;
+        among ties, the smaller standard deviation, then the deeper layer
+        (small data often scores perfectly on every layer, and then the
+        deeper, more general codes are the safer choice), then the first row.
     best_params_ : dict
         The best candidate's ``layer``, ``pooling``, ``input_size``,
         ``crop`` and ``tta``: give them to a :class:`~skcnn.CNNFeatureTransformer`.
@@ -321,7 +324,7 @@ class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             scores.append(result["test_score"])
             fit_times.append(result["fit_time"].mean())
         self.cv_results_ = _results(candidates, np.asarray(scores), np.asarray(fit_times))
-        self.best_index_ = int(np.argmax(self.cv_results_["mean_test_score"]))
+        self.best_index_ = _best_index(self.cv_results_)
         best = candidates[self.best_index_]
         self.best_params_ = best.params(transformer)
         self.best_layer_ = best.layer
@@ -590,6 +593,13 @@ class _Candidate:
             "crop": self.crop,
             "tta": self.tta,
         }
+
+
+def _best_index(results: dict) -> int:
+    """The row of the best mean score; ties go to the steadier, then the deeper candidate, then the first."""
+    means, stds, depths = results["mean_test_score"], results["std_test_score"], results["depth"]
+    tied = np.flatnonzero(np.isclose(means, np.max(means), rtol=0, atol=1e-12))
+    return int(min(tied, key=lambda row: (stds[row], -depths[row], row)))
 
 
 def _view_candidates(fitted: CNNFeatureTransformer, view: dict, index: int) -> list[_Candidate]:

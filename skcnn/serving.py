@@ -4,31 +4,65 @@ Needs numpy, Pillow and onnxruntime only: ``pip install numpy pillow
 onnxruntime`` and ``pip install --no-deps skcnn`` are the whole environment.
 Images are decoded as the fitted model decodes them
 (:func:`skcnn.images.load_image`: EXIF orientation, colour rules, pixel
-limit, the same JPEG DCT scaling), then resized and centre-cropped with
-Pillow's antialiased filter, which torch's matches to within one level on a
-few pixels in a thousand; the recipe is the file's own metadata.
+limit, the same JPEG DCT scaling), then resized and centre-cropped as the
+fitted model does: images the resize enlarges with torch's own integer
+arithmetic (``skcnn.resampling``, the same pixels), larger ones with
+Pillow's antialiased filter, within one level of torch's on a few values
+in a thousand; the recipe is the file's own metadata.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+from types import MethodType
 
 import numpy as np
 from PIL import Image
 
 from . import images as image_io
-from . import jpeg
+from . import jpeg, resampling
 from .options import MAX_PIXELS
 
 #: The metadata key :func:`skcnn.export.to_onnx` writes (read here without importing it: it needs torch).
 METADATA_KEY = "skcnn"
+#: Method -> the output it reads: a classifier's (files of skcnn >= 0.7) and a transformer's.
+_OUTPUTS = {"predict": "label", "predict_proba": "probabilities", "decision_function": "scores"}
 #: Pillow's filters by torchvision's interpolation names.
 _FILTERS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST, "lanczos": Image.LANCZOS}
 
 
+def _if_output(method: str):
+    """The decorated method exists only where the file has its output (scikit-learn's ``available_if``)."""
+
+    def decorate(function):
+        return _IfOutput(function, method)
+
+    return decorate
+
+
+class _IfOutput:
+    """A method descriptor: ``instance._output(method)`` raises AttributeError where the file lacks it."""
+
+    def __init__(self, function, method: str):
+        self.function, self.method = function, method
+        functools.update_wrapper(self, function)
+
+    def __get__(self, instance, owner=None):
+        if instance is None:
+            return self.function
+        instance._output(self.method)
+        return MethodType(self.function, instance)
+
+
 class OnnxImageClassifier:
     """A classifier (or transformer) exported by :func:`skcnn.export.to_onnx`, run by ONNX Runtime.
+
+    Methods exist where the file has their output, as on the fitted model:
+    ``predict_proba`` where it had ``predict_proba``, ``decision_function``
+    where it had ``decision_function``, ``transform`` for a transformer
+    (``hasattr`` says which).
 
     Parameters
     ----------
@@ -73,6 +107,32 @@ class OnnxImageClassifier:
             self.classes_ = np.asarray(self.metadata_["classes"])
         self.failed_: list = []
 
+    def _output(self, method: str) -> str:
+        """The graph output ``method`` reads, or AttributeError saying why this file has none."""
+        meta = self.metadata_
+        if meta["kind"] != "classifier":
+            if method != "transform":
+                raise AttributeError(
+                    f"{self.path} holds a transformer (codes out), which has no {method}: use transform."
+                )
+            return meta["outputs"][0]
+        if method == "transform":
+            raise AttributeError(f"{self.path} holds a classifier: use predict, predict_proba or decision_function.")
+        if "scores" in meta:  # written by skcnn <= 0.6: "probabilities" held the one or the other
+            held = "predict_proba" if meta["scores"] == "probabilities" else "decision_function"
+            if method in ("predict", held):
+                return _OUTPUTS[method] if method == "predict" else "probabilities"
+            if method == "decision_function":
+                raise AttributeError(
+                    f"{self.path} was exported by skcnn {meta.get('skcnn_version', '0.6 or earlier')}, which stored "
+                    "probabilities but no decision scores: export the fitted model again with "
+                    "skcnn.export.to_onnx (or skcnn export) to have decision_function."
+                )
+        elif _OUTPUTS[method] in meta["outputs"]:
+            return _OUTPUTS[method]
+        raise AttributeError(f"{self.path}: the exported model has no {method} (its classifier has none).")
+
+    @_if_output("predict")
     def predict(self, X) -> np.ndarray:
         """The class of each image (``classes_``).
 
@@ -81,6 +141,10 @@ class OnnxImageClassifier:
         X : sequence of images
             Paths, PIL images or arrays, as the fitted model took them.
 
+        Returns
+        -------
+        labels : ndarray of shape (n_images,)
+
         Raises
         ------
         skcnn.BadImagesError
@@ -88,43 +152,61 @@ class OnnxImageClassifier:
         """
         return self._run(X, "label").astype(self.classes_.dtype)  # ONNX strings come back as objects
 
+    @_if_output("predict_proba")
     def predict_proba(self, X) -> np.ndarray:
-        """Class probabilities ``(n_images, n_classes)`` (where the model has them).
+        """Class probabilities, where the fitted model has ``predict_proba``.
+
+        Within 1e-3 of the fitted model's (``docs/user_guide/export.md``).
 
         Parameters
         ----------
         X : sequence of images
             Paths, PIL images or arrays, as the fitted model took them.
-        """
-        if self.metadata_.get("scores") == "decision_function":
-            raise AttributeError("this model has no predict_proba (its classifier gives decision scores).")
-        return self._run(X, "probabilities")
 
+        Returns
+        -------
+        probabilities : ndarray of shape (n_images, n_classes)
+        """
+        return self._run(X, self._output("predict_proba"))
+
+    @_if_output("decision_function")
     def decision_function(self, X) -> np.ndarray:
-        """The classifier's scores: probabilities, or decision scores (``LinearSVC``).
+        """Decision scores, as the fitted model's ``decision_function``, where it has one.
+
+        A pipeline's classifier's scores (``LogisticRegression``,
+        ``LinearSVC``, ``SVC``, ...); a ``CNNClassifier``'s logits.
 
         Parameters
         ----------
         X : sequence of images
             Paths, PIL images or arrays, as the fitted model took them.
-        """
-        return self._run(X, "probabilities")
 
+        Returns
+        -------
+        scores : ndarray of shape (n_images,) or (n_images, n_classes)
+            ``(n_images,)`` for two classes (the second class's score), as scikit-learn's.
+        """
+        scores = self._run(X, self._output("decision_function"))
+        if "scores" in self.metadata_ and scores.ndim == 2 and scores.shape[1] == 2 == len(self.classes_):
+            return scores[:, 1]  # files of skcnn <= 0.6: skl2onnx's two columns, -s and s
+        return scores
+
+    @_if_output("transform")
     def transform(self, X) -> np.ndarray:
-        """Codes ``(n_images, n_features)`` of an exported transformer.
+        """Codes of an exported transformer.
 
         Parameters
         ----------
         X : sequence of images
             Paths, PIL images or arrays, as the fitted model took them.
+
+        Returns
+        -------
+        codes : ndarray of shape (n_images, n_features)
         """
-        if self.metadata_["kind"] != "transformer":
-            raise AttributeError("this file holds a classifier: use predict or predict_proba.")
-        return self._run(X, self.metadata_["outputs"][0])
+        return self._run(X, self._output("transform"))
 
     def _run(self, X, output: str) -> np.ndarray:
-        if self.metadata_["kind"] != "classifier" and output in ("label", "probabilities"):
-            raise AttributeError("this file holds a transformer (codes out): use transform.")
         images = image_io.as_image_list(X)
         crops, kept, failures = [], [], []
         results = []
@@ -156,12 +238,17 @@ class OnnxImageClassifier:
         pixels = image_io.load_image(image, self.max_pixels, min_side)
         if pixels.dtype != np.uint8:  # 16-bit and float sources: rounded, as the graph takes uint8
             pixels = np.clip(np.rint(pixels * 255.0), 0, 255).astype(np.uint8)
-        picture = Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels)
         h, w = pixels.shape[:2]
         # torchvision's rule for resizing the shorter side (the longer one truncated).
         size = (resize, int(resize * h / w)) if w <= h else (int(resize * w / h), resize)
-        picture = picture.resize(size, _FILTERS[recipe["interpolation"]]).convert("RGB")
-        return _centre_crop(np.asarray(picture), tuple(recipe["crop_size"]))
+        if min(h, w) <= resize and recipe["interpolation"] in resampling.FILTERS:
+            # Enlarged: torch's own integer arithmetic (Pillow's rounds its weights otherwise).
+            resized = resampling.resize(pixels, size[::-1], recipe["interpolation"])
+            resized = np.broadcast_to(resized, (*resized.shape[:2], 3))
+        else:
+            picture = Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels)
+            resized = np.asarray(picture.resize(size, _FILTERS[recipe["interpolation"]]).convert("RGB"))
+        return _centre_crop(resized, tuple(recipe["crop_size"]))
 
 
 def _centre_crop(pixels: np.ndarray, crop: tuple[int, int]) -> np.ndarray:

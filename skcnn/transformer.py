@@ -15,8 +15,8 @@ from . import images as image_io
 from . import several_backbones
 from .cache import CodeCache
 from .compat import Interval, StrOptions, _fit_context
-from .extraction import Extractor, show_progress
-from .options import CHOICES, DEFAULTS
+from .extraction import Extractor
+from .options import CHOICES, DEFAULTS, show_progress
 
 
 class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
@@ -165,7 +165,7 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
 
     progress : bool or "auto", default="auto"
         A tqdm progress bar while transforming; ``"auto"`` shows it only
-        on an interactive terminal and for more than one batch.
+        on an interactive terminal or in a Jupyter notebook, for more than one batch.
 
     on_error : {"raise", "skip"}, default="raise"
         What a bad image (missing, truncated, not an image, too large) does.

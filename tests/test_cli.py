@@ -114,10 +114,12 @@ def test_extract_on_error_skip_caches_the_others_and_names_the_bad(tmp_path, cap
     common = ["extract", str(tmp_path / "data"), "--cache", str(cache), "--input-size", "32", "--pooling", "max"]
     assert cli.main([*common, "--on-error", "skip"]) == 0
     out = capsys.readouterr().out
-    assert "7 images: 0 already cached" in out and "1 file(s) could not be used" in out
+    assert "7 images: 0 already cached" in out and "left out 1 file(s) that could not be used" in out
     assert "broken.png" in out
-    assert cli.main(common) == 2  # raise, the default: named after the others are read from the cache
-    assert "broken.png" in capsys.readouterr().err
+    assert cli.main(common) == 0  # skip, the default of every command
+    assert cli.main([*common, "--on-error", "raise"]) == 2  # named after the others are read from the cache
+    captured = capsys.readouterr()
+    assert "6 already cached" in captured.out and "broken.png" in captured.err
 
 
 def test_extract_and_search_offer_every_transformer_parameter_as_a_flag():
@@ -129,4 +131,46 @@ def test_extract_and_search_offer_every_transformer_parameter_as_a_flag():
     # progress is always shown by a terminal command
     assert set(parameter_names()) - {"progress"} <= set(extract)
     assert set(parameter_names()) - {"progress", "cache_layers"} <= set(search)
-    assert extract["on_error"] == "raise" and search["on_error"] == "skip"
+    assert extract["on_error"] == search["on_error"] == cli.ON_ERROR == "skip"
+
+
+def test_every_option_of_every_command_says_what_it_does_and_shows_its_default():
+    parser = cli.build_parser()
+    commands = parser._subparsers._group_actions[0].choices  # argparse keeps subcommands here
+    for name, command in commands.items():
+        for action in command._actions:
+            if action.option_strings and action.dest != "help":
+                assert action.help, f"skcnn {name} {action.option_strings[0]} has no help line"
+        shown = [a for a in command._actions if a.option_strings and a.default not in (None, False, "==SUPPRESS==")]
+        assert ("(default:" in command.format_help()) == bool(shown), name
+
+
+def test_every_command_that_reads_images_takes_the_same_on_error():
+    parser = cli.build_parser()
+    argv = {
+        "extract": ["extract", "photos", "--cache", "codes.h5"],
+        "layers": ["layers", "resnet18", "--search", "photos"],
+        "finetune": ["finetune", "photos", "--out", "model.joblib"],
+        "predict": ["predict", "model.onnx", "photos"],
+        "inspect": ["inspect", "model.joblib", "photos", "--out", "report"],
+    }
+    for name, args in argv.items():
+        assert parser.parse_args(args).on_error == cli.ON_ERROR, name
+        assert parser.parse_args([*args, "--on-error", "raise"]).on_error == "raise", name
+
+
+def test_a_missing_input_is_an_error_naming_it(tmp_path, capsys):
+    assert cli.main(["predict", str(tmp_path / "model.onnx"), str(tmp_path / "nowhere")]) == 2
+    assert "nowhere" in capsys.readouterr().err
+
+
+def test_a_model_file_that_is_not_a_classifier_is_refused(tmp_path, capsys):
+    import joblib
+    from PIL import Image
+
+    from skcnn import CNNFeatureTransformer
+
+    joblib.dump(CNNFeatureTransformer(weights=None), tmp_path / "codes.joblib")
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    assert cli.main(["predict", str(tmp_path / "codes.joblib"), str(tmp_path / "a.png")]) == 2
+    assert "not a fitted classifier" in capsys.readouterr().err

@@ -1,5 +1,7 @@
 """The small real image sets shipped for demos and tests: their splits never share an image."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -50,3 +52,38 @@ def test_a_defect_changes_a_small_part_of_the_surface():
         changed = np.mean(_with_defect(surface, label, 0.35, rng) != surface.astype(np.uint8))
         assert 0.002 < changed < 0.05, (label, changed)  # local evidence: well under a twentieth of the image
     np.testing.assert_array_equal(_with_defect(surface, "ok", 0.35, rng), surface.astype(np.uint8))
+
+
+def test_load_image_folder_reads_class_folders_as_load_files_does(tmp_path):
+    from PIL import Image
+
+    from skcnn.datasets import find_image_files, load_image_folder
+
+    for label in ("cat", "dog"):
+        (tmp_path / label / "sub").mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / label / "1.png")
+        Image.new("RGB", (8, 8)).save(tmp_path / label / "sub" / "2.JPG")
+        (tmp_path / label / "readme.txt").write_text("not an image")
+        (tmp_path / label / ".hidden.png").write_bytes(b"")
+    (tmp_path / ".git").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / ".git" / "x.png")
+    data = load_image_folder(tmp_path)
+    assert data.target.tolist() == ["cat", "cat", "dog", "dog"]
+    assert [Path(f).name for f in data.filenames] == ["1.png", "2.JPG"] * 2
+    assert data.target_names.tolist() == ["cat", "dog"]
+    X, y = load_image_folder(tmp_path, return_X_y=True)
+    assert X == data.filenames and y.tolist() == data.target.tolist()
+    assert find_image_files([tmp_path / "cat" / "readme.txt"]) == [str(tmp_path / "cat" / "readme.txt")]
+
+
+def test_load_image_folder_refuses_what_is_not_a_class_folder_tree(tmp_path):
+    from skcnn.datasets import find_image_files, load_image_folder
+
+    with pytest.raises(ValueError, match="is not a folder"):
+        load_image_folder(tmp_path / "nowhere")
+    (tmp_path / "only").mkdir()
+    (tmp_path / "only" / "a.png").write_bytes(b"")
+    with pytest.raises(ValueError, match="at least two"):
+        load_image_folder(tmp_path)
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        find_image_files([tmp_path / "nowhere"])

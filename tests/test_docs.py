@@ -67,3 +67,25 @@ def test_estimator_and_function_pages_show_parameters_attributes_and_examples(ap
     assert "Parameters" in page and "Examples" in page
     if name[0].isupper():
         assert "Attributes" in page
+
+
+def first_python_block(path: Path) -> str:
+    return re.search(r"```python\n(.*?)```", path.read_text(), re.S).group(1)
+
+
+def test_the_first_snippet_runs_offline_as_written(tmp_path):
+    readme = first_python_block(DOCS.parent / "README.md")
+    for page in (DOCS / "index.md", DOCS / "user_guide" / "getting_started.md"):
+        assert first_python_block(page) == readme, f"{page.name}'s first snippet differs from the README's"
+    # No network is needed (weights from pip), and a solver that does not converge is an error.
+    run = subprocess.run(
+        [sys.executable, "-W", "error::sklearn.exceptions.ConvergenceWarning", "-c", readme],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PATH": "", "HOME": str(tmp_path), "TORCH_HOME": str(tmp_path / "torch"), "NO_PROXY": "*"},
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "Recommended: layer=" in run.stdout and float(run.stdout.split()[-1]) > 0.9
+    assert (tmp_path / "codes.h5").stat().st_size > 0

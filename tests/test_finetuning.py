@@ -44,7 +44,7 @@ def test_fit_predict_probabilities_and_labels_of_any_kind(fitted, patches):
     assert set(fitted.predict(X_test)) <= set(fitted.classes_)
     assert fitted.score(X_test, y_test) > 0.8  # the head starts from a linear probe on pretrained codes
     assert fitted.decision_function(X_test).shape == (30, 3)
-    assert fitted.n_epochs_ == len(fitted.history_) == fitted.best_epoch_ == 2  # no validation: the last epoch
+    assert fitted.n_epochs_ == len(fitted.history_) - 1 == fitted.best_epoch_ == 2  # no validation: the last epoch
     # augment="auto" measured that flips and rotations keep the class of these textures.
     assert fitted.strategy_ == {
         "layer": "penultimate",
@@ -54,7 +54,7 @@ def test_fit_predict_probabilities_and_labels_of_any_kind(fitted, patches):
         "reason": "as given; augment 'dihedral' (class kept under ['hflip', 'rot90', 'vflip'])",
     }
     assert set(fitted.history_[0]) == {"epoch", "train_loss", "validation_score", "learning_rates", "seconds"}
-    assert len(fitted.history_[0]["learning_rates"]) == 2  # pretrained layers and head
+    assert len(fitted.history_[1]["learning_rates"]) == 2  # pretrained layers and head
     rates = fitted.history_[-1]["learning_rates"]
     assert rates[0] < rates[1]  # the pretrained layers learn slower than the head
 
@@ -88,7 +88,7 @@ def test_deterministic_on_the_cpu_and_pickles_without_the_device(fitted, patches
     np.testing.assert_array_equal(again.predict_proba(X_test), fitted.predict_proba(X_test))
     blob = pickle.dumps(fitted)
     restored = pickle.loads(blob)
-    assert "_network" not in vars(restored)
+    assert "_network" not in vars(restored) and "_predictor" not in vars(restored)
     assert all(value.device.type == "cpu" for value in restored.state_dict_.values())
     np.testing.assert_allclose(restored.predict_proba(X_test), fitted.predict_proba(X_test), atol=1e-6)
     assert not hasattr(clone(fitted), "state_dict_")
@@ -179,7 +179,7 @@ def test_head_only_is_the_frozen_codes_baseline(patches):
 
     X, y, X_test, _ = patches
     model = CNNClassifier(**SMALL, layer="blocks.2", unfreeze="head").fit(X, y)
-    assert model.n_epochs_ == model.best_epoch_ == 0 and model.history_ == []
+    assert model.n_epochs_ == model.best_epoch_ == 0 and [epoch["epoch"] for epoch in model.history_] == [0]
     codes = CNNFeatureTransformer(input_size=32, layer="blocks.2", precision="fp32")
     baseline = make_pipeline(codes, default_classifier()).fit(X, y)
     np.testing.assert_allclose(model.decision_function(X_test), baseline.decision_function(X_test), atol=1e-3)
@@ -190,6 +190,7 @@ def test_head_only_is_the_frozen_codes_baseline(patches):
     [
         (dict(layer="blocks.9"), r"layer='blocks.9' is not a layer"),
         (dict(layer="blocks.4", unfreeze="blocks.5"), r"unfreeze='blocks.5' must be .* up to layer='blocks.4'"),
+        (dict(runtime="onnxruntime", precision="bf16"), r"runtime='onnxruntime': it computes in fp32"),
     ],
 )
 def test_layer_and_unfreeze_are_checked(patches, params, message):
@@ -202,7 +203,7 @@ def test_the_probe_is_kept_when_no_epoch_beats_it(patches):
     # A learning rate that wrecks the network in its first steps: the started network must win.
     model = CNNClassifier(**SMALL, max_epochs=2, unfreeze="all", learning_rate=50.0, n_iter_no_change=2).fit(X, y)
     assert model.best_epoch_ == 0 and model.n_epochs_ == 2
-    assert all(epoch["validation_score"] < model.probe_score_ for epoch in model.history_)
+    assert all(epoch["validation_score"] < model.probe_score_ for epoch in model.history_[1:])
     assert model.score(X_test, y_test) > 0.8  # the linear probe on pretrained codes
 
 
@@ -212,6 +213,121 @@ def test_plot_history(fitted):
     matplotlib.use("Agg")
     ax = fitted.plot_history()
     assert ax.get_xlabel() == "epoch" and "blocks.5" in ax.get_title()
+    losses = np.concatenate([line.get_ydata() for line in ax.get_lines()])
+    assert fitted.history_[0]["train_loss"] in losses  # epoch 0, the probe, is drawn
+
+
+def test_history_starts_with_epoch_0_the_probe(patches):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    X, y, _, _ = patches
+    model = CNNClassifier(**SMALL, max_epochs=2, unfreeze="blocks.6", n_iter_no_change=5).fit(X, y)
+    assert [epoch["epoch"] for epoch in model.history_] == [0, 1, 2]
+    start = model.history_[0]
+    assert start["validation_score"] == model.probe_score_ and 0 <= model.probe_score_ <= 1
+    assert start["learning_rates"] == [] and start["train_loss"] > 0 and start["seconds"] > 0
+    # The probe is fit on these codes: its loss on them is below a uniform guess's.
+    assert start["train_loss"] < np.log(3)
+
+    head_only = CNNClassifier(**SMALL, layer="blocks.2", unfreeze="head").fit(X, y)
+    (start,) = head_only.history_
+    assert start["epoch"] == 0 and 0 < start["train_loss"] < np.log(3) and np.isnan(start["validation_score"])
+    ax = head_only.plot_history()  # no epochs: the probe's point, and a title that says so
+    assert "no epochs ran" in ax.get_title()
+    assert [line.get_ydata().tolist() for line in ax.get_lines() if len(line.get_ydata())] == [
+        [start["train_loss"]],
+        [start["train_loss"]],
+    ]
+
+
+def _eager_fp32_logits(model, X):
+    """The fitted network run as prediction ran before runtimes: eager torch in fp32, no copy."""
+    from skcnn import loading
+
+    network, logits = model.module_, []
+    with torch.inference_mode():
+        for _, batch in loading.iter_batches(list(X), range(len(X)), model._recipe_of_weights, 8, []):
+            logits.append(network(batch).numpy())
+    return np.concatenate(logits)
+
+
+@pytest.mark.parametrize(
+    "params, runtime",
+    [
+        (dict(), "onnxruntime"),  # "auto": EfficientNet runs ONNX Runtime in fp32, on any CPU
+        (dict(runtime="onnxruntime", precision="fp32"), "onnxruntime"),
+        (dict(runtime="torch", precision="fp32"), "torch"),  # a copy with batch norm folded, channels_last
+    ],
+    ids=["auto", "onnxruntime", "torch-fp32"],
+)
+def test_predictions_on_the_transformers_runtime_are_the_fp32_networks(fitted, patches, params, runtime):
+    import warnings
+
+    _, _, X_test, _ = patches
+    model = pickle.loads(pickle.dumps(fitted)).set_params(**params)
+    expected = _eager_fp32_logits(model, X_test)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no fallback to torch
+        logits = model.decision_function(X_test)
+        proba = model.predict_proba(X_test)
+    assert model._prediction().runtime == runtime
+    np.testing.assert_array_equal(logits.argmax(axis=1), expected.argmax(axis=1))
+    np.testing.assert_array_equal(model.predict(X_test), model.classes_[expected.argmax(axis=1)])
+    np.testing.assert_allclose(proba, torch.softmax(torch.as_tensor(expected), 1).numpy(), atol=1e-3)
+    np.testing.assert_allclose(logits, expected, atol=1e-3 * np.abs(expected).max())
+
+
+def test_the_export_is_keyed_by_the_fine_tuned_weights(fitted, patches, monkeypatch, tmp_path):
+    from skcnn import onnx_runtime
+
+    _, _, X_test, _ = patches
+    monkeypatch.setenv(onnx_runtime.CACHE_DIR_ENV, str(tmp_path))
+    pickle.loads(pickle.dumps(fitted)).predict(X_test)
+    assert len(list(tmp_path.glob("*.onnx"))) == 1
+    pickle.loads(pickle.dumps(fitted)).predict(X_test)  # another copy of the same weights reads the file
+    assert len(list(tmp_path.glob("*.onnx"))) == 1
+    # Same backbone, layer and input size, the pretrained weights: another export, which every
+    # head-only model shares (their networks are the pretrained one).
+    X, y = patches[:2]
+    head_only = CNNClassifier(**SMALL, layer="penultimate", unfreeze="head").fit(X, y)
+    exported = len(list(tmp_path.glob("*.onnx")))  # and the transformer's, whose codes the probe read
+    head_only.predict(X_test)
+    assert len(list(tmp_path.glob("*.onnx"))) == exported + 1
+    CNNClassifier(**SMALL, layer="penultimate", unfreeze="head").fit(X[::2], y[::2]).predict(X_test)
+    assert len(list(tmp_path.glob("*.onnx"))) == exported + 1
+
+
+def test_a_network_that_does_not_export_predicts_on_torch_with_one_warning(fitted, patches, monkeypatch, tmp_path):
+    import warnings
+
+    from skcnn import onnx_runtime
+
+    def unsupported(*args, **kwargs):
+        raise RuntimeError("Unsupported operator: aten::my_custom_op")
+
+    _, _, X_test, _ = patches
+    monkeypatch.setattr(torch.onnx, "export", unsupported)
+    monkeypatch.setenv(onnx_runtime.CACHE_DIR_ENV, str(tmp_path))  # no export kept from an earlier test
+    model = pickle.loads(pickle.dumps(fitted))
+    with pytest.warns(RuntimeWarning, match="my_custom_op.*running it on torch"):
+        proba = model.predict_proba(X_test)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # said once
+        again = model.predict_proba(X_test)
+    expected = torch.softmax(torch.as_tensor(_eager_fp32_logits(model, X_test)), 1).numpy()
+    np.testing.assert_allclose(proba, expected, atol=1e-3)
+    np.testing.assert_array_equal(again, proba)
+
+
+def test_prediction_shows_a_progress_bar_in_images(fitted, patches, capsys):
+    _, _, X_test, _ = patches
+    model = pickle.loads(pickle.dumps(fitted))
+    model.set_params(progress=True).predict(X_test)
+    assert "30/30" in capsys.readouterr().err
+    model.set_params(progress=False).predict_proba(X_test)
+    model.set_params(progress="auto").decision_function(X_test)  # not a terminal
+    assert "30/30" not in capsys.readouterr().err
 
 
 def test_a_killed_fit_resumes_from_the_last_finished_epoch(patches, tmp_path, monkeypatch):
@@ -306,7 +422,7 @@ def test_cli_finetune_then_predict(tmp_path, patches, capsys):
         (tmp_path / "data" / label).mkdir(parents=True, exist_ok=True)
         Image.fromarray(image).save(tmp_path / "data" / label / f"{i}.png")
     (tmp_path / "data" / "grass" / "broken.png").write_bytes(b"not an image")
-    out = tmp_path / "model.pkl"
+    out = tmp_path / "model.joblib"
     argv = ["finetune", str(tmp_path / "data"), "--out", str(out), "--input-size", "32", "--unfreeze", "blocks.6"]
     flags = ["--class-weight", "balanced", "--memory-limit", "0", "--store-dir", str(tmp_path / "crops")]
     assert cli.main([*argv, "--max-epochs", "1", "--random-state", "0", *flags]) == 0
@@ -314,8 +430,11 @@ def test_cli_finetune_then_predict(tmp_path, patches, capsys):
     printed = capsys.readouterr().out
     assert "31 images, 3 classes" in printed and "broken.png" in printed and "1 epochs" in printed
     assert cli.main(["predict", str(out), str(tmp_path / "data" / "brick" / "0.png")]) == 0
-    line = capsys.readouterr().out.strip().split("\t")
-    assert line[0].endswith("0.png") and line[1] in ("brick", "grass", "gravel") and 0 < float(line[2]) <= 1
+    header, line = capsys.readouterr().out.strip().splitlines()
+    assert header == "path,label,p(brick),p(grass),p(gravel),error"
+    path, label, *proba, error = line.split(",")
+    assert path.endswith("0.png") and label in ("brick", "grass", "gravel") and error == ""
+    assert abs(sum(map(float, proba)) - 1) < 1e-4
 
 
 @pytest.mark.parametrize(
@@ -512,7 +631,7 @@ def test_the_probe_that_starts_fine_tuning_takes_a_stratified_draw_of_large_sets
     monkeypatch.setattr(classifier, "PROBE_MAX_IMAGES", 12)
     model = CNNClassifier(**SMALL, max_epochs=1, unfreeze="blocks.6", early_stopping=False).fit(X, y)
     assert len(seen[0]) == 12 and np.bincount(seen[0]).tolist() == [4, 4, 4]
-    assert len(model.history_) == 1  # training itself took every image
+    assert len(model.history_) == 2  # epoch 0 and one epoch: training itself took every image
 
 
 def test_augment_auto_does_not_turn_digits():
@@ -532,7 +651,7 @@ def test_early_stopping_scores_by_balanced_accuracy(patches):
     X, y, _, _ = patches
     X, y = X[4:], y[4:]  # brick rarer than the others
     model = CNNClassifier(**SMALL, max_epochs=1, unfreeze="blocks.6", scoring="balanced_accuracy").fit(X, y)
-    assert 0 <= model.probe_score_ <= 1 and len(model.history_) == 1
+    assert 0 <= model.probe_score_ <= 1 and len(model.history_) == 2
     with pytest.raises(ValueError, match="scoring"):
         CNNClassifier(**SMALL, scoring="f1").fit(X, y)
     assert balanced_accuracy_score([0, 0, 0, 1], [0, 0, 0, 0]) == 0.5  # what a majority answer scores

@@ -5,6 +5,7 @@ import warnings
 
 import joblib
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 from sklearn.linear_model import LogisticRegression, RidgeClassifier
@@ -317,10 +318,13 @@ def test_cli_inspect_writes_the_report_on_a_dirty_folder(tmp_path, capsys, patch
     argv = ["inspect", str(tmp_path / "model.pkl"), str(tmp_path / "train"), "--out", str(tmp_path / "report")]
     assert cli.main([*argv, "--test", str(tmp_path / "test"), "--cv", "3", "--top", "4"]) == 0
     out = capsys.readouterr().out
-    assert "31 images, 3 classes" in out and "30 images scored" in out
+    assert "31 images, 3 classes" in out
+    assert "4 of 4 images scored (0 left out)" in out and "the --test images (held out)" in out
     assert "1 test images with a copy among the images" in out
     assert "left out 1 file(s) that could not be used: " in out and "broken.png" in out
     report = tmp_path / "report"
+    assert len(pd.read_csv(report / "top_losses.csv")) == 4  # the --test images, not the training ones
+    assert pd.read_csv(report / "failed.csv")["path"].str.contains("broken.png").all()
     for name in ("top_losses.csv", "label_issues.csv", "duplicates.csv", "leakage.csv"):
         assert (report / name).stat().st_size > 0
     for name in ("top_losses.png", "confusion.png"):

@@ -209,7 +209,8 @@ def test_layer_search_one_extraction_table_and_best_estimator(tmp_path, textures
     assert results["input"].tolist() == ["32x32"] * 5
     assert np.all(np.diff(results["depth"]) >= 0)
     assert results["split2_test_score"].shape == (5,)
-    best = int(np.argmax(results["mean_test_score"]))
+    best = search.best_index_
+    assert results["mean_test_score"][best] == results["mean_test_score"].max()
     assert search.best_layer_ == results["layer"][best]
     assert search.best_params_["pooling"] == (results["pooling"][best] or "avg")
     assert results["rank_test_score"][search.best_index_] == 1
@@ -382,3 +383,14 @@ def test_ttas_are_searched_beside_each_input_size(textures):
     assert search.cv_results_["input"].tolist() == ["32x32", "32x32, tta flips"]
     assert search.cv_results_["tta"].tolist() == [None, "flips"]
     assert search.best_estimator_[0].tta == search.best_params_["tta"]
+
+
+def test_a_tie_goes_to_the_steadier_then_the_deeper_layer():
+    from skcnn.search import _best_index
+
+    results = {
+        "mean_test_score": np.array([1.0, 1.0, 0.9, 1.0, 1.0]),
+        "std_test_score": np.array([0.0, 0.0, 0.0, 0.1, 0.0]),
+        "depth": np.array([3, 7, 9, 9, 7]),
+    }
+    assert _best_index(results) == 1  # depth 7 beats 3; row 3 is deeper but less steady; row 4 is a later copy

@@ -6,6 +6,7 @@ import contextlib
 import copy
 import os
 import tempfile
+import time
 import warnings
 from numbers import Integral, Real
 from pathlib import Path
@@ -22,21 +23,23 @@ from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
+from tqdm.auto import tqdm
 
-from .. import backbones, loading, symmetry
+from .. import arithmetic, backbones, loading, symmetry
 from .. import images as image_io
 from ..advice import advise_layer
 from ..cache import CodeCache
 from ..compat import Interval, StrOptions, _check_sample_weight, _fit_context
-from ..extraction import checked_input_size, show_progress
+from ..extraction import checked_input_size
 from ..layers import probe_backbone
-from ..options import CHOICES, DEFAULTS, FINETUNING, PENULTIMATE
+from ..options import CHOICES, DEFAULTS, FINETUNING, PENULTIMATE, show_progress
 from ..preprocessing import check_crop
 from ..search import LayerSearchCV, default_classifier
 from ..transformer import CNNFeatureTransformer
 from . import training
 from .augment import AUGMENT_POLICIES, label_preserving, policy_for, resolve_augment, symmetries_kept
 from .model import HEAD, WHOLE, TappedClassifier, linear_head, network_weights
+from .prediction import Predictor
 from .store import decoded_images, resolve_memory_limit
 
 #: Inverse regularisation of the linear probe that starts the head where a
@@ -58,7 +61,7 @@ SYMMETRY_MAX_IMAGES = 256
 #: Folds of the layer search behind ``layer="auto"`` with the head alone.
 LAYER_SEARCH_CV = 3
 #: Parameters that change how a fit runs, not what it computes: a checkpoint resumes across them.
-_SAME_RESULT = ("progress", "checkpoint", "cache", "memory_limit", "store_dir")
+_SAME_RESULT = ("progress", "checkpoint", "cache", "memory_limit", "store_dir", "runtime")
 
 
 class CNNClassifier(ClassifierMixin, BaseEstimator):
@@ -81,15 +84,41 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
     Parameters
     ----------
-    backbone, weights, input_size, crop, device, progress, max_pixels, decode, cache
+    backbone, weights, input_size, crop, device, max_pixels, decode, cache
         As for :class:`~skcnn.CNNFeatureTransformer` (``cache`` stores the
         codes the head is started from; ``decode`` applies to training and
         prediction alike).
     batch_size : int, default=32
-        Images per training step (and per prediction batch).
+        Images per training step, and per prediction batch on CUDA and
+        MPS; on a CPU prediction batches are at most 8 images (the
+        transformer's default ``batch_size``: there batches of 4-8 ran
+        faster per image than 32, ``benchmarks/RESULTS.md``).
     precision : {"auto", "fp32", "bf16", "fp16"}, default="auto"
         Training arithmetic: ``"auto"`` is fp16 with a gradient scaler on
-        CUDA, fp32 elsewhere.
+        CUDA, fp32 elsewhere. Prediction's, as for
+        :class:`~skcnn.CNNFeatureTransformer`: ``"auto"`` is fp16 on CUDA,
+        bf16 on a CPU with native bf16 (AVX512-BF16 or AMX) where
+        ``runtime`` does not choose ONNX Runtime in fp32, fp32 elsewhere.
+    runtime : {"auto", "torch", "onnxruntime"}, default="auto"
+        What runs the fitted network in ``predict``, ``predict_proba`` and
+        ``decision_function``, as for :class:`~skcnn.CNNFeatureTransformer`
+        (training always runs on torch). ``"auto"``: ONNX Runtime where
+        the network computes in fp32 on a CPU (networks with depthwise
+        convolutions such as EfficientNet even where bf16 is native, CPUs
+        without native bf16, ``precision="fp32"``); torch elsewhere. The
+        fine-tuned network up to the head's layer is exported to ONNX once
+        per machine, in the transformer's cache folder, keyed by the content
+        hash of its weights: a head-only model's unchanged network is
+        exported once for all of them, each fine-tuned one once (a few
+        seconds; about the size of its weights on disk). The first batch is
+        checked against torch (relative L2 within 1e-4): a network that
+        does not export or differs runs on torch, with one warning. With
+        torch, the pass runs on a copy of the network with batch norm folded,
+        in channels_last layout, as the transformer's.
+    progress : bool or "auto", default="auto"
+        A tqdm progress bar per training epoch, and in images while
+        predicting; ``"auto"`` shows it only on an interactive terminal or in
+        a Jupyter notebook, for more than one batch.
     on_error : {"raise", "skip"}, default="raise"
         Bad training images: ``"raise"`` names them all and refuses to fit,
         ``"skip"`` leaves them out with a warning (``failed_``).
@@ -187,16 +216,24 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     strategy_ : dict
         ``layer``, ``unfreeze``, ``batchnorm`` and ``reason``: what ``"auto"`` chose and why.
     history_ : list of dict
-        Per epoch: ``train_loss``, ``validation_score``, ``learning_rates``, ``seconds``.
+        Per epoch, from epoch 0: ``epoch``, ``train_loss``,
+        ``validation_score``, ``learning_rates``, ``seconds``. Epoch 0 is
+        the started network, the linear probe: its ``train_loss`` is the
+        probe's mean cross-entropy on the codes it was fit on (weighted by
+        the sample weights), its ``validation_score`` is ``probe_score_``,
+        ``learning_rates`` is empty and ``seconds`` is the time computing
+        its codes and fitting it took (the layer search of ``layer="auto"``
+        included). A head-only model has this row alone.
     n_epochs_ : int
-        Epochs run.
+        Epochs run (``len(history_) - 1``).
     best_epoch_ : int
         The epoch whose weights the model holds; 0 when no epoch beat the
         started network (the linear probe) on the validation split, or with
         ``unfreeze="head"``.
     probe_score_ : float
-        Validation accuracy of the started network, before any epoch (NaN
-        without early stopping, and with ``unfreeze="head"``).
+        Validation score (``scoring``) of the started network, before any
+        epoch: ``history_[0]["validation_score"]`` (NaN without early
+        stopping, and with ``unfreeze="head"``).
     preprocessing_ : dict
         The evaluation preprocessing (sizes, mean, std, interpolation) of the weights at ``input_size``.
     state_dict_ : dict of str to Tensor
@@ -214,6 +251,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     ('penultimate', 'blocks.5')
     >>> model.predict(X[:3]).shape, model.predict_proba(X[:3]).sum(axis=1).round(3).tolist()
     ((3,), [1.0, 1.0, 1.0])
+    >>> [epoch["epoch"] for epoch in model.history_]  # epoch 0: the linear probe it started from
+    [0, 1]
     """
 
     _parameter_constraints: dict = {
@@ -224,6 +263,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "device": [str, torch.device],
         "precision": [StrOptions(set(CHOICES["precision"]))],
+        "runtime": [StrOptions(set(CHOICES["runtime"]))],
         "progress": ["boolean", StrOptions({"auto"})],
         "on_error": [StrOptions(set(CHOICES["on_error"]))],
         "max_pixels": [Interval(Integral, 1, None, closed="left"), None],
@@ -258,6 +298,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         batch_size=FINETUNING.batch_size,
         device=DEFAULTS.device,
         precision=DEFAULTS.precision,
+        runtime=DEFAULTS.runtime,
         progress=DEFAULTS.progress,
         on_error=DEFAULTS.on_error,
         max_pixels=DEFAULTS.max_pixels,
@@ -288,6 +329,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.batch_size = batch_size
         self.device = device
         self.precision = precision
+        self.runtime = runtime
         self.progress = progress
         self.on_error = on_error
         self.max_pixels = max_pixels
@@ -335,6 +377,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         weights = self._sample_weights(labels, sample_weight)
         memory_limit = resolve_memory_limit(self.memory_limit)
         backbone = backbones.load_backbone(self.backbone, self.weights, self.device)
+        # A runtime that cannot run (runtime="onnxruntime" with bf16, on CUDA) is refused before training.
+        arithmetic.resolve_runtime(self.runtime, self.precision, backbone.device, None, backbone.network)
         recipe = self._recipe(backbone)
         layers, network_head = probe_backbone(backbone, recipe.crop_size)
         layer_names = [layer.name for layer in layers]
@@ -342,24 +386,36 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         if unfreeze == HEAD:
             # The probe is already the best linear head on frozen codes (convex, C tuned by CV): epochs
             # on augmented images only moved it away, and so it takes every image (benchmarks/RESULTS.md).
-            model = self._head_only(backbone, recipe, network_head, images, labels, weights, layer_names, why)
+            model, probe = self._head_only(backbone, recipe, network_head, images, labels, weights, layer_names, why)
             state = training.State()
         else:
             seed = int(check_random_state(self.random_state).randint(2**31 - 1))
             examples, images = self._decoded(images, labels, weights, recipe, memory_limit)
             self.strategy_ = self._fine_tuning_strategy(unfreeze, why, layer_names)
-            model, state = self._fine_tuned(backbone, recipe, network_head, images, examples, seed)
-        self.history_, self.n_epochs_, self.best_epoch_ = state.history, state.epoch, state.best_epoch
+            model, state, probe = self._fine_tuned(backbone, recipe, network_head, images, examples, seed)
+        # Epoch 0, the started network: the probe's loss on its codes, its validation score, no learning rates.
+        epoch_0 = {
+            "epoch": 0,
+            "train_loss": probe["train_loss"],
+            "validation_score": state.start_score,
+            "learning_rates": [],
+            "seconds": probe["seconds"],
+        }
+        self.history_ = [epoch_0, *state.history]
+        self.n_epochs_, self.best_epoch_ = state.epoch, state.best_epoch
         self.probe_score_ = state.start_score
         self.state_dict_ = {name: value.detach().cpu().clone() for name, value in model.state_dict().items()}
         self.head_ = network_head
         self.preprocessing_ = recipe.as_dict()
         self._recipe_of_weights = recipe  # prediction needs no network load for it, even after unpickling
         self._network = model.eval()
+        self._predictor = None  # built for these weights on the first prediction
         return self
 
     def _head_only(self, backbone, recipe, network_head, images, labels, weights, layer_names, why):
-        """The linear probe on the frozen codes of ``layer`` (the searched one for ``"auto"``), every usable image."""
+        """The linear probe on the frozen codes of ``layer`` (the searched one for ``"auto"``), every usable
+        image; with its training loss and the seconds it took (search included), epoch 0 of ``history_``."""
+        started = time.perf_counter()
         with _shared_codes(self.cache) as cache:
             transformer = self._frozen_codes(recipe.crop_size, PENULTIMATE, cache)
             layer = self.layer
@@ -372,24 +428,27 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         kept = np.flatnonzero(~np.isnan(codes).any(axis=1))
         self.strategy_ = {"layer": layer, "unfreeze": HEAD, "batchnorm": self._batchnorm(), "reason": why}
         model = self._tapped(backbone, network_head)
-        model.head = self._probe_head(codes[kept], self._targets(labels[kept]), _rows(weights, kept))
-        return model.to(backbone.device)
+        model.head, loss = self._probe_head(codes[kept], self._targets(labels[kept]), _rows(weights, kept))
+        return model.to(backbone.device), {"train_loss": loss, "seconds": time.perf_counter() - started}
 
     def _fine_tuned(self, backbone, recipe, network_head, images: list, examples: training.Examples, seed: int):
-        """The started model trained as ``strategy_`` says; the training state at the end."""
+        """The started model trained as ``strategy_`` says; the training state at the end, and the
+        probe's training loss and seconds (epoch 0 of ``history_``)."""
         train, val = self._split(examples.targets, seed)
         data = examples.subset(train)
         validation = None if val is None else examples.subset(val)
         model = self._tapped(backbone, network_head)
         # The probe sees the training split only: the validation split judges the epochs. Its codes
         # are dropped once it is fit (not held through training).
+        started = time.perf_counter()
         probed = _probe_rows(data.targets.numpy(), PROBE_MAX_IMAGES, seed)
         sample = data.subset(torch.as_tensor(probed))
-        model.head = self._probe_head(
+        model.head, loss = self._probe_head(
             self._probe_codes(model, recipe, [images[i] for i in train[probed].tolist()], sample.images),
             sample.targets,
             None if sample.weights is None else sample.weights.numpy(),
         )
+        probe = {"train_loss": loss, "seconds": time.perf_counter() - started}
         model = model.to(backbone.device)
         augment = self._augment(model, recipe, sample, seed)
         plan = self._plan(backbone.device, seed, examples)
@@ -402,7 +461,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                 training.adapt_batchnorm(model, data.images, recipe, plan)
                 plan.batchnorm = "frozen"
             state = training.train(model, parameters, data, validation, recipe, augment, plan)
-        return model, state
+        return model, state, probe
 
     def _augment(self, model: TappedClassifier, recipe, sample: training.Examples, seed: int):
         """The augmentation of training batches; ``"auto"`` measures which symmetries keep the class."""
@@ -572,12 +631,19 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                 ]
             )
 
-    def _probe_head(self, codes: np.ndarray, targets: torch.Tensor, weights: np.ndarray | None) -> nn.Linear:
-        """The new head: the linear probe on ``codes`` (one logit per class)."""
+    def _probe_head(
+        self, codes: np.ndarray, targets: torch.Tensor, weights: np.ndarray | None
+    ) -> tuple[nn.Linear, float]:
+        """The new head: the linear probe on ``codes`` (one logit per class), and its mean
+        cross-entropy on them (weighted by ``weights``), the training loss of epoch 0."""
         weight, bias = _probe(codes, targets.numpy(), weights)
         if len(self.classes_) == 2:  # one logit for class 1 against class 0
             weight, bias = np.vstack([np.zeros_like(weight), weight]), np.concatenate([[0.0], bias])
-        return linear_head(torch.as_tensor(weight, dtype=torch.float32), torch.as_tensor(bias, dtype=torch.float32))
+        head = linear_head(torch.as_tensor(weight, dtype=torch.float32), torch.as_tensor(bias, dtype=torch.float32))
+        with torch.inference_mode():
+            losses = nn.functional.cross_entropy(head(torch.as_tensor(codes)), targets, reduction="none").double()
+        mean = losses.mean() if weights is None else (losses * torch.as_tensor(weights)).sum() / float(weights.sum())
+        return head, float(mean)
 
     def _plan(self, device: torch.device, seed: int, examples: training.Examples) -> training.Plan:
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
@@ -675,13 +741,17 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         return CNNFeatureTransformer(backbone=self.backbone, weights=path, input_size=self.input_size, **params)
 
     def plot_history(self, ax=None):
-        """Training loss and validation accuracy per epoch (epoch 0: the started network).
+        """Training loss and validation score per epoch, from ``history_`` (epoch 0: the started network).
+
+        Epoch 0's loss is the linear probe's on the codes it was fit on. A
+        model with no epochs (``unfreeze="head"``) shows that point alone,
+        and its title says so.
 
         Parameters
         ----------
         ax : matplotlib Axes or None, default=None
-            Where to draw the loss; the accuracy goes on a twin axis.
-            ``None`` makes a new figure.
+            Where to draw the loss; the validation score goes on a twin axis
+            (none without early stopping). ``None`` makes a new figure.
 
         Returns
         -------
@@ -696,31 +766,40 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         if ax is None:
             _, ax = plt.subplots(figsize=(7, 4), layout="constrained")
         epochs = [epoch["epoch"] for epoch in self.history_]
-        ax.plot(epochs, [epoch["train_loss"] for epoch in self.history_], "o-", color="C0", label="training loss")
+        losses = [epoch["train_loss"] for epoch in self.history_]
+        ax.plot(epochs, losses, "-", color="C0")
+        ax.plot(epochs[1:], losses[1:], "o", color="C0", label="training loss")
+        ax.plot(epochs[:1], losses[:1], "D", color="C0", label="epoch 0: the linear probe, on its training codes")
         ax.set_xlabel("epoch")
         ax.set_ylabel("training loss", color="C0")
-        scores = ax.twinx()
-        scores.plot(
-            [0, *epochs],
-            [self.probe_score_, *(epoch["validation_score"] for epoch in self.history_)],
-            "s-",
-            color="C1",
+        ax.set_xticks(epochs)
+        ax.legend(loc="upper right")
+        scores = [epoch["validation_score"] for epoch in self.history_]
+        if not np.isnan(scores).all():
+            twin = ax.twinx()
+            twin.plot(epochs, scores, "s-", color="C1")
+            twin.axvline(self.best_epoch_, color="C1", linestyle=":", label=f"kept: epoch {self.best_epoch_}")
+            twin.set_ylabel(f"validation {getattr(self, 'scoring', 'accuracy').replace('_', ' ')}", color="C1")
+            twin.legend(loc="lower right")
+        ran = (
+            f"unfreeze {self.strategy_['unfreeze']!r}, {self.n_epochs_} epochs"
+            if self.n_epochs_
+            else "the linear probe alone (unfreeze 'head'): no epochs ran"
         )
-        scores.axvline(self.best_epoch_, color="C1", linestyle=":", label=f"kept: epoch {self.best_epoch_}")
-        scores.set_ylabel(f"validation {getattr(self, 'scoring', 'accuracy').replace('_', ' ')}", color="C1")
-        scores.legend(loc="lower right")
-        ax.set_title(
-            f"CNNClassifier({self.backbone!r}): layer {self.strategy_['layer']!r}, unfreeze "
-            f"{self.strategy_['unfreeze']!r}"
-        )
+        ax.set_title(f"CNNClassifier({self.backbone!r}), layer {self.strategy_['layer']!r}: {ran}")
         return ax
 
     def decision_function(self, X):
         """Logits (for two classes: the positive class's logit over the other's).
 
+        In batches (see ``batch_size``), on the runtime and in the precision
+        ``runtime`` and ``precision`` give (see the class), with a progress
+        bar in images where ``progress`` says so.
+
         Parameters
         ----------
         X : sequence of images
+            Paths, PIL images or arrays, as for :meth:`fit`.
 
         Returns
         -------
@@ -733,9 +812,14 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     def predict_proba(self, X):
         """Class probabilities (softmax of the logits).
 
+        In batches (see ``batch_size``), on the runtime and in the precision
+        ``runtime`` and ``precision`` give (see the class), with a progress
+        bar in images where ``progress`` says so.
+
         Parameters
         ----------
         X : sequence of images
+            Paths, PIL images or arrays, as for :meth:`fit`.
 
         Returns
         -------
@@ -747,9 +831,14 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     def predict(self, X):
         """The most probable class of each image.
 
+        In batches (see ``batch_size``), on the runtime and in the precision
+        ``runtime`` and ``precision`` give (see the class), with a progress
+        bar in images where ``progress`` says so.
+
         Parameters
         ----------
         X : sequence of images
+            Paths, PIL images or arrays, as for :meth:`fit`.
 
         Returns
         -------
@@ -759,26 +848,45 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         return self.classes_[self._logits(X).argmax(axis=1)]
 
     def _logits(self, X) -> np.ndarray:
-        """Batched, in inference mode, with the weights' own evaluation preprocessing."""
+        """Batched, with the weights' own evaluation preprocessing, on the transformer's runtime."""
         images = image_io.as_image_list(X)
-        network = self._model()
-        recipe = self._recipe_of_weights
-        device = next(network.parameters()).device
+        predictor = self._prediction()
+        # On a CPU, the transformer's batches: decoding and the network share the cores, and batches of
+        # 4-8 ran faster per image than 32 (benchmarks/RESULTS.md, "Throughput" and "Prediction").
+        on_cpu = predictor.backbone.device.type == "cpu"
+        batch_size = min(self.batch_size, DEFAULTS.batch_size) if on_cpu else self.batch_size
         failures: list = []
         logits = np.full((len(images), len(self.classes_)), np.nan, dtype=np.float32)
-        with torch.inference_mode():
-            for done, batch in loading.iter_batches(
-                images, range(len(images)), recipe, self.batch_size, failures, max_pixels=self.max_pixels,
-                num_workers=loading.resolve_workers("auto"), decode=self.decode,
-            ):  # fmt: skip
-                logits[done] = network(batch.to(device)).float().cpu().numpy()
+        batches = loading.iter_batches(
+            images, range(len(images)), self._recipe_of_weights, batch_size, failures,
+            max_pixels=self.max_pixels, num_workers=loading.resolve_workers("auto"), decode=self.decode,
+        )  # fmt: skip
+        progress = show_progress(self.progress, len(images), batch_size)
+        with (
+            tqdm(total=len(images), unit="img", disable=not progress, desc="skcnn") as bar,
+            contextlib.closing(batches),  # stops the decoding workers at once on an error
+        ):
+            for done, batch in batches:
+                logits[done] = predictor.logits(batch)
+                bar.update(len(done))
         if failures:
             raise image_io.BadImagesError(sorted(failures, key=lambda failure: failure.index), logits)
         return logits
 
+    def _prediction(self) -> Predictor:
+        """The prediction pass of the fitted network, for the current ``runtime`` and ``precision``:
+        built on first use (after unpickling, after ``set_params``), then kept."""
+        key = (self.runtime, self.precision)
+        kept = getattr(self, "_predictor", None)
+        if kept is None or kept[0] != key:
+            spec = backbones.parse_backbone(self.backbone)
+            kept = self._predictor = (key, Predictor.build(self._model(), spec, self._recipe_of_weights, *key))
+        return kept[1]
+
     def __getstate__(self):
         state = self.__dict__.copy()
         state.pop("_network", None)  # rebuilt from state_dict_ (CPU tensors) on first use
+        state.pop("_predictor", None)  # so is the prediction pass (ONNX exports are kept on disk)
         return state
 
     def __sklearn_tags__(self):

@@ -3,6 +3,7 @@
 - :func:`top_losses`: every image with the loss on its given label, worst first
   (of a fitted model, or out of fold with ``cv``);
 - :func:`label_issues`: likely label errors, by confident learning (``cleanlab``);
+- :func:`out_of_fold_losses`: both of them from one fit per fold;
 - :func:`find_duplicates`: exact and near-duplicate images within a set, or
   shared between a training and a test set (leakage);
 - :func:`class_activation_maps`: where in each image the evidence for each
@@ -19,13 +20,14 @@ except ImportError as error:  # pragma: no cover - the extra not installed
 
 from .activation_maps import class_activation_maps
 from .duplicates import find_duplicates
-from .losses import label_issues, top_losses
+from .losses import label_issues, out_of_fold_losses, top_losses
 from .plots import plot_duplicates, plot_top_losses
 
 __all__ = [
     "class_activation_maps",
     "find_duplicates",
     "label_issues",
+    "out_of_fold_losses",
     "plot_duplicates",
     "plot_top_losses",
     "top_losses",

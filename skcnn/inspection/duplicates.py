@@ -50,7 +50,7 @@ def find_duplicates(X, X_other=None, *, threshold=DUPLICATE_SIMILARITY, transfor
     transformer : CNNFeatureTransformer or None, default=None
         Whose codes measure similarity (cloned and fit, so a fitted one
         works too; with its ``cache``, codes are computed once). ``None``:
-        ``CNNFeatureTransformer(**DUPLICATE_CODES)``, a spatial pyramid of
+        ``CNNFeatureTransformer(**DUPLICATE_CODES)`` (progress shown as ``progress="auto"`` says), a spatial pyramid of
         a mid-level layer of the default backbone, where copies stand
         apart from other photos of the same scene (penultimate codes
         describe what is in an image, and rate such photos as alike as
@@ -84,7 +84,7 @@ def find_duplicates(X, X_other=None, *, threshold=DUPLICATE_SIMILARITY, transfor
     images = image_io.as_image_list(X)
     others = None if X_other is None else image_io.as_image_list(X_other)
     if transformer is None:
-        transformer = CNNFeatureTransformer(progress=False, **DUPLICATE_CODES)
+        transformer = CNNFeatureTransformer(**DUPLICATE_CODES)
     transformer = clone(transformer)
     failures: list = []
     codes = _unit_codes(transformer.fit(images), images, failures)

@@ -123,6 +123,47 @@ def label_issues(estimator, X, y, *, cv=5, filter_by="prune_by_noise_rate") -> p
     >>> sorted(set(issues["position"].head(2).tolist()))
     [0, 10]
     """
+    return out_of_fold_losses(estimator, X, y, cv=cv, filter_by=filter_by)[1]
+
+
+def out_of_fold_losses(estimator, X, y, *, cv=5, filter_by="prune_by_noise_rate") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`top_losses` out of fold and :func:`label_issues`, from one fit per fold.
+
+    Both tables read the same out-of-fold probabilities, so a report that
+    wants both fits ``cv`` clones, not twice as many.
+
+    Parameters
+    ----------
+    estimator : CNNClassifier or Pipeline
+        As for :func:`label_issues`: a clone is fit on each fold.
+    X : sequence of images
+    y : array-like of shape (n_samples,)
+        The given labels.
+    cv : int, cross-validation generator or iterable, default=5
+        The folds.
+    filter_by : str, default="prune_by_noise_rate"
+        ``cleanlab``'s rule for flagging (its ``filter_by``).
+
+    Returns
+    -------
+    losses : pandas.DataFrame
+        As :func:`top_losses` with ``cv``.
+    issues : pandas.DataFrame
+        As :func:`label_issues`.
+
+    Examples
+    --------
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from skcnn import CNNFeatureTransformer
+    >>> from skcnn.datasets import load_texture_patches
+    >>> from skcnn.inspection import out_of_fold_losses
+    >>> X, y = load_texture_patches(n_per_class=8, patch_size=32)
+    >>> model = make_pipeline(CNNFeatureTransformer(input_size=64, progress=False), LogisticRegression())
+    >>> losses, issues = out_of_fold_losses(model, X, y, cv=2)
+    >>> len(losses), list(issues.columns)[-1]
+    (24, 'label_quality')
+    """
     try:
         from cleanlab.filter import find_label_issues
         from cleanlab.rank import get_label_quality_scores
@@ -138,8 +179,9 @@ def label_issues(estimator, X, y, *, cv=5, filter_by="prune_by_noise_rate") -> p
     given = np.searchsorted(result.classes, table["label"].to_numpy())
     proba = result.proba[table["position"].to_numpy()]
     flagged = find_label_issues(given, proba, filter_by=filter_by, return_indices_ranked_by="self_confidence")
-    table["label_quality"] = get_label_quality_scores(given, proba, method="self_confidence")
-    return table.iloc[flagged].reset_index(drop=True)
+    issues = table.assign(label_quality=get_label_quality_scores(given, proba, method="self_confidence"))
+    losses = table.sort_values("loss", ascending=False, kind="stable").reset_index(drop=True)
+    return losses, issues.iloc[flagged].reset_index(drop=True)
 
 
 def _checked(X, y) -> tuple[list, np.ndarray]:

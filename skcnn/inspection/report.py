@@ -8,45 +8,59 @@ from pathlib import Path
 
 from .activation_maps import class_activation_maps
 from .duplicates import find_duplicates
-from .losses import label_issues, top_losses
+from .losses import label_issues, out_of_fold_losses, top_losses
 from .plots import plot_top_losses
 
 
-def write_report(model, images: list, labels, out, *, test_images=None, cv=5, k=16) -> tuple[list[str], list]:
+def write_report(
+    model, images: list, labels, out, *, test_images=None, test_labels=None, cv=5, k=16
+) -> tuple[list[str], list]:
     """Write the inspection tables and pictures of ``model`` on ``images`` into ``out``.
 
     Returns the summary's lines and the images left out (``ImageFailure``).
 
-    ``top_losses.csv`` scores the images with the fitted model;
-    ``label_issues.csv`` fits clones of it on ``cv`` folds; ``duplicates.csv``
-    pairs copies within the images, and with ``test_images``,
-    ``leakage.csv`` pairs each test image with its copies among them.
-    Images that cannot be used are left out and named in the summary.
+    The top losses (``top_losses.csv``, ``top_losses.png``) and the
+    confusion matrix (``confusion.png``) are held-out evidence: the fitted
+    model on ``test_images`` when they have ``test_labels``, otherwise
+    clones of it fit on ``cv`` folds of ``images`` (out of fold, the
+    same fits as ``label_issues.csv``). ``duplicates.csv`` pairs copies
+    within the images, and with ``test_images``, ``leakage.csv`` pairs each
+    test image with its copies among them. Images that cannot be used are
+    left out, listed in ``failed.csv`` and counted in the summary.
     """
     import matplotlib
 
     matplotlib.use("Agg")  # files, never a window
+    import pandas as pd
     from sklearn.metrics import ConfusionMatrixDisplay
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "[0-9]+ of [0-9]+ (training )?images could not be used", UserWarning)
-        losses = top_losses(model, images, labels)
-        issues = label_issues(model, images, labels, cv=cv)
+        if test_labels is None:
+            losses, issues = out_of_fold_losses(model, images, labels, cv=cv)
+            scored, scored_on = images, f"{cv}-fold out of fold on the images"
+        else:
+            losses = top_losses(model, test_images, test_labels)
+            issues = label_issues(model, images, labels, cv=cv)
+            scored, scored_on = test_images, "the fitted model on the --test images (held out)"
         pairs = find_duplicates(images)
         leaks = None if test_images is None else find_duplicates(images, test_images)
     losses.to_csv(out / "top_losses.csv", index=False)
     issues.to_csv(out / "label_issues.csv", index=False)
     pairs.to_csv(out / "duplicates.csv", index=False)
-    figure = plot_top_losses(losses, images, k=k, model=model if _has_maps(model) else None, ncols=4)
+    figure = plot_top_losses(losses, scored, k=k, model=model if _has_maps(model) else None, ncols=4)
     figure.savefig(out / "top_losses.png", dpi=110)
     display = ConfusionMatrixDisplay.from_predictions(losses["label"], losses["predicted"], xticks_rotation=45)
+    display.ax_.set_title(scored_on)
     display.figure_.tight_layout()
     display.figure_.savefig(out / "confusion.png", dpi=110)
     accuracy = float((losses["label"] == losses["predicted"]).mean()) if len(losses) else float("nan")
+    n_scored = len(scored)
     summary = [
-        f"{len(losses)} images scored, accuracy {accuracy:.3f} (the fitted model on these images)",
+        f"{len(losses)} of {n_scored} images scored ({n_scored - len(losses)} left out), accuracy "
+        f"{accuracy:.3f}: {scored_on}",
         f"{len(issues)} likely label errors ({cv}-fold out-of-fold probabilities, confident learning)",
         f"{len(pairs)} pairs of duplicates within the images",
     ]
@@ -55,9 +69,12 @@ def write_report(model, images: list, labels, out, *, test_images=None, cv=5, k=
         leaked = leaks["other_index"].nunique()
         summary.append(f"{leaked} test images with a copy among the images ({len(leaks)} pairs)")
     tables = [losses, issues, pairs] + ([] if leaks is None else [leaks])
-    failed = {failure.source: failure for table in tables for failure in table.attrs["failed"]}
+    failed = list({failure.source: failure for table in tables for failure in table.attrs["failed"]}.values())
+    pd.DataFrame({"path": [f.source for f in failed], "reason": [f.reason for f in failed]}).to_csv(
+        out / "failed.csv", index=False
+    )
     summary.append(f"report: {os.fspath(out)}")
-    return summary, list(failed.values())
+    return summary, failed
 
 
 def _has_maps(model) -> bool:
