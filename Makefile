@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.skcnn-installed
 
-.PHONY: demo test docs install clean
+.PHONY: demo test test-slow docs install clean
 
 install: $(STAMP)
 
@@ -19,10 +19,15 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/skcnn demo
 
+# Lint, format and every test but those marked slow: a few minutes on 2 cores.
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not slow" --durations=15
+
+# The slow tests (CI runs both targets: every test runs once).
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow --durations=15
 
 # The manual, into docs/_build/html; warnings are errors, the gallery is executed.
 docs: $(STAMP)

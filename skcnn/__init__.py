@@ -34,6 +34,7 @@ _PUBLIC = {
     # images
     "check_images": ".images",
     "BadImagesError": ".images",
+    "BadImagesWarning": ".images",
     "ImageFailure": ".images",
     # the code cache
     "CodeCache": ".cache",

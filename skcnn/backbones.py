@@ -218,9 +218,16 @@ def clear_networks() -> int:
 
     Examples
     --------
+    >>> import numpy as np
     >>> import skcnn
-    >>> skcnn.clear_networks() >= 0
-    True
+    >>> _ = skcnn.clear_networks()  # whatever earlier code loaded
+    >>> codes = skcnn.CNNFeatureTransformer(weights=None, input_size=32, progress=False).fit_transform(
+    ...     [np.zeros((8, 8), np.uint8)]
+    ... )
+    >>> skcnn.clear_networks()  # the network that transform loaded
+    1
+    >>> skcnn.clear_networks()
+    0
     """
     dropped = REGISTRY.clear()
     gc.collect()  # networks in reference cycles (hooks, closures) go now, not later

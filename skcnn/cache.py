@@ -58,6 +58,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from .files import atomic_path
 from .identity import KEY_LENGTH
 
 #: The ``format`` attribute of every cache file: an HDF5 file without it is
@@ -318,15 +319,11 @@ class CodeCache:
         segments = self._own_area().segments
         segments.mkdir(parents=True, exist_ok=True)
         name = f"{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        temporary = segments / f".{name}.tmp"
         final = segments / f"{name}{_SEGMENT_SUFFIX}"
-        with h5py.File(temporary, "w", libver="latest") as f:
+        with atomic_path(final) as temporary, h5py.File(temporary, "w", libver="latest") as f:
             _mark_as_cache(f)
             for config, keys, codes in batch.values():
                 _write_group(f, config, np.asarray(keys, dtype=_KEY_DTYPE), codes)
-        _fsync(temporary)
-        os.replace(temporary, final)
-        _fsync(segments)
         return final
 
     def compact(self, remove_shards: bool = False) -> int:
@@ -637,16 +634,9 @@ def _replace(target: Path, stores: list[Path], keep: set[str] | None = None) -> 
 
     ``keep``: the configurations to keep (default all).
     """
-    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with h5py.File(temporary, "w", libver="latest") as f:
-            _mark_as_cache(f)
-            _merge_into(f, stores, keep)
-        _fsync(temporary)
-        os.replace(temporary, target)
-    finally:
-        temporary.unlink(missing_ok=True)
-    _fsync(target.parent)
+    with atomic_path(target) as temporary, h5py.File(temporary, "w", libver="latest") as f:
+        _mark_as_cache(f)
+        _merge_into(f, stores, keep)
 
 
 def _merge_into(out: h5py.File, stores: list[Path], keep: set[str] | None) -> None:
@@ -731,15 +721,6 @@ def _read_rows(dataset: h5py.Dataset, rows: list[int]) -> np.ndarray:
         return dataset[:][rows]
     unique, inverse = np.unique(rows, return_inverse=True)
     return dataset[unique][inverse]
-
-
-def _fsync(path: Path) -> None:
-    flags = os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else 0)
-    fd = os.open(path, flags)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 __all__ = ["CacheError", "CodeCache", "ConfigInfo", "fingerprint"]

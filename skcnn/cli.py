@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .datasets import find_image_files, load_image_folder
-from .images import BadImagesError, ImageFailure
+from .images import BadImagesError, BadImagesWarning, ImageFailure
 from .options import CHOICES, DEFAULTS, FINETUNING, PATHS_PER_TASK, PENULTIMATE, parameter_names, watched
 
 #: Images per call of the model in ``skcnn predict``: a step of its progress
@@ -86,7 +86,7 @@ def _search_layers(args: argparse.Namespace) -> int:
         refit=False,
     )
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # the bad files are listed below instead
+        warnings.simplefilter("ignore", BadImagesWarning)  # the bad files are listed below instead
         search.fit(paths, labels)
     print(f"{len(paths)} images, {len(set(labels))} classes, {args.backbone}:")
     _left_out(args, search.failed_)
@@ -268,7 +268,7 @@ def _extract(args: argparse.Namespace) -> int:
     if args.dask_scheduler is None:
         transformer = CNNFeatureTransformer(**params)
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # the bad files are listed below instead
+            warnings.simplefilter("ignore", BadImagesWarning)  # the bad files are listed below instead
             width = transformer.fit(paths).transform(paths).shape[1]
         stats, failed, where = transformer.cache_info_, transformer.failed_, ""
     else:
@@ -290,7 +290,7 @@ def _extract_on_dask(args: argparse.Namespace, paths: list[str], params: dict):
     with Client(args.dask_scheduler) as client:
         workers = len(client.scheduler_info()["workers"])
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # the bad files are listed instead
+            warnings.simplefilter("ignore", BadImagesWarning)  # the bad files are listed instead
             _, info = skcnn_dask.extract(
                 paths,
                 client=client,
@@ -319,7 +319,7 @@ def _finetune(args: argparse.Namespace) -> int:
         memory_limit=_memory_limit(args.memory_limit), store_dir=args.store_dir,
     )  # fmt: skip
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # the bad files are listed below instead
+        warnings.simplefilter("ignore", BadImagesWarning)  # the bad files are listed below instead
         model.fit(paths, labels)
     _left_out(args, model.failed_)
     strategy = ", ".join(f"{k}={v!r}" for k, v in model.strategy_.items() if k != "reason")

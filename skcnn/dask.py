@@ -49,7 +49,6 @@ import os
 import re
 import socket
 import threading
-import warnings
 from dataclasses import dataclass
 
 import joblib
@@ -196,12 +195,7 @@ def extract(
     )
     if failed and on_error == "raise":
         raise image_io.BadImagesError(failed, codes)
-    if failed:
-        warnings.warn(
-            f"{len(failed)} of {int(offsets[-1])} images could not be used; their rows are NaN. First: {failed[0]}",
-            UserWarning,
-            stacklevel=2,
-        )
+    image_io.warn_bad_images(failed, int(offsets[-1]), stacklevel=2, where="their rows are NaN")
     return (codes, info) if return_info else codes
 
 

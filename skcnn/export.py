@@ -28,6 +28,7 @@ from torch import nn
 
 from . import __version__
 from .compiled import tapped_graph
+from .files import atomic_path
 from .finetuning.classifier import CNNClassifier
 from .pooling import pooled
 from .preprocessing import DECODE_MARGINS, Preprocessing
@@ -379,29 +380,15 @@ def _exported(module: nn.Module, recipe: Preprocessing, outputs: list[str]):
 def _saved(graph, path: Path) -> Path:
     """``graph`` written to a temporary file beside ``path``, then renamed: no reader sees half a file.
 
-    The file gets a new file's usual mode (``0o666`` less the umask), not
-    the temporary file's private ``0o600``.
+    The file gets a new file's usual mode (``0o666`` less the umask), as
+    the user's other files: it is theirs to ship.
     """
     import onnx
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
+    with atomic_path(path) as temporary:
         onnx.save(graph, temporary)
-        os.chmod(temporary, 0o666 & ~_umask())
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
     return path
-
-
-def _umask() -> int:
-    """The process's umask (read by setting it, the only portable way, and setting it back)."""
-    mask = os.umask(0o077)
-    os.umask(mask)
-    return mask
 
 
 __all__ = ["INPUT_NAME", "to_onnx"]

@@ -403,15 +403,6 @@ def stored_codes_of_batch(
     return {layer: sum(codes[layer].float() for codes in taken).div_(len(views)).cpu().numpy() for layer in plan.layers}
 
 
-def finish(plan: TapPlan, stored: Mapping[str, np.ndarray]) -> np.ndarray:
-    """Stored codes -> returned codes: ReLU where deferred, layers concatenated."""
-    blocks = []
-    for layer in plan.layers:
-        codes = stored[layer]
-        blocks.append(np.maximum(codes, 0, dtype=np.float32) if plan.relu_on_read(layer) else codes)
-    return np.concatenate(blocks, axis=1)
-
-
 # -- checking the parameters of one backbone --------------------------------
 
 

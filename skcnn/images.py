@@ -60,6 +60,46 @@ class ImageFailure:
         return f"{self.source}: {self.reason}"
 
 
+class BadImagesWarning(UserWarning):
+    """Some images could not be used and were left out (``on_error="skip"``).
+
+    A warning class of its own, so that code can silence, record or turn
+    into errors exactly these (``warnings.simplefilter("error",
+    skcnn.BadImagesWarning)``) without matching message text.
+
+    Parameters
+    ----------
+    failures : list of ImageFailure
+        The images left out.
+    n_images : int
+        The images of the call.
+    what : str, default="images"
+        What they were, as the message says it ("training images").
+    where : str, optional
+        Where the caller keeps the failures (default: ``"see failed_"``).
+
+    Attributes
+    ----------
+    failures : list of ImageFailure
+        Every image left out, in order.
+    n_images : int
+        The images of the call.
+    """
+
+    def __init__(self, failures: list[ImageFailure], n_images: int, what: str = "images", where: str = "see failed_"):
+        self.failures, self.n_images = list(failures), n_images
+        super().__init__(
+            f"{len(self.failures)} of {n_images} {what} could not be used and are left out ({where}). "
+            f"First: {self.failures[0]}"
+        )
+
+
+def warn_bad_images(failures: list[ImageFailure], n_images: int, stacklevel: int, **message) -> None:
+    """A :class:`BadImagesWarning` naming ``failures``, if there are any, for the caller ``stacklevel`` frames up."""
+    if failures:
+        warnings.warn(BadImagesWarning(failures, n_images, **message), stacklevel=stacklevel + 1)
+
+
 class BadImagesError(ImageError):
     """Some images could not be used; every other image was computed.
 
@@ -395,4 +435,4 @@ def describe(image: Any, index: int) -> str:
     return f"image {index}"
 
 
-__all__ = ["BadImagesError", "ImageError", "ImageFailure", "check_images", "load_image"]
+__all__ = ["BadImagesError", "BadImagesWarning", "ImageError", "ImageFailure", "check_images", "load_image"]

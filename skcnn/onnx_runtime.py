@@ -23,7 +23,6 @@ import fcntl
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ import torch
 from torch import nn
 
 from .compiled import CheckedGraphs, tapped_graph
+from .files import atomic_path
 
 #: Environment variable that names the folder of exported graphs.
 CACHE_DIR_ENV = "SKCNN_ONNX_CACHE"
@@ -153,9 +153,10 @@ def _export(graph: nn.Module, layers: tuple[str, ...], input_size: tuple[int, in
 
     example = torch.zeros(2, 3, *input_size)
     outputs = [f"tap{i}" for i in range(len(layers))]
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
+    # private: a per-user cache of copies of the user's networks, their
+    # weights included (possibly fine-tuned, not public), readable by the
+    # owner only, as the files have been since the first release.
+    with atomic_path(path, private=True) as temporary:
         with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
             warnings.simplefilter("ignore")  # the exporter's progress and deprecation notes
             torch.onnx.export(
@@ -170,10 +171,6 @@ def _export(graph: nn.Module, layers: tuple[str, ...], input_size: tuple[int, in
                 external_data=False,
                 verbose=False,
             )
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
 
 
 def _loads(path: Path) -> bool:

@@ -26,7 +26,7 @@ from sklearn.utils.validation import check_is_fitted
 from .backbones import load_backbone
 from .compat import HasMethods, StrOptions, _fit_context
 from .extraction import checked_input_size
-from .images import BadImagesError, as_image_list, image_size
+from .images import BadImagesError, BadImagesWarning, as_image_list, image_size, warn_bad_images
 from .layers import candidate_layers, last_map, list_layers
 from .options import parameter_names
 from .pooling import pooled_widths, pooling_names
@@ -299,7 +299,7 @@ class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             fitted = clone(transformer).set_params(layer=layers, pooling=pooling, **view)
             with warnings.catch_warnings():
                 # Images that failed are left out below, with a warning of the search's own.
-                warnings.filterwarnings("ignore", "[0-9]+ of [0-9]+ images could not be used", UserWarning)
+                warnings.simplefilter("ignore", BadImagesWarning)
                 blocks.append(fitted.fit(images).transform(images))
             failures.update((failure.index, failure) for failure in fitted.failed_)
             # The last map averaged is the penultimate code: only its other poolings are candidates.
@@ -405,13 +405,7 @@ class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         keep[[failure.index for failure in self.failed_]] = False
         if not keep.any():
             raise BadImagesError(self.failed_)
-        if self.failed_:
-            warnings.warn(
-                f"LayerSearchCV: {len(self.failed_)} of {n_images} images could not be used and are left out "
-                f"of the search (see failed_). First: {self.failed_[0]}",
-                UserWarning,
-                stacklevel=3,
-            )
+        warn_bad_images(self.failed_, n_images, stacklevel=3, where="of the search; see failed_")
         return keep, y[keep]
 
     def _classifier(self, y: np.ndarray, folds: list):

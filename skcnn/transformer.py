@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -452,13 +451,7 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
             self.cache_info_ = cache_stats
         if self.failed_ and self.on_error == "raise":
             raise image_io.BadImagesError(self.failed_, codes)
-        if self.failed_:
-            warnings.warn(
-                f"{len(self.failed_)} of {len(images)} images could not be used; their rows are "
-                f"NaN (see failed_). First: {self.failed_[0]}",
-                UserWarning,
-                stacklevel=2,
-            )
+        image_io.warn_bad_images(self.failed_, len(images), stacklevel=2, where="their rows are NaN; see failed_")
         return codes
 
     def get_feature_names_out(self, input_features=None):

@@ -44,3 +44,15 @@ def _exported_graphs_in_a_test_folder():
     """Remove the run's ONNX exports at its end (see the top of this file)."""
     yield
     shutil.rmtree(_EXPORTS, ignore_errors=True)
+
+
+def returned_codes(backbone, batch, plan, inference=None):
+    """Codes of one batch as a user gets them: ReLU where it was deferred, layers concatenated."""
+    from skcnn.extraction import stored_codes_of_batch
+
+    stored = stored_codes_of_batch(backbone, batch, plan, inference)
+    blocks = []
+    for layer in plan.layers:
+        codes = stored[layer]
+        blocks.append(np.maximum(codes, 0, dtype=np.float32) if plan.relu_on_read(layer) else codes)
+    return np.concatenate(blocks, axis=1)

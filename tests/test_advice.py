@@ -46,6 +46,7 @@ def test_advice_explains_itself_in_plain_words(advice_for):
     assert "Fine-tuning is not advised" in text and "LayerSearchCV" in text
 
 
+@pytest.mark.slow
 def test_recommended_layer_is_accepted_by_the_transformer(advice_for, digits):
     codes = CNNFeatureTransformer(layer=advice_for["digits"].layer, input_size=32).fit_transform(digits[0][:3])
     assert codes.shape == (3, 112)

@@ -3,11 +3,12 @@
 import numpy as np
 import pytest
 import torch
+from conftest import returned_codes
 from torch import nn
 
 from skcnn import CNNFeatureTransformer, arithmetic, backbones
 from skcnn.cache import CodeCache
-from skcnn.extraction import TapPlan, finish, stored_codes_of_batch
+from skcnn.extraction import TapPlan
 from skcnn.preprocessing import AUTO_DECODE_MARGIN
 
 SMALL = dict(backbone="efficientnet_lite0", input_size=64, batch_size=4)
@@ -86,6 +87,7 @@ def test_timm_batchnorm_with_activation_keeps_its_activation():
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_half_precision_runs_on_the_cpu_close_to_fp32(rgb_images, precision):
     images = rgb_images[:4]
@@ -97,6 +99,7 @@ def test_half_precision_runs_on_the_cpu_close_to_fp32(rgb_images, precision):
     assert error.max() < 0.1
 
 
+@pytest.mark.slow
 def test_precision_and_decoding_are_in_the_cache_key(tmp_path, rgb_images):
     path = str(tmp_path / "codes.h5")
     fp32 = CNNFeatureTransformer(**SMALL, precision="fp32", cache=path).fit(rgb_images)
@@ -143,8 +146,3 @@ def test_fp32_exact_key_is_unchanged_so_older_caches_stay_valid(tmp_path, rgb_im
     CNNFeatureTransformer(**SMALL, precision="fp32", cache=path).fit(rgb_images).transform(rgb_images)
     (config,) = CodeCache(path).configs()
     assert "precision" not in config.attrs and "decode" not in config.attrs
-
-
-def returned_codes(backbone, batch, plan, inference=None):
-    """Codes of one batch as a user gets them, layers concatenated."""
-    return finish(plan, stored_codes_of_batch(backbone, batch, plan, inference))

@@ -425,6 +425,7 @@ TEN_BACKBONES = [
 ]
 
 
+@pytest.mark.slow
 def test_many_backbones_one_after_another_leave_a_bounded_number_of_networks():
     clear_networks()
     before = len(_whole_networks())

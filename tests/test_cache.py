@@ -40,6 +40,7 @@ def write_pngs(folder, images):
     return paths
 
 
+@pytest.mark.slow
 def test_cached_codes_equal_uncached_and_rerun_is_all_hits(tmp_path, images):
     expected = CNNFeatureTransformer(**SMALL).fit(images).transform(images)
     first = cnn(tmp_path / "c.h5").fit(images)
@@ -105,6 +106,7 @@ def test_pil_images_are_cacheable(tmp_path, images):
     assert t.cache_info_.hits == 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "change",
     [
@@ -137,6 +139,7 @@ def test_relu_shares_stored_codes_where_it_commutes_with_pooling(tmp_path, image
     np.testing.assert_array_equal(codes, uncached.transform(images[:4]))
 
 
+@pytest.mark.slow
 def test_a_layer_list_reuses_each_layer_and_configs_live_side_by_side(tmp_path, images):
     path = tmp_path / "c.h5"
     cnn(path, layer="blocks.3").fit(images).transform(images)
@@ -186,6 +189,7 @@ np.save(sys.argv[4], t.fit(images).transform(images))
 """
 
 
+@pytest.mark.slow
 def test_sigkill_while_filling_loses_only_the_batch_in_flight(tmp_path):
     rng = np.random.default_rng(7)
     images = np.random.default_rng(1).integers(0, 256, (120, 24, 24, 3), dtype=np.uint8)
@@ -209,6 +213,7 @@ def test_sigkill_while_filling_loses_only_the_batch_in_flight(tmp_path):
     assert t.cache_info_.hits >= 4 and t.cache_info_.computed == 120 - t.cache_info_.hits
 
 
+@pytest.mark.slow
 def test_two_processes_fill_one_cache_at_once(tmp_path):
     path = tmp_path / "c.h5"
     children = [

@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from skcnn import cli, demo
 
 
@@ -26,6 +28,7 @@ def test_unknown_backbone_is_an_error_with_suggestions(capsys):
     assert "backbone='resnt18' is not known" in err and "resnet18" in err
 
 
+@pytest.mark.slow
 def test_quick_demo_prints_the_table():
     lines = []
     scores = demo.run(demo.QUICK, print_fn=lines.append)
@@ -53,6 +56,7 @@ def write_class_folders(root, n_per_class=4):
         Image.fromarray(image).save(root / label / f"{i}.png")
 
 
+@pytest.mark.slow
 def test_layers_search_prints_the_table_and_saves_the_plot(tmp_path, capsys):
     write_class_folders(tmp_path / "data")
     plot = tmp_path / "search.png"
@@ -91,6 +95,7 @@ def dirty_folder(root, bad_file: str, content: bytes):
     return ["layers", "efficientnet_lite0", "--search", str(root), "--input-size", "32", "--layer", "blocks.1"]
 
 
+@pytest.mark.slow
 def test_layers_search_leaves_bad_files_out_and_names_them(tmp_path, capsys):
     argv = dirty_folder(tmp_path / "data", "brick/broken.png", b"not an image")
     assert cli.main([*argv, "--layer", "penultimate", "--cv", "2", "--plot", str(tmp_path / "p.png")]) == 0

@@ -84,6 +84,7 @@ def test_the_graph_is_cut_after_the_last_tap():
     assert torch.equal(both["1"], expected["1"]) and torch.equal(both["penultimate"], expected["penultimate"])
 
 
+@pytest.mark.slow
 def test_inductor_with_freezing_on_a_torchvision_network(images):
     """compile=True: inductor's generated C++ (the default a user gets)."""
     params = dict(

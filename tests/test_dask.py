@@ -19,7 +19,7 @@ import dask.bag as db  # noqa: E402
 import skcnn.dask  # noqa: E402
 from skcnn import CNNFeatureTransformer, onnx_runtime  # noqa: E402
 from skcnn.cache import CodeCache  # noqa: E402
-from skcnn.images import BadImagesError  # noqa: E402
+from skcnn.images import BadImagesError, BadImagesWarning  # noqa: E402
 
 PARAMS = dict(backbone="efficientnet_lite0", input_size=64, batch_size=4)
 N = 60
@@ -79,6 +79,7 @@ def stored_keys(path):
         return [key for group in f["configs"].values() for key in group["keys"][: group.attrs["n_rows"]]]
 
 
+@pytest.mark.slow
 def test_codes_equal_the_single_process_transform_and_merge_into_one_cache(client, paths, reference, tmp_path):
     cache = tmp_path / "codes.h5"
     codes, info = skcnn.dask.extract(paths, client=client, cache=cache, paths_per_task=8, return_info=True, **PARAMS)
@@ -101,6 +102,7 @@ def loads():
     return backbones.REGISTRY.builds, len(skcnn.dask._transformers), skcnn.dask._configured
 
 
+@pytest.mark.slow
 def test_the_network_is_loaded_once_per_worker_process(client, paths):
     before = client.run(loads)
     skcnn.dask.extract(paths, client=client, paths_per_task=4, **PARAMS)  # 15 tasks
@@ -157,7 +159,7 @@ def test_bad_images_fail_their_rows_naming_the_file(client, paths, reference, tm
     with pytest.raises(BadImagesError, match=r"broken.jpg") as error:
         skcnn.dask.extract(mixed, client=client, paths_per_task=4, **PARAMS)
     assert [f.index for f in error.value.failures] == [10]  # an index into the paths, not into a task
-    with pytest.warns(UserWarning, match="1 of 21 images could not be used"):
+    with pytest.warns(BadImagesWarning, match="1 of 21 images could not be used"):
         codes = skcnn.dask.extract(mixed, client=client, paths_per_task=4, on_error="skip", **PARAMS).compute()
     assert np.isnan(codes[10]).all()
     np.testing.assert_allclose(np.delete(codes, 10, axis=0), reference[:20], **TOLERANCE)
@@ -200,6 +202,7 @@ def test_cli_extract_on_a_dask_scheduler(client, paths, tmp_path, capsys):
 SLOW_BATCHES = 0.3  # seconds per batch on the workers: a kill lands mid-task even on a loaded machine
 
 
+@pytest.mark.slow
 def test_a_killed_worker_loses_at_most_its_batch_in_flight(client, paths, reference, tmp_path):
     def slow_down(seconds):
         from skcnn import extraction
@@ -245,6 +248,7 @@ def test_a_killed_worker_loses_at_most_its_batch_in_flight(client, paths, refere
     client.wait_for_workers(2, timeout=60)  # the nanny restarted the worker
 
 
+@pytest.mark.slow
 def test_workers_run_onnxruntime_and_export_once_per_machine(client, paths, tmp_path):
     """The workers' exports go to the folder this process names (they inherit
     its environment); two workers starting together export one file."""

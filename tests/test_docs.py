@@ -10,6 +10,9 @@ import pytest
 
 import skcnn
 
+#: Sphinx builds and subprocesses: `make test-slow`.
+pytestmark = pytest.mark.slow
+
 DOCS = Path(__file__).parents[1] / "docs"
 
 # The real configuration, without the gallery (its examples take minutes; CI

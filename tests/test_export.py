@@ -84,6 +84,7 @@ def assert_parity(fitted, served, paths, scores="predict_proba"):
     assert (fitted.predict(paths) == served.predict(paths)).mean() >= 0.995
 
 
+@pytest.mark.slow
 def test_a_pipeline_becomes_one_file_that_predicts_as_it_does(exported_pipeline, photo_files):
     model, path = exported_pipeline
     paths, _ = photo_files
@@ -124,6 +125,7 @@ def test_the_served_file_runs_where_torch_cannot_be_imported(exported_pipeline, 
     assert float(result.stdout.strip().splitlines()[-1]) <= PROBABILITY_TOLERANCE
 
 
+@pytest.mark.slow
 def test_two_backbones_and_a_classifier_without_probabilities(photo_files, tmp_path):
     paths, labels = photo_files
     two = CNNFeatureTransformer(backbone=["resnet18", "alexnet"], weights=None, input_size=SIZE, precision="fp32",
@@ -137,6 +139,7 @@ def test_two_backbones_and_a_classifier_without_probabilities(photo_files, tmp_p
         served.predict_proba(paths[:1])
 
 
+@pytest.mark.slow
 def test_a_cnn_classifier_head_only_and_fine_tuned(photo_files, tmp_path):
     paths, labels = photo_files
     head = CNNClassifier(input_size=SIZE, unfreeze="head", layer="blocks.5", progress=False).fit(paths, labels)
@@ -150,6 +153,7 @@ def test_a_cnn_classifier_head_only_and_fine_tuned(photo_files, tmp_path):
     assert served.predict(paths[:2]).dtype.kind == "U"
 
 
+@pytest.mark.slow
 def test_a_transformer_alone_gives_its_codes(photo_files, tmp_path):
     paths, _ = photo_files
     transformer = CNNFeatureTransformer(input_size=SIZE, layer=["blocks.4", "penultimate"], pooling="spp",
@@ -194,6 +198,7 @@ def test_cli_predict_takes_the_onnx_file(exported_pipeline, photo_files, capsys)
     assert [row["label"] for row in rows] == model.predict(paths[:3]).tolist()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("side", [28, 64])
 def test_small_gray_sources_are_resized_as_the_fitted_model_does(digit_files, side, tmp_path):
     # Enlarged 28 px sources were 1-2 levels off on ~1% of values with Pillow's resize, 5e-3 in probabilities.
@@ -209,6 +214,7 @@ def test_small_gray_sources_are_resized_as_the_fitted_model_does(digit_files, si
     assert (served.predict(paths) == model.predict(paths)).all()
 
 
+@pytest.mark.slow
 def test_decision_function_gives_the_fitted_models_scores(digit_files, tmp_path):
     paths, labels = digit_files
     paths, odd = paths[28], np.where(labels % 2 == 1, "odd", "even")
@@ -245,6 +251,7 @@ def test_a_file_of_the_previous_version_is_read_or_refused_by_name(exported_pipe
         served.decision_function(paths[:1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("umask", [0o022, 0o002])
 def test_the_file_has_a_new_files_usual_mode(umask, tmp_path):
     X, _ = load_texture_patches(n_per_class=2, patch_size=32)

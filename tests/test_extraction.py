@@ -22,6 +22,7 @@ def images():
     return images
 
 
+@pytest.mark.slow
 def test_extractor_gives_the_transformers_codes_and_pickles_without_a_network(images):
     extractor = Extractor.from_params(dict(SMALL, layer=["blocks.2", "penultimate"]))
     codes, failures, stats = extractor.codes(images)

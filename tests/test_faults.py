@@ -13,7 +13,7 @@ from PIL import Image
 
 from skcnn import CNNFeatureTransformer, check_images
 from skcnn.cache import CodeCache
-from skcnn.images import BadImagesError, ImageError, load_image
+from skcnn.images import BadImagesError, BadImagesWarning, ImageError, load_image
 
 SMALL = dict(backbone="efficientnet_lite0", input_size=32, batch_size=4)
 RNG = np.random.default_rng(0)
@@ -153,7 +153,7 @@ def test_skip_gives_nan_rows_a_warning_and_failed_(odd_folder):
     folder, kinds = odd_folder
     paths = sorted(folder.iterdir())
     t = CNNFeatureTransformer(**SMALL, on_error="skip").fit(paths)
-    with pytest.warns(UserWarning, match="could not be used; their rows are NaN"):
+    with pytest.warns(BadImagesWarning, match="could not be used and are left out .their rows are NaN"):
         codes = t.transform(paths)
     bad = [i for i, p in enumerate(paths) if kinds[p.name][0] == "bad"]
     assert [f.index for f in t.failed_] == bad
@@ -199,6 +199,7 @@ def start_filler(path, n, seed=5):
 CTRL_C_IMAGES = 1000  # enough that the run is still going when Ctrl-C comes, a batch after the first
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_promptly_and_a_rerun_continues(tmp_path):
     path = tmp_path / "c.h5"
     child = start_filler(path, CTRL_C_IMAGES)
@@ -221,6 +222,7 @@ def test_ctrl_c_stops_promptly_and_a_rerun_continues(tmp_path):
 KILLS = 8
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_points_never_loses_finished_batches(tmp_path):
     """Fault injection: KILLS extractions of new images into one cache, each
     killed with SIGKILL at a random moment."""
@@ -242,3 +244,21 @@ def test_sigkill_at_random_points_never_loses_finished_batches(tmp_path):
     t = CNNFeatureTransformer(**SMALL, cache=str(path)).fit(images)
     np.testing.assert_array_equal(t.transform(images), CNNFeatureTransformer(**SMALL).fit(images).transform(images))
     assert t.cache_info_.hits == previous and t.cache_info_.computed == len(images) - previous
+
+
+def test_bad_images_warn_with_a_class_of_their_own_that_holds_them():
+    import warnings
+
+    from skcnn import BadImagesWarning, CNNFeatureTransformer
+
+    images = [np.zeros((16, 16, 3), np.uint8), "no/such/file.png"]
+    transformer = CNNFeatureTransformer(weights=None, input_size=32, on_error="skip", progress=False).fit(images)
+    with pytest.warns(BadImagesWarning) as record:
+        transformer.transform(images)
+    warning = record[0].message
+    assert issubclass(BadImagesWarning, UserWarning) and warning.n_images == 2
+    assert [failure.index for failure in warning.failures] == [1] and "file.png" in str(warning)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", BadImagesWarning)  # a caller that wants them as errors, by class
+        with pytest.raises(BadImagesWarning):
+            transformer.transform(images)

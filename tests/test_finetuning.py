@@ -11,6 +11,7 @@ from sklearn.model_selection import GridSearchCV, cross_val_score
 from skcnn import BadImagesError, CNNClassifier, CNNFeatureTransformer
 from skcnn.datasets import load_texture_patches
 from skcnn.finetuning import training
+from skcnn.images import BadImagesWarning
 
 SMALL = dict(input_size=32, batch_size=16, random_state=0)
 
@@ -36,6 +37,7 @@ def fitted(patches):
     return CNNClassifier(**SMALL, max_epochs=2, unfreeze="blocks.5", early_stopping=False).fit(X, y)
 
 
+@pytest.mark.slow
 def test_fit_predict_probabilities_and_labels_of_any_kind(fitted, patches):
     _, _, X_test, y_test = patches
     assert fitted.classes_.tolist() == ["brick", "grass", "gravel"]
@@ -82,6 +84,7 @@ def test_only_the_unfrozen_layers_change(fitted):
     assert tuned["head.weight"].shape == (3, 1280)
 
 
+@pytest.mark.slow
 def test_deterministic_on_the_cpu_and_pickles_without_the_device(fitted, patches):
     X, y, X_test, _ = patches
     again = clone(fitted).fit(X, y)
@@ -119,6 +122,7 @@ def test_set_mode_keeps_batchnorm_in_eval_mode_after_train():
     assert network[1].training
 
 
+@pytest.mark.slow
 def test_augmentation_is_applied_to_training_batches_only(patches):
     X, y, X_test, _ = patches
     calls = []
@@ -135,29 +139,25 @@ def test_augmentation_is_applied_to_training_batches_only(patches):
     assert len(calls) == 2 * n_train  # never prediction
 
 
-def test_auto_strategy_follows_size_and_similarity(patches):
+@pytest.mark.slow
+def test_auto_strategy_follows_size(patches):
     from skcnn import LayerSearchCV
 
     X, y, _, _ = patches
     small = CNNClassifier(**SMALL, max_epochs=1).fit(X, y)
     search = LayerSearchCV(CNNFeatureTransformer(input_size=32, precision="fp32"), cv=3).fit(X, y)
     assert small.strategy_["layer"] == search.best_layer_ and small.strategy_["unfreeze"] == "head"
-    assert small.strategy_["batchnorm"] == "frozen" and "small data like ImageNet" in small.strategy_["reason"]
+    assert small.strategy_["batchnorm"] == "frozen" and f"small data ({len(X)} images" in small.strategy_["reason"]
     assert "cross-validated best" in small.strategy_["reason"]
     large = CNNClassifier(**SMALL, max_epochs=1, early_stopping=False)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("skcnn.finetuning.classifier.advise_layer", _advise_with(large_per_class=5))
+        patch.setattr("skcnn.finetuning.classifier.FINE_TUNING_PAYS_FROM", 5)
         large.fit(X, y)
     assert large.strategy_["unfreeze"] == "all" and large.strategy_["layer"] == "penultimate"
     assert "large data" in large.strategy_["reason"] and "pays from about 5 per class" in large.strategy_["reason"]
 
 
-def _advise_with(**params):
-    from skcnn import advise_layer
-
-    return lambda *args, **kwargs: advise_layer(*args, **{**kwargs, **params})
-
-
+@pytest.mark.slow
 def test_a_head_on_an_earlier_layer_reads_the_transformers_codes(patches, tmp_path):
     X, y, X_test, _ = patches
     model = CNNClassifier(**SMALL, layer="blocks.4", unfreeze="blocks.4", max_epochs=1, early_stopping=False)
@@ -172,6 +172,7 @@ def test_a_head_on_an_earlier_layer_reads_the_transformers_codes(patches, tmp_pa
     assert not np.allclose(codes, pretrained.transform(X_test), atol=1e-4)  # blocks.4 was fine-tuned
 
 
+@pytest.mark.slow
 def test_head_only_is_the_frozen_codes_baseline(patches):
     from sklearn.pipeline import make_pipeline
 
@@ -278,6 +279,7 @@ def test_predictions_on_the_transformers_runtime_are_the_fp32_networks(fitted, p
     np.testing.assert_allclose(logits, expected, atol=1e-3 * np.abs(expected).max())
 
 
+@pytest.mark.slow
 def test_the_export_is_keyed_by_the_fine_tuned_weights(fitted, patches, monkeypatch, tmp_path):
     from skcnn import onnx_runtime
 
@@ -330,6 +332,7 @@ def test_prediction_shows_a_progress_bar_in_images(fitted, patches, capsys):
     assert "30/30" not in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_killed_fit_resumes_from_the_last_finished_epoch(patches, tmp_path, monkeypatch):
     X, y, X_test, _ = patches
     params = dict(SMALL, max_epochs=3, unfreeze="blocks.6", early_stopping=False, checkpoint=tmp_path / "ft.pt")
@@ -369,13 +372,14 @@ def test_ctrl_c_keeps_the_best_weights_so_far(patches, monkeypatch):
     assert model.n_epochs_ == 2 and model.predict(X[:2]).shape == (2,)
 
 
+@pytest.mark.slow
 def test_bad_training_images_are_named_or_skipped(patches, tmp_path):
     X, y, _, _ = patches
     images, labels = [*X, str(tmp_path / "missing.png"), np.zeros((2, 2, 5))], [*y, y[0], y[1]]
     with pytest.raises(BadImagesError, match=r"missing\.png") as error:
         CNNClassifier(**SMALL, max_epochs=1, unfreeze="head").fit(images, labels)
     assert [failure.index for failure in error.value.failures] == [30, 31]
-    with pytest.warns(UserWarning, match=r"2 of 32 training images"):
+    with pytest.warns(BadImagesWarning, match=r"2 of 32 training images"):
         model = CNNClassifier(**SMALL, max_epochs=1, unfreeze="head", on_error="skip").fit(images, labels)
     assert [failure.index for failure in model.failed_] == [30, 31]
 
@@ -393,6 +397,7 @@ def test_bad_labels_are_clear_errors(patches, labels, message):
         CNNClassifier(**SMALL).fit(patches[0], labels)
 
 
+@pytest.mark.slow
 def test_grid_search_and_cross_validation(patches):
     X, y, _, _ = patches
     model = CNNClassifier(**SMALL, layer="penultimate", max_epochs=1, batchnorm="frozen", early_stopping=False)
@@ -402,6 +407,7 @@ def test_grid_search_and_cross_validation(patches):
     assert scores.shape == (2,) and (scores > 0.5).all()
 
 
+@pytest.mark.slow
 def test_to_transformer_gives_the_fine_tuned_networks_codes(fitted, patches, tmp_path):
     _, _, X_test, _ = patches
     transformer = fitted.to_transformer(tmp_path / "tuned.pt", precision="fp32")
@@ -507,6 +513,7 @@ def test_images_beyond_memory_limit_train_from_files_to_the_same_model(patches, 
                                 enumerate(in_memory.history_)]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_grid_search_clones_and_refits_decode_each_training_image_once(patches, training_decodes, no_kept_crops):
     X, y, _, _ = patches
     model = CNNClassifier(**SMALL, unfreeze="blocks.6", max_epochs=1, early_stopping=False)
@@ -514,6 +521,7 @@ def test_grid_search_clones_and_refits_decode_each_training_image_once(patches, 
     assert len(training_decodes) == len(X)  # 2 x 2 fits + a refit, each image once
 
 
+@pytest.mark.slow
 def test_a_killed_fit_resumes_with_images_in_files(patches, tmp_path, monkeypatch, no_kept_crops):
     X, y, X_test, _ = patches
     params = dict(SMALL, max_epochs=2, unfreeze="blocks.6", early_stopping=False, memory_limit="1kB")
@@ -578,6 +586,7 @@ def test_fine_tuning_with_unit_weights_is_fine_tuning_without(patches):
     assert ones.probe_score_ == unweighted.probe_score_
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("unfreeze", ["head", "blocks.6"])
 def test_class_weight_moves_the_decision_towards_the_weighted_class(patches, unfreeze):
     X, _, X_test, _ = patches
@@ -634,6 +643,7 @@ def test_the_probe_that_starts_fine_tuning_takes_a_stratified_draw_of_large_sets
     assert len(model.history_) == 2  # epoch 0 and one epoch: training itself took every image
 
 
+@pytest.mark.slow
 def test_augment_auto_does_not_turn_digits():
     from skcnn.datasets import load_digit_images
 
@@ -655,3 +665,19 @@ def test_early_stopping_scores_by_balanced_accuracy(patches):
     with pytest.raises(ValueError, match="scoring"):
         CNNClassifier(**SMALL, scoring="f1").fit(X, y)
     assert balanced_accuracy_score([0, 0, 0, 1], [0, 0, 0, 0]) == 0.5  # what a majority answer scores
+
+
+def test_fit_with_auto_strategy_decodes_each_image_once(patches, monkeypatch):
+    from skcnn import images as image_io
+
+    X, y, _, _ = patches
+    decoded = []
+    load_image = image_io.load_image
+
+    def counted(image, *args, **kwargs):
+        decoded.append(1)
+        return load_image(image, *args, **kwargs)
+
+    monkeypatch.setattr(image_io, "load_image", counted)
+    CNNClassifier(**SMALL, layer="penultimate").fit(X, y)  # unfreeze="auto": no decode to choose it
+    assert len(decoded) == len(X)

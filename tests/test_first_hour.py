@@ -23,6 +23,9 @@ from PIL import Image
 from skcnn import cli
 from skcnn.datasets import load_image_folder, load_texture_patches
 
+#: Every command in turn, on real weights: `make test-slow`.
+pytestmark = pytest.mark.slow
+
 BAD_FILES = {"brick/truncated.jpg", "grass/notes.jpg"}
 #: A process where only numpy, Pillow and onnxruntime can be imported of skcnn's dependencies: what
 #: `pip install numpy pillow onnxruntime` and `pip install --no-deps skcnn` give.

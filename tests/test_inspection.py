@@ -2,6 +2,7 @@
 
 import sys
 import warnings
+from pathlib import Path
 
 import joblib
 import numpy as np
@@ -16,6 +17,7 @@ from sklearn.svm import SVC, LinearSVC
 
 from skcnn import CNNClassifier, CNNFeatureTransformer, cli
 from skcnn.datasets import flip_labels, load_half_textures, load_photo_crops, load_texture_patches, near_copies
+from skcnn.images import BadImagesWarning
 from skcnn.inspection import (
     class_activation_maps,
     find_duplicates,
@@ -90,6 +92,7 @@ def test_top_losses_of_a_classifier_without_probabilities_ranks_by_its_decision_
     np.testing.assert_allclose(table.sort_values("position")["loss"], -margin, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_top_losses_of_a_cnn_classifier(patches):
     X, y, X_test, y_test = patches
     model = CNNClassifier(input_size=SIZE, unfreeze="head", layer="penultimate", progress=False).fit(X, y)
@@ -98,6 +101,7 @@ def test_top_losses_of_a_cnn_classifier(patches):
     np.testing.assert_allclose(table["probability"], proba, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_out_of_fold_losses_of_a_cnn_classifier_leave_bad_images_out(tmp_path, patches):
     X, y, _, _ = patches
     paths = []
@@ -106,7 +110,7 @@ def test_out_of_fold_losses_of_a_cnn_classifier_leave_bad_images_out(tmp_path, p
         paths.append(str(tmp_path / f"{i}.png"))
     (tmp_path / "broken.png").write_bytes(b"not an image")
     model = CNNClassifier(input_size=SIZE, unfreeze="head", layer="penultimate", progress=False)
-    with pytest.warns(UserWarning, match="1 of 31 images could not be used"):
+    with pytest.warns(BadImagesWarning, match="1 of 31 images could not be used"):
         table = top_losses(model, [*paths, str(tmp_path / "broken.png")], [*y[::2], "brick"], cv=2)
     assert sorted(table["position"]) == list(range(30))
     assert (table["predicted"] == table["label"]).mean() > 0.8
@@ -121,7 +125,7 @@ def test_top_losses_names_files_and_leaves_bad_ones_out(tmp_path, patches, scale
     (tmp_path / "broken.png").write_bytes(b"not an image")
     paths.insert(2, str(tmp_path / "broken.png"))
     labels = np.insert(y_test[:5], 2, y_test[0])
-    with pytest.warns(UserWarning, match="1 of 6 images could not be used.*broken.png"):
+    with pytest.warns(BadImagesWarning, match="1 of 6 images could not be used.*broken.png"):
         table = top_losses(scaled_pipeline, paths, labels)
     assert sorted(table["position"]) == [0, 1, 3, 4, 5]
     assert all(table["path"] == [paths[i] for i in table["position"]])
@@ -196,6 +200,7 @@ def test_find_duplicates_within_a_set_reports_each_pair_once_and_exact_copies():
     assert pairs["similarity"].iloc[0] == 1.0
 
 
+@pytest.mark.slow
 def test_find_duplicates_names_files_and_checks_the_threshold(tmp_path):
     photos = photo_crops()[:3]
     paths = []
@@ -312,7 +317,7 @@ def test_cli_inspect_writes_the_report_on_a_dirty_folder(tmp_path, capsys, patch
     write_class_folders(tmp_path / "test", [*X_test[:3], X[0]], [*y_test[:3], y[0]])  # X[0] leaks
     model = make_pipeline(codes(), LogisticRegression(max_iter=2000))
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", BadImagesWarning)
         model.fit(X[::2], y[::2])
     joblib.dump(model, tmp_path / "model.pkl")
     argv = ["inspect", str(tmp_path / "model.pkl"), str(tmp_path / "train"), "--out", str(tmp_path / "report")]
@@ -329,3 +334,13 @@ def test_cli_inspect_writes_the_report_on_a_dirty_folder(tmp_path, capsys, patch
         assert (report / name).stat().st_size > 0
     for name in ("top_losses.png", "confusion.png"):
         assert (report / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_class_whose_every_image_fails_is_a_clear_error(tmp_path, patches):
+    X, y, _, _ = patches
+    broken = [str(tmp_path / f"broken{i}.png") for i in range(3)]
+    for path in broken:
+        Path(path).write_bytes(b"not an image")
+    model = make_pipeline(codes(), LogisticRegression(max_iter=2000))
+    with pytest.raises(ValueError, match=r"every image of class\(es\) \['lost'\] could not be used.*broken0.png"):
+        top_losses(model, [*X[:12], *broken], [*y[:12], *["lost"] * 3], cv=2)

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from skcnn import CNNFeatureTransformer, backbones, extraction, loading
-from skcnn.images import ImageFailure, load_image
+from skcnn.images import BadImagesWarning, ImageFailure, load_image
 
 SMALL = dict(backbone="efficientnet_lite0", input_size=64, batch_size=4)
 
@@ -134,7 +134,7 @@ def test_an_unexpected_worker_error_surfaces_naming_the_image(jpegs, recipe, mon
 def test_bad_images_still_become_failures_with_workers(jpegs):
     images = [*jpegs[:3], "missing.jpg"]
     t = CNNFeatureTransformer(**SMALL, num_workers=2, on_error="skip").fit(images)
-    with pytest.warns(UserWarning, match="1 of 4"):
+    with pytest.warns(BadImagesWarning, match="1 of 4"):
         codes = t.transform(images)
     assert t.failed_ == [ImageFailure(3, "image 3 ('missing.jpg')", "Image file not found: 'missing.jpg'.")]
     assert np.isnan(codes[3]).all() and np.isfinite(codes[:3]).all()
@@ -197,6 +197,7 @@ except KeyboardInterrupt:
 """
 
 
+@pytest.mark.slow
 def test_ctrl_c_shuts_the_pipeline_down_cleanly(jpegs):
     child = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(CTRL_C), *jpegs],
@@ -257,6 +258,7 @@ def test_decode_modes_scale_a_phone_photo_as_documented(phone_photo, decode, sha
     assert crop.shape == (3, 224, 224) and crop.dtype == torch.uint8
 
 
+@pytest.mark.slow
 def test_auto_decoding_of_a_phone_photo_stays_close_to_exact(phone_photo):
     images = [str(phone_photo)]
     params = dict(backbone="efficientnet_lite0", precision="fp32", num_workers=0)
@@ -308,6 +310,7 @@ def decoding_peak(photo, small, decode: str, env=None) -> int:
     return int(subprocess.run(command, capture_output=True, text=True, check=True, env=env).stdout)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
 def test_peak_memory_of_decoding_a_phone_photo_is_bounded(phone_photo):
     """A 12 MP photo decoded exactly holds its file and uint8 pixels (40 MB),

@@ -23,6 +23,7 @@ def relative_error(a, b):
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "params",
     [
@@ -95,6 +96,7 @@ def test_without_the_packages_auto_runs_torch_and_says_how_to_get_them(monkeypat
         CNNFeatureTransformer(runtime="onnxruntime").fit(images)
 
 
+@pytest.mark.slow
 def test_codes_cached_by_either_runtime_are_hits_for_the_other(images, tmp_path):
     cache = tmp_path / "codes.h5"
     params = dict(FP32, layer=["blocks.2", "penultimate"], cache=cache)
@@ -110,6 +112,7 @@ def test_codes_cached_by_either_runtime_are_hits_for_the_other(images, tmp_path)
     assert torch_run.cache_info_ == CacheStats(hits=5, misses=0, computed=0)
 
 
+@pytest.mark.slow
 def test_the_export_is_kept_and_a_damaged_file_exported_again(images, monkeypatch, tmp_path):
     monkeypatch.setenv(onnx_runtime.CACHE_DIR_ENV, str(tmp_path / "exports"))
     params = dict(FP32, layer="blocks.3")
@@ -120,6 +123,7 @@ def test_the_export_is_kept_and_a_damaged_file_exported_again(images, monkeypatc
     reference = CNNFeatureTransformer(runtime="onnxruntime", **params).fit_transform(images)
     (kept,) = (tmp_path / "exports").glob("*.onnx")
     assert len(exports) == 1 and not list((tmp_path / "exports").glob(".*.tmp"))
+    assert kept.stat().st_mode & 0o777 == 0o600  # copies of the user's weights: the owner's only
     clear_networks()  # as a new process: the network and its sessions are gone, the file stays
     np.testing.assert_array_equal(
         CNNFeatureTransformer(runtime="onnxruntime", **params).fit_transform(images), reference
@@ -154,6 +158,7 @@ def test_a_network_that_does_not_export_runs_on_torch_with_one_warning(images, m
     np.testing.assert_array_equal(again, expected)
 
 
+@pytest.mark.slow
 def test_the_export_is_shared_by_processes(images, tmp_path):
     """A second process (another Dask worker, a later session) reads the file."""
     env = dict(os.environ, **{onnx_runtime.CACHE_DIR_ENV: str(tmp_path)})
@@ -169,6 +174,7 @@ def test_the_export_is_shared_by_processes(images, tmp_path):
     assert [run.stdout.split()[-1] for run in runs] == ["1", "0"], [run.stderr[-2000:] for run in runs]
 
 
+@pytest.mark.slow
 def test_layer_search_runs_its_transformers_runtime(textures):
     from sklearn.naive_bayes import GaussianNB
 

@@ -15,6 +15,7 @@ def linear():
     return make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=5000))
 
 
+@pytest.mark.slow
 def test_transfer_learning_is_real(textures):
     """Pretrained codes beat the same architecture with random weights by a wide margin."""
     X_train, y_train, X_test, y_test = textures

@@ -11,7 +11,7 @@ from sklearn.naive_bayes import GaussianNB
 from sklearn.pipeline import FeatureUnion, make_pipeline
 
 from skcnn import CNNFeatureTransformer, LayerSearchCV, extraction
-from skcnn.images import BadImagesError
+from skcnn.images import BadImagesError, BadImagesWarning
 from skcnn.layers import candidate_layers, list_layers
 
 SMALL = dict(backbone="efficientnet_lite0", input_size=32, batch_size=8)
@@ -42,6 +42,7 @@ def images():
     return np.random.default_rng(1).integers(0, 256, (12, 32, 32, 3), dtype=np.uint8)
 
 
+@pytest.mark.slow
 def test_several_layers_come_from_one_forward_pass_per_image(images):
     layers = ["blocks.1", "blocks.3", "penultimate"]
     with counted_forward_passes() as seen:
@@ -51,6 +52,7 @@ def test_several_layers_come_from_one_forward_pass_per_image(images):
     np.testing.assert_allclose(codes, np.concatenate(alone, axis=1), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_cache_layers_store_the_other_candidates_in_the_same_pass(tmp_path, images):
     candidates = ["blocks.1", "blocks.3", "penultimate"]
     cache = os.fspath(tmp_path / "codes.h5")
@@ -129,7 +131,7 @@ def test_two_backbones_bad_image_is_one_failure_and_one_nan_row(tmp_path, images
         Image.fromarray(image).save(paths[-1])
     paths[2].write_bytes(b"not an image")
     params = dict(backbone=["efficientnet_lite0", "resnet18"], weights=["DEFAULT", None], input_size=32)
-    with pytest.warns(UserWarning, match="1 of 4 images"):
+    with pytest.warns(BadImagesWarning, match="1 of 4 images"):
         t = CNNFeatureTransformer(**params, on_error="skip").fit(paths)
         codes = t.transform(paths)
     assert [f.index for f in t.failed_] == [2]
@@ -295,7 +297,7 @@ def test_skipped_images_are_left_out_of_the_search(textures, tmp_path):
     search = LayerSearchCV(
         transformer, layers=["blocks.1"], poolings=["avg"], input_sizes=[32], classifier=GaussianNB(), cv=3
     )
-    with pytest.warns(UserWarning, match="left out of the search"):
+    with pytest.warns(BadImagesWarning, match="left out .of the search"):
         search.fit(images, labels)
     assert [failure.index for failure in search.failed_] == [len(X)]
     assert search.cv_results_["mean_test_score"].shape == (1,)
@@ -321,6 +323,7 @@ def test_poolings_of_one_extraction_equal_each_pooling_alone(textures):
         np.testing.assert_allclose(alone.cv_results_["mean_test_score"][0], search.cv_results_["mean_test_score"][row])
 
 
+@pytest.mark.slow
 def test_native_size_is_searched_for_images_larger_than_the_weights(tmp_path):
     from PIL import Image
 
@@ -365,6 +368,7 @@ def test_class_weight_reaches_the_default_classifier(textures):
     assert 0 <= search.fit(X, y).best_score_ <= 1
 
 
+@pytest.mark.slow
 def test_default_candidates_add_the_last_map_pooled_other_than_by_its_average(textures):
     X, y = textures[0][::4], textures[1][::4]
     transformer = CNNFeatureTransformer(input_size=64)  # bn2 is 2 x 2 (at 32 px, 1 x 1: a vector)

@@ -3,10 +3,11 @@
 import numpy as np
 import pytest
 import torch
+from conftest import returned_codes
 
 from skcnn import list_layers
 from skcnn.backbones import load_backbone
-from skcnn.extraction import TapPlan, finish, stored_codes_of_batch
+from skcnn.extraction import TapPlan
 from skcnn.taps import PENULTIMATE, probe, run_taps
 
 
@@ -105,8 +106,3 @@ def test_probe_on_a_real_network_matches_meta_listing():
 def test_a_size_the_network_cannot_take_is_a_clear_error():
     with pytest.raises(ValueError, match=r"input_size: backbone 'vit_b_16' cannot run on 96 x 96"):
         list_layers("vit_b_16", input_size=96)
-
-
-def returned_codes(backbone, batch, plan, inference=None):
-    """Codes of one batch as a user gets them, layers concatenated."""
-    return finish(plan, stored_codes_of_batch(backbone, batch, plan, inference))

@@ -125,6 +125,7 @@ def test_clone_shares_the_network_without_reloading(rgb_images):
     assert not hasattr(clone(t), "n_features_out_")
 
 
+@pytest.mark.slow
 def test_pickle_holds_no_weights_and_gives_identical_codes(tmp_path, rgb_images):
     t = small().fit(rgb_images)
     expected = t.transform(rgb_images)

@@ -27,10 +27,11 @@ from tqdm.auto import tqdm
 
 from .. import arithmetic, backbones, loading, symmetry
 from .. import images as image_io
-from ..advice import advise_layer
+from ..advice import FINE_TUNING_PAYS_FROM
 from ..cache import CodeCache
 from ..compat import Interval, StrOptions, _check_sample_weight, _fit_context
 from ..extraction import checked_input_size
+from ..files import atomic_path
 from ..layers import probe_backbone
 from ..options import CHOICES, DEFAULTS, FINETUNING, PENULTIMATE, show_progress
 from ..preprocessing import check_crop
@@ -382,7 +383,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         recipe = self._recipe(backbone)
         layers, network_head = probe_backbone(backbone, recipe.crop_size)
         layer_names = [layer.name for layer in layers]
-        unfreeze, why = self._unfreeze(images, labels)
+        unfreeze, why = self._unfreeze(labels)
         if unfreeze == HEAD:
             # The probe is already the best linear head on frozen codes (convex, C tuned by CV): epochs
             # on augmented images only moved it away, and so it takes every image (benchmarks/RESULTS.md).
@@ -544,25 +545,25 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.failed_ = sorted(failures, key=lambda failure: failure.index)
         if self.failed_ and self.on_error == "raise":
             raise image_io.BadImagesError(self.failed_)
-        if self.failed_:
-            warnings.warn(
-                f"{len(self.failed_)} of {n_images} training images could not be used and are left out "
-                f"(see failed_). First: {self.failed_[0]}",
-                UserWarning,
-                stacklevel=4,
-            )
+        image_io.warn_bad_images(self.failed_, n_images, stacklevel=4, what="training images")
 
-    def _unfreeze(self, images: list, labels: np.ndarray) -> tuple[str, str]:
-        """``unfreeze`` resolved, with the reason."""
+    def _unfreeze(self, labels: np.ndarray) -> tuple[str, str]:
+        """``unfreeze`` resolved from the images per class, with the reason.
+
+        Only the data's size decides (the size x similarity table's choice
+        between frozen codes and fine-tuning does not depend on similarity),
+        so no image is decoded for it: ``advise_layer`` measures similarity
+        for those who ask, and ``layer="auto"`` searches the layer.
+        """
         if self.unfreeze != "auto":
             return self.unfreeze, "as given"
-        advice = advise_layer(images, labels, backbone=self.backbone, input_size=self.input_size, device=self.device)
+        per_class = len(labels) / len(np.unique(labels))
+        small = per_class < FINE_TUNING_PAYS_FROM
         why = (
-            f"{'small' if advice.small else 'large'} data {'like' if advice.similar else 'unlike'} ImageNet "
-            f"({advice.n_samples} images, similarity {advice.similarity:.2f}; fine-tuning pays from "
-            f"about {advice.large_per_class} per class)"
+            f"{'small' if small else 'large'} data ({len(labels)} images, {per_class:.0f} per class; "
+            f"fine-tuning pays from about {FINE_TUNING_PAYS_FROM} per class)"
         )
-        return (HEAD if advice.small else WHOLE), why
+        return (HEAD if small else WHOLE), why
 
     def _fine_tuning_strategy(self, unfreeze: str, why: str, layer_names: list[str]) -> dict:
         # Fine-tuning adapts the later layers to the data: the head reads the top.
@@ -585,7 +586,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     def _usable_codes(self, transformer: CNNFeatureTransformer, images: list) -> np.ndarray:
         """The transformer's codes of ``images`` (NaN rows for bad ones, ``failed_`` naming them)."""
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", "[0-9]+ of [0-9]+ images could not be used", UserWarning)
+            warnings.simplefilter("ignore", image_io.BadImagesWarning)
             codes = transformer.fit_transform(images)
         self._left_out(transformer.failed_, len(images))
         return codes
@@ -599,7 +600,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                 f"and a class has {smallest} image(s); give a layer (e.g. layer='penultimate') or more images."
             )
         with warnings.catch_warnings():  # bad images: the probe's own warning names them
-            warnings.filterwarnings("ignore", "LayerSearchCV: [0-9]+ of [0-9]+ images", UserWarning)
+            warnings.simplefilter("ignore", image_io.BadImagesWarning)
             # The head reads average-pooled codes at the classifier's own input: the layers alone are searched.
             search = LayerSearchCV(
                 transformer, poolings=[DEFAULTS.pooling], input_sizes=[transformer.input_size], cv=LAYER_SEARCH_CV,
@@ -736,7 +737,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             ``layer`` (the head's, unless given) set.
         """
         check_is_fitted(self)
-        torch.save(network_weights(self.state_dict_), path)  # CPU tensors, wherever it was fitted
+        with atomic_path(path) as temporary:  # a transformer never reads half a weights file
+            torch.save(network_weights(self.state_dict_), temporary)  # CPU tensors, wherever it was fitted
         params = {"layer": self.strategy_["layer"], **params}
         return CNNFeatureTransformer(backbone=self.backbone, weights=path, input_size=self.input_size, **params)
 

@@ -46,6 +46,7 @@ import psutil
 import torch
 
 from .. import loading
+from ..files import TEMPORARY_GLOB, AtomicFile, atomic_write, writer_pid
 from ..identity import content_keys
 from ..images import ImageFailure
 from ..preprocessing import DECODE_MARGINS, Preprocessing
@@ -189,8 +190,9 @@ def clear_decoded_images() -> int:
     Examples
     --------
     >>> from skcnn.finetuning.store import clear_decoded_images
-    >>> clear_decoded_images() >= 0
-    True
+    >>> _ = clear_decoded_images()  # whatever earlier fits kept
+    >>> clear_decoded_images()  # nothing is left to free
+    0
     """
     with _LOCK:
         freed = sum(shelf.memory_bytes() for shelf in _SHELVES.values())
@@ -345,54 +347,51 @@ class _FileWriter:
     """Crops appended to a temporary file, committed as a segment every :data:`SEGMENT_BYTES`."""
 
     def __init__(self, shelf: Shelf):
-        self.shelf, self.keys, self.file = shelf, [], None
+        self.shelf, self.keys = shelf, []
+        self.data: AtomicFile | None = None
         self.per_segment = max(1, SEGMENT_BYTES // shelf.row_bytes)
 
     def write(self, keys: list[str], crops: np.ndarray) -> None:
         while keys:
-            if self.file is None:
+            if self.data is None:
                 self.shelf.folder.mkdir(parents=True, exist_ok=True)
                 self.name = f"seg-{uuid.uuid4().hex}"
-                self.file = open(self._temporary(".u8"), "wb")  # closed in _commit
+                self.data = AtomicFile(self.shelf.folder / f"{self.name}.u8")  # put in place by _commit
             room = self.per_segment - len(self.keys)
-            self.file.write(np.ascontiguousarray(crops[:room]).data)
+            self.data.file.write(np.ascontiguousarray(crops[:room]).data)
             self.keys += keys[:room]
             keys, crops = keys[room:], crops[room:]
             if len(self.keys) == self.per_segment:
                 self._commit()
 
     def close(self) -> None:
-        if self.file is not None:
+        if self.data is not None:
             self._commit()
 
-    def _temporary(self, suffix: str) -> Path:
-        return self.shelf.folder / f".{self.name}{suffix}.{os.getpid()}.tmp"
-
     def _commit(self) -> None:
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
-        self.file = None
+        # Called by close() after a Ctrl-C or an error too: the crops written so far are kept.
+        data, self.data = self.data, None
         if not self.keys:
-            os.remove(self._temporary(".u8"))
+            data.discard()
             return
-        data, keys_file = self.shelf.folder / f"{self.name}.u8", self.shelf.folder / f"{self.name}.json"
-        os.replace(self._temporary(".u8"), data)
-        with open(self._temporary(".json"), "w") as f:
+        data.commit()
+        keys_file = self.shelf.folder / f"{self.name}.json"
+        with atomic_write(keys_file, "w") as f:  # the keys last: a segment counts once they are in place
             json.dump({"format": FORMAT, "shape": list(self.shelf.shape), "keys": self.keys}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(self._temporary(".json"), keys_file)
         self.shelf._files_seen.add(keys_file.name)
-        self.shelf.add(_FileSegment(data, self.shelf.row_bytes), self.keys)
+        self.shelf.add(_FileSegment(data.path, self.shelf.row_bytes), self.keys)
         self.keys = []
 
 
 def _remove_orphans(folder: Path) -> None:
-    """Temporary files of fits that no longer run (killed while writing)."""
-    for temporary in folder.glob(".*.tmp"):
-        pid = temporary.name.rsplit(".", 2)[-2]
-        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+    """Temporary files of fits that no longer run (killed while writing).
+
+    Told apart by the writer's process id in the name rather than by age,
+    as the code cache does: a live fit may write one segment for minutes.
+    """
+    for temporary in folder.glob(TEMPORARY_GLOB):
+        pid = writer_pid(temporary)
+        if pid is not None and not psutil.pid_exists(pid):
             temporary.unlink(missing_ok=True)
 
 

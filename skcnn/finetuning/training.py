@@ -43,6 +43,7 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..files import atomic_path
 from ..preprocessing import Preprocessing
 from .augment import augmented
 from .store import DecodedImages
@@ -327,9 +328,8 @@ def _save(plan: Plan, state: State, network, optimizer, schedule) -> None:
         "optimizer": optimizer.state_dict(),
         "schedule": schedule.state_dict(),
     }
-    temporary = plan.checkpoint.with_name(f".{plan.checkpoint.name}.{os.getpid()}.tmp")
-    torch.save(saved, temporary)
-    os.replace(temporary, plan.checkpoint)
+    with atomic_path(plan.checkpoint) as temporary:
+        torch.save(saved, temporary)
 
 
 def _resumed(plan: Plan, network, optimizer, schedule) -> State | None:

@@ -115,7 +115,7 @@ def find_duplicates(X, X_other=None, *, threshold=DUPLICATE_SIMILARITY, transfor
 def _unit_codes(transformer: CNNFeatureTransformer, images: list, failures: list) -> np.ndarray:
     """Codes scaled to unit length (NaN rows for bad images, named in ``failures``)."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "[0-9]+ of [0-9]+ images could not be used", UserWarning)
+        warnings.simplefilter("ignore", image_io.BadImagesWarning)
         try:
             codes = transformer.transform(images)
             failures += transformer.failed_

@@ -9,8 +9,6 @@ from sklearn.base import clone
 from .. import images as image_io
 from .models import Probabilities, check_model, image_path, note_failures, out_of_fold_probabilities, probabilities
 
-#: The columns of :func:`top_losses` (``path`` only where ``X`` holds paths).
-COLUMNS = ("position", "path", "label", "predicted", "probability", "loss")
 #: Smallest probability a loss is computed from (as :func:`sklearn.metrics.log_loss` clips).
 EPS = np.finfo(np.float64).eps
 

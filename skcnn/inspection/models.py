@@ -74,6 +74,7 @@ def out_of_fold_probabilities(estimator, images: list, labels: np.ndarray, cv) -
     if isinstance(estimator, CNNClassifier):
         ok, failures = image_io.check_images(images, max_pixels=estimator.max_pixels)
         usable = np.flatnonzero(ok)
+        _check_classes_kept(labels, usable, failures)
         proba = np.full((len(images), len(classes)), np.nan)
         kept = [images[i] for i in usable]
         proba[usable] = cross_val_predict(clone(estimator), kept, labels[usable], cv=cv, method="predict_proba")
@@ -82,12 +83,23 @@ def out_of_fold_probabilities(estimator, images: list, labels: np.ndarray, cv) -
     steps = clone(estimator[1:])
     method = "predict_proba" if hasattr(steps, "predict_proba") else "decision_function"
     usable = ~np.isnan(codes).any(axis=1)
+    _check_classes_kept(labels, np.flatnonzero(usable), failures)
 
     def predict(X):
         scores = cross_val_predict(steps, X, labels[usable], cv=cv, method=method)
         return scores if method == "predict_proba" else _normalised(scores)
 
     return Probabilities(_rows_of_usable(codes, len(classes), predict), classes, failures)
+
+
+def _check_classes_kept(labels: np.ndarray, usable: np.ndarray, failures: list) -> None:
+    """A clear error where every image of a class failed: out-of-fold probabilities need each class."""
+    lost = sorted(set(labels.tolist()) - set(labels[usable].tolist()), key=str)
+    if lost:
+        raise ValueError(
+            f"every image of class(es) {lost} could not be used, so no fold can learn them: "
+            f"{'; '.join(str(failure) for failure in failures[:3])}. Fix or remove those files, or those labels."
+        )
 
 
 def _rows_of_usable(codes: np.ndarray, n_classes: int, predict) -> np.ndarray:
@@ -118,7 +130,7 @@ def _codes(transformer: CNNFeatureTransformer, images: list, fit: bool) -> tuple
     """The codes of ``images``, NaN rows for bad ones, and their failures (under either
     ``on_error``: the work on the other images is kept)."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "[0-9]+ of [0-9]+ images could not be used", UserWarning)
+        warnings.simplefilter("ignore", image_io.BadImagesWarning)
         try:
             codes = transformer.fit_transform(images) if fit else transformer.transform(images)
         except image_io.BadImagesError as error:
@@ -134,10 +146,4 @@ def image_path(image) -> str | None:
 def note_failures(table, failures: list, n_images: int, stacklevel: int) -> None:
     """``table.attrs["failed"]`` set, and the images left out named in a warning."""
     table.attrs["failed"] = sorted(failures, key=lambda failure: failure.index)
-    if failures:
-        warnings.warn(
-            f"{len(failures)} of {n_images} images could not be used and are left out "
-            f"(see the table's attrs['failed']). First: {table.attrs['failed'][0]}",
-            UserWarning,
-            stacklevel=stacklevel + 1,
-        )
+    image_io.warn_bad_images(table.attrs["failed"], n_images, stacklevel + 1, where="see the table's attrs['failed']")

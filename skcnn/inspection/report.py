@@ -6,6 +6,9 @@ import os
 import warnings
 from pathlib import Path
 
+import numpy as np
+
+from ..images import BadImagesWarning
 from .activation_maps import class_activation_maps
 from .duplicates import find_duplicates
 from .losses import label_issues, out_of_fold_losses, top_losses
@@ -37,7 +40,7 @@ def write_report(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "[0-9]+ of [0-9]+ (training )?images could not be used", UserWarning)
+        warnings.simplefilter("ignore", BadImagesWarning)
         if test_labels is None:
             losses, issues = out_of_fold_losses(model, images, labels, cv=cv)
             scored, scored_on = images, f"{cv}-fold out of fold on the images"
@@ -52,7 +55,10 @@ def write_report(
     pairs.to_csv(out / "duplicates.csv", index=False)
     figure = plot_top_losses(losses, scored, k=k, model=model if _has_maps(model) else None, ncols=4)
     figure.savefig(out / "top_losses.png", dpi=110)
-    display = ConfusionMatrixDisplay.from_predictions(losses["label"], losses["predicted"], xticks_rotation=45)
+    classes = np.unique(np.concatenate([np.asarray(labels), losses["label"], losses["predicted"]]).astype(str))
+    display = ConfusionMatrixDisplay.from_predictions(
+        losses["label"].astype(str), losses["predicted"].astype(str), labels=classes, xticks_rotation=45
+    )
     display.ax_.set_title(scored_on)
     display.figure_.tight_layout()
     display.figure_.savefig(out / "confusion.png", dpi=110)
