@@ -344,3 +344,22 @@ def test_a_class_whose_every_image_fails_is_a_clear_error(tmp_path, patches):
     model = make_pipeline(codes(), LogisticRegression(max_iter=2000))
     with pytest.raises(ValueError, match=r"every image of class\(es\) \['lost'\] could not be used.*broken0.png"):
         top_losses(model, [*X[:12], *broken], [*y[:12], *["lost"] * 3], cv=2)
+
+
+@pytest.mark.slow
+def test_out_of_fold_inspection_decodes_each_image_a_bounded_number_of_times(patches, monkeypatch):
+    from skcnn import images as image_io
+    from skcnn.inspection import out_of_fold_losses
+
+    X, y, _, _ = patches
+    X, y = list(X[::2]), y[::2]
+    decoded = []
+    load_image = image_io.load_image
+    monkeypatch.setattr(image_io, "load_image", lambda *a, **k: decoded.append(1) or load_image(*a, **k))
+    classifier = CNNClassifier(input_size=SIZE, unfreeze="head", layer="penultimate", progress=False)
+    label_issues(classifier, X, y, cv=5)
+    # Once to find bad images, once for the folds' fits (one code store), once for the predictions.
+    assert len(decoded) <= 3 * len(X)
+    decoded.clear()
+    out_of_fold_losses(make_pipeline(codes(), LogisticRegression(max_iter=2000)), X, y, cv=5)
+    assert len(decoded) <= len(X)  # a frozen network: codes once, the steps cross-validated on them

@@ -12,13 +12,14 @@ fold.
 from __future__ import annotations
 
 import os
+import tempfile
 import warnings
 from typing import NamedTuple
 
 import numpy as np
 from scipy.special import softmax
 from sklearn.base import clone
-from sklearn.model_selection import cross_val_predict
+from sklearn.model_selection import check_cv, cross_val_predict
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
@@ -72,13 +73,7 @@ def out_of_fold_probabilities(estimator, images: list, labels: np.ndarray, cv) -
     check_model(estimator, "estimator")
     classes = np.unique(labels)
     if isinstance(estimator, CNNClassifier):
-        ok, failures = image_io.check_images(images, max_pixels=estimator.max_pixels)
-        usable = np.flatnonzero(ok)
-        _check_classes_kept(labels, usable, failures)
-        proba = np.full((len(images), len(classes)), np.nan)
-        kept = [images[i] for i in usable]
-        proba[usable] = cross_val_predict(clone(estimator), kept, labels[usable], cv=cv, method="predict_proba")
-        return Probabilities(proba, classes, failures)
+        return _classifier_out_of_fold(estimator, images, labels, cv)
     codes, failures = _codes(clone(estimator[0]), images, fit=True)
     steps = clone(estimator[1:])
     method = "predict_proba" if hasattr(steps, "predict_proba") else "decision_function"
@@ -90,6 +85,32 @@ def out_of_fold_probabilities(estimator, images: list, labels: np.ndarray, cv) -
         return scores if method == "predict_proba" else _normalised(scores)
 
     return Probabilities(_rows_of_usable(codes, len(classes), predict), classes, failures)
+
+
+def _classifier_out_of_fold(estimator: CNNClassifier, images: list, labels: np.ndarray, cv) -> Probabilities:
+    """A clone fit per fold of the usable images, each predicting its held-out ones; one code store for all.
+
+    The bad images are found first (:func:`skcnn.check_images`), so that
+    the folds split the usable images as a user's clean set would split.
+    The folds' fits share a code cache (the estimator's, or a temporary
+    file) and the decoded-crop store: an image is decoded once for all the
+    fits, not once per fold, and once for its prediction.
+    """
+    ok, failures = image_io.check_images(images, max_pixels=estimator.max_pixels)
+    usable = np.flatnonzero(ok)
+    _check_classes_kept(labels, usable, failures)
+    classes = np.unique(labels[usable])
+    proba = np.full((len(images), len(classes)), np.nan)
+    with tempfile.TemporaryDirectory(prefix="skcnn-inspection-") as folder:
+        cache = estimator.cache if estimator.cache is not None else os.path.join(folder, "codes.h5")
+        shared = clone(estimator).set_params(cache=cache)
+        for train, test in check_cv(cv, labels[usable], classifier=True).split(usable[:, None], labels[usable]):
+            train, test = usable[train], usable[test]
+            fitted = clone(shared).fit([images[i] for i in train], labels[train])
+            rows = np.zeros((len(test), len(classes)))  # a class this fold never saw: probability 0
+            rows[:, np.searchsorted(classes, fitted.classes_)] = fitted.predict_proba([images[i] for i in test])
+            proba[test] = rows
+    return Probabilities(proba, classes, failures)
 
 
 def _check_classes_kept(labels: np.ndarray, usable: np.ndarray, failures: list) -> None:
