@@ -10,6 +10,7 @@ installed (``pip install numpy pillow onnxruntime`` and ``pip install
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import functools
 import os
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .datasets import find_image_files, load_image_folder
-from .images import BadImagesError, BadImagesWarning, ImageFailure
+from .images import BadImagesError, BadImagesWarning, ImageFailure, describe
 from .options import CHOICES, DEFAULTS, FINETUNING, PATHS_PER_TASK, PENULTIMATE, parameter_names, watched
 
 #: Images per call of the model in ``skcnn predict``: a step of its progress
@@ -359,7 +360,8 @@ def _predict(args: argparse.Namespace) -> int:
                 else:
                     rows.writerow([path, labels[i], *(f"{value:.6g}" for value in np.atleast_1d(scores[i])), ""])
             out.flush()
-            failed += [ImageFailure(start + f.index, f.source, f.reason) for f in failures]
+            for f in failures:  # named by their place among all the images, not in the chunk
+                failed.append(ImageFailure(start + f.index, describe(chunk[f.index], start + f.index), f.reason))
             bar.update(len(chunk))
     if args.out is not None:
         print(f"{len(paths) - len(failed)} of {len(paths)} images predicted: {args.out}", file=sys.stderr)
@@ -443,8 +445,6 @@ def _predicted(model, method: str, images: list) -> tuple[np.ndarray, np.ndarray
 
 def _output(path: str | None):
     """``--out``, or stdout (left open)."""
-    import contextlib
-
     if path is None:
         return contextlib.nullcontext(sys.stdout)
     return open(path, "w", newline="", encoding="utf-8")
@@ -452,13 +452,9 @@ def _output(path: str | None):
 
 def _progress_bar(total: int):
     """A progress bar in images/s on stderr (tqdm, where installed: the torch-free install may lack it)."""
-    import contextlib
-
     try:
         from tqdm.auto import tqdm
     except ImportError:
-        tqdm = None
-    if tqdm is None:
         return contextlib.nullcontext(_NoBar())
     return tqdm(total=total, unit="img", desc="skcnn predict", disable=not (watched() and total > PREDICT_CHUNK))
 
