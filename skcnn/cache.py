@@ -26,6 +26,14 @@ cut short is already usable, and a re-run skips what any shard holds.
 ``compact()`` on the main cache merges the segments and every shard into
 the main file (``skcnn cache compact``), streaming the codes in blocks.
 
+Files from outside: every structural surprise (a ``configs`` that is not a
+group, keys or codes of another type or width, rows declared beyond what the
+file really stores) is refused with :class:`CacheError` naming the file, so
+memory is bounded by a file's real size, never by what it declares. Codes
+that are not finite numbers are never served: a
+lookup takes them for misses (the images are computed again, with a
+:class:`CacheWarning` counting them) and a compaction drops them.
+
 Concurrency: segment writers never conflict (unique names). Readers hold a
 shared lock on ``codes.h5.lock`` (and on each shard's lock) while reading;
 compaction holds the locks of what it merges exclusively, waiting up to
@@ -51,6 +59,7 @@ import os
 import re
 import time
 import uuid
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,7 +67,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .files import atomic_path
+from .files import atomic_path, writer_pid
 from .identity import KEY_LENGTH
 
 #: The ``format`` attribute of every cache file: an HDF5 file without it is
@@ -96,11 +105,14 @@ _COPY_BYTES = 64 << 20
 #: Suffix of segment and shard files, so that ``.tmp`` temporaries (written
 #: before the rename) and other files in the folders are never taken as stores.
 _SEGMENT_SUFFIX = ".h5"
-#: Age after which a leftover ``.tmp`` file is taken as a killed writer's and
-#: removed at the next compaction. A live writer's temporary exists only while
-#: one batch is written (or, under the exclusive lock, one compaction), far
-#: shorter than an hour, so no live writer loses its file; the price is that a
-#: killed writer's leftovers stay on disk up to an hour.
+#: Age after which a leftover segment ``.tmp`` file is taken as a killed
+#: writer's and removed at the next compaction. A segment writer takes no lock
+#: and may run on another machine sharing the storage (Dask workers), where
+#: its process id says nothing here: only age tells. Its temporary exists only
+#: while one batch is written, far shorter than an hour, so no live writer
+#: loses its file; the price is that a killed writer's leftovers stay on disk
+#: up to an hour. A compaction's own temporaries need no age: see
+#: :meth:`CodeCache._remove_stale_temporaries`.
 _STALE_TEMP_SECONDS = 3600
 #: Default ``lock_timeout``: seconds a reader or a compaction waits for another
 #: process's lock before :class:`CacheError` (the user guide's 10 minutes). A
@@ -141,10 +153,26 @@ _KEY_INDEX_ENTRIES = 1024
 #: decompression of every chunk. A quarter is the value the cache was written
 #: with; no measured crossover is recorded.
 _WHOLE_READ_DIVISOR = 4
+#: The most a codes dataset may declare, in bytes of codes per byte it really
+#: stores: lzf's longest back-reference (264 bytes) takes 3 bytes, so lzf
+#: expands at most ~88 times (all-zero codes, measured 88.0). Uncompressed
+#: data expands 1 time. A file declaring more rows than this is crafted or
+#: damaged, and refused: reading it would cost memory far beyond its size.
+_LZF_MAX_EXPANSION = 96
+#: The filters a dataset of a cache may use, and the expansion each allows:
+#: none (keys) or lzf (codes), what skcnn writes. Other filters (gzip
+#: expands up to ~1000 times, plugins unknown) are refused.
+_EXPANSION = {h5py.h5z.FILTER_LZF: _LZF_MAX_EXPANSION}
+#: HDF5 layouts whose data is in the file itself (not virtual, not external).
+_LAYOUTS = (h5py.h5d.COMPACT, h5py.h5d.CONTIGUOUS, h5py.h5d.CHUNKED)
 
 
 class CacheError(ValueError):
     """A cache file cannot be used: not an skcnn cache, corrupt, or locked."""
+
+
+class CacheWarning(UserWarning):
+    """Codes of a cache file were not used (not finite numbers): their images are computed again."""
 
 
 def fingerprint(config: Mapping) -> str:
@@ -246,7 +274,16 @@ class CodeCache:
         """
         wanted = {name: fingerprint(config) for name, config in configs.items()}
         with self._reading() as stores:
-            return {name: _lookup_one(stores, fp, configs[name], keys) for name, fp in wanted.items()}
+            looked_up = {name: _lookup_one(stores, fp, configs[name], keys) for name, fp in wanted.items()}
+        unusable = {name: bad for name, (_, _, bad) in looked_up.items() if bad}
+        if unusable:
+            warnings.warn(
+                f"cache {os.fspath(self.path)!r}: stored codes that are not finite numbers (NaN or infinity) were "
+                f"taken as misses, and their images computed again: {unusable} (rows by configuration name).",
+                CacheWarning,
+                stacklevel=2,
+            )
+        return {name: (found, codes) for name, (found, codes, _) in looked_up.items()}
 
     def read(self, config_fingerprint: str) -> tuple[np.ndarray, np.ndarray]:
         """All ``(keys, codes)`` stored for one configuration, duplicates dropped.
@@ -261,23 +298,25 @@ class CodeCache:
         keys : ndarray of str
             Content keys of the images.
         codes : ndarray of shape (n_keys, width)
-            Their codes.
+            Their codes: each image's first stored copy of finite numbers
+            (codes that are not are left out, as a lookup takes them for misses).
         """
         with self._reading() as stores:
-            keys, codes = [], []
+            keys, codes, width = [], [], None
             for store in stores:
                 with _open(store) as f:
-                    group = f.get(f"configs/{config_fingerprint}")
+                    group = _group(f, config_fingerprint, store)
                     if group is not None:
-                        n = _committed(group, store)
+                        n, width = _checked(group, store, width)
                         keys.append(group["keys"][:n])
                         codes.append(group["codes"][:n])
         if not keys:
             raise KeyError(f"{self.path} holds no configuration {config_fingerprint!r}.")
-        all_keys = np.concatenate(keys)
-        _, first = np.unique(all_keys, return_index=True)
-        first.sort()
-        return all_keys[first].astype(str), np.concatenate(codes)[first]
+        all_keys, all_codes = np.concatenate(keys), np.concatenate(codes)
+        usable = np.flatnonzero(np.isfinite(all_codes).all(axis=1))
+        _, first = np.unique(all_keys[usable], return_index=True)
+        rows = np.sort(usable[first])
+        return all_keys[rows].astype(str), all_codes[rows]
 
     def configs(self) -> list[ConfigInfo]:
         """The configurations stored, with counts and sizes."""
@@ -285,16 +324,14 @@ class CodeCache:
         with self._reading() as stores:
             for store in stores:
                 with _open(store) as f:
-                    for fp, group in f.get("configs", {}).items():
-                        entry = found.setdefault(
-                            fp, {"attrs": _attrs(group), "keys": set(), "bytes": 0, "width": group["codes"].shape[1]}
-                        )
-                        n = _committed(group, store)
-                        entry["keys"].update(group["keys"][:n].tolist())
+                    for fp, group in _groups(f, store):
+                        entry = found.setdefault(fp, {"attrs": _attrs(group), "keys": [], "bytes": 0, "width": None})
+                        n, entry["width"] = _checked(group, store, entry["width"])
+                        entry["keys"].append(group["keys"][:n])  # arrays: a set of bytes objects is ~4x larger
                         entry["bytes"] += group["codes"].id.get_storage_size() + group["keys"].id.get_storage_size()
         return [
-            ConfigInfo(fp, e["attrs"], len(e["keys"]), e["width"], e["bytes"])
-            for fp, e in sorted(found.items(), key=lambda item: item[1]["attrs"].get("layer", ""))
+            ConfigInfo(fp, e["attrs"], len(np.unique(np.concatenate(e["keys"]))), e["width"], e["bytes"])
+            for fp, e in sorted(found.items(), key=lambda item: str(item[1]["attrs"].get("layer", "")))
         ]
 
     def shard_names(self) -> list[str]:
@@ -390,7 +427,7 @@ class CodeCache:
             if not self.path.exists():
                 return []
             with _open(self.path) as f:
-                stored = set(f.get("configs", {}))
+                stored = {fp for fp, _ in _groups(f, self.path)}
             _replace(self.path, [self.path], keep=set(keep))
             return sorted(stored - set(keep))
 
@@ -450,22 +487,37 @@ class CodeCache:
 
     @staticmethod
     def _remove_stale_temporaries(areas: list[_Area], age: float = _STALE_TEMP_SECONDS) -> None:
-        # Temporaries of killed writers; a live writer's is younger than ``age``.
+        """Temporaries of killed writers, in ``areas`` whose exclusive locks the caller holds.
+
+        A compaction's temporary beside its file (``.codes.h5.<pid>-<random>.tmp``)
+        is written only under that exclusive lock, and removed by its writer on
+        any error: held by us now, any one left is a killed compaction's, removed
+        at once (a process id would say less: the writer may have run on another
+        machine sharing the storage). Segments' temporaries, and names of
+        another form, go by ``age`` (see :data:`_STALE_TEMP_SECONDS`).
+        """
         now = time.time()
         for area in areas:
             folders = ((area.segments, ".*.tmp"), (area.file.parent, f".{area.file.name}.*.tmp"))
             for folder, pattern in folders:
-                if folder.is_dir():
-                    for temporary in folder.glob(pattern):
-                        with contextlib.suppress(FileNotFoundError):
-                            if now - temporary.stat().st_mtime >= age:
-                                temporary.unlink()
+                if not folder.is_dir():
+                    continue
+                for temporary in folder.glob(pattern):
+                    with contextlib.suppress(FileNotFoundError):
+                        if _compaction_temporary(temporary, area) or now - temporary.stat().st_mtime >= age:
+                            temporary.unlink()
 
 
 #: A shard's name: letters, digits, ``.``, ``_``, ``-`` (no path separator, so
 #: a shard stays inside ``<path>.shards/``), not starting with ``.``: names
 #: starting with ``.`` (temporaries, hidden files) are skipped as non-shards.
 _SHARD_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+
+
+def _compaction_temporary(temporary: Path, area: _Area) -> bool:
+    """Whether ``temporary`` is the atomic-write temporary of ``area``'s file: ``.<file name>.<pid>-<random>.tmp``."""
+    pid = writer_pid(temporary)
+    return pid is not None and temporary.name.startswith(f".{area.file.name}.{pid}-")
 
 
 def _shard_name(path: Path) -> str | None:
@@ -531,10 +583,12 @@ class _Area:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _lookup_one(stores: list[Path], fp: str, config: Mapping, keys: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def _lookup_one(stores: list[Path], fp: str, config: Mapping, keys: list[str]) -> tuple[np.ndarray, np.ndarray, int]:
+    """Which ``keys`` one configuration's stores hold, their codes in order, and the count of stored
+    rows not used as their codes are not finite (misses: a later store's copy, or the network, gives them)."""
     wanted = np.asarray(keys, dtype=_KEY_DTYPE)
     found = np.zeros(len(keys), dtype=bool)
-    codes = None
+    codes, unusable = None, 0
     for store in stores:
         index = _key_index(store, fp)
         if index is None:
@@ -543,15 +597,23 @@ def _lookup_one(stores: list[Path], fp: str, config: Mapping, keys: list[str]) -
         if not len(rows):
             continue
         with _open(store) as f:
-            group = f[f"configs/{fp}"]
+            group = f[f"configs/{fp}"]  # its kinds, types and sizes checked by _key_index
             _check_config(group, config, store)
+            width = group["codes"].shape[1]
             if codes is None:
-                codes = np.empty((len(keys), group["codes"].shape[1]), dtype=np.float32)
-            codes[targets] = _read_rows(group["codes"], rows)
-        found[targets] = True
+                codes = np.empty((len(keys), width), dtype=np.float32)
+            elif width != codes.shape[1]:
+                raise CacheError(
+                    _message(store, group, f"codes of width {width}, where another file has {codes.shape[1]}")
+                )
+            read = _read_rows(group["codes"], rows)
+        usable = np.isfinite(read).all(axis=1)
+        codes[targets[usable]] = read[usable]
+        found[targets[usable]] = True
+        unusable += len(np.unique(rows[~usable]))
     if codes is None:
-        return found, np.empty((0, 0), np.float32)
-    return found, codes[found]
+        return found, np.empty((0, 0), np.float32), unusable
+    return found, codes[found], unusable
 
 
 def _key_index(store: Path, fp: str) -> tuple[np.ndarray, np.ndarray] | None:
@@ -568,10 +630,11 @@ def _key_index(store: Path, fp: str) -> tuple[np.ndarray, np.ndarray] | None:
 @functools.lru_cache(maxsize=_KEY_INDEX_ENTRIES)
 def _key_index_of(store: str, version: tuple, fp: str) -> tuple[np.ndarray, np.ndarray] | None:
     with _open(Path(store)) as f:
-        group = f.get(f"configs/{fp}")
+        group = _group(f, fp, Path(store))
         if group is None:
             return None
-        keys = group["keys"][: _committed(group, Path(store))]
+        n, _ = _checked(group, Path(store))
+        keys = group["keys"][:n]
     order = np.argsort(keys, kind="stable")  # stable: the first stored copy wins
     return keys[order], order
 
@@ -601,27 +664,35 @@ def _mark_as_cache(f: h5py.File) -> None:
 
 
 def _write_group(f: h5py.File, config: Mapping, keys: np.ndarray, codes: np.ndarray) -> None:
-    codes_out = _create_group(f, config, keys, codes.shape[1])
-    codes_out[:] = codes.astype(np.float32, copy=False)
-    codes_out.parent.attrs["n_rows"] = len(keys)
+    group = _create_group(f, config)
+    _create_codes(group, len(keys), codes.shape[1])[:] = codes.astype(np.float32, copy=False)
+    _create_keys(group, keys)
+    group.attrs["n_rows"] = len(keys)
 
 
-def _create_group(f: h5py.File, config: Mapping, keys: np.ndarray, width: int) -> h5py.Dataset:
-    """A configuration's group with its keys; returns the (unfilled) codes dataset.
+def _create_group(f: h5py.File, config: Mapping) -> h5py.Group:
+    """A configuration's group, the configuration in its attributes.
 
-    ``n_rows`` is set by the caller once the codes are written.
+    ``n_rows`` is set by the caller once the codes and keys are written.
     """
     group = f.create_group(f"configs/{fingerprint(config)}")
     for name, value in config.items():  # readable with h5dump
         group.attrs[name] = value if isinstance(value, (str, int, float, bool)) else json.dumps(value)
     group.attrs["config"] = json.dumps(dict(config), sort_keys=True)
-    rows_per_chunk = max(1, min(len(keys), _CHUNK_BYTES // max(1, 4 * width)))
-    group.create_dataset(
-        "keys", data=keys.astype(_KEY_DTYPE), maxshape=(None,), chunks=(max(1, min(len(keys), _KEY_CHUNK_ROWS)),)
-    )
+    return group
+
+
+def _create_keys(group: h5py.Group, keys: np.ndarray) -> None:
+    chunk = max(1, min(len(keys), _KEY_CHUNK_ROWS))
+    group.create_dataset("keys", data=keys.astype(_KEY_DTYPE), maxshape=(None,), chunks=(chunk,))
+
+
+def _create_codes(group: h5py.Group, rows: int, width: int) -> h5py.Dataset:
+    """The (unfilled) codes dataset of ``rows`` rows, resizable to fewer or more."""
+    rows_per_chunk = max(1, min(rows, _CHUNK_BYTES // max(1, 4 * width)))
     return group.create_dataset(
         "codes",
-        shape=(len(keys), width),
+        shape=(rows, width),
         dtype=np.float32,
         maxshape=(None, width),
         chunks=(rows_per_chunk, width),
@@ -640,7 +711,7 @@ def _replace(target: Path, stores: list[Path], keep: set[str] | None = None) -> 
 
 
 def _merge_into(out: h5py.File, stores: list[Path], keep: set[str] | None) -> None:
-    """Each configuration of ``stores`` into ``out``, each image once (its first stored copy).
+    """Each configuration of ``stores`` into ``out``, each image once (its first stored copy of finite codes).
 
     All keys are read first to find the rows to keep; codes are then copied
     a block at a time, so memory holds the keys but never all the codes.
@@ -648,47 +719,174 @@ def _merge_into(out: h5py.File, stores: list[Path], keep: set[str] | None) -> No
     parts: dict[str, tuple[dict, int, list[tuple[Path, int]], list[np.ndarray]]] = {}
     for store in stores:
         with _open(store) as f:
-            for fp, group in f.get("configs", {}).items():
+            for fp, group in _groups(f, store):
                 if keep is not None and fp not in keep:
                     continue
-                n = _committed(group, store)
-                entry = parts.setdefault(fp, (json.loads(group.attrs["config"]), group["codes"].shape[1], [], []))
+                n, width = _checked(group, store, parts[fp][1] if fp in parts else None)
+                entry = parts.setdefault(fp, (_stored_config(group, store), width, [], []))
                 entry[2].append((store, n))
                 entry[3].append(group["keys"][:n])
     for fp, (config, width, sources, keys) in parts.items():
-        all_keys = np.concatenate(keys)
-        _, first = np.unique(all_keys, return_index=True)
-        first.sort()  # keep the order in which images were first stored
-        codes_out = _create_group(out, config, all_keys[first], width)
-        written, start = 0, 0
-        for store, n in sources:
-            rows = first[(first >= start) & (first < start + n)] - start
+        _merge_config(_create_group(out, config), fp, width, sources, np.concatenate(keys))
+
+
+def _merge_config(group: h5py.Group, fp: str, width: int, sources: list[tuple[Path, int]], keys: np.ndarray) -> None:
+    """One configuration's codes into ``group``: each image's first stored copy of finite codes.
+
+    ``keys`` are those of ``sources`` (store, committed rows) end to end.
+    Each round copies every image's next copy not yet tried, dropping
+    copies that are not finite numbers (a lookup takes them for misses);
+    the images those leave get their next copy in the next round. A cache
+    without such codes takes one round, in the order images were first stored.
+    """
+    distinct, image = np.unique(keys, return_inverse=True)
+    done, tried = np.zeros(len(distinct), dtype=bool), np.zeros(len(keys), dtype=bool)
+    codes_out, kept = _create_codes(group, len(distinct), width), []
+    while True:
+        untried = np.flatnonzero(~tried & ~done[image])
+        if not len(untried):
+            break
+        _, first = np.unique(image[untried], return_index=True)
+        chosen = np.sort(untried[first])
+        tried[chosen] = True
+        copied = _copy_finite(codes_out, sum(map(len, kept)), fp, sources, chosen)
+        done[image[copied]] = True
+        kept.append(copied)
+    rows = np.concatenate(kept) if kept else np.empty(0, np.intp)
+    codes_out.resize((len(rows), width))
+    _create_keys(group, keys[rows])
+    group.attrs["n_rows"] = len(rows)
+
+
+def _copy_finite(
+    codes_out: h5py.Dataset, written: int, fp: str, sources: list[tuple[Path, int]], chosen: np.ndarray
+) -> np.ndarray:
+    """Rows ``chosen`` (increasing, numbered across ``sources``) of finite codes appended to ``codes_out``
+    from row ``written`` on; returns those copied."""
+    copied, start = [], 0
+    for store, n in sources:
+        rows = chosen[(chosen >= start) & (chosen < start + n)] - start
+        if len(rows):
             with _open(store) as f:
-                for block in _blocks(f[f"configs/{fp}/codes"], rows):
-                    codes_out[written : written + len(block)] = block
-                    written += len(block)
-            start += n
-        codes_out.parent.attrs["n_rows"] = written
+                for taken, block in _blocks(f[f"configs/{fp}/codes"], rows):
+                    finite = np.isfinite(block).all(axis=1)
+                    codes_out[written : written + int(finite.sum())] = block[finite]
+                    written += int(finite.sum())
+                    copied.append(taken[finite] + start)
+        start += n
+    return np.concatenate(copied) if copied else np.empty(0, np.intp)
 
 
-def _blocks(dataset: h5py.Dataset, rows: np.ndarray) -> Iterator[np.ndarray]:
-    """``dataset[rows]`` (increasing rows), read in windows of about ``_COPY_BYTES``."""
+def _blocks(dataset: h5py.Dataset, rows: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(rows in the window, dataset[those rows])`` for increasing ``rows``, in windows of about ``_COPY_BYTES``."""
     step = max(1, _COPY_BYTES // max(1, 4 * dataset.shape[1]))
     for lo in range(0, int(rows[-1]) + 1 if len(rows) else 0, step):
         chosen = rows[(rows >= lo) & (rows < lo + step)]
         if len(chosen):
-            yield dataset[lo : min(lo + step, int(chosen[-1]) + 1)][chosen - lo]
+            yield chosen, dataset[lo : min(lo + step, int(chosen[-1]) + 1)][chosen - lo]
 
 
-def _committed(group: h5py.Group, store: Path) -> int:
-    n = int(group.attrs.get("n_rows", -1))
-    if n < 0 or n > len(group["keys"]) or n > len(group["codes"]):
-        raise CacheError(f"cache file {os.fspath(store)!r} is inconsistent in group {group.name}.")
-    return n
+def _groups(f: h5py.File, store: Path) -> Iterator[tuple[str, h5py.Group]]:
+    """``(fingerprint, group)`` of each configuration the file holds (its kinds checked, not its datasets)."""
+    configs = _configs(f, store)
+    for fp in configs if configs is not None else ():
+        yield fp, _group(f, fp, store)
+
+
+def _group(f: h5py.File, fp: str, store: Path) -> h5py.Group | None:
+    """The group of configuration ``fp``, None where the file has none, CacheError where it is not a group."""
+    configs = _configs(f, store)
+    group = configs.get(fp) if configs is not None else None
+    if group is not None and not isinstance(group, h5py.Group):
+        raise CacheError(_message(store, group, "a dataset, where a cache has a group (keys and codes)"))
+    return group
+
+
+def _configs(f: h5py.File, store: Path) -> h5py.Group | None:
+    configs = f.get("configs")
+    if configs is not None and not isinstance(configs, h5py.Group):
+        raise CacheError(_message(store, configs, "a dataset, where a cache has a group of configurations"))
+    return configs
+
+
+def _checked(group: h5py.Group, store: Path, width: int | None = None) -> tuple[int, int]:
+    """The committed rows and the width of a configuration's codes, once its structure is checked.
+
+    What a file says of itself is checked against what it is, before
+    anything is read: ``keys`` and ``codes`` datasets of skcnn's types
+    (:func:`_check_types`), ``n_rows`` an integer within both, and storage
+    in the file itself holding the rows it declares (:func:`_check_storage`).
+    Memory is then bounded by the file's real size, never by what it declares.
+    """
+    keys, codes = (_dataset(group, name, store) for name in ("keys", "codes"))
+    config_width = _stored_config(group, store).get("width")
+    _check_types(keys, codes, width if width is not None else config_width, store)
+    n = group.attrs.get("n_rows")
+    integer = np.ndim(n) == 0 and np.issubdtype(np.asarray(n).dtype, np.integer)
+    if not (integer and 0 <= n <= min(len(keys), len(codes))):
+        raise CacheError(_message(store, group, f"n_rows={n!r}, for {len(keys)} keys and {len(codes)} codes"))
+    for dataset in (keys, codes):
+        _check_storage(dataset, int(n), store)
+    return int(n), codes.shape[1]
+
+
+def _dataset(group: h5py.Group, name: str, store: Path) -> h5py.Dataset:
+    dataset = group.get(name)
+    if not isinstance(dataset, h5py.Dataset):
+        found = "nothing" if dataset is None else "a group"
+        raise CacheError(_message(store, group, f"{found} under '{name}', where a cache has a dataset"))
+    return dataset
+
+
+def _check_types(keys: h5py.Dataset, codes: h5py.Dataset, width, store: Path) -> None:
+    """Fixed-length keys; float32 codes of ``width`` (the configuration's, or another file's) where it is an int."""
+    if keys.ndim != 1 or keys.dtype != np.dtype(_KEY_DTYPE):
+        raise CacheError(_message(store, keys, f"{keys.dtype} keys of shape {keys.shape}, not ({_KEY_DTYPE},)"))
+    wrong_width = isinstance(width, int) and codes.ndim == 2 and codes.shape[1] != width
+    if codes.ndim != 2 or codes.dtype != np.float32 or wrong_width:
+        expected = f"float32 of width {width}" if isinstance(width, int) else "float32 rows"
+        raise CacheError(_message(store, codes, f"{codes.dtype} codes of shape {codes.shape}, not {expected}"))
+
+
+def _stored_config(group: h5py.Group, store: Path) -> dict:
+    text = group.attrs.get("config")
+    try:
+        config = json.loads(text.decode() if isinstance(text, bytes) else text)
+    except (TypeError, ValueError):
+        config = None
+    if not isinstance(config, dict):
+        raise CacheError(_message(store, group, "no configuration (a JSON object in its 'config' attribute)"))
+    return config
+
+
+def _check_storage(dataset: h5py.Dataset, rows: int, store: Path) -> None:
+    """``rows`` of ``dataset`` held in the file: data in the file itself, filters skcnn writes, and stored
+    bytes that, expanded by at most what their filter allows (:data:`_EXPANSION`), hold the declared rows."""
+    plist = dataset.id.get_create_plist()
+    if plist.get_layout() not in _LAYOUTS or plist.get_external_count():
+        raise CacheError(_message(store, dataset, "data outside the file (a virtual or external dataset)"))
+    expansion = 1
+    for index in range(plist.get_nfilters()):
+        code = plist.get_filter(index)[0]
+        if code not in _EXPANSION:
+            raise CacheError(_message(store, dataset, f"HDF5 filter {code}, where a cache uses lzf or none"))
+        expansion = max(expansion, _EXPANSION[code])
+    declared = rows * int(np.prod(dataset.shape[1:])) * dataset.dtype.itemsize
+    stored = dataset.id.get_storage_size()
+    if declared > expansion * stored:
+        what = f"{rows} rows declared ({declared} bytes) in {stored} bytes stored: the rows are not in the file"
+        raise CacheError(_message(store, dataset, what))
+
+
+def _message(store: Path, node, what: str) -> str:
+    return (
+        f"cache file {os.fspath(store)!r} is damaged or not written by skcnn: {node.name} holds {what}. "
+        "Move it away to start a new cache."
+    )
 
 
 def _check_config(group: h5py.Group, config: Mapping, store: Path) -> None:
-    if json.loads(group.attrs["config"]) != json.loads(json.dumps(dict(config), sort_keys=True)):
+    if _stored_config(group, store) != json.loads(json.dumps(dict(config), sort_keys=True)):
         raise CacheError(
             f"cache file {os.fspath(store)!r}: group {group.name} holds another configuration "
             "under the same fingerprint."
@@ -723,4 +921,4 @@ def _read_rows(dataset: h5py.Dataset, rows: list[int]) -> np.ndarray:
     return dataset[unique][inverse]
 
 
-__all__ = ["CacheError", "CodeCache", "ConfigInfo", "fingerprint"]
+__all__ = ["CacheError", "CacheWarning", "CodeCache", "ConfigInfo", "fingerprint"]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .datasets import find_image_files, load_image_folder
+from .datasets import find_image_files, load_image_folder, shown_path
 from .images import BadImagesError, BadImagesWarning, ImageFailure, describe
 from .options import CHOICES, DEFAULTS, FINETUNING, PATHS_PER_TASK, PENULTIMATE, parameter_names, watched
 
@@ -32,6 +32,8 @@ MODEL_FILE = (
     "a fitted model file written by joblib (skcnn finetune --out, or joblib.dump), e.g. model.joblib; loading "
     "it runs code from it: load only files you trust (an .onnx file is the safe way to share a model)"
 )
+#: The help line of the code cache file ``skcnn cache`` looks after.
+CACHE_FILE = "the HDF5 code cache file, e.g. codes.h5"
 #: What a file that cannot be used does, in every command that reads images. A
 #: folder of real photos often holds a few that do not decode (truncated
 #: copies, a text file named .jpg); one of them should not cost the others' work.
@@ -98,15 +100,15 @@ def _search_layers(args: argparse.Namespace) -> int:
         f"crop {best['crop']}, tta {best['tta']} (CNNFeatureTransformer parameters)"
     )
     if args.plot is not None:
-        ax = search.plot(label=os.path.basename(os.path.normpath(args.search)))
+        ax = search.plot(label=shown_path(os.path.basename(os.path.normpath(args.search))))
         ax.figure.savefig(args.plot, dpi=120)
-        print(f"plot: {args.plot}")
+        print(f"plot: {shown_path(args.plot)}")
     return _status(args, search.failed_)
 
 
 def _listed(failures, shown: int = 10) -> str:
     """Failures on one line: ``name (reason); ...``."""
-    listed = "; ".join(f"{failure.source} ({failure.reason})" for failure in failures[:shown])
+    listed = "; ".join(f"{shown_path(failure.source)} ({shown_path(failure.reason)})" for failure in failures[:shown])
     return listed + (f"; ... and {len(failures) - shown} more" if len(failures) > shown else "")
 
 
@@ -114,10 +116,15 @@ def _left_out(args: argparse.Namespace, failures: list[ImageFailure]) -> None:
     """Name the files that could not be used: a count on stdout, one line each on stderr."""
     if not failures:
         return
-    shown = ", ".join(failure.source for failure in failures[:10]) + (", ..." if len(failures) > 10 else "")
-    print(f"left out {len(failures)} file(s) that could not be used: {shown}")
+    named = ", ".join(shown_path(failure.source) for failure in failures[:10]) + (", ..." if len(failures) > 10 else "")
+    print(f"left out {len(failures)} file(s) that could not be used: {named}")
     for failure in failures:
-        print(f"skcnn {args.command}: left out {failure.source}: {failure.reason}", file=sys.stderr)
+        print(f"skcnn {args.command}: left out {_shown_failure(failure)}", file=sys.stderr)
+
+
+def _shown_failure(failure: ImageFailure) -> str:
+    """``name: reason``, as :func:`~skcnn.datasets.shown_path` shows names."""
+    return shown_path(str(failure))
 
 
 def _status(args: argparse.Namespace, failures: list[ImageFailure]) -> int:
@@ -276,7 +283,7 @@ def _extract(args: argparse.Namespace) -> int:
         stats, failed, width, where = _extract_on_dask(args, paths, params)
     print(
         f"{len(paths)} images: {stats.hits} already cached, {stats.computed} computed{where}; "
-        f"codes of width {width} in {args.cache}"
+        f"codes of width {width} in {shown_path(args.cache)}"
     )
     _left_out(args, failed)
     return _status(args, failed)
@@ -334,7 +341,7 @@ def _finetune(args: argparse.Namespace) -> int:
         ran = "a linear probe on frozen codes, no epochs"
     print(f"{len(paths)} images, {len(model.classes_)} classes; {model.strategy_['reason']}; {strategy}; {ran}")
     joblib.dump(model, args.out)
-    print(f"model: {args.out} (skcnn predict {args.out} FILES...)")
+    print(f"model: {shown_path(args.out)} (skcnn predict {shown_path(args.out)} FILES...)")
     return 0
 
 
@@ -346,42 +353,59 @@ def _predict(args: argparse.Namespace) -> int:
     paths = find_image_files(args.images)
     model = _predictor(args)
     columns, method = _score_columns(model)
+    # An ONNX file's graph and metadata can still fail when run; a fitted model's errors then are
+    # skcnn's or torch's, and keep their traceback.
+    running = functools.partial(_model_file, args.model) if _is_onnx(args.model) else contextlib.nullcontext
     failed: list[ImageFailure] = []
     with _output(args.out) as out, _progress_bar(len(paths)) as bar:
         rows = csv.writer(out)
         rows.writerow(["path", "label", *columns, "error"])
         for start in range(0, len(paths), PREDICT_CHUNK):
             chunk = paths[start : start + PREDICT_CHUNK]
-            labels, scores, failures = _predicted(model, method, chunk)
-            reasons = {failure.index: failure.reason for failure in failures}
+            with running():
+                labels, scores, failures = _predicted(model, method, chunk)
+            reasons = {failure.index: shown_path(failure.reason) for failure in failures}
             for i, path in enumerate(chunk):
                 if i in reasons:
-                    rows.writerow([path, "", *[""] * len(columns), reasons[i]])
+                    rows.writerow([shown_path(path), "", *[""] * len(columns), reasons[i]])
                 else:
-                    rows.writerow([path, labels[i], *(f"{value:.6g}" for value in np.atleast_1d(scores[i])), ""])
+                    values = (f"{value:.6g}" for value in np.atleast_1d(scores[i]))
+                    rows.writerow([shown_path(path), shown_path(str(labels[i])), *values, ""])
             out.flush()
             for f in failures:  # named by their place among all the images, not in the chunk
                 failed.append(ImageFailure(start + f.index, describe(chunk[f.index], start + f.index), f.reason))
             bar.update(len(chunk))
     if args.out is not None:
-        print(f"{len(paths) - len(failed)} of {len(paths)} images predicted: {args.out}", file=sys.stderr)
+        print(f"{len(paths) - len(failed)} of {len(paths)} images predicted: {shown_path(args.out)}", file=sys.stderr)
     for failure in failed:
-        print(f"skcnn predict: left out {failure.source}: {failure.reason}", file=sys.stderr)
+        print(f"skcnn predict: left out {_shown_failure(failure)}", file=sys.stderr)
     return _status(args, failed)
 
 
 def _predictor(args: argparse.Namespace):
     """The model of ``skcnn predict``: an ONNX file run without torch, or a fitted model file."""
-    if Path(args.model).suffix.lower() == ".onnx":
+    if _is_onnx(args.model):
         from .serving import OnnxImageClassifier
 
-        return OnnxImageClassifier(args.model, batch_size=args.batch_size)
-    model = _load_model(args.model)
-    if not hasattr(model, "classes_"):
-        raise ValueError(f"{args.model} holds a {type(model).__name__}, not a fitted classifier.")
+        with _model_file(args.model):
+            return _classifier(args.model, OnnxImageClassifier(args.model, batch_size=args.batch_size))
+    model = _classifier(args.model, _load_model(args.model))
     # Our own progress bar counts the images; the model raises on a bad file so that its chunk is
     # predicted again without it.
     return _with_params(model, progress=False, on_error="raise", batch_size=args.batch_size, device=args.device)
+
+
+def _classifier(path: str, model):
+    """``model``, where it is a fitted classifier; else a ValueError naming the file and what it holds."""
+    if not hasattr(model, "classes_"):
+        held = getattr(model, "metadata_", {}).get("kind") or type(model).__name__  # an ONNX file's kind
+        raise ValueError(f"{path} holds a {held}, not a fitted classifier.")
+    return model
+
+
+def _is_onnx(path: str) -> bool:
+    """Whether ``path`` names an ONNX file (``.onnx`` in any case) rather than a joblib one."""
+    return Path(path).suffix.lower() == ".onnx"
 
 
 def _load_model(path: str):
@@ -392,9 +416,50 @@ def _load_model(path: str):
     """
     import joblib
 
-    if Path(path).suffix.lower() == ".onnx":
+    if _is_onnx(path):
         raise ValueError(f"{path} is an ONNX file; this command needs the fitted model file it was exported from.")
-    return joblib.load(path)
+    with _model_file(path):
+        model = joblib.load(path)
+    if not _holds_skcnn_estimator(model):
+        raise ValueError(
+            f"{path} holds a {type(model).__name__}, which does not read images: this command needs a fitted "
+            "skcnn model (skcnn finetune --out, or a pipeline starting with skcnn.CNNFeatureTransformer)."
+        )
+    return model
+
+
+def _holds_skcnn_estimator(model) -> bool:
+    """Whether ``model`` is one of skcnn's estimators, or a scikit-learn one holding one (a pipeline,
+    a feature union): a model that reads images, not a table of numbers."""
+    parts = [model, *model.get_params(deep=True).values()] if hasattr(model, "get_params") else [model]
+    return any(type(part).__module__.partition(".")[0] == __package__ for part in parts)
+
+
+@contextlib.contextmanager
+def _model_file(path: str):
+    """Errors met reading or running the model file ``path`` as ValueErrors naming it.
+
+    A file that is not a model fails in ways that are rarely ValueErrors:
+    ONNX Runtime's own exceptions (``InvalidProtobuf``, ``Fail``: plain
+    Exceptions), pickle's, a truncated file's EOFError, a KeyError in
+    metadata. A missing package (ImportError) is not the file's fault,
+    and an error that already names the file is kept as it is.
+    """
+    try:
+        yield
+    except (ImportError, BadImagesError):
+        raise
+    except (ValueError, OSError) as error:
+        if os.fspath(path) in str(error):
+            raise
+        raise ValueError(_unusable(path, error)) from error
+    except Exception as error:
+        raise ValueError(_unusable(path, error)) from error
+
+
+def _unusable(path: str, error: Exception) -> str:
+    kind = "an ONNX model" if _is_onnx(path) else "a model file written by joblib"
+    return f"{path} could not be used as {kind}: {type(error).__name__}: {error}"
 
 
 def _with_params(model, **params):
@@ -411,7 +476,7 @@ def _with_params(model, **params):
 def _score_columns(model) -> tuple[list[str], str]:
     """The CSV's score columns and the method giving them: one probability per class, or
     decision scores (one column for two classes) where the model has no ``predict_proba``."""
-    classes = [str(label) for label in model.classes_]
+    classes = [shown_path(str(label)) for label in model.classes_]
     if hasattr(model, "predict_proba"):
         return [f"p({label})" for label in classes], "predict_proba"
     if len(classes) == 2:
@@ -468,7 +533,8 @@ def _export(args: argparse.Namespace) -> int:
     from .export import to_onnx
 
     path = to_onnx(_load_model(args.model), args.out)
-    print(f"{os.fspath(path)}: {_size(path.stat().st_size)}; predict with `skcnn predict {path} FILES`")
+    shown = shown_path(path)
+    print(f"{shown}: {_size(path.stat().st_size)}; predict with `skcnn predict {shown} FILES`")
     return 0
 
 
@@ -490,7 +556,7 @@ def _inspect(args: argparse.Namespace) -> int:
     summary, failed = write_report(
         model, paths, labels, args.out, test_images=test_images, test_labels=test_labels, cv=args.cv, k=args.top
     )
-    print(f"{len(paths)} images, {len(set(labels))} classes, model {os.fspath(args.model)}:")
+    print(f"{len(paths)} images, {len(set(labels))} classes, model {shown_path(args.model)}:")
     print("\n".join(summary))
     _left_out(args, failed)
     return _status(args, failed)
@@ -514,7 +580,7 @@ def _cache_info(args: argparse.Namespace) -> int:
     cache = CodeCache(args.file)
     configs = cache.configs()
     if not configs:
-        print(f"{args.file}: no codes stored")
+        print(f"{shown_path(args.file)}: no codes stored")
         return 0
     print(f"{'fingerprint':<17} {'backbone':<20} {'layer':<16} {'pooling':<8} {'images':>7} {'width':>6} {'MB':>8}")
     for config in configs:
@@ -525,7 +591,8 @@ def _cache_info(args: argparse.Namespace) -> int:
         )
     shards = cache.shard_names()
     if shards:
-        print(f"{len(shards)} worker shard(s) not merged yet (counted above): `skcnn cache compact {args.file}`")
+        compact = f"skcnn cache compact {shown_path(args.file)}"
+        print(f"{len(shards)} worker shard(s) not merged yet (counted above): `{compact}`")
     return 0
 
 
@@ -546,7 +613,15 @@ def _cache_compact(args: argparse.Namespace) -> int:
     from .cache import CodeCache
 
     merged = CodeCache(args.file).compact()
-    print(f"merged {merged} files (segments and worker shards) into {args.file}")
+    print(f"merged {merged} files (segments and worker shards) into {shown_path(args.file)}")
+    return 0
+
+
+def _cache_clear_graphs(args: argparse.Namespace) -> int:
+    from .onnx_runtime import cache_dir, clear_graph_cache
+
+    freed = clear_graph_cache()
+    print(f"freed {_size(freed)}: the ONNX graphs exported for the CPU runtime, in {shown_path(cache_dir())}")
     return 0
 
 
@@ -745,13 +820,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_on_error_argument(inspect)
     inspect.set_defaults(run=_inspect)
 
-    cache_parser = commands.add_parser("cache", help="look after a code cache file")
+    cache_parser = commands.add_parser("cache", help="look after a code cache file, or the exported ONNX graphs")
     cache_commands = cache_parser.add_subparsers(dest="cache_command", required=True)
     info = cache_commands.add_parser("info", help="configurations stored, with counts and sizes")
-    info.add_argument("file")
+    info.add_argument("file", help=CACHE_FILE)
     info.set_defaults(run=_cache_info)
     prune = cache_commands.add_parser("prune", help="keep only the given configurations")
-    prune.add_argument("file")
+    prune.add_argument("file", help=CACHE_FILE)
     prune.add_argument(
         "--keep-config",
         nargs="+",
@@ -763,8 +838,14 @@ def build_parser() -> argparse.ArgumentParser:
     compact = cache_commands.add_parser(
         "compact", help="merge pending segments and Dask worker shards into the main file"
     )
-    compact.add_argument("file")
+    compact.add_argument("file", help=CACHE_FILE)
     compact.set_defaults(run=_cache_compact)
+    clear_graphs = cache_commands.add_parser(
+        "clear-graphs",
+        help="empty the folder of ONNX graphs exported for the CPU runtime (--runtime auto); they are exported "
+        "again when next needed",
+    )
+    clear_graphs.set_defaults(run=_cache_clear_graphs)
     return parser
 
 
@@ -781,7 +862,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     except (ValueError, ImportError, KeyError, OSError) as exc:  # CacheError is a ValueError
-        print(f"skcnn {args.command}: error: {exc}", file=sys.stderr)
+        print(f"skcnn {args.command}: error: {shown_path(str(exc))}", file=sys.stderr)
         return 2
 
 

@@ -11,7 +11,8 @@
   images flawless (:func:`make_surface_defects`).
 - **Your own images**: :func:`load_image_folder` reads a folder with one
   subfolder of image files per class, as :func:`sklearn.datasets.load_files`
-  reads text; :func:`find_image_files` lists the image files below folders.
+  reads text; :func:`find_image_files` lists the image files below folders,
+  and :func:`shown_path` is how their names are shown and written.
 - **Planted faults**, for checking :mod:`skcnn.inspection`: crops of
   scikit-image's photos and near copies of them (re-encoded, resized,
   cropped), flipped labels, and texture patches beside flat grey (the
@@ -25,6 +26,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+
+from .images import shown_path
 
 TEXTURES = ("brick", "grass", "gravel")
 #: scikit-image's photos (colour and gray) that :func:`load_photo_crops` cuts.
@@ -477,9 +480,9 @@ def find_image_files(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> 
                 for path in item.rglob("*")
                 if path.suffix.lower() in extensions
                 and not any(part.startswith(".") for part in path.relative_to(item).parts)
-                and path.is_file()
+                and not path.is_dir()  # a FIFO or a device named .jpg is kept: the reader names it
             )
-        elif item.is_file():
+        elif item.exists():  # a file, or a FIFO or device the reader names as bad
             found.append(os.fspath(item))
         else:
             raise FileNotFoundError(f"{os.fspath(item)!r} is neither an image file nor a folder.")
@@ -564,4 +567,5 @@ __all__ = [
     "load_texture_patches",
     "make_surface_defects",
     "near_copies",
+    "shown_path",
 ]

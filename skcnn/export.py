@@ -32,6 +32,7 @@ from .files import atomic_path
 from .finetuning.classifier import CNNClassifier
 from .pooling import pooled
 from .preprocessing import DECODE_MARGINS, Preprocessing
+from .serving import FORMAT_VERSION, validate_metadata
 from .transformer import CNNFeatureTransformer
 
 #: ONNX opset of the whole graph (torch's exporter and skl2onnx's converters), and of its ML domain.
@@ -111,11 +112,13 @@ def to_onnx(model, path) -> Path:
     decoding = model[0] if isinstance(model, Pipeline) else model  # whose decode parameter applies
     meta.update(
         {
+            "format_version": FORMAT_VERSION,
             "skcnn_version": __version__,
             "input": {"name": INPUT_NAME, "layout": INPUT_LAYOUT, "size": list(recipe.crop_size)},
             "preprocessing": {**recipe.as_dict(), "jpeg_dct_margin": DECODE_MARGINS[decoding.decode]},
         }
     )
+    validate_metadata(meta, path)  # a file the predictor would refuse (a resize past its bound) is not written
     onnx.helper.set_model_props(graph, {METADATA_KEY: json.dumps(meta)})
     onnx.checker.check_model(graph)
     return _saved(graph, Path(path))
@@ -368,7 +371,10 @@ def _exported(module: nn.Module, recipe: Preprocessing, outputs: list[str]):
     with tempfile.TemporaryDirectory(prefix="skcnn-export-") as folder:
         path = os.path.join(folder, "graph.onnx")
         with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")  # the exporter's progress and deprecation notes
+            # The exporter's notes on its own deprecated paths (torch releases before 2.14 gave some); anything
+            # else it warns of reaches the user.
+            for note in (DeprecationWarning, FutureWarning):
+                warnings.simplefilter("ignore", note)
             torch.onnx.export(
                 module.eval(), (example,), path, input_names=[INPUT_NAME], output_names=outputs,
                 dynamic_shapes={"images": {0: torch.export.Dim("batch")}}, opset_version=OPSET,

@@ -18,10 +18,19 @@ written the same way:
 5. made durable by an ``fsync`` of the folder, which holds the new name.
 
 Any exception before the rename removes the temporary file and is raised
-again. Two forms: :func:`atomic_write` (or :class:`AtomicFile`, when the
-writes span calls) gives an open file object; :func:`atomic_path` gives the
+again. A writer killed before it (``SIGKILL``, a power cut) leaves its
+temporary file behind: the next writer of the same target removes those of
+writers that no longer run, before it creates its own
+(:func:`remove_dead_temporaries` does it for a whole folder).
+
+Two forms: :func:`atomic_write` (or :class:`AtomicFile`, when the writes
+span calls) gives an open file object; :func:`atomic_path` gives the
 temporary path, for writers that open files themselves (h5py,
 ``torch.save``, ``onnx.save``).
+
+Files that decide what a later process computes (decoded crops, codes)
+are read only from folders no one else may write: :func:`owned_privately`
+tells, :func:`private_folder` creates one (``0o700``) or checks it.
 
 This module needs the standard library only.
 """
@@ -32,6 +41,7 @@ import contextlib
 import os
 import re
 import secrets
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -42,6 +52,8 @@ TEMPORARY_GLOB = ".*.tmp"
 _TEMPORARY_NAME = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)-[0-9a-f]{8}\.tmp")
 #: The mode of a file only its owner reads (what the temporary is created with).
 PRIVATE_MODE = 0o600
+#: The mode of a folder only its owner enters (what :func:`private_folder` creates).
+PRIVATE_FOLDER_MODE = 0o700
 
 
 class AtomicFile:
@@ -50,7 +62,8 @@ class AtomicFile:
     :meth:`commit` puts it in place; :meth:`discard` (or any exception
     inside a ``with`` block, which yields :attr:`file`) removes it. Use it
     directly where the writes span several calls; :func:`atomic_write` is
-    the same in a ``with`` block.
+    the same in a ``with`` block. Creating one first removes the
+    temporaries of ``path`` that writers no longer running left behind.
 
     Parameters
     ----------
@@ -164,6 +177,110 @@ def writer_pid(path) -> int | None:
     return int(match["pid"]) if match else None
 
 
+def writer_running(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this machine (one of another user counts).
+
+    ``os.kill(pid, 0)`` sends nothing: it fails with :class:`ProcessLookupError`
+    where no such process exists, and with :class:`PermissionError` where it
+    exists but belongs to another user. A process id is only meaningful on
+    its own machine (and in its own container): a folder shared over a
+    network file system by writers of several machines sees their writers as
+    not running here.
+    """
+    if pid <= 0:  # 0 and negative ids name process groups, not a writer
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OverflowError:  # beyond any process id
+        return False
+    return True
+
+
+def remove_dead_temporaries(folder, name: str | None = None) -> int:
+    """Remove this user's temporary files in ``folder`` whose writers no longer run; the bytes freed.
+
+    Parameters
+    ----------
+    folder : str or path-like
+        Where the temporaries are (a missing folder has none).
+    name : str, optional
+        Only those of the target of this name (what :class:`AtomicFile` does
+        before it writes one); all of them by default.
+
+    Returns
+    -------
+    n_bytes : int
+        The size of the files removed.
+    """
+    freed = 0
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
+    for entry in entries:
+        match = _TEMPORARY_NAME.fullmatch(entry.name)
+        if match is None or (name is not None and match["name"] != name):
+            continue
+        with contextlib.suppress(OSError):  # gone already, or not ours to remove
+            info = entry.stat(follow_symlinks=False)
+            if info.st_uid == os.geteuid() and not writer_running(int(match["pid"])):
+                os.unlink(entry.path)
+                freed += info.st_size
+    return freed
+
+
+def owned_privately(path) -> bool:
+    """Whether ``path`` is this user's and no one else may change it.
+
+    True for a file or folder (not a symbolic link) owned by the effective
+    user, that neither its group nor others may write. What a process reads
+    from such a folder was written by this user's own processes: a folder
+    of a shared place (the system's temporary folder, a group's folder)
+    that fails this may hold files planted by others.
+
+    Parameters
+    ----------
+    path : str, path-like or int
+        The file or folder, or a descriptor of an open one (checked with
+        ``fstat``, so no one can swap the file between the check and the read).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:  # created 0o700
+    ...     owned_privately(folder)
+    True
+    """
+    return _not_private(path) is None
+
+
+def private_folder(path) -> Path:
+    """``path`` as a folder only this user may write: created ``0o700`` where missing, checked where it exists.
+
+    The folder is created with :func:`os.mkdir` itself (no check-then-create
+    race); an existing one must pass :func:`owned_privately` and be a real
+    folder. Its parent must exist.
+
+    Raises
+    ------
+    PermissionError
+        Naming the folder and what is wrong with it: a symbolic link,
+        another owner, writable by its group or others, not a folder, or
+        one this user may not create.
+    """
+    path = Path(path)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, PRIVATE_FOLDER_MODE)
+    problem = _not_private(path, folder=True)
+    if problem is not None:
+        raise PermissionError(f"{os.fspath(path)!r} {problem}")
+    return path
+
+
 def new_file_mode() -> int:
     """A new file's usual mode: ``0o666`` less the process's umask."""
     return 0o666 & ~_umask()
@@ -185,8 +302,30 @@ def _umask() -> int:
     return mask
 
 
+def _not_private(path, *, folder: bool = False) -> str | None:
+    """What makes ``path`` (or an open descriptor) not :func:`owned_privately`, or None."""
+    try:
+        info = os.fstat(path) if isinstance(path, int) else os.lstat(path)
+    except OSError as exc:
+        return f"cannot be checked ({exc.strerror or exc})"
+    if stat.S_ISLNK(info.st_mode):
+        return "is a symbolic link"
+    if folder and not stat.S_ISDIR(info.st_mode):
+        return "is not a folder"
+    if info.st_uid != os.geteuid():
+        return f"belongs to user id {info.st_uid}, not to this user ({os.geteuid()})"
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"may be written by others (mode {stat.filemode(info.st_mode)})"
+    return None
+
+
 def _new_temporary(path: Path) -> tuple[Path, int]:
-    """A new, empty temporary file beside ``path`` (``0o600``, never an existing one), and its descriptor."""
+    """A new, empty temporary file beside ``path`` (``0o600``, never an existing one), and its descriptor.
+
+    Those of earlier writers of ``path`` that were killed are removed first:
+    each target's leftovers live only until it is written again.
+    """
+    remove_dead_temporaries(path.parent, path.name)
     while True:
         temporary = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
         try:
@@ -204,4 +343,17 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-__all__ = ["PRIVATE_MODE", "TEMPORARY_GLOB", "AtomicFile", "atomic_path", "atomic_write", "new_file_mode", "writer_pid"]
+__all__ = [
+    "PRIVATE_FOLDER_MODE",
+    "PRIVATE_MODE",
+    "TEMPORARY_GLOB",
+    "AtomicFile",
+    "atomic_path",
+    "atomic_write",
+    "new_file_mode",
+    "owned_privately",
+    "private_folder",
+    "remove_dead_temporaries",
+    "writer_pid",
+    "writer_running",
+]

@@ -32,7 +32,7 @@ def image_key(image) -> str:
     digest = hashlib.blake2b(digest_size=KEY_LENGTH // 2)
     if isinstance(image, (str, os.PathLike)):
         digest.update(b"file\0")
-        with open(image, "rb") as f:
+        with image_io.open_image_file(image) as f:  # a FIFO or a device is refused, not read forever
             while chunk := f.read(_CHUNK):
                 digest.update(chunk)
     elif isinstance(image, Image.Image):

@@ -13,15 +13,15 @@ it gives the same codes.
 
 from __future__ import annotations
 
-import io
 import os
+import stat
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, BinaryIO, Union
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from . import jpeg
 from .options import MAX_PIXELS
@@ -32,6 +32,32 @@ ImageLike = Union[str, "os.PathLike[str]", Image.Image, np.ndarray]
 # gray modes stay one channel and are replicated to three after resizing.
 _GRAY_MODES = {"L", "1", "LA", "La"}
 _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N"}
+
+
+#: Images more elongated than this (long side over short side) are cut to
+#: the centre part of their long side that keeps this ratio when decoded.
+#: The network input is resized from the shorter side, so the resize of a
+#: 1 x 20,000 strip would allocate a 224 x 4,480,000 image (3 GB) to keep a
+#: 224 px centre; the cut keeps far more than any centre crop sees, and no
+#: camera or panorama mode writes such pictures.
+MAX_ASPECT_RATIO = 16
+
+#: A JPEG file is read whole (the fast decoder takes its bytes), so one
+#: larger than this many bytes per pixel of its header's size, plus
+#: :data:`MAX_JPEG_EXTRA_BYTES` of metadata and extra pictures, is refused
+#: before reading: a JPEG of random noise at quality 100 takes about 1.6
+#: bytes per pixel, and no picture needs more than 3.
+MAX_JPEG_BYTES_PER_PIXEL = 8
+#: EXIF, XMP, ICC profiles and the extra pictures of multi-picture (MPO) files.
+MAX_JPEG_EXTRA_BYTES = 64 * 2**20
+
+#: Bytes, and read calls, a decoder may spend to find an image's size and
+#: kind. Pillow scans junk between JPEG markers a byte at a time (a JPEG
+#: header followed by a sparse gigabyte took minutes): 2**16 calls take a
+#: few tens of milliseconds, where a real header takes a few hundred; 16 MiB
+#: is far more than the EXIF, ICC and XMP data any camera or editor writes.
+MAX_HEADER_BYTES = 16 * 2**20
+MAX_HEADER_READS = 2**16
 
 
 class ImageError(ValueError):
@@ -187,14 +213,14 @@ def image_size(image: ImageLike) -> tuple[int, int] | None:
     """
     if isinstance(image, np.ndarray):
         return (int(image.shape[0]), int(image.shape[1])) if image.ndim in (2, 3) else None
+    if isinstance(image, Image.Image):
+        width, height = image.size
+        return (height, width)
     try:
-        if isinstance(image, Image.Image):
-            width, height = image.size
-            return (height, width)
-        with Image.open(image) as im:
+        with open_image_file(image) as f, _opened(f, quoted(image)) as im:
             width, height = im.size
             transposed = im.getexif().get(_ORIENTATION, 1) in (5, 6, 7, 8)
-    except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError):
+    except Exception:  # any decoder error on any file: the decoder names it later, with its reason
         return None
     return (width, height) if transposed else (height, width)
 
@@ -260,7 +286,13 @@ def load_image(image: ImageLike, max_pixels: int | None = MAX_PIXELS, min_side: 
     0 and 255) give uint8; 16-bit images are scaled by 65535 and float
     arrays checked to lie in [0, 1], both as float32. Image files larger
     than ``max_pixels`` (width x height; ``None``: no limit) are refused
-    before decoding.
+    before decoding, and so are files that are not regular files (a FIFO,
+    a device, a link to one: :func:`open_image_file`) and JPEG files far
+    larger than their pictures need (:data:`MAX_JPEG_BYTES_PER_PIXEL`).
+    Whatever a decoder raises on a crafted or damaged file becomes an
+    :class:`ImageError` naming the file. An image more elongated than
+    :data:`MAX_ASPECT_RATIO` is cut to the centre of its long side, so
+    that what is allocated after the resize is bounded too.
 
     ``min_side`` (JPEG files only) lets the decoder scale the image by 1/2,
     1/4 or 1/8 in the DCT while its shorter side stays at least
@@ -283,54 +315,164 @@ def load_image(image: ImageLike, max_pixels: int | None = MAX_PIXELS, min_side: 
         uint8, or float32 in [0, 1].
     """
     if isinstance(image, (str, os.PathLike)):
-        return _read_file(image, max_pixels, min_side)
+        return _within_aspect_ratio(_read_file(image, max_pixels, min_side))
     if isinstance(image, Image.Image):
-        return _pil_to_array(ImageOps.exif_transpose(image))
+        return _within_aspect_ratio(_shown(image))
     if isinstance(image, np.ndarray):
-        return _array_to_pixels(image)
+        return _within_aspect_ratio(_array_to_pixels(image))
     raise ImageError(
         "Each image must be a file path (str or os.PathLike), a PIL.Image.Image or a "
         f"numpy array; got {type(image).__name__}."
     )
 
 
-def _read_file(path: str | os.PathLike, max_pixels: int | None, min_side: int | None) -> np.ndarray:
-    name = os.fspath(path)
+def open_image_file(path: str | os.PathLike) -> BinaryIO:
+    """Open an image file for reading, refusing anything but a regular file.
+
+    A FIFO would block the reader forever, a device (or a link to
+    ``/dev/zero``) never ends: both are refused with an :class:`ImageError`
+    before a byte is read. The file is opened without blocking and checked
+    again once open, so a file swapped for one of those in between is
+    refused too.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file.
+
+    Returns
+    -------
+    file : binary file object
+        Open for reading; close it (``with``).
+    """
+    name = quoted(path)
+    _check_regular(os.stat(path).st_mode, name)  # follows links: a link to a device is refused
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags)
     try:
-        with open(path, "rb") as f:
-            data = f.read()
-        with warnings.catch_warnings():
-            # skcnn applies its own limit (max_pixels) right below.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            opened = Image.open(io.BytesIO(data))
-        with opened as im:
+        _check_regular(os.fstat(fd).st_mode, name)
+    except ImageError:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
+
+
+def _check_regular(mode: int, name: str) -> None:
+    if stat.S_ISREG(mode):
+        return
+    if stat.S_ISDIR(mode):
+        raise ImageError(f"{name} is a directory, not an image file.")
+    kinds = {stat.S_ISFIFO: "a FIFO (named pipe)", stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device",
+             stat.S_ISSOCK: "a socket"}  # fmt: skip
+    kind = next((what for test, what in kinds.items() if test(mode)), "not a regular file")
+    raise ImageError(f"{name} is {kind}, not an image file: only regular files are read.")
+
+
+def _opened(f: BinaryIO, name: str) -> Image.Image:
+    """``f`` opened by Pillow: its header read within :data:`MAX_HEADER_BYTES` and :data:`MAX_HEADER_READS`."""
+    limited = _HeaderLimit(f, name)
+    with warnings.catch_warnings():
+        # skcnn applies its own limit (max_pixels) once the header is read.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        im = Image.open(limited)
+    limited.done = True  # decoding the pixels reads what the header announced
+    return im
+
+
+class _HeaderLimit:
+    """``f``, whose reads are counted until :attr:`done`; seeks are free."""
+
+    def __init__(self, f: BinaryIO, name: str):
+        self._f, self._name, self.done = f, name, False
+        self._bytes = self._calls = 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self.done:
+            return self._f.read(size)
+        self._calls += 1
+        left = MAX_HEADER_BYTES - self._bytes
+        if left <= 0 or self._calls > MAX_HEADER_READS:
+            raise ImageError(
+                f"{self._name}: no image header within {self._bytes:,} bytes and {self._calls - 1:,} reads "
+                "(skcnn.images.MAX_HEADER_BYTES, MAX_HEADER_READS); not an image skcnn reads."
+            )
+        data = self._f.read(left if size is None or size < 0 else min(size, left))
+        self._bytes += len(data)
+        return data
+
+    def __getattr__(self, name: str):
+        return getattr(self._f, name)
+
+
+def _read_file(path: str | os.PathLike, max_pixels: int | None, min_side: int | None) -> np.ndarray:
+    name = quoted(path)
+    try:
+        with open_image_file(path) as f, _opened(f, name) as im:
             _check_pixels(im, max_pixels, name)
-            return _decoded(im, data, min_side)
+            return _decoded(im, f, name, min_side)
+    except ImageError:
+        raise
     except FileNotFoundError:
-        raise ImageError(f"Image file not found: {name!r}.") from None
-    except IsADirectoryError:
-        raise ImageError(f"{name!r} is a directory, not an image file.") from None
+        raise ImageError(f"Image file not found: {name}.") from None
     except UnidentifiedImageError:
-        raise ImageError(f"{name!r} is not an image file PIL can read (empty, or not an image).") from None
+        raise ImageError(f"{name} is not an image file PIL can read (empty, or not an image).") from None
     except Image.DecompressionBombError:
         raise ImageError(
-            f"{name!r} is larger than PIL's decompression-bomb limit; raise "
+            f"{name} is larger than PIL's decompression-bomb limit; raise "
             "PIL.Image.MAX_IMAGE_PIXELS if the image is genuine."
         ) from None
-    except OSError as exc:  # truncated or corrupt data
-        raise ImageError(f"Cannot decode image {name!r}: {exc}.") from None
+    except OSError as exc:  # truncated or corrupt data, or a file that cannot be read
+        raise ImageError(f"Cannot decode image {name}: {exc}.") from None
+    except Exception as exc:
+        # Decoders raise what they meet on crafted data: ValueError for a PNG
+        # text or ICC chunk that inflates past Pillow's limit, SyntaxError,
+        # struct.error, EOFError, ... Each is a bad file, not a failed run.
+        raise ImageError(f"Cannot decode image {name}: {type(exc).__name__}: {exc}.") from None
 
 
-def _decoded(im: Image.Image, data: bytes, min_side: int | None) -> np.ndarray:
-    """The pixels of the opened file ``im`` (whose bytes are ``data``), oriented."""
+def _decoded(im: Image.Image, f: BinaryIO, name: str, min_side: int | None) -> np.ndarray:
+    """The pixels of the opened file ``im`` (read from ``f``), oriented."""
     if im.format in jpeg.JPEG_FORMATS:
         scale = jpeg.dct_scale(im.size, min_side)
-        pixels = jpeg.decode(data, im, scale)
+        pixels = jpeg.decode(_whole_jpeg(f, im, name), im, scale)
         if pixels is not None:
             return _oriented(pixels, im.getexif().get(_ORIENTATION, 1))
         jpeg.draft(im, scale)  # a JPEG the fast path declines: Pillow's decoder and verdict
     im.load()  # the first frame of animated images
-    return _pil_to_array(ImageOps.exif_transpose(im))
+    return _shown(im)
+
+
+def _whole_jpeg(f: BinaryIO, im: Image.Image, name: str) -> bytes:
+    """The bytes of a JPEG file, refused unread when far larger than its picture needs."""
+    size = os.fstat(f.fileno()).st_size
+    bound = MAX_JPEG_BYTES_PER_PIXEL * im.width * im.height + MAX_JPEG_EXTRA_BYTES
+    if size > bound:
+        raise ImageError(
+            f"{name} is a {im.width} x {im.height} JPEG of {size:,} bytes, more than such a picture can "
+            f"hold ({bound:,}: skcnn.images.MAX_JPEG_BYTES_PER_PIXEL per pixel plus MAX_JPEG_EXTRA_BYTES); "
+            "it is not read."
+        )
+    f.seek(0)
+    return f.read()
+
+
+def _shown(im: Image.Image) -> np.ndarray:
+    """The pixels of a PIL image as shown: its EXIF orientation applied to the array (a view
+    where no turn is needed, never a copy of the image in PIL's memory)."""
+    return _oriented(_pil_to_array(im), im.getexif().get(_ORIENTATION, 1))
+
+
+def _within_aspect_ratio(pixels: np.ndarray) -> np.ndarray:
+    """The centre of the long side, as long as :data:`MAX_ASPECT_RATIO` times the short side allows (a view)."""
+    height, width = pixels.shape[:2]
+    longest = MAX_ASPECT_RATIO * max(min(height, width), 1)
+    if max(height, width) <= longest:
+        return pixels
+    if height > width:
+        top = (height - longest) // 2
+        return pixels[top : top + longest]
+    left = (width - longest) // 2
+    return pixels[:, left : left + longest]
 
 
 #: The EXIF tag of how the stored pixels are shown, and for each of its
@@ -356,12 +498,17 @@ def _check_pixels(im: Image.Image, max_pixels: int | None, name: str) -> None:
     width, height = im.size
     if max_pixels is not None and width * height > max_pixels:
         raise ImageError(
-            f"{name!r} is {width} x {height} = {width * height:,} pixels, above the limit of "
+            f"{name} is {width} x {height} = {width * height:,} pixels, above the limit of "
             f"{max_pixels:,} (max_pixels); raise max_pixels if the image is genuine."
         )
 
 
 def _pil_to_array(im: Image.Image) -> np.ndarray:
+    # np.asarray of an "RGB" or "L" image is its only copy of the pixels:
+    # convert() to the same mode would copy them once more (in PIL's 4 bytes
+    # per RGB pixel), which a 100-megapixel file cannot afford.
+    if im.mode in ("RGB", "L"):
+        return _array_to_pixels(_as_array(im))
     if im.mode in _SIXTEEN_BIT_MODES:
         return _array_to_pixels(np.asarray(im, dtype=np.uint16))
     if im.mode in _GRAY_MODES:
@@ -374,6 +521,30 @@ def _pil_to_array(im: Image.Image) -> np.ndarray:
     if im.mode == "P" and "transparency" in im.info:
         im = im.convert("RGBA")  # PIL's advice for palettes with transparency
     return _array_to_pixels(np.asarray(im.convert("RGB")))
+
+
+#: Rows of a large image copied out of PIL at a time (see :func:`_as_array`).
+_BAND_PIXELS = 2**22
+
+
+def _as_array(im: Image.Image) -> np.ndarray:
+    """An "RGB" or "L" image's pixels in a new array, copied a band of rows at a time.
+
+    np.asarray(im) goes through im.tobytes(), which joins a list of chunks:
+    two copies of the pixels beside PIL's own at the peak, and a read-only
+    array (which torch would copy once more to wrap it). Band by band the
+    peak is PIL's pixels, the array and one band; small images take the
+    short way.
+    """
+    width, height = im.size
+    if width * height <= _BAND_PIXELS:
+        return np.asarray(im)
+    out = np.empty((height, width, len(im.getbands())), dtype=np.uint8)
+    rows = max(1, _BAND_PIXELS // width)
+    for top in range(0, height, rows):
+        band = im.crop((0, top, width, min(top + rows, height)))
+        out[top : top + band.height] = np.asarray(band).reshape(band.height, width, -1)
+    return out if out.shape[2] == 3 else out[:, :, 0]
 
 
 def _array_to_pixels(array: np.ndarray) -> np.ndarray:
@@ -428,11 +599,63 @@ def _check_unit_range(array: np.ndarray) -> np.ndarray:
     return array
 
 
+def shown_path(path: str | os.PathLike) -> str:
+    r"""A path as shown to people and written into text files: bytes that are not UTF-8 escaped.
+
+    A file name on Linux can be any bytes; Python gives one that is not
+    UTF-8 as a str with surrogate escapes (:func:`os.fsdecode`), which
+    opens the right file but cannot be encoded: printing it, or writing it
+    into a UTF-8 file or a pandas string column, fails. Here each such byte
+    is written ``\xNN``; other names are returned as they are. Keep the
+    path itself to read the file: the name shown may not open it.
+
+    Parameters
+    ----------
+    path : str or path
+        A path as Python gives it (or a folder name, or a message naming one).
+
+    Returns
+    -------
+    shown : str
+        The path, encodable as UTF-8.
+
+    Examples
+    --------
+    >>> import os
+    >>> from skcnn.images import shown_path
+    >>> print(shown_path(os.fsdecode(b"photos/caf\xe9.jpg")))
+    photos/caf\xe9.jpg
+    >>> print(shown_path("photos/café.jpg"))
+    photos/café.jpg
+    """
+    # The escapes back to their bytes, whatever the locale's encoding, then only those bytes escaped.
+    return os.fspath(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def quoted(path: str | os.PathLike) -> str:
+    """A path in quotes, as error messages name files (:func:`shown_path`)."""
+    return f"'{shown_path(path)}'"
+
+
 def describe(image: Any, index: int) -> str:
     """Name an image in error messages: its path if it has one, else its index."""
     if isinstance(image, (str, os.PathLike)):
-        return f"image {index} ({os.fspath(image)!r})"
+        return f"image {index} ({quoted(image)})"
     return f"image {index}"
 
 
-__all__ = ["BadImagesError", "BadImagesWarning", "ImageError", "ImageFailure", "check_images", "load_image"]
+__all__ = [
+    "MAX_ASPECT_RATIO",
+    "MAX_HEADER_BYTES",
+    "MAX_HEADER_READS",
+    "MAX_JPEG_BYTES_PER_PIXEL",
+    "MAX_JPEG_EXTRA_BYTES",
+    "BadImagesError",
+    "BadImagesWarning",
+    "ImageError",
+    "ImageFailure",
+    "check_images",
+    "load_image",
+    "open_image_file",
+    "shown_path",
+]

@@ -9,6 +9,13 @@ processes and by every Dask worker of the machine; a file that does not
 load is exported again. ONNX Runtime then runs the batches; pooling stays
 in torch, on the tapped activations, exactly as for the eager pass.
 
+Every fine-tuned model and every new list of layers adds a graph (13 MB
+for EfficientNet-Lite0, about 100 MB for a ResNet-50), so the folder is
+bounded (:func:`max_cache_bytes`): after each export the graphs used least
+recently go (each use touches its file's time), never the one just
+written nor one another process is exporting or loading right now.
+:func:`clear_graph_cache` empties it.
+
 As with ``compile=True``, the first batch of each session also runs on
 torch and the codes are compared (relative L2 within 1e-4): a network that
 does not export (an operator ONNX lacks), a session that fails, or codes
@@ -19,11 +26,12 @@ depend on the runtime: codes cached by one are hits for the other.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,10 +39,18 @@ import torch
 from torch import nn
 
 from .compiled import CheckedGraphs, tapped_graph
-from .files import atomic_path
+from .files import atomic_path, remove_dead_temporaries
 
 #: Environment variable that names the folder of exported graphs.
 CACHE_DIR_ENV = "SKCNN_ONNX_CACHE"
+#: Environment variable that bounds the folder of exported graphs (bytes).
+CACHE_MAX_BYTES_ENV = "SKCNN_ONNX_CACHE_MAX_BYTES"
+#: The bound of the folder of exported graphs by default: 1 GiB holds the
+#: graphs of a dozen networks and their layer lists at once (EfficientNet-
+#: Lite0's is 13 MB, a ResNet-50's about 100 MB), more than one project
+#: uses in turn, while an unbounded folder grew to 356 MB of stale graphs
+#: on one machine. An evicted graph is only exported again (seconds).
+MAX_CACHE_BYTES = 2**30
 #: ONNX opset of the exports: the torch.export-based exporter's own default
 #: in torch 2.9+, which ONNX Runtime 1.17 and later run.
 OPSET = 18
@@ -70,6 +86,54 @@ def cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("skcnn", appauthor=False)) / "onnx"
 
 
+def max_cache_bytes() -> int:
+    """How many bytes of graphs :func:`cache_dir` keeps after an export.
+
+    ``$SKCNN_ONNX_CACHE_MAX_BYTES`` where set (``0`` keeps only the graph
+    just exported), else :data:`MAX_CACHE_BYTES`.
+    """
+    configured = os.environ.get(CACHE_MAX_BYTES_ENV, "").strip()
+    if not configured:
+        return MAX_CACHE_BYTES
+    try:
+        bound = int(configured)
+    except ValueError:
+        bound = -1
+    if bound < 0:
+        raise ValueError(f"${CACHE_MAX_BYTES_ENV}={configured!r}: give a number of bytes (0 or more).")
+    return bound
+
+
+def clear_graph_cache() -> int:
+    """Remove the ONNX graphs exported for ``runtime="onnxruntime"``; return the bytes freed.
+
+    The graphs in :func:`cache_dir` are exports of the networks that
+    :class:`~skcnn.CNNFeatureTransformer` and a fine-tuned
+    :class:`~skcnn.CNNClassifier` run on ONNX Runtime, made again (in
+    seconds) where a later fit needs one. A graph that another process is
+    exporting or loading at this moment is kept, as are the temporary files
+    of exports still running.
+
+    Returns
+    -------
+    n_bytes : int
+        The size of the files removed.
+
+    Examples
+    --------
+    In a folder of its own (``$SKCNN_ONNX_CACHE``), here with a dummy graph:
+
+    >>> import os, tempfile
+    >>> from unittest import mock
+    >>> from skcnn.onnx_runtime import clear_graph_cache
+    >>> with tempfile.TemporaryDirectory() as folder, mock.patch.dict(os.environ, SKCNN_ONNX_CACHE=folder):
+    ...     _ = open(os.path.join(folder, "resnet18-0123.onnx"), "wb").write(bytes(1000))
+    ...     clear_graph_cache(), os.listdir(folder)
+    (1000, [])
+    """
+    return _evict(cache_dir(), 0)
+
+
 @dataclass(eq=False)
 class OnnxNetwork(CheckedGraphs):
     """Tapped passes of one network copy through ONNX Runtime sessions.
@@ -87,8 +151,8 @@ class OnnxNetwork(CheckedGraphs):
     fallback = "running it on torch (same codes, torch's speed)"
 
     def build(self, layers: tuple[str, ...], head: str) -> Callable[[torch.Tensor], Mapping[str, torch.Tensor]]:
-        path = self.exported(layers, head)
-        session = _session(path, self.threads)
+        with self.exported(layers, head) as path:  # not evicted by another process while it loads
+            session = _session(path, self.threads)
         names = [output.name for output in session.get_outputs()]
 
         def forward(batch: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -99,21 +163,33 @@ class OnnxNetwork(CheckedGraphs):
 
         return forward
 
-    def exported(self, layers: tuple[str, ...], head: str) -> Path:
-        """The ``.onnx`` file of these taps, exported now unless a valid one is kept.
+    @contextlib.contextmanager
+    def exported(self, layers: tuple[str, ...], head: str) -> Iterator[Path]:
+        """The ``.onnx`` file of these taps, exported now unless a valid one is kept, locked while in the block.
 
         Processes that start together (the workers of a machine) take turns:
-        the first exports, the others wait and read its file.
+        the first exports, the others wait and read its file. Readers hold
+        the file's lock shared, an export holds it alone, and eviction
+        passes over a graph whose lock it cannot take.
         """
         path = cache_dir() / f"{self._file_stem(layers, head)}.onnx"
-        if path.is_file() and _loads(path):
-            return path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path.with_suffix(".lock"), "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+        lock = _opened_lock(path)
+        if lock is None:  # a folder this user may only read (a shared cache, filled beforehand)
             if not (path.is_file() and _loads(path)):
-                _export(tapped_graph(self.network, layers, head), layers, self.input_size, path)
-        return path
+                raise PermissionError(f"cannot write to {os.fspath(path.parent)!r} (${CACHE_DIR_ENV})")
+            yield path
+            return
+        with lock:  # the lock goes with the file's closing, or the process's death
+            fcntl.flock(lock, fcntl.LOCK_SH)
+            if not (path.is_file() and _loads(path)):
+                # Not atomic: the shared lock goes first, so two processes never wait on each other.
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                if not (path.is_file() and _loads(path)):
+                    _export(tapped_graph(self.network, layers, head), layers, self.input_size, path)
+                    _evict(path.parent, max_cache_bytes(), keep=path)
+            with contextlib.suppress(OSError):  # used now: the last to be evicted (not where another user's)
+                os.utime(path)
+            yield path
 
     def _file_stem(self, layers: tuple[str, ...], head: str) -> str:
         import onnxruntime
@@ -158,7 +234,10 @@ def _export(graph: nn.Module, layers: tuple[str, ...], input_size: tuple[int, in
     # owner only, as the files have been since the first release.
     with atomic_path(path, private=True) as temporary:
         with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
-            warnings.simplefilter("ignore")  # the exporter's progress and deprecation notes
+            # The exporter's notes on its own deprecated paths (torch releases before 2.14 gave some); anything
+            # else it warns of reaches the user.
+            for note in (DeprecationWarning, FutureWarning):
+                warnings.simplefilter("ignore", note)
             torch.onnx.export(
                 _Outputs(graph, layers).eval(),
                 (example,),
@@ -171,6 +250,61 @@ def _export(graph: nn.Module, layers: tuple[str, ...], input_size: tuple[int, in
                 external_data=False,
                 verbose=False,
             )
+
+
+def _opened_lock(graph: Path):
+    """The lock file of a graph, open (created where missing), or None where the folder may not be written."""
+    try:
+        graph.parent.mkdir(parents=True, exist_ok=True)
+        return open(graph.with_suffix(".lock"), "a")
+    except OSError:
+        return None
+
+
+def _evict(folder: Path, limit: int, keep: Path | None = None) -> int:
+    """Remove graphs from ``folder``, least recently used first, until they take ``limit`` bytes or less.
+
+    ``keep`` stays, as does a graph whose lock another process holds (it
+    exports or loads it). Lock files without a graph and temporary files of
+    dead exporters go too. Returns the bytes freed.
+    """
+    freed = remove_dead_temporaries(folder)
+    graphs = []
+    for graph in folder.glob("*.onnx"):
+        with contextlib.suppress(OSError):  # removed meanwhile
+            info = graph.stat()
+            graphs.append((info.st_mtime, info.st_size, graph))
+    total = sum(size for _, size, _ in graphs)
+    for _, size, graph in sorted(graphs):
+        if total <= limit:
+            break
+        if graph != keep and _remove_unless_locked(graph):
+            freed, total = freed + size, total - size
+    for lock in folder.glob("*.lock"):
+        if not lock.with_suffix(".onnx").exists():
+            _remove_unless_locked(lock.with_suffix(".onnx"))
+    return freed
+
+
+def _remove_unless_locked(graph: Path) -> bool:
+    """Remove a graph and its lock file, unless another process holds the lock; whether it went."""
+    lock_path = graph.with_suffix(".lock")
+    lock = _opened_lock(graph)
+    if lock is None:
+        return False
+    with lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # in use: exported or loaded right now
+            return False
+        try:
+            graph.unlink(missing_ok=True)
+        except OSError:  # another user's, in a shared folder
+            return False
+        # A process waiting on this lock file goes on with a file no longer in the folder: at worst the
+        # graph is exported twice, each export whole.
+        lock_path.unlink(missing_ok=True)
+    return True
 
 
 def _loads(path: Path) -> bool:
@@ -194,4 +328,13 @@ def _session(path: Path, threads: int):
     return onnxruntime.InferenceSession(os.fspath(path), options, providers=["CPUExecutionProvider"])
 
 
-__all__ = ["CACHE_DIR_ENV", "OnnxNetwork", "cache_dir", "missing"]
+__all__ = [
+    "CACHE_DIR_ENV",
+    "CACHE_MAX_BYTES_ENV",
+    "MAX_CACHE_BYTES",
+    "OnnxNetwork",
+    "cache_dir",
+    "clear_graph_cache",
+    "max_cache_bytes",
+    "missing",
+]

@@ -189,7 +189,9 @@ def check_crop(crop) -> bool | float:
 
 def _writable(pixels: np.ndarray) -> np.ndarray:
     # torch refuses to wrap read-only memory without a warning (np.asarray of
-    # a PIL image is read-only); resizing never writes, but torch cannot know.
+    # a small PIL image is read-only; skcnn.images copies large ones out of
+    # PIL into writable arrays, so this copy stays small); resizing never
+    # writes, but torch cannot know.
     return pixels if pixels.flags.writeable else pixels.copy()
 
 

@@ -9,12 +9,18 @@ fitted model does: images the resize enlarges with torch's own integer
 arithmetic (``skcnn.resampling``, the same pixels), larger ones with
 Pillow's antialiased filter, within one level of torch's on a few values
 in a thousand; the recipe is the file's own metadata.
+
+The file comes from outside: its metadata is checked against a schema with
+bounds when it is opened (:func:`validate_metadata`), and the graph's input
+against it, so that a damaged or crafted file is refused by name
+(:class:`ModelFileError`) before any image is resized as it asks.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 from types import MethodType
 
@@ -31,6 +37,26 @@ METADATA_KEY = "skcnn"
 _OUTPUTS = {"predict": "label", "predict_proba": "probabilities", "decision_function": "scores"}
 #: Pillow's filters by torchvision's interpolation names.
 _FILTERS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST, "lanczos": Image.LANCZOS}
+#: The metadata format :func:`skcnn.export.to_onnx` writes (its ``format_version``) and the newest this
+#: module reads. Files of skcnn 0.7 and earlier have no such field: they are format 1.
+FORMAT_VERSION = 1
+#: The largest resize and crop side (px) a file may ask for. skcnn's networks take inputs of at most
+#: about 600 px (EfficientNet-B7's 600, resized from 633; a "native" input size is at most twice the
+#: network's), so 4096 is far past any file skcnn writes, while it bounds what one image costs the
+#: predictor: an image enlarged to 4096 px is 4096 x 4096 x 3 int32 levels (200 MB) in the resize,
+#: against 4.8 GB at the 20,000 px a crafted file may ask for.
+MAX_SIDE = 4096
+_KINDS = ("classifier", "transformer")
+#: What a file of skcnn <= 0.6 said its "probabilities" output held.
+_LEGACY_SCORES = ("probabilities", "decision_function")
+_MISSING = object()
+
+
+class ModelFileError(ValueError):
+    """An ``.onnx`` file that :class:`OnnxImageClassifier` cannot use: not loadable, or metadata out of bounds.
+
+    Its message names the file, the field, what the field holds and what is allowed.
+    """
 
 
 def _if_output(method: str):
@@ -97,11 +123,16 @@ class OnnxImageClassifier:
         self.path, self.batch_size, self.max_pixels = os.fspath(path), batch_size, max_pixels
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
-        self._session = onnxruntime.InferenceSession(self.path, options, providers=["CPUExecutionProvider"])
+        self._session = _session(self.path, options)
         props = self._session.get_modelmeta().custom_metadata_map
         if METADATA_KEY not in props:
-            raise ValueError(f"{self.path} was not written by skcnn.export.to_onnx (no {METADATA_KEY!r} metadata).")
-        self.metadata_ = json.loads(props[METADATA_KEY])
+            raise ModelFileError(f"{self.path} was not written by skcnn.export.to_onnx (no {METADATA_KEY!r} metadata).")
+        try:
+            meta = json.loads(props[METADATA_KEY])
+        except ValueError as error:
+            raise ModelFileError(f"{self.path}: its {METADATA_KEY!r} metadata is not valid JSON ({error}).") from None
+        self.metadata_ = validate_metadata(meta, self.path)
+        _check_graph(self._session, self.metadata_, self.path)
         self.preprocessing_ = self.metadata_["preprocessing"]
         if self.metadata_["kind"] == "classifier":
             self.classes_ = np.asarray(self.metadata_["classes"])
@@ -251,6 +282,192 @@ class OnnxImageClassifier:
         return _centre_crop(resized, tuple(recipe["crop_size"]))
 
 
+def validate_metadata(meta, path) -> dict:
+    """``meta``, the JSON metadata of an exported file, checked against the schema skcnn writes.
+
+    Every field the predictor reads is checked, with bounds: the kind, the
+    outputs, the classes of a classifier, the input name, the resize and
+    crop sizes (positive integers of at most :data:`MAX_SIDE` px, the crop
+    within the resize), the interpolation (one the resampling code knows),
+    mean and std (3 finite numbers, std > 0) and the JPEG DCT margin. A file
+    of a newer format than :data:`FORMAT_VERSION` is refused as such, before
+    its other fields.
+
+    Parameters
+    ----------
+    meta : object
+        The parsed metadata (:func:`skcnn.export.to_onnx` writes it).
+    path : str or path
+        The file, for the messages.
+
+    Returns
+    -------
+    meta : dict
+        ``meta`` itself, once checked.
+
+    Raises
+    ------
+    ModelFileError
+        Naming the file, the field, what it holds and what is allowed.
+
+    Examples
+    --------
+    >>> from skcnn.serving import ModelFileError, validate_metadata
+    >>> try:
+    ...     validate_metadata({"kind": "regressor"}, "model.onnx")
+    ... except ModelFileError as error:
+    ...     print(str(error).split(". ")[0])
+    model.onnx: the metadata field 'kind' holds 'regressor'; allowed: one of ('classifier', 'transformer')
+    """
+    path = os.fspath(path)
+    if not isinstance(meta, dict):
+        raise ModelFileError(f"{path}: its {METADATA_KEY!r} metadata holds {_shown(meta)}, not a JSON object.")
+    _check_format(meta, path)
+    kind = _field(meta, "kind", path, lambda v: v in _KINDS, f"one of {_KINDS}")
+    _field(meta, "outputs", path, lambda v: _list_of(v, str) and len(v) > 0, "a non-empty list of output names")
+    if kind == "classifier":
+        _check_classes(meta, path)
+    elif "n_features" in meta:
+        _field(meta, "n_features", path, lambda v: _integer(v, 1, None), "a positive integer")
+    recipe = _field(meta, "preprocessing", path, lambda v: isinstance(v, dict), "a JSON object")
+    _check_recipe(recipe, path)
+    graph_input = _field(meta, "input", path, lambda v: isinstance(v, dict), "a JSON object")
+    _field(graph_input, "name", path, lambda v: isinstance(v, str) and v != "", "a non-empty string", "input.")
+    if "size" in graph_input:
+        crop = recipe["crop_size"]
+        _field(graph_input, "size", path, lambda v: v == crop, f"the crop size {crop}", "input.")
+    return meta
+
+
+def _check_format(meta: dict, path: str) -> None:
+    """A newer format than this skcnn reads is refused as such: its other fields may mean other things."""
+    version = meta.get("format_version", 1)
+    if not _integer(version, 1, None):
+        raise _invalid(path, "format_version", version, "a positive integer")
+    if version > FORMAT_VERSION:
+        from . import __version__
+
+        raise ModelFileError(
+            f"{path} was written by a newer skcnn ({meta.get('skcnn_version', 'version unknown')}, metadata "
+            f"format_version {version}); this skcnn ({__version__}) reads format_version {FORMAT_VERSION} at "
+            "most: upgrade skcnn (pip install -U skcnn) to use the file."
+        )
+
+
+def _check_classes(meta: dict, path: str) -> None:
+    """A classifier's classes (distinct strings, or distinct numbers), its ``label`` output, its legacy key."""
+    allowed = "a non-empty list of distinct class labels, all strings or all finite numbers"
+    classes = _field(meta, "classes", path, lambda v: _list_of(v, str) or _labels(v), allowed)
+    if not classes or len(set(classes)) != len(classes):
+        raise _invalid(path, "classes", classes, allowed)
+    if "label" not in meta["outputs"]:
+        raise _invalid(path, "outputs", meta["outputs"], "a list that has a classifier's 'label'")
+    if "scores" in meta:
+        _field(meta, "scores", path, lambda v: v in _LEGACY_SCORES, f"one of {_LEGACY_SCORES}")
+
+
+def _check_recipe(recipe: dict, path: str) -> None:
+    """Resize and crop within :data:`MAX_SIDE`, the crop within the resize, a known filter, finite numbers."""
+    side = f"an integer from 1 to {MAX_SIDE} (px)"
+    field = functools.partial(_field, recipe, path=path, prefix="preprocessing.")
+    resize = field("resize_size", ok=lambda v: _integer(v, 1, MAX_SIDE), allowed=side)
+    crop = field("crop_size", ok=_crop_size, allowed=f"[height, width], each {side}")
+    if max(crop) > resize:  # the crop is taken from the resized image, whose shorter side is the resize
+        raise _invalid(path, "preprocessing.crop_size", crop, f"sides of at most the resize size ({resize} px)")
+    field("interpolation", ok=lambda v: isinstance(v, str) and v in _FILTERS, allowed=f"one of {tuple(_FILTERS)}")
+    field("mean", ok=lambda v: _numbers(v, 3), allowed="a list of 3 finite numbers")
+    field("std", ok=lambda v: _numbers(v, 3) and min(v) > 0, allowed="a list of 3 finite numbers above 0")
+    margin = "null or a finite number of at least 1"
+    field("jpeg_dct_margin", ok=lambda v: v is None or (_numbers([v], 1) and v >= 1), allowed=margin)
+
+
+def _field(mapping: dict, key: str, path: str, ok, allowed: str, prefix: str = ""):
+    """``mapping[key]`` where ``ok`` accepts it, or ModelFileError naming the field (``prefix + key``)."""
+    value = mapping.get(key, _MISSING)
+    if value is _MISSING or not ok(value):
+        raise _invalid(path, prefix + key, value, allowed)
+    return value
+
+
+def _invalid(path: str, field: str, value, allowed: str) -> ModelFileError:
+    shown = "nothing (the field is missing)" if value is _MISSING else _shown(value)
+    return ModelFileError(
+        f"{path}: the metadata field {field!r} holds {shown}; allowed: {allowed}. The file is damaged or was "
+        "not written by skcnn.export.to_onnx: export the fitted model again."
+    )
+
+
+def _shown(value, limit: int = 80) -> str:
+    """``repr(value)`` cut at ``limit`` characters: a crafted list of classes may be long."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _integer(value, low: int, high: int | None) -> bool:
+    """An int (not a bool: JSON's true) from ``low`` to ``high``."""
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value and (high is None or value <= high)
+
+
+def _crop_size(value) -> bool:
+    return _list_of(value, int) and len(value) == 2 and all(_integer(side, 1, MAX_SIDE) for side in value)
+
+
+def _numbers(value, n: int) -> bool:
+    """A list of ``n`` finite numbers (json parses NaN and Infinity as floats: refused here)."""
+    return _list_of(value, int | float) and len(value) == n and all(_finite(x) for x in value)
+
+
+def _labels(value) -> bool:
+    """Numeric class labels: ints, or bools and floats, which skl2onnx exports as ints (and scikit-learn takes)."""
+    return isinstance(value, list) and all(_finite(x) for x in value)
+
+
+def _finite(value) -> bool:
+    """A number other than NaN and infinity (an int always is: ``math.isfinite`` would overflow on a huge one)."""
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+
+
+def _list_of(value, kind) -> bool:
+    """A list of ``kind`` (bools excluded: ``True`` is an int to Python)."""
+    return isinstance(value, list) and all(isinstance(x, kind) and not isinstance(x, bool) for x in value)
+
+
+def _check_graph(session, meta: dict, path: str) -> None:
+    """The graph takes ``(N, h, w, 3)`` uint8 crops of the metadata's crop size under its input name, and has its
+    outputs: a file whose metadata and graph disagree would fail at its first image, or run on other crops."""
+    inputs = {graph_input.name: graph_input for graph_input in session.get_inputs()}
+    name, crop = meta["input"]["name"], meta["preprocessing"]["crop_size"]
+    if name not in inputs:
+        raise _invalid(path, "input.name", name, f"an input of the graph {sorted(inputs)}")
+    shape = inputs[name].shape
+    expected = [None, *crop, 3]  # None: any batch size; a symbolic dimension (a str) takes any
+    agrees = len(shape) == 4 and all(
+        not isinstance(got, int) or want is None or got == want for got, want in zip(shape, expected, strict=True)
+    )
+    if inputs[name].type != "tensor(uint8)" or not agrees:
+        raise ModelFileError(
+            f"{path}: the graph's input {name!r} is {inputs[name].type} of shape {shape}, where the metadata's "
+            f"crop size {crop} asks for uint8 crops of shape [N, {crop[0]}, {crop[1]}, 3]. The file is damaged "
+            "or was not written by skcnn.export.to_onnx: export the fitted model again."
+        )
+    outputs = {output.name for output in session.get_outputs()}
+    if not set(meta["outputs"]) <= outputs:
+        raise _invalid(path, "outputs", meta["outputs"], f"outputs of the graph, {sorted(outputs)}")
+
+
+def _session(path: str, options):
+    """ONNX Runtime's session of ``path``, or an error a caller of skcnn expects (not ONNX Runtime's own kinds)."""
+    import onnxruntime
+    from onnxruntime.capi import onnxruntime_pybind11_state as runtime_errors
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such model file.")
+    try:
+        return onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    except (runtime_errors.InvalidProtobuf, runtime_errors.InvalidGraph, runtime_errors.Fail) as error:
+        raise ModelFileError(f"{path} is not an ONNX model ONNX Runtime can load: {error}") from None
+
+
 def _centre_crop(pixels: np.ndarray, crop: tuple[int, int]) -> np.ndarray:
     """torchvision's centre crop: offsets rounded half to even, as Python rounds."""
     h, w = pixels.shape[:2]
@@ -268,4 +485,4 @@ def _rows(results: list[np.ndarray], kept: list[int], n_images: int) -> np.ndarr
     return out
 
 
-__all__ = ["OnnxImageClassifier"]
+__all__ = ["FORMAT_VERSION", "MAX_SIDE", "ModelFileError", "OnnxImageClassifier", "validate_metadata"]

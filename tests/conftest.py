@@ -5,6 +5,7 @@ import tempfile
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from skcnn.onnx_runtime import CACHE_DIR_ENV
 
@@ -56,3 +57,26 @@ def returned_codes(backbone, batch, plan, inference=None):
         codes = stored[layer]
         blocks.append(np.maximum(codes, 0, dtype=np.float32) if plan.relu_on_read(layer) else codes)
     return np.concatenate(blocks, axis=1)
+
+
+@pytest.fixture
+def photos_and_arrays(tmp_path):
+    """Six images of slightly different sizes: three JPEG files, then three uint8 arrays."""
+    rng = np.random.default_rng(0)
+    arrays = [rng.integers(0, 256, (30 + i, 40, 3), dtype=np.uint8) for i in range(6)]
+    paths = []
+    for i, array in enumerate(arrays[:3]):
+        paths.append(str(tmp_path / f"photo{i}.jpg"))
+        Image.fromarray(array).save(paths[-1], quality=90)
+    return [*paths, *arrays[3:]]
+
+
+@pytest.fixture
+def decodes(monkeypatch):
+    """How many images were decoded, counted where the loader decodes them."""
+    from skcnn import loading
+
+    calls = []
+    real = loading.decode
+    monkeypatch.setattr(loading, "decode", lambda image, *a, **k: calls.append(1) or real(image, *a, **k))
+    return calls

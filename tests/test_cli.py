@@ -179,3 +179,153 @@ def test_a_model_file_that_is_not_a_classifier_is_refused(tmp_path, capsys):
     Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
     assert cli.main(["predict", str(tmp_path / "codes.joblib"), str(tmp_path / "a.png")]) == 2
     assert "not a fitted classifier" in capsys.readouterr().err
+
+
+def test_every_subcommand_of_cache_says_what_it_does():
+    parser = cli.build_parser()
+    cache = parser._subparsers._group_actions[0].choices["cache"]
+    listing = cache._subparsers._group_actions[0]  # argparse keeps nested subcommands here too
+    assert {"info", "prune", "compact", "clear-graphs"} <= set(listing.choices)
+    helped = {action.dest: action.help for action in listing._choices_actions}
+    for name, command in listing.choices.items():
+        assert helped.get(name), f"skcnn cache {name} has no help line"
+        for action in command._actions:
+            if action.dest != "help":
+                assert action.help, f"skcnn cache {name} {action.dest} has no help line"
+
+
+def test_cache_clear_graphs_empties_the_graph_folder_and_says_what_it_freed(monkeypatch, capsys):
+    from skcnn import onnx_runtime
+
+    cleared = []
+    # Not the real folder: the test run shares its exports between tests (conftest.py).
+    monkeypatch.setattr(onnx_runtime, "clear_graph_cache", lambda: cleared.append(1) or 356_200_000)
+    assert cli.main(["cache", "clear-graphs"]) == 0
+    assert cleared == [1]
+    assert capsys.readouterr().out.startswith("freed 356.2 MB")
+
+
+# -- model files: ONNX whatever the case of its extension, and bad files named, without a traceback ----------------
+
+CLASSES = ["brick", "grass", "gravel"]
+
+
+def onnx_classifier(path, *, fails_when_run=False, metadata=None):
+    """A small ONNX classifier as skcnn.export writes them (its metadata, uint8 crops in), without torch:
+    the softmax of the mean colour. ``fails_when_run``: a graph ONNX Runtime loads but cannot run."""
+    import json
+
+    import numpy as np
+
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [
+        helper.make_node("Cast", ["images"], ["pixels"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceMean", ["pixels"], ["means"], axes=[1, 2], keepdims=0),
+        helper.make_node("Softmax", ["means"], ["soft"], axis=1),
+        helper.make_node("ArgMax", ["soft"], ["best"], axis=1, keepdims=0),
+        helper.make_node("Gather", ["classes", "best"], ["label"], axis=0),
+    ]
+    constants = [numpy_helper.from_array(np.array(CLASSES, dtype=object), "classes")]
+    if fails_when_run:  # 3 numbers per image cannot make rows of 7
+        constants.append(numpy_helper.from_array(np.array([7, -1], dtype=np.int64), "rows_of_7"))
+        nodes.append(helper.make_node("Reshape", ["soft", "rows_of_7"], ["probabilities"]))
+    else:
+        nodes.append(helper.make_node("Identity", ["soft"], ["probabilities"]))
+    graph = helper.make_graph(
+        nodes,
+        "classifier",
+        [helper.make_tensor_value_info("images", TensorProto.UINT8, ["N", 32, 32, 3])],
+        [
+            helper.make_tensor_value_info("label", TensorProto.STRING, ["N"]),
+            helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, None),
+        ],
+        constants,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    recipe = {"crop_size": [32, 32], "resize_size": 32, "mean": [0.5] * 3, "std": [0.5] * 3}
+    meta = {
+        "kind": "classifier",
+        "outputs": ["label", "probabilities"],
+        "classes": CLASSES,
+        "input": {"name": "images", "layout": "NHWC uint8 RGB", "size": [32, 32]},
+        "preprocessing": {**recipe, "interpolation": "bilinear", "jpeg_dct_margin": 3.0},
+    }
+    helper.set_model_props(model, {"skcnn": json.dumps(meta) if metadata is None else metadata})
+    onnx.save(model, path)
+    return path
+
+
+def red_image(folder):
+    from PIL import Image
+
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(folder / "red.png")
+    return str(folder / "red.png")
+
+
+def test_an_onnx_file_is_served_whatever_the_case_of_its_extension(tmp_path, capsys):
+    import csv
+    import io
+
+    image = red_image(tmp_path)
+    for name in ("model.ONNX", "model.Onnx"):
+        path = onnx_classifier(tmp_path / name)
+        assert cli.main(["predict", str(path), image]) == 0, capsys.readouterr().err
+        [row] = csv.DictReader(io.StringIO(capsys.readouterr().out))
+        assert row["label"] == "brick" and float(row["p(brick)"]) > 0.99  # red: the first channel's class
+        # The commands that need the fitted model file say so, rather than unpickling the ONNX file.
+        assert cli.main(["inspect", str(path), str(tmp_path), "--out", str(tmp_path / "report")]) == 2
+        assert f"{path} is an ONNX file" in capsys.readouterr().err
+        assert cli.main(["export", str(path), str(tmp_path / "out.onnx")]) == 2
+        assert f"{path} is an ONNX file" in capsys.readouterr().err
+
+
+def truncated_onnx(path):
+    onnx_classifier(path)
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])
+
+
+def not_skcnn_estimator(path):
+    import joblib
+    from sklearn.linear_model import LogisticRegression
+
+    joblib.dump(LogisticRegression().fit([[0.0], [1.0]], [0, 1]), path)
+
+
+BAD_MODEL_FILES = {
+    "text.onnx": lambda path: path.write_text("a text file named like a model"),
+    "truncated.onnx": truncated_onnx,
+    "foreign.onnx": lambda path: onnx_classifier(path, metadata="{}"),
+    "tampered.onnx": lambda path: onnx_classifier(path, metadata='{"kind": "classifier", "classes": '),
+    "fails_when_run.onnx": lambda path: onnx_classifier(path, fails_when_run=True),
+    "text.joblib": lambda path: path.write_text("a text file named like a model"),
+    "table.joblib": not_skcnn_estimator,
+}
+
+
+@pytest.mark.parametrize("name", BAD_MODEL_FILES)
+def test_a_bad_model_file_is_an_error_naming_it_not_a_traceback(name, tmp_path, capsys):
+    path = tmp_path / name
+    BAD_MODEL_FILES[name](path)
+    assert cli.main(["predict", str(path), red_image(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"skcnn predict: error: {path}"), err
+    assert "Traceback" not in err
+
+
+def test_onnx_runtimes_own_exceptions_are_errors_naming_the_file(tmp_path, capsys, monkeypatch):
+    onnxruntime = pytest.importorskip("onnxruntime")
+    from onnxruntime.capi import onnxruntime_pybind11_state as runtime_errors
+
+    path = onnx_classifier(tmp_path / "model.onnx")
+
+    def fails(*args, **kwargs):
+        raise runtime_errors.EPFail("the execution provider failed")  # an Exception, not a ValueError
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", fails)
+    assert cli.main(["predict", str(path), red_image(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"skcnn predict: error: {path}" in err and "the execution provider failed" in err

@@ -2,12 +2,24 @@
 
 import os
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from skcnn import files
-from skcnn.files import TEMPORARY_GLOB, AtomicFile, atomic_path, atomic_write, new_file_mode, writer_pid
+from skcnn.files import (
+    TEMPORARY_GLOB,
+    AtomicFile,
+    atomic_path,
+    atomic_write,
+    new_file_mode,
+    owned_privately,
+    private_folder,
+    remove_dead_temporaries,
+    writer_pid,
+    writer_running,
+)
 
 
 def _write(form: str, path: Path, data: bytes, **kwargs) -> None:
@@ -143,3 +155,51 @@ def test_text_mode_and_bad_modes(tmp_path):
     with pytest.raises(ValueError, match="mode must be 'wb' or 'w'"):
         atomic_write(tmp_path / "x", "ab")
     assert list(tmp_path.iterdir()) == [tmp_path / "keys.json"]
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
+def test_a_writer_removes_the_temporaries_dead_writers_of_its_target_left(tmp_path):
+    dead, target = _dead_pid(), tmp_path / "ft.pt"
+    assert not writer_running(dead) and writer_running(os.getpid())
+    left = tmp_path / f".ft.pt.{dead}-deadbeef.tmp"  # a run killed while saving
+    live = tmp_path / f".ft.pt.{os.getpid()}-0badcafe.tmp"  # a writer still running
+    other = tmp_path / f".other.pt.{dead}-deadbeef.tmp"  # another target's
+    for path in (left, live, other):
+        path.write_bytes(b"half")
+    with atomic_path(target) as temporary:
+        assert not left.exists() and live.exists() and other.exists()
+        temporary.write_bytes(b"whole")
+    assert sorted(tmp_path.iterdir()) == sorted([target, live, other])
+    assert remove_dead_temporaries(tmp_path) == 4 and sorted(tmp_path.iterdir()) == sorted([target, live])
+
+
+def test_private_folders_are_created_0o700_and_others_refused(tmp_path, umask):
+    umask(0o022)
+    created = private_folder(tmp_path / "mine")
+    assert created.stat().st_mode & 0o777 == 0o700 and owned_privately(created)
+    assert private_folder(created) == created  # an existing one, checked
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o775)
+    shared.chmod(0o775)
+    (tmp_path / "link").symlink_to(created)
+    (tmp_path / "file").write_bytes(b"")
+    for path, problem in [(shared, "may be written by others"), (tmp_path / "link", "symbolic link"),
+                          (tmp_path / "file", "not a folder")]:  # fmt: skip
+        with pytest.raises(PermissionError, match=rf"{path.name}' .*{problem}"):
+            private_folder(path)
+    assert not owned_privately(shared) and not owned_privately(tmp_path / "link")
+    with open(tmp_path / "file", "rb") as f:
+        assert owned_privately(f.fileno())  # 0o644: others may read it, not change it
+
+
+def test_a_folder_of_another_owner_is_refused(tmp_path, monkeypatch):
+    folder = private_folder(tmp_path / "theirs")
+    monkeypatch.setattr(os, "geteuid", lambda: folder.stat().st_uid + 1)
+    assert not owned_privately(folder)
+    with pytest.raises(PermissionError, match="belongs to user id"):
+        private_folder(folder)

@@ -185,3 +185,23 @@ def test_layer_search_runs_its_transformers_runtime(textures):
     search.set_params(cv=2, classifier=GaussianNB()).fit(X, y)
     assert search.transformer_.extractor_.runtime == "onnxruntime"
     assert search.best_estimator_[0].extractor_.runtime == "onnxruntime"
+
+
+@pytest.mark.slow
+def test_an_export_keeps_the_folder_within_its_bound_and_clear_graph_cache_empties_it(images, monkeypatch, tmp_path):
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    stale = folder / "resnet18-0123.onnx"  # a graph no one used for long
+    stale.write_bytes(b"x" * 1000)
+    os.utime(stale, (1, 1))
+    monkeypatch.setenv(onnx_runtime.CACHE_DIR_ENV, str(folder))
+    monkeypatch.setenv(onnx_runtime.CACHE_MAX_BYTES_ENV, "0")  # only the graph just written stays
+    clear_networks()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # the new graph runs: not evicted before it loads
+        transformer = CNNFeatureTransformer(runtime="onnxruntime", **FP32, layer="blocks.1").fit(images)
+        transformer.transform(images)
+    (kept,) = folder.glob("*.onnx")
+    assert kept.name.startswith("efficientnet_lite0-") and not stale.exists()
+    size = kept.stat().st_size
+    assert onnx_runtime.clear_graph_cache() == size and list(folder.iterdir()) == []

@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from torchvision.transforms import InterpolationMode
 
 from skcnn import loading
@@ -23,23 +22,8 @@ def empty_registry():
 
 
 @pytest.fixture
-def images(tmp_path):
-    rng = np.random.default_rng(0)
-    arrays = [rng.integers(0, 256, (30 + i, 40, 3), dtype=np.uint8) for i in range(6)]
-    paths = []
-    for i, array in enumerate(arrays[:3]):
-        paths.append(str(tmp_path / f"photo{i}.jpg"))
-        Image.fromarray(array).save(paths[-1], quality=90)
-    return [*paths, *arrays[3:]]
-
-
-@pytest.fixture
-def decodes(monkeypatch):
-    """How many images were decoded, counted where the store decodes them."""
-    calls = []
-    real = loading.decode
-    monkeypatch.setattr(loading, "decode", lambda image, *a, **k: calls.append(1) or real(image, *a, **k))
-    return calls
+def images(photos_and_arrays):
+    return photos_and_arrays
 
 
 def decoded(images, tmp_path, memory_limit, failures=None):
@@ -83,9 +67,9 @@ def test_files_are_found_again_by_a_new_process(images, tmp_path, decodes):
     again, _ = decoded(images, tmp_path, 0)
     assert len(decodes) == len(images)
     torch.testing.assert_close(again.read(range(len(images))), expected, rtol=0, atol=0)
-    store.clear_decoded_images()  # within the limit now: the rows on disk are read, none decoded
+    store.clear_decoded_images()  # within the limit now: the files are not looked at, the images decoded
     decoded(images, tmp_path, 10**9)
-    assert len(decodes) == len(images)
+    assert len(decodes) == 2 * len(images)
 
 
 def test_a_killed_fit_keeps_its_finished_segments_and_no_later_fit_reads_a_torn_one(tmp_path, decodes, monkeypatch):
@@ -105,18 +89,21 @@ def test_a_killed_fit_keeps_its_finished_segments_and_no_later_fit_reads_a_torn_
     folder = next((tmp_path / "store").iterdir())
     committed = sum(len(json.loads(f.read_text())["keys"]) for f in folder.glob("*.json"))
     assert committed >= 4  # the first batch, at least, is kept
-    # A torn segment: its keys claim more crops than its file holds; and a dead process's temporary file.
+    # Left by a dead fit: a torn segment (its keys claim more crops than its file holds), crops without
+    # keys (a kill between the renames), a temporary file.
     keys_file = next(folder.glob("*.json"))
     meta = json.loads(keys_file.read_text())
-    (folder / "seg-torn.json").write_text(json.dumps({**meta, "keys": [*meta["keys"], "x" * 32]}))
-    (folder / "seg-torn.u8").write_bytes(keys_file.with_suffix(".u8").read_bytes())
+    torn, keyless = f"seg-999999999-{'a' * 32}", f"seg-999999999-{'b' * 32}"
+    (folder / f"{torn}.json").write_text(json.dumps({**meta, "keys": [*meta["keys"], "x" * 32]}))
+    (folder / f"{torn}.u8").write_bytes(keys_file.with_suffix(".u8").read_bytes())
+    (folder / f"{keyless}.u8").write_bytes(keys_file.with_suffix(".u8").read_bytes())
     (folder / ".seg-dead.u8.999999999-deadbeef.tmp").write_bytes(b"\0" * 10)
     store.clear_decoded_images()
     monkeypatch.setattr(loading, "decode", counted)
     decodes.clear()
     crops, kept = decoded(images, tmp_path, 0)
     assert len(decodes) == 12 - committed and kept == list(range(12))
-    assert not (folder / ".seg-dead.u8.999999999-deadbeef.tmp").exists()
+    assert not [p for p in folder.iterdir() if "999999999" in p.name]  # all removed by the fit that wrote
     expected = torch.stack([counted(image, RECIPE) for image in images])
     torch.testing.assert_close(crops.read(range(12)), expected, rtol=0, atol=0)
 

@@ -207,8 +207,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         The folder for decoded images beyond ``memory_limit``: one subfolder
         per input size and decoding, files keyed by image content, so that
         clones in a grid search, a fit resumed after a kill and later fits
-        decode each image once. ``None``: ``skcnn-decoded`` in the system's
-        temporary folder. Delete it to free the space.
+        decode each image once. ``None``: ``skcnn-decoded-<user id>`` in the
+        system's temporary folder, created for this user alone. Folders and
+        files that other users could write are neither read nor written
+        (the user guide's "Dirty folders and faults"). Delete it to free the space.
 
     Attributes
     ----------

@@ -12,13 +12,27 @@ images they have not seen.
 - **Within** ``memory_limit`` the crops are numpy arrays in this process,
   kept between fits; the least recently used shelves are dropped whenever a
   fit needs their room (:func:`clear_decoded_images` drops them all).
+  A fit within the limit neither lists nor opens the files below: it
+  decodes what this process does not hold yet.
 - **Beyond it** they go to segment files in a folder (``store_dir``; by
-  default ``skcnn-decoded`` in the system's temporary folder): a raw uint8
-  file of crops, and a JSON file of their keys, each written under a
-  temporary name, flushed to disk and renamed, the keys last. A segment
-  counts only once its keys are in place and its size matches them, so a
-  killed fit loses only the segment it was writing (at most
-  :data:`SEGMENT_BYTES`), and no later fit reads a torn one.
+  default ``skcnn-decoded-<user id>`` in the system's temporary folder,
+  created ``0o700``): a raw uint8 file of crops, and a JSON file of their
+  keys (both ``0o600``), each written under a temporary name, flushed to
+  disk and renamed, the keys last. A segment counts only once its keys are
+  in place and its size matches them, so a killed fit loses only the
+  segment it was writing (at most :data:`SEGMENT_BYTES`), and no later fit
+  reads a torn one; the next fit that writes into the folder removes what
+  killed fits left (their names carry their process ids).
+
+Crops decide what a model learns, so they are read only from a folder
+that no one but this user may write, and only from files of this user
+(:func:`skcnn.files.owned_privately`): the system's temporary folder is
+shared, and another user could plant crops under the keys of this user's
+images. Where the default folder is taken (another owner, a symbolic link,
+writable by others), the crops go to ``decoded`` in this user's cache
+folder instead (``~/.cache/skcnn/decoded`` on Linux); where a folder in
+``store_dir`` fails the check, its files are neither read nor written and
+the default folder serves instead; each with one warning naming the folder.
 
 Epochs read shuffled batches from either through a few threads, a couple
 of batches ahead of training (``os.preadv`` releases the GIL). Reading a
@@ -35,6 +49,7 @@ import re
 import tempfile
 import threading
 import uuid
+import warnings
 from collections import OrderedDict, deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -46,7 +61,7 @@ import psutil
 import torch
 
 from .. import loading
-from ..files import TEMPORARY_GLOB, AtomicFile, atomic_write, writer_pid
+from ..files import AtomicFile, atomic_write, owned_privately, private_folder, remove_dead_temporaries, writer_running
 from ..identity import content_keys
 from ..images import ImageFailure
 from ..preprocessing import DECODE_MARGINS, Preprocessing
@@ -66,13 +81,25 @@ READ_AHEAD = 2
 MAX_SHELVES = 8
 #: Bumped when the layout of the files changes: older files are then ignored.
 FORMAT = 1
+#: The default folder of crop files, in the system's temporary folder, with
+#: ``-<user id>`` appended: one per user, as no one may read another's.
+#: Crops are scratch data (gigabytes, made again by decoding): a temporary
+#: folder is on a local disk, emptied by the system, and outside a home
+#: folder's quota and backups, unlike the per-user cache folder, which
+#: serves only where this one is taken (:data:`FALLBACK_FOLDER`).
 DEFAULT_FOLDER = "skcnn-decoded"
+#: The folder of crop files, in this user's cache folder, where someone
+#: else holds the default one (it cannot be removed by this user).
+FALLBACK_FOLDER = "decoded"
+#: A segment's name (without suffix): the writer's process id, then a random part.
+_SEGMENT_NAME = re.compile(r"seg-(?P<pid>\d+)-[0-9a-f]{32}")
 _UNITS = {
     "": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
     "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
 }  # fmt: skip
 _LOCK = threading.RLock()
 _SHELVES: OrderedDict[str, Shelf] = OrderedDict()
+_WARNED: set[str] = set()  # folders already warned about in this process
 
 
 def resolve_memory_limit(memory_limit: int | str) -> int:
@@ -92,14 +119,18 @@ def resolve_memory_limit(memory_limit: int | str) -> int:
 
 
 class Shelf:
-    """The crops of one way of decoding: where each content key's crop is."""
+    """The crops of one way of decoding: where each content key's crop is.
 
-    def __init__(self, shape: tuple[int, int, int], folder: Path):
-        self.shape, self.folder = shape, folder
+    ``name`` names the way of decoding (its files' folder, in ``root``:
+    ``store_dir``, or None for the default).
+    """
+
+    def __init__(self, shape: tuple[int, int, int], name: str, root: Path | None):
+        self.shape, self.name, self.root = shape, name, root
         self.row_bytes = int(np.prod(shape))
         self.where: dict[str, tuple[int, int]] = {}  # key -> (segment, row)
         self.segments: list[_MemorySegment | _FileSegment] = []
-        self._files_seen: set[str] = set()
+        self._files_seen: set[Path] = set()
 
     def add(self, segment: _MemorySegment | _FileSegment, keys: Sequence[str]) -> None:
         with _LOCK:
@@ -119,18 +150,18 @@ class Shelf:
             for i in dropped:
                 self.segments[i] = _MemorySegment(np.empty((0, *self.shape), np.uint8))
 
-    def scan(self) -> None:
-        """Add the complete segments other fits wrote to the folder since the last scan."""
-        if not self.folder.is_dir():
-            return
-        _remove_orphans(self.folder)
-        for keys_file in sorted(self.folder.glob("*.json")):
-            if keys_file.name in self._files_seen:
+    def scan(self) -> Path:
+        """The folder of this shelf's files (:func:`_files_folder`), with the
+        complete segments other fits wrote there since the last scan added."""
+        folder = _files_folder(self.root, self.name)
+        for keys_file in sorted(folder.glob("seg-*.json")):
+            if keys_file in self._files_seen:
                 continue
             segment, keys = _FileSegment.opened(keys_file, self.row_bytes)
-            self._files_seen.add(keys_file.name)
+            self._files_seen.add(keys_file)
             if segment is not None:
                 self.add(segment, keys)
+        return folder
 
     def close(self) -> None:
         for segment in self.segments:
@@ -147,21 +178,30 @@ class _MemorySegment:
 
 
 class _FileSegment:
-    def __init__(self, path: Path, row_bytes: int):
+    def __init__(self, path: Path, row_bytes: int, fd: int | None = None):
         self.path, self.row_bytes = path, row_bytes
-        self._fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        self._fd = _open_own(path) if fd is None else fd
 
     @classmethod
     def opened(cls, keys_file: Path, row_bytes: int) -> tuple[_FileSegment | None, list[str]]:
-        """The segment of a keys file, or None where it is not complete or of another format."""
+        """The segment of a keys file, or None where it is not complete, of another format, or not this user's.
+
+        Both files are checked through their open descriptors: what is
+        checked is what is read.
+        """
         try:
-            meta = json.loads(keys_file.read_text())
-            data = keys_file.with_suffix(".u8")
-            if meta.get("format") != FORMAT or data.stat().st_size != len(meta["keys"]) * row_bytes:
-                return None, []
-            return cls(data, row_bytes), meta["keys"]
-        except (OSError, ValueError, KeyError, TypeError):
+            with os.fdopen(_open_own(keys_file), "rb") as f:
+                meta = json.load(f)
+            fd = _open_own(keys_file.with_suffix(".u8"))
+        except (OSError, ValueError):
             return None, []
+        try:
+            if meta["format"] == FORMAT and os.fstat(fd).st_size == len(meta["keys"]) * row_bytes:
+                return cls(keys_file.with_suffix(".u8"), row_bytes, fd), list(meta["keys"])
+        except (KeyError, TypeError):
+            pass
+        os.close(fd)
+        return None, []
 
     def read_into(self, rows: np.ndarray, out: np.ndarray, places: np.ndarray) -> None:
         for row, place in zip(rows.tolist(), places.tolist(), strict=True):
@@ -173,6 +213,15 @@ class _FileSegment:
         os.close(self._fd)
 
 
+def _open_own(path: Path) -> int:
+    """A descriptor of ``path`` for reading, where it is a file of this user that no one else may write."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_BINARY", 0))
+    if not owned_privately(fd):
+        os.close(fd)
+        raise PermissionError(f"{os.fspath(path)!r} is not this user's own file")
+    return fd
+
+
 def clear_decoded_images() -> int:
     """Drop the decoded training images this process keeps in memory.
 
@@ -180,7 +229,8 @@ def clear_decoded_images() -> int:
     was fit on (within its ``memory_limit``), so that clones in a grid
     search and later fits on the same images do not decode them again.
     Crops written to files (beyond ``memory_limit``) stay on disk: delete
-    the folder (``store_dir``) to free that space.
+    the folder (``store_dir``; by default ``skcnn-decoded-<user id>`` in
+    the system's temporary folder) to free that space.
 
     Returns
     -------
@@ -270,17 +320,18 @@ def decoded_images(
     ``failures`` and left out.
     The crops go to memory when all of this fit's crops fit within
     ``memory_limit`` bytes (older shelves are dropped to make room),
-    otherwise to files in ``store_dir``.
+    otherwise to files in ``store_dir``. A fit in memory does not look at
+    the files at all: it reads what this process holds and decodes the rest.
     """
     keys = content_keys(images, failures)
     shelf = _shelf(recipe, decode, store_dir)
-    shelf.scan()
     firsts = {key: i for i, key in reversed(keys.items())}
-    missing = sorted(i for key, i in firsts.items() if key not in shelf.where)
     in_memory = len(firsts) * shelf.row_bytes <= memory_limit
+    folder = None if in_memory else shelf.scan()
+    missing = sorted(i for key, i in firsts.items() if key not in shelf.where)
     if in_memory:
         _make_room(len(missing) * shelf.row_bytes, memory_limit, shelf)
-    writer = _MemoryWriter(shelf, len(missing)) if in_memory else _FileWriter(shelf)
+    writer = _MemoryWriter(shelf, len(missing)) if folder is None else _FileWriter(shelf, folder)
     try:  # what was decoded before a Ctrl-C or an error is kept
         for done, batch in loading.iter_batches(
             images, missing, recipe, batch_size, failures, max_pixels=max_pixels,
@@ -308,15 +359,69 @@ def _shelf(recipe: Preprocessing, decode: str, store_dir) -> Shelf:
     for normalisation in ("mean", "std"):  # applied after the crop: crops of any are shared
         config.pop(normalisation, None)
     name = joblib.hash(config)
-    root = Path(store_dir) if store_dir is not None else Path(tempfile.gettempdir()) / DEFAULT_FOLDER
-    key = f"{name}@{os.path.abspath(root)}"
+    root = Path(store_dir) if store_dir is not None else None
+    key = f"{name}@{os.path.abspath(root if root is not None else _default_path())}"
     with _LOCK:
         if key not in _SHELVES:
-            _SHELVES[key] = Shelf((3, *recipe.crop_size), root / name)
+            _SHELVES[key] = Shelf((3, *recipe.crop_size), name, root)
             while len(_SHELVES) > MAX_SHELVES:
                 _SHELVES.popitem(last=False)[1].close()
         _SHELVES.move_to_end(key)
         return _SHELVES[key]
+
+
+def _default_path() -> Path:
+    """Where the default folder of crop files is (created by :func:`_default_root`)."""
+    return Path(tempfile.gettempdir()) / f"{DEFAULT_FOLDER}-{os.geteuid()}"
+
+
+def _default_root() -> Path:
+    """The default folder of crop files, created ``0o700``, or checked to be this user's only.
+
+    Another user can take the name first in the shared temporary folder
+    (and this user cannot remove it): the fit then goes on in
+    :data:`FALLBACK_FOLDER` of this user's cache folder rather than fail,
+    with one warning.
+    """
+    shared = _default_path()
+    try:
+        return private_folder(shared)
+    except PermissionError as exc:
+        import platformdirs
+
+        fallback = Path(platformdirs.user_cache_dir("skcnn", appauthor=False)) / FALLBACK_FOLDER
+        _warn_once(shared, f"{exc}: decoded images go to {os.fspath(fallback)!r} instead.")
+        fallback.parent.mkdir(parents=True, exist_ok=True)
+        return private_folder(fallback)
+
+
+def _files_folder(root: Path | None, name: str) -> Path:
+    """The folder of a shelf's files, created ``0o700``: ``root/name``, else in the default folder.
+
+    A folder of ``store_dir`` that another user owns or may write may hold
+    crops they planted: it is neither read nor written (crops written there
+    could be replaced), and the default folder serves, with one warning.
+    """
+    if root is not None:
+        root.mkdir(parents=True, exist_ok=True)
+        try:
+            return private_folder(root / name)
+        except PermissionError as exc:
+            _warn_once(
+                root / name,
+                f"store_dir: {exc}, so decoded images are neither read from it (someone else may have written "
+                f"them) nor written to it; they go to the default folder. Make it yours alone "
+                f"(chmod go-w) or delete it.",
+            )
+    return private_folder(_default_root() / name)
+
+
+def _warn_once(folder: Path, message: str) -> None:
+    with _LOCK:
+        if os.fspath(folder) in _WARNED:
+            return
+        _WARNED.add(os.fspath(folder))
+    warnings.warn(message, UserWarning, stacklevel=2)
 
 
 def _make_room(needed: int, limit: int, keep: Shelf) -> None:
@@ -344,19 +449,25 @@ class _MemoryWriter:
 
 
 class _FileWriter:
-    """Crops appended to a temporary file, committed as a segment every :data:`SEGMENT_BYTES`."""
+    """Crops appended to a temporary file in ``folder``, committed as a segment every :data:`SEGMENT_BYTES`.
 
-    def __init__(self, shelf: Shelf):
-        self.shelf, self.keys = shelf, []
+    Before its first segment it removes what killed fits left in the folder.
+    """
+
+    def __init__(self, shelf: Shelf, folder: Path):
+        self.shelf, self.folder, self.keys = shelf, folder, []
         self.data: AtomicFile | None = None
         self.per_segment = max(1, SEGMENT_BYTES // shelf.row_bytes)
+        self.tidied = False
 
     def write(self, keys: list[str], crops: np.ndarray) -> None:
         while keys:
             if self.data is None:
-                self.shelf.folder.mkdir(parents=True, exist_ok=True)
-                self.name = f"seg-{uuid.uuid4().hex}"
-                self.data = AtomicFile(self.shelf.folder / f"{self.name}.u8")  # put in place by _commit
+                if not self.tidied:
+                    _remove_orphans(self.folder, self.shelf.row_bytes)
+                    self.tidied = True
+                self.name = f"seg-{os.getpid()}-{uuid.uuid4().hex}"
+                self.data = AtomicFile(self.folder / f"{self.name}.u8", private=True)  # put in place by _commit
             room = self.per_segment - len(self.keys)
             self.data.file.write(np.ascontiguousarray(crops[:room]).data)
             self.keys += keys[:room]
@@ -375,24 +486,34 @@ class _FileWriter:
             data.discard()
             return
         data.commit()
-        keys_file = self.shelf.folder / f"{self.name}.json"
-        with atomic_write(keys_file, "w") as f:  # the keys last: a segment counts once they are in place
+        keys_file = self.folder / f"{self.name}.json"
+        with atomic_write(keys_file, "w", private=True) as f:  # the keys last: a segment counts once they are in place
             json.dump({"format": FORMAT, "shape": list(self.shelf.shape), "keys": self.keys}, f)
-        self.shelf._files_seen.add(keys_file.name)
+        self.shelf._files_seen.add(keys_file)
         self.shelf.add(_FileSegment(data.path, self.shelf.row_bytes), self.keys)
         self.keys = []
 
 
-def _remove_orphans(folder: Path) -> None:
-    """Temporary files of fits that no longer run (killed while writing).
+def _remove_orphans(folder: Path, row_bytes: int) -> None:
+    """What fits that no longer run (killed while writing) left in ``folder``.
 
-    Told apart by the writer's process id in the name rather than by age,
-    as the code cache does: a live fit may write one segment for minutes.
+    Their temporary files, crops whose keys never came (a kill between the
+    two renames) and torn segments (sizes that do not match their keys).
+    Told apart by the writer's process id in the names rather than by age,
+    as the code cache does: a live fit may write one segment for minutes,
+    and be for an instant between its two renames.
     """
-    for temporary in folder.glob(TEMPORARY_GLOB):
-        pid = writer_pid(temporary)
-        if pid is not None and not psutil.pid_exists(pid):
-            temporary.unlink(missing_ok=True)
+    remove_dead_temporaries(folder)
+    for stem in sorted({path.stem for path in folder.glob("seg-*.u8")} | {p.stem for p in folder.glob("seg-*.json")}):
+        match = _SEGMENT_NAME.fullmatch(stem)
+        if match is None or writer_running(int(match["pid"])):
+            continue
+        segment, _ = _FileSegment.opened(folder / f"{stem}.json", row_bytes)
+        if segment is not None:
+            segment.close()
+            continue
+        for suffix in (".json", ".u8"):  # the keys first: a segment counts only while they are there
+            (folder / f"{stem}{suffix}").unlink(missing_ok=True)
 
 
 __all__ = ["DecodedImages", "clear_decoded_images", "decoded_images", "resolve_memory_limit"]

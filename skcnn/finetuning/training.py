@@ -317,8 +317,10 @@ def _keep_best(state: State, network: nn.Module, score: float) -> None:
 
 
 def _save(plan: Plan, state: State, network, optimizer, schedule) -> None:
-    """The finished epoch, written to a temporary file and renamed: a kill
-    at any moment leaves the previous epoch's checkpoint or this one."""
+    """The finished epoch, written to a temporary file, synced and renamed: a
+    kill at any moment leaves the previous epoch's checkpoint or this one,
+    and the temporary files of runs killed while saving are removed by the
+    next save to the same path (:func:`skcnn.files.atomic_path`)."""
     if plan.checkpoint is None:
         return
     saved = {

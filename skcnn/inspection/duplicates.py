@@ -63,8 +63,9 @@ def find_duplicates(X, X_other=None, *, threshold=DUPLICATE_SIMILARITY, transfor
         ``other_index`` (into ``X_other`` where given, else into ``X``,
         larger than ``index``), ``similarity`` (1.0 for exact copies),
         ``exact`` (the same content), and ``path`` / ``other_path`` where
-        the images are files. Images that could not be used are left out,
-        named in a warning and in ``pairs.attrs["failed"]``.
+        the images are files (as :func:`skcnn.datasets.shown_path` shows
+        them). Images that could not be used are left out, named in a
+        warning and in ``pairs.attrs["failed"]``.
 
     Examples
     --------

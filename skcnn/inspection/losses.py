@@ -7,7 +7,15 @@ import pandas as pd
 from sklearn.base import clone
 
 from .. import images as image_io
-from .models import Probabilities, check_model, image_path, note_failures, out_of_fold_probabilities, probabilities
+from .models import (
+    Probabilities,
+    check_model,
+    image_path,
+    note_failures,
+    out_of_fold_probabilities,
+    probabilities,
+    shown_labels,
+)
 
 #: Smallest probability a loss is computed from (as :func:`sklearn.metrics.log_loss` clips).
 EPS = np.finfo(np.float64).eps
@@ -40,10 +48,13 @@ def top_losses(model, X, y, *, cv=None) -> pd.DataFrame:
         One row per usable image, the largest ``loss`` first: ``position``
         (row in ``X``), ``path`` (where ``X`` holds paths), ``label``,
         ``predicted``, ``probability`` (of the given label) and ``loss``
-        (its negative log). For a classifier without ``predict_proba``
-        (``LinearSVC``) the probabilities are the softmax of its decision
-        function: a ranking, not calibrated. Images that could not be used
-        are left out, named in a warning and in ``table.attrs["failed"]``.
+        (its negative log). Paths and string labels are as
+        :func:`skcnn.datasets.shown_path` shows them: bytes of a file or
+        folder name that are not UTF-8 escaped. For a classifier without
+        ``predict_proba`` (``LinearSVC``) the probabilities are the softmax
+        of its decision function: a ranking, not calibrated. Images that
+        could not be used are left out, named in a warning and in
+        ``table.attrs["failed"]``.
 
     See Also
     --------
@@ -174,8 +185,9 @@ def out_of_fold_losses(estimator, X, y, *, cv=5, filter_by="prune_by_noise_rate"
     images, labels = _checked(X, y)
     result = out_of_fold_probabilities(clone(estimator), images, labels, cv)
     table = _table(images, labels, result)
-    given = np.searchsorted(result.classes, table["label"].to_numpy())
-    proba = result.proba[table["position"].to_numpy()]
+    rows = table["position"].to_numpy()
+    given = np.searchsorted(result.classes, labels[rows])  # the labels themselves: the table's are as shown
+    proba = result.proba[rows]
     flagged = find_label_issues(given, proba, filter_by=filter_by, return_indices_ranked_by="self_confidence")
     issues = table.assign(label_quality=get_label_quality_scores(given, proba, method="self_confidence"))
     losses = table.sort_values("loss", ascending=False, kind="stable").reset_index(drop=True)
@@ -200,8 +212,8 @@ def _table(images: list, labels: np.ndarray, result: Probabilities) -> pd.DataFr
     table = pd.DataFrame({"position": usable})
     if any(image_path(image) for image in images):
         table["path"] = [image_path(images[i]) for i in usable]
-    table["label"] = given
-    table["predicted"] = result.classes[proba.argmax(axis=1)] if len(usable) else given
+    table["label"] = shown_labels(given)
+    table["predicted"] = shown_labels(result.classes[proba.argmax(axis=1)] if len(usable) else given)
     table["probability"] = probability
     table["loss"] = -np.log(np.clip(probability, EPS, 1.0))
     note_failures(table, result.failures, len(images), stacklevel=3)  # the caller of top_losses or label_issues

@@ -24,6 +24,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
 from .. import images as image_io
+from ..datasets import shown_path
 from ..finetuning.classifier import CNNClassifier
 from ..transformer import CNNFeatureTransformer
 
@@ -160,8 +161,19 @@ def _codes(transformer: CNNFeatureTransformer, images: list, fit: bool) -> tuple
 
 
 def image_path(image) -> str | None:
-    """The file an image of ``X`` is, where it is one."""
-    return os.fspath(image) if isinstance(image, (str, os.PathLike)) else None
+    """The file an image of ``X`` is, as the tables show it (:func:`skcnn.datasets.shown_path`), where it is one."""
+    return shown_path(image) if isinstance(image, (str, os.PathLike)) else None
+
+
+def shown_labels(labels) -> np.ndarray:
+    """Class labels as the tables show them: string ones (class folder names) as
+    :func:`skcnn.datasets.shown_path` shows names, so that a name that is not UTF-8
+    can be held by a pandas string column and written."""
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "UO":
+        return labels
+    shown = [shown_path(label) if isinstance(label, str) else label for label in labels.tolist()]
+    return np.asarray(shown, dtype=None if labels.dtype.kind == "U" else object)
 
 
 def note_failures(table, failures: list, n_images: int, stacklevel: int) -> None:

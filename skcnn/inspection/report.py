@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 
+from ..datasets import shown_path
 from ..images import BadImagesWarning
 from .activation_maps import class_activation_maps
 from .duplicates import find_duplicates
 from .losses import label_issues, out_of_fold_losses, top_losses
+from .models import shown_labels
 from .plots import plot_top_losses
 
 
@@ -55,7 +56,7 @@ def write_report(
     pairs.to_csv(out / "duplicates.csv", index=False)
     figure = plot_top_losses(losses, scored, k=k, model=model if _has_maps(model) else None, ncols=4)
     figure.savefig(out / "top_losses.png", dpi=110)
-    classes = np.unique(np.concatenate([np.asarray(labels), losses["label"], losses["predicted"]]).astype(str))
+    classes = np.unique(np.concatenate([shown_labels(labels), losses["label"], losses["predicted"]]).astype(str))
     display = ConfusionMatrixDisplay.from_predictions(
         losses["label"].astype(str), losses["predicted"].astype(str), labels=classes, xticks_rotation=45
     )
@@ -76,10 +77,9 @@ def write_report(
         summary.append(f"{leaked} test images with a copy among the images ({len(leaks)} pairs)")
     tables = [losses, issues, pairs] + ([] if leaks is None else [leaks])
     failed = list({failure.source: failure for table in tables for failure in table.attrs["failed"]}.values())
-    pd.DataFrame({"path": [f.source for f in failed], "reason": [f.reason for f in failed]}).to_csv(
-        out / "failed.csv", index=False
-    )
-    summary.append(f"report: {os.fspath(out)}")
+    shown = {"path": [shown_path(f.source) for f in failed], "reason": [shown_path(f.reason) for f in failed]}
+    pd.DataFrame(shown).to_csv(out / "failed.csv", index=False)
+    summary.append(f"report: {shown_path(out)}")
     return summary, failed
 
 
