@@ -22,7 +22,16 @@ import numpy as np
 
 from .datasets import find_image_files, load_image_folder, shown_path
 from .images import BadImagesError, BadImagesWarning, ImageFailure, describe
-from .options import CHOICES, DEFAULTS, FINETUNING, PATHS_PER_TASK, PENULTIMATE, parameter_names, watched
+from .options import (
+    PATHS_PER_TASK,
+    PENULTIMATE,
+    POOLINGS,
+    TTA_POLICIES,
+    Parameter,
+    declared,
+    parameter_names,
+    watched,
+)
 
 #: Images per call of the model in ``skcnn predict``: a step of its progress
 #: bar, and the rows written before the next call.
@@ -38,11 +47,22 @@ CACHE_FILE = "the HDF5 code cache file, e.g. codes.h5"
 #: folder of real photos often holds a few that do not decode (truncated
 #: copies, a text file named .jpg); one of them should not cost the others' work.
 ON_ERROR = "skip"
-ON_ERROR_HELP = (
-    "what a file that cannot be used does: skip leaves it out and names it with its reason, on stderr "
-    "and in the output; raise exits with status 2 (extract, predict and inspect after the other images "
-    "are done, layers --search and finetune before fitting)"
-)
+#: Where the commands' defaults differ from the estimators' (skcnn.options.PARAMETERS).
+COMMAND_DEFAULTS = {"on_error": ON_ERROR}
+#: The options of the commands that compute codes (``extract``, ``layers --search``), besides
+#: ``--backbone``: CNNFeatureTransformer's parameters of the same names.
+TRANSFORMER_OPTIONS = (
+    "weights", "pooling", "relu", "input_size", "crop", "batch_size", "device", "precision", "decode", "runtime",
+    "num_workers", "compile", "max_pixels", "on_error", "cache", "tta",
+)  # fmt: skip
+#: The options of ``skcnn finetune``: CNNClassifier's parameters of the same names.
+FINETUNE_OPTIONS = (
+    "backbone", "weights", "input_size", "crop", "batch_size", "device", "layer", "unfreeze", "max_epochs",
+    "learning_rate", "random_state", "decode", "max_pixels", "cache", "checkpoint", "class_weight", "memory_limit",
+    "store_dir",
+)  # fmt: skip
+#: The options of ``skcnn finetune`` that set the fitted model's predictions.
+PREDICTION_OPTIONS = ("precision", "runtime")
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -132,43 +152,6 @@ def _status(args: argparse.Namespace, failures: list[ImageFailure]) -> int:
     return 2 if failures and args.on_error == "raise" else 0
 
 
-def _count_or(word: str, meaning):
-    """An option type: a whole number, or ``word`` standing for ``meaning``
-    (``--num-workers auto``, ``--max-pixels none``)."""
-
-    def parse(value: str):
-        if value.lower() == word:
-            return meaning
-        try:
-            return int(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number or {word!r}, got {value!r}") from None
-
-    return parse
-
-
-CROP_HELP = "weights (their centre crop), none (the image whole), or the fraction kept"
-#: ``--crop``'s words for the parameter's values.
-CROP_WORDS = {"weights": True, "none": False}
-#: ``--crop``'s default, as a word.
-CROP_DEFAULT = {value: word for word, value in CROP_WORDS.items()}.get(DEFAULTS.crop, str(DEFAULTS.crop))
-#: ``--input-size``'s help.
-INPUT_SIZE_HELP = "input side in pixels (none given: the weights' own)"
-
-
-def _crop(value: str) -> bool | float:
-    """``--crop``: ``weights`` (True), ``none`` (False) or a fraction in (0, 1]."""
-    if value.lower() in CROP_WORDS:
-        return CROP_WORDS[value.lower()]
-    try:
-        fraction = float(value)
-    except ValueError:
-        fraction = 0.0
-    if not 0 < fraction <= 1:
-        raise argparse.ArgumentTypeError(f"--crop takes weights, none or a fraction in (0, 1]; got {value!r}")
-    return fraction
-
-
 def _none_or(value: str) -> str | None:
     """``none`` is None; other words stay as they are."""
     return None if value.lower() == "none" else value
@@ -179,9 +162,46 @@ def _size_or_native(value: str) -> int | str:
     return value if value == "native" else int(value)
 
 
-def _weights(value: str) -> str | None:
-    """``--weights none`` is the random initialisation (``weights=None``)."""
-    return None if value.lower() == "none" else value
+def add_parameter_arguments(parser, *names: str, training: bool = False, prefix: str = "", **overrides: dict) -> None:
+    """The options of the estimators' parameters ``names``: flag, type, choices, default and help
+    as :data:`skcnn.options.PARAMETERS` declares them.
+
+    ``training`` picks the declarations of ``batch_size`` and ``layer`` for
+    training; ``prefix`` starts every help line; ``overrides`` gives one
+    option's own argparse keywords, by its parameter's name.
+    """
+    for name in names:
+        parameter = declared(name, training=training)
+        if parameter.cli_flag is None:
+            raise ValueError(f"{name} has no command-line option in skcnn.options.PARAMETERS.")
+        parser.add_argument(parameter.cli_flag, **{**_argument(parameter, prefix), **overrides.get(name, {})})
+
+
+def _argument(parameter: Parameter, prefix: str) -> dict:
+    """argparse's keywords for ``parameter``'s option."""
+    argument = {"dest": parameter.name, "help": prefix + parameter.help}
+    if parameter.switch:
+        return {**argument, "action": "store_false" if parameter.default else "store_true"}
+    default = COMMAND_DEFAULTS.get(parameter.name, parameter.cli_default)
+    if parameter.repeated:
+        return {**argument, "action": "append", "default": default}
+    if parameter.number is not None or parameter.cli_words:
+        argument["type"] = _argument_type(parameter)
+    elif parameter.choices and str not in parameter.constraints:
+        argument["choices"] = parameter.choices
+    return {**argument, "default": default}
+
+
+def _argument_type(parameter: Parameter):
+    """``parameter.from_text``, with its message shown by argparse as it is."""
+
+    def parse(text: str):
+        try:
+            return parameter.from_text(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return parse
 
 
 def add_transformer_arguments(
@@ -190,74 +210,20 @@ def add_transformer_arguments(
     backbone: bool = True,
     cache_required: bool = False,
 ) -> None:
-    """The options of :class:`~skcnn.CNNFeatureTransformer` a command needs,
-    with its defaults and allowed values (from :mod:`skcnn.options`)."""
+    """The options of :class:`~skcnn.CNNFeatureTransformer` a command needs (:data:`TRANSFORMER_OPTIONS`)."""
     group = parser.add_argument_group("network and codes (the parameters of skcnn.CNNFeatureTransformer)")
-    if backbone:
-        group.add_argument("--backbone", default=DEFAULTS.backbone, help="e.g. resnet50, vgg16, timm/convnext_tiny")
-    group.add_argument(
-        "--weights", type=_weights, default=DEFAULTS.weights, help="DEFAULT, an enum name, a checkpoint path, or none"
-    )
-    group.add_argument(
-        "--pooling",
-        default=DEFAULTS.pooling,
-        choices=CHOICES["pooling"],
-        help="how a conv map becomes a vector: average, max, generalised mean, flattened, spatial pyramid",
-    )
-    group.add_argument(
-        "--no-relu", dest="relu", action="store_false", help="keep negative activations (default: ReLU'd codes)"
-    )
-    group.add_argument("--input-size", type=int, default=DEFAULTS.input_size, help=INPUT_SIZE_HELP)
-    group.add_argument("--crop", type=_crop, default=CROP_DEFAULT, metavar="CROP", help=CROP_HELP)
-    group.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="images per forward pass")
-    group.add_argument("--device", default=DEFAULTS.device, help="auto, cpu, cuda, cuda:N or mps")
-    add_choice_arguments(group, ("precision", "decode", "runtime"))
-    group.add_argument(
-        "--num-workers",
-        type=_count_or("auto", "auto"),
-        default=DEFAULTS.num_workers,
-        metavar="N",
-        help="decoding threads, or auto (one per two cores)",
-    )
-    group.add_argument(
-        "--compile", action="store_true", help="run the network through torch.compile (pays on long runs only)"
-    )
-    group.add_argument(
-        "--max-pixels",
-        type=_count_or("none", None),
-        default=DEFAULTS.max_pixels,
-        metavar="N",
-        help="image files with more pixels are refused (none: no limit)",
-    )
-    add_on_error_argument(group)
-    group.add_argument(
-        "--cache", default=DEFAULTS.cache, required=cache_required, help="HDF5 code cache file, e.g. codes.h5"
-    )
-    group.add_argument(
-        "--tta",
-        default=DEFAULTS.tta,
-        choices=CHOICES["tta"],
-        help="codes averaged over the flips (or flips and rotations) of each image",
-    )
-
-
-#: The help lines of the options that take one of :data:`skcnn.options.CHOICES`.
-CHOICE_HELP = {
-    "precision": "auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32",
-    "decode": "auto: JPEGs DCT-scaled while >= 3x the resize target; exact: never; draft: down to it",
-    "runtime": "auto: ONNX Runtime on a CPU computing in fp32, else torch",
-}
-
-
-def add_choice_arguments(parser, names: tuple[str, ...]) -> None:
-    """``--precision``, ``--decode``, ``--runtime``: their defaults and values from :mod:`skcnn.options`."""
-    for name in names:
-        parser.add_argument(f"--{name}", default=getattr(DEFAULTS, name), choices=CHOICES[name], help=CHOICE_HELP[name])
+    names = ("backbone",) * backbone + TRANSFORMER_OPTIONS
+    add_parameter_arguments(group, *names, cache={"required": cache_required})
 
 
 def add_on_error_argument(parser) -> None:
     """``--on-error``, the same in every command that reads images."""
-    parser.add_argument("--on-error", default=ON_ERROR, choices=CHOICES["on_error"], help=ON_ERROR_HELP)
+    add_parameter_arguments(parser, "on_error")
+
+
+def parsed_parameters(args: argparse.Namespace, names: tuple[str, ...]) -> dict:
+    """The estimator parameters ``names``, from the options of the same names."""
+    return {name: getattr(args, name) for name in names}
 
 
 def transformer_params(args: argparse.Namespace, **given) -> dict:
@@ -318,14 +284,8 @@ def _finetune(args: argparse.Namespace) -> int:
 
     paths, labels = load_image_folder(args.folder, return_X_y=True)
     model = CNNClassifier(
-        backbone=args.backbone, weights=args.weights, input_size=args.input_size, crop=args.crop,
-        batch_size=args.batch_size,
-        device=args.device, progress=True, on_error=args.on_error, layer=args.layer, unfreeze=args.unfreeze,
-        max_epochs=args.max_epochs, learning_rate=args.learning_rate, random_state=args.random_state,
-        decode=args.decode, cache=args.cache, checkpoint=args.checkpoint, class_weight=args.class_weight,
-        precision=args.precision, runtime=args.runtime,
-        memory_limit=_memory_limit(args.memory_limit), store_dir=args.store_dir,
-    )  # fmt: skip
+        **parsed_parameters(args, (*FINETUNE_OPTIONS, *PREDICTION_OPTIONS, "on_error")), progress=True
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BadImagesWarning)  # the bad files are listed below instead
         model.fit(paths, labels)
@@ -343,10 +303,6 @@ def _finetune(args: argparse.Namespace) -> int:
     joblib.dump(model, args.out)
     print(f"model: {shown_path(args.out)} (skcnn predict {shown_path(args.out)} FILES...)")
     return 0
-
-
-def _memory_limit(text: str) -> int | str:
-    return int(text) if text.isdigit() else text
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -675,7 +631,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--search-pooling",
         action="append",
         default=None,
-        choices=CHOICES["pooling"],
+        choices=POOLINGS,
         help="with --search: a candidate pooling (repeat; none given: --pooling, then avg and gem)",
     )
     search.add_argument(
@@ -691,13 +647,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=None,
         type=_none_or,
-        choices=[None, *CHOICES["tta"]],
+        choices=[None, *TTA_POLICIES],
         metavar="TTA",
         help="with --search: a candidate test-time augmentation, none, flips or dihedral (repeat; none given: --tta)",
     )
-    search.add_argument(
-        "--class-weight", default=None, choices=["balanced"], help="with --search: weigh classes by inverse size"
-    )
+    add_parameter_arguments(search, "class_weight", prefix="with --search: ")
     search.add_argument(
         "--scoring", default=None, help="with --search: a scikit-learn scorer name, e.g. balanced_accuracy"
     )
@@ -714,13 +668,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="layer to tap (none given: penultimate); repeat for several layers",
     )
-    extract_parser.add_argument(
-        "--cache-layer",
-        dest="cache_layers",
-        action="append",
-        default=None,
-        help="a further layer to store in the same pass (repeat), for later searches",
-    )
+    add_parameter_arguments(extract_parser, "cache_layers")
     add_transformer_arguments(extract_parser, cache_required=True)
     dask_group = extract_parser.add_argument_group("scale-out (skcnn.dask)")
     dask_group.add_argument(
@@ -744,38 +692,12 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="the model file to write, with joblib (e.g. model.joblib), for skcnn predict, export and inspect",
     )
-    finetune.add_argument("--backbone", default=DEFAULTS.backbone, help="e.g. resnet50, timm/convnext_tiny")
-    finetune.add_argument(
-        "--weights", type=_weights, default=DEFAULTS.weights, help="DEFAULT, an enum name, a checkpoint path, or none"
+    # The classifier's cache holds the codes its head starts from.
+    add_parameter_arguments(
+        finetune, *FINETUNE_OPTIONS, training=True, cache={"help": "HDF5 cache of the codes the head starts from"}
     )
-    finetune.add_argument("--input-size", type=int, default=DEFAULTS.input_size, help=INPUT_SIZE_HELP)
-    finetune.add_argument("--crop", type=_crop, default=CROP_DEFAULT, metavar="CROP", help=CROP_HELP)
-    finetune.add_argument("--batch-size", type=int, default=FINETUNING.batch_size, help="images per step")
-    finetune.add_argument("--device", default=DEFAULTS.device, help="auto, cpu, cuda, cuda:N or mps")
-    finetune.add_argument(
-        "--layer", default=FINETUNING.layer, help="where the new head reads: auto, penultimate, or a layer name"
-    )
-    finetune.add_argument(
-        "--unfreeze", default=FINETUNING.unfreeze, help="what trains: auto, head, all, or a layer name and those after"
-    )
-    finetune.add_argument("--max-epochs", type=int, default=FINETUNING.max_epochs, help="epochs at most")
-    finetune.add_argument(
-        "--learning-rate", type=float, default=FINETUNING.learning_rate, help="the largest learning rate"
-    )
-    finetune.add_argument("--random-state", type=int, default=None, help="a seed, for a run that repeats")
-    add_choice_arguments(finetune, ("decode",))
-    finetune.add_argument("--cache", default=None, help="HDF5 cache of the codes the head starts from")
-    finetune.add_argument("--checkpoint", default=None, help="a file saved every epoch; run again to resume")
-    finetune.add_argument(
-        "--class-weight", default=None, choices=["balanced"], help="weigh classes by the inverse of their size"
-    )
-    finetune.add_argument(
-        "--memory-limit", default=FINETUNING.memory_limit,
-        help="memory the decoded images may take (bytes, e.g. 2GB, or auto); beyond it they go to --store-dir",
-    )  # fmt: skip
-    finetune.add_argument("--store-dir", default=None, help="folder for decoded images beyond --memory-limit")
     prediction = finetune.add_argument_group("the fitted model's predictions (training runs in fp32 on a CPU)")
-    add_choice_arguments(prediction, ("precision", "runtime"))
+    add_parameter_arguments(prediction, *PREDICTION_OPTIONS)
     add_on_error_argument(finetune)
     finetune.set_defaults(run=_finetune)
 

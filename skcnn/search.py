@@ -24,11 +24,11 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
 from .backbones import load_backbone
-from .compat import HasMethods, StrOptions, _fit_context
+from .compat import HasMethods, _fit_context
 from .extraction import checked_input_size
 from .images import BadImagesError, BadImagesWarning, as_image_list, image_size, warn_bad_images
 from .layers import candidate_layers, last_map, list_layers
-from .options import parameter_names
+from .options import constraints_of, parameter_names
 from .pooling import pooled_widths, pooling_names
 from .preprocessing import native_input_size
 from .transformer import CNNFeatureTransformer
@@ -230,7 +230,7 @@ class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         "poolings": [list, tuple, None],
         "input_sizes": [list, tuple, None],
         "ttas": [list, tuple, None],
-        "class_weight": [StrOptions({"balanced"}), dict, None],
+        **constraints_of("class_weight"),  # as CNNClassifier takes it
         "cv": ["cv_object"],
         "scoring": [str, callable, None],
         "refit": ["boolean"],

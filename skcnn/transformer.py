@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import os
-from numbers import Integral, Real
-
 import numpy as np
-import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from . import images as image_io
 from . import several_backbones
-from .cache import CodeCache
-from .compat import Interval, StrOptions, _fit_context
+from .compat import _fit_context
 from .extraction import Extractor
-from .options import CHOICES, DEFAULTS, show_progress
+from .options import DEFAULTS, constraints_of, parameter_names, show_progress
 
 
 class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
@@ -304,28 +299,8 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
     ['efficientnet_lite0__blocks.2__0', 'efficientnet_lite1__penultimate__1279']
     """
 
-    _parameter_constraints: dict = {
-        "backbone": [str, list, tuple],
-        "weights": [str, os.PathLike, None, list, tuple, dict],
-        "layer": [str, list, tuple, dict],
-        "pooling": [StrOptions(set(CHOICES["pooling"])), list, tuple],
-        "relu": ["boolean"],
-        "input_size": [Interval(Integral, 1, None, closed="left"), tuple, list, dict, None],
-        "crop": ["boolean", Interval(Real, 0, 1, closed="right")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "num_workers": [Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
-        "precision": [StrOptions(set(CHOICES["precision"]))],
-        "decode": [StrOptions(set(CHOICES["decode"]))],
-        "compile": ["boolean", dict],
-        "runtime": [StrOptions(set(CHOICES["runtime"]))],
-        "device": [str, torch.device],
-        "progress": ["boolean", StrOptions({"auto"})],
-        "on_error": [StrOptions(set(CHOICES["on_error"]))],
-        "max_pixels": [Interval(Integral, 1, None, closed="left"), None],
-        "cache": [str, os.PathLike, CodeCache, None],
-        "cache_layers": [list, tuple, dict, None],
-        "tta": [StrOptions(set(CHOICES["tta"])), None],
-    }
+    # As skcnn.options declares them, with a value for each network where backbone=[...].
+    _parameter_constraints: dict = constraints_of(*parameter_names(), several_backbones=True)
 
     def __init__(
         self,

@@ -9,7 +9,7 @@ import pytest
 
 import skcnn
 from skcnn import CNNFeatureTransformer, LayerSearchCV
-from skcnn.options import DEFAULTS, parameter_names
+from skcnn.options import DEFAULTS, PARAMETERS, parameter_names
 
 PACKAGE = Path(skcnn.__file__).parent
 MODULES = sorted(PACKAGE.rglob("*.py"))
@@ -49,6 +49,30 @@ def test_no_module_uses_another_modules_private_names(path):
 def test_every_transformer_parameter_is_declared_once_in_options():
     assert tuple(inspect.signature(CNNFeatureTransformer).parameters) == parameter_names()
     assert CNNFeatureTransformer().get_params() == dataclasses.asdict(DEFAULTS)
+
+
+#: Parameters of an estimator that share a name with one of skcnn.options.PARAMETERS but are another one.
+NOT_THE_DECLARED_ONE = {("LayerSearchCV", "scoring")}  # any scikit-learn scorer, not CNNClassifier's two
+
+
+def _constraints_written_out(tree: ast.Module) -> list[tuple[str, str]]:
+    """(class, parameter) of every key of a ``_parameter_constraints = {...}`` written out in a class."""
+    written = []
+    for node in ast.walk(tree):
+        for statement in node.body if isinstance(node, ast.ClassDef) else []:
+            target = getattr(statement, "target", None) or next(iter(getattr(statement, "targets", [])), None)
+            if isinstance(target, ast.Name) and target.id == "_parameter_constraints":
+                keys = statement.value.keys if isinstance(statement.value, ast.Dict) else []
+                written += [(node.name, key.value) for key in keys if isinstance(key, ast.Constant)]
+    return written
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_no_estimator_declares_the_constraints_of_a_shared_parameter_again(path):
+    declared = {parameter.name for parameter in PARAMETERS}
+    written = _constraints_written_out(ast.parse(path.read_text()))
+    again = [pair for pair in written if pair[1] in declared and pair not in NOT_THE_DECLARED_ONE]
+    assert not again, f"{again}: take them from skcnn.options.constraints_of"
 
 
 @pytest.mark.parametrize("estimator", [CNNFeatureTransformer, LayerSearchCV])

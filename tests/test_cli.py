@@ -139,6 +139,60 @@ def test_extract_and_search_offer_every_transformer_parameter_as_a_flag():
     assert extract["on_error"] == search["on_error"] == cli.ON_ERROR == "skip"
 
 
+@pytest.mark.parametrize(
+    "option, text, value",
+    [
+        ("--crop", "weights", True),
+        ("--crop", "none", False),
+        ("--crop", "0.875", 0.875),
+        ("--weights", "none", None),
+        ("--weights", "IMAGENET1K_V1", "IMAGENET1K_V1"),
+        ("--max-pixels", "none", None),
+        ("--max-pixels", "1000", 1000),
+        ("--num-workers", "auto", "auto"),
+        ("--num-workers", "0", 0),
+        ("--input-size", "64", 64),
+    ],
+)
+def test_options_read_words_and_numbers_as_the_parameters_take_them(option, text, value):
+    args = cli.build_parser().parse_args(["extract", "photos", "--cache", "codes.h5", option, text])
+    assert cli.transformer_params(args)[option[2:].replace("-", "_")] == value
+
+
+@pytest.mark.parametrize("option, text", [("--crop", "1.5"), ("--max-pixels", "0"), ("--num-workers", "many")])
+def test_a_word_or_number_a_parameter_does_not_take_is_refused_with_what_it_takes(option, text, capsys):
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["extract", "photos", "--cache", "codes.h5", option, text])
+    assert f"argument {option}: expected " in capsys.readouterr().err
+
+
+def test_finetune_passes_every_option_to_the_classifier(tmp_path, monkeypatch):
+    from skcnn import CNNClassifier
+
+    class Fitted(Exception):
+        pass
+
+    def fit(self, X, y):
+        raise Fitted(self.get_params())
+
+    monkeypatch.setattr(CNNClassifier, "fit", fit)
+    write_class_folders(tmp_path / "data", n_per_class=1)
+    given = {"--crop": "none", "--batch-size": "4", "--learning-rate": "0.01", "--random-state": "3"}
+    given |= {"--memory-limit": "2GB", "--precision": "fp32", "--class-weight": "balanced", "--max-pixels": "none"}
+    argv = ["finetune", str(tmp_path / "data"), "--out", str(tmp_path / "m.joblib")]
+    with pytest.raises(Fitted) as fitted:
+        cli.main([*argv, *(word for pair in given.items() for word in pair)])
+    params = fitted.value.args[0]
+    assert (params["crop"], params["batch_size"], params["learning_rate"]) == (False, 4, 0.01)
+    assert (params["random_state"], params["memory_limit"], params["precision"]) == (3, "2GB", "fp32")
+    assert params["class_weight"] == "balanced"
+    assert params["max_pixels"] is None and params["progress"] is True and params["on_error"] == cli.ON_ERROR
+    # the options not given: the classifier's defaults (its batch size and layer, not the transformer's)
+    defaults = CNNClassifier().get_params()
+    assert all(params[name] == defaults[name] for name in ("layer", "unfreeze", "max_epochs", "weights", "decode"))
+    assert set(cli.FINETUNE_OPTIONS) | set(cli.PREDICTION_OPTIONS) <= set(params)
+
+
 def test_every_option_of_every_command_says_what_it_does_and_shows_its_default():
     parser = cli.build_parser()
     commands = parser._subparsers._group_actions[0].choices  # argparse keeps subcommands here

@@ -210,7 +210,7 @@ def test_cli_extract_with_compile_and_arithmetic_flags(images, tmp_path, capsys)
     assert "11 images: 11 already cached, 0 computed" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main([*args, "--num-workers", "many"])
-    assert "expected a whole number or 'auto', got 'many'" in capsys.readouterr().err
+    assert "expected auto or a whole number >= 0; got 'many'" in capsys.readouterr().err
 
 
 def test_half_precision_compiled_codes_pass_the_check(images):

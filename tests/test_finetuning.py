@@ -151,7 +151,7 @@ def test_auto_strategy_follows_size(patches):
     assert "cross-validated best" in small.strategy_["reason"]
     large = CNNClassifier(**SMALL, max_epochs=1, early_stopping=False)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("skcnn.finetuning.classifier.FINE_TUNING_PAYS_FROM", 5)
+        patch.setattr("skcnn.finetuning.strategy.FINE_TUNING_PAYS_FROM", 5)
         large.fit(X, y)
     assert large.strategy_["unfreeze"] == "all" and large.strategy_["layer"] == "penultimate"
     assert "large data" in large.strategy_["reason"] and "pays from about 5 per class" in large.strategy_["reason"]
@@ -629,18 +629,51 @@ def test_validation_accuracy_is_weighted():
 
 
 def test_the_probe_that_starts_fine_tuning_takes_a_stratified_draw_of_large_sets(patches, monkeypatch):
-    from skcnn.finetuning import classifier
+    from skcnn.finetuning import probe
 
     X, y, _, _ = patches
     seen = []
-    probe = classifier._probe
+    linear_probe = probe.linear_probe
     monkeypatch.setattr(
-        classifier, "_probe", lambda codes, targets, weights: seen.append(targets) or probe(codes, targets, weights)
+        probe,
+        "linear_probe",
+        lambda codes, targets, weights: seen.append(targets) or linear_probe(codes, targets, weights),
     )
-    monkeypatch.setattr(classifier, "PROBE_MAX_IMAGES", 12)
+    monkeypatch.setattr(probe, "PROBE_MAX_IMAGES", 12)
     model = CNNClassifier(**SMALL, max_epochs=1, unfreeze="blocks.6", early_stopping=False).fit(X, y)
     assert len(seen[0]) == 12 and np.bincount(seen[0]).tolist() == [4, 4, 4]
     assert len(model.history_) == 2  # epoch 0 and one epoch: training itself took every image
+
+
+def test_the_probe_folds_the_standardisation_into_the_head():
+    from skcnn.finetuning import probe
+    from skcnn.search import default_classifier
+
+    rng = np.random.default_rng(0)
+    targets = np.repeat([0, 1, 2], 8)
+    codes = rng.normal(size=(24, 5)) * [1, 10, 100, 0.1, 1] + targets[:, None]
+    weight, bias = probe.linear_probe(codes, targets, None)
+    baseline = default_classifier().fit(codes, targets)
+    np.testing.assert_allclose(codes @ weight.T + bias, baseline.decision_function(codes), rtol=1e-6, atol=1e-6)
+    head, loss = probe.probe_head(codes.astype(np.float32), torch.as_tensor(targets), None, 3)
+    assert head.weight.shape == (3, 5) and 0 < loss < np.log(3)  # better than chance on its own codes
+    two = probe.probe_head(codes[:16].astype(np.float32), torch.as_tensor(targets[:16]), None, 2)[0]
+    assert two.weight.shape == (2, 5) and not two.weight[0].any()  # class 0's logit is 0, as scikit-learn's
+
+
+def test_the_strategy_follows_the_images_per_class_alone():
+    from skcnn.advice import FINE_TUNING_PAYS_FROM
+    from skcnn.finetuning import strategy
+
+    assert strategy.resolved_unfreeze("auto", np.repeat([0, 1], FINE_TUNING_PAYS_FROM))[0] == "all"
+    unfreeze, why = strategy.resolved_unfreeze("auto", np.repeat([0, 1], FINE_TUNING_PAYS_FROM - 1))
+    assert unfreeze == "head" and why.startswith("small data")
+    assert strategy.resolved_unfreeze("blocks.5", np.repeat([0, 1], 2)) == ("blocks.5", "as given")
+    chosen = strategy.chosen("auto", "all", "auto", "as given", ["blocks.5", "penultimate"])
+    assert chosen.as_dict() == {"layer": "penultimate", "unfreeze": "all", "batchnorm": "frozen", "reason": "as given"}
+    measured = chosen.with_augment("flips", {"vflip", "hflip"}).as_dict()
+    assert measured["augment"] == "flips"
+    assert measured["reason"] == "as given; augment 'flips' (class kept under ['hflip', 'vflip'])"
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 import sys
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import joblib
@@ -9,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression, RidgeClassifier
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
@@ -358,8 +360,90 @@ def test_out_of_fold_inspection_decodes_each_image_a_bounded_number_of_times(pat
     monkeypatch.setattr(image_io, "load_image", lambda *a, **k: decoded.append(1) or load_image(*a, **k))
     classifier = CNNClassifier(input_size=SIZE, unfreeze="head", layer="penultimate", progress=False)
     label_issues(classifier, X, y, cv=5)
-    # Once to find bad images, once for the folds' fits (one code store), once for the predictions.
-    assert len(decoded) <= 3 * len(X)
+    # Once for the codes of every fold's fit (one code store), naming the bad images; once for the predictions.
+    assert len(decoded) <= 2 * len(X)
     decoded.clear()
     out_of_fold_losses(make_pipeline(codes(), LogisticRegression(max_iter=2000)), X, y, cv=5)
     assert len(decoded) <= len(X)  # a frozen network: codes once, the steps cross-validated on them
+
+
+def counted_decodes(monkeypatch) -> Counter:
+    """Calls of :func:`skcnn.images.load_image` from now on, by image file (other images by id)."""
+    from skcnn import images as image_io
+
+    decoded = Counter()
+    load_image = image_io.load_image
+
+    def counted(image, *args, **kwargs):
+        decoded[str(image) if isinstance(image, (str, Path)) else id(image)] += 1
+        return load_image(image, *args, **kwargs)
+
+    monkeypatch.setattr(image_io, "load_image", counted)
+    return decoded
+
+
+def decodes_of_cli_inspect(tmp_path, monkeypatch, model, patches, held_out: bool) -> dict[str, int]:
+    """Decodes of each image file by `skcnn inspect` of ``model`` fit on the training images, but for
+    the images top_losses.png shows (read again to be shown)."""
+    X, y, X_test, y_test = patches
+    write_class_folders(tmp_path / "train", X[::2], y[::2])
+    write_class_folders(tmp_path / "test", X_test[:6], y_test[:6])
+    joblib.dump(model.fit(X[::2], y[::2]), tmp_path / "model.pkl")
+    argv = ["inspect", str(tmp_path / "model.pkl"), str(tmp_path / "train"), "--out", str(tmp_path / "report")]
+    argv += ["--cv", "5", "--top", "2", *(["--test", str(tmp_path / "test")] if held_out else [])]
+    decoded = counted_decodes(monkeypatch)
+    assert cli.main(argv) == 0
+    shown = set(pd.read_csv(tmp_path / "report" / "top_losses.csv")["path"].head(2))
+    files = sorted(str(path) for path in tmp_path.glob(f"{'t' if held_out else 'train'}*/*/*.png"))
+    assert len(files) == 36 if held_out else 30
+    assert set(decoded) <= set(files)  # every decode counted is of one of the files
+    return {path: decoded[path] for path in files if path not in shown}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("held_out", [False, True], ids=["out-of-fold", "held-out"])
+@pytest.mark.parametrize(
+    ("model", "bound"),
+    [
+        # The network at its own input size, where the duplicates' codes are taken in the same pass.
+        (make_pipeline(CNNFeatureTransformer(progress=False), LogisticRegression(max_iter=2000)), 1),
+        # One pass for the codes the folds' heads are fit on and the duplicates', one for predictions.
+        (CNNClassifier(unfreeze="head", layer="penultimate", progress=False), 2),
+    ],
+    ids=["pipeline", "cnn-classifier"],
+)
+def test_cli_inspect_decodes_each_image_a_bounded_number_of_times(
+    tmp_path, monkeypatch, patches, model, bound, held_out
+):
+    decodes = decodes_of_cli_inspect(tmp_path, monkeypatch, clone(model), patches, held_out)
+    assert min(decodes.values()) >= 1 and max(decodes.values()) <= bound, Counter(decodes.values())
+
+
+def test_codes_read_in_one_pass_are_each_readers_own(patches, monkeypatch):
+    from skcnn.inspection.codes import read_codes, tapped_together
+
+    X = list(patches[0][:6])
+    # On torch: ONNX Runtime would export a graph for each set of taps.
+    model = codes(layer=["blocks.4", "penultimate"], pooling=["avg", "max"], runtime="torch")
+    duplicates = codes(layer=["blocks.2", "blocks.4"], pooling="spp", runtime="torch")
+    decoded = counted_decodes(monkeypatch)
+    read = read_codes({"model": model, "duplicates": duplicates}, X)
+    assert sorted(decoded.values()) == [1] * len(X)  # one pass for both
+    for name, reader in (("model", model), ("duplicates", duplicates)):
+        np.testing.assert_allclose(read[name].codes, clone(reader).fit_transform(X), rtol=1e-5, atol=1e-6)
+    assert tapped_together(model, codes().set_params(input_size=96)) is None  # another input: a pass of its own
+    assert tapped_together(model, codes(relu=False)) is None
+
+
+@pytest.mark.slow
+def test_out_of_fold_probabilities_of_a_cnn_classifier_are_those_of_fitting_each_fold(patches):
+    from skcnn.inspection.models import out_of_fold_probabilities
+
+    X, y, _, _ = patches
+    X, y = list(X[::2]), y[::2]
+    classifier = CNNClassifier(input_size=SIZE, unfreeze="head", layer="penultimate", progress=False)
+    folds = list(StratifiedKFold(3, shuffle=True, random_state=0).split(X, y))
+    result = out_of_fold_probabilities(classifier, X, y, folds)  # the folds' fits read one pass's codes
+    for train, test in folds:
+        fitted = clone(classifier).fit([X[i] for i in train], y[train])
+        np.testing.assert_allclose(result.proba[test], fitted.predict_proba([X[i] for i in test]), atol=1e-5)

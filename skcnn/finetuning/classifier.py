@@ -8,16 +8,14 @@ import os
 import tempfile
 import time
 import warnings
-from numbers import Integral, Real
 from pathlib import Path
 
 import joblib
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
-from sklearn.preprocessing import LabelEncoder, StandardScaler
+from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import check_random_state
 from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.multiclass import check_classification_targets
@@ -25,42 +23,22 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 from tqdm.auto import tqdm
 
-from .. import arithmetic, backbones, loading, symmetry
+from .. import arithmetic, backbones, loading
 from .. import images as image_io
-from ..advice import FINE_TUNING_PAYS_FROM
-from ..cache import CodeCache
-from ..compat import Interval, StrOptions, _check_sample_weight, _fit_context
+from ..compat import _check_sample_weight, _fit_context
 from ..extraction import checked_input_size
 from ..files import atomic_path
 from ..layers import probe_backbone
-from ..options import CHOICES, DEFAULTS, FINETUNING, PENULTIMATE, show_progress
+from ..options import DEFAULTS, FINETUNING, PENULTIMATE, constraints_of, show_progress
 from ..preprocessing import check_crop
-from ..search import LayerSearchCV, default_classifier
 from ..transformer import CNNFeatureTransformer
-from . import training
-from .augment import AUGMENT_POLICIES, label_preserving, policy_for, resolve_augment, symmetries_kept
-from .model import HEAD, WHOLE, TappedClassifier, linear_head, network_weights
+from . import probe, strategy, training
+from .augment import resolve_augment
+from .model import HEAD, TappedClassifier, linear_head, network_weights
 from .prediction import Predictor
 from .store import decoded_images, resolve_memory_limit
+from .strategy import Strategy
 
-#: Inverse regularisation of the linear probe that starts the head where a
-#: class has too few images to tune it: scikit-learn's default.
-PROBE_C = 1.0
-#: Folds of the inner cross-validation that tunes the probe's ``C`` (as many
-#: as the smallest class allows, at most this).
-PROBE_INNER_CV = 3
-#: Training images the probe that starts a fine-tuned head is fit on at most
-#: (a stratified draw beyond): it only starts the head, and its codes and the
-#: logistic regression's copies of them (about 25 kB per image at 1,280
-#: codes) would otherwise grow with the training set, past the training
-#: state itself from about 25,000 images (benchmarks/RESULTS.md, "Fine-tuning
-#: at scale"). The head-only model, which is the probe, takes every image.
-PROBE_MAX_IMAGES = 10_000
-#: Images on which ``augment="auto"`` measures which symmetries keep the
-#: class (4 frozen forward passes each): its standard error at 256 is about 3%.
-SYMMETRY_MAX_IMAGES = 256
-#: Folds of the layer search behind ``layer="auto"`` with the head alone.
-LAYER_SEARCH_CV = 3
 #: Parameters that change how a fit runs, not what it computes: a checkpoint resumes across them.
 _SAME_RESULT = ("progress", "checkpoint", "cache", "memory_limit", "store_dir", "runtime")
 
@@ -258,38 +236,13 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     [0, 1]
     """
 
-    _parameter_constraints: dict = {
-        "backbone": [str],
-        "weights": [str, os.PathLike, None],
-        "input_size": [Interval(Integral, 1, None, closed="left"), tuple, list, None],
-        "crop": ["boolean", Interval(Real, 0, 1, closed="right")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "device": [str, torch.device],
-        "precision": [StrOptions(set(CHOICES["precision"]))],
-        "runtime": [StrOptions(set(CHOICES["runtime"]))],
-        "progress": ["boolean", StrOptions({"auto"})],
-        "on_error": [StrOptions(set(CHOICES["on_error"]))],
-        "max_pixels": [Interval(Integral, 1, None, closed="left"), None],
-        "decode": [StrOptions(set(CHOICES["decode"]))],
-        "layer": [str],
-        "unfreeze": [str],
-        "max_epochs": [Interval(Integral, 1, None, closed="left")],
-        "learning_rate": [Interval(Real, 0, None, closed="neither")],
-        "backbone_lr_ratio": [Interval(Real, 0, None, closed="left")],
-        "weight_decay": [Interval(Real, 0, None, closed="left")],
-        "batchnorm": [StrOptions(set(training.BATCHNORMS))],
-        "augment": [StrOptions({"auto", *AUGMENT_POLICIES}), None, callable],
-        "early_stopping": ["boolean"],
-        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
-        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
-        "scoring": [StrOptions(set(training.SCORERS))],
-        "class_weight": [StrOptions({"balanced"}), dict, None],
-        "random_state": ["random_state"],
-        "cache": [str, os.PathLike, CodeCache, None],
-        "checkpoint": [str, os.PathLike, None],
-        "memory_limit": [Interval(Integral, 0, None, closed="left"), str],
-        "store_dir": [str, os.PathLike, None],
-    }
+    _parameter_constraints: dict = constraints_of(
+        "backbone", "weights", "input_size", "crop", "batch_size", "device", "precision", "runtime", "progress",
+        "on_error", "max_pixels", "decode", "layer", "unfreeze", "max_epochs", "learning_rate", "backbone_lr_ratio",
+        "weight_decay", "batchnorm", "augment", "early_stopping", "validation_fraction", "n_iter_no_change",
+        "scoring", "class_weight", "random_state", "cache", "checkpoint", "memory_limit", "store_dir",
+        training=True,
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -313,17 +266,17 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         backbone_lr_ratio=FINETUNING.backbone_lr_ratio,
         weight_decay=FINETUNING.weight_decay,
         batchnorm=FINETUNING.batchnorm,
-        augment="auto",
-        early_stopping=True,
+        augment=FINETUNING.augment,
+        early_stopping=FINETUNING.early_stopping,
         validation_fraction=FINETUNING.validation_fraction,
         n_iter_no_change=FINETUNING.n_iter_no_change,
-        scoring="accuracy",
-        class_weight=None,
-        random_state=None,
-        cache=None,
-        checkpoint=None,
+        scoring=FINETUNING.scoring,
+        class_weight=FINETUNING.class_weight,
+        random_state=FINETUNING.random_state,
+        cache=DEFAULTS.cache,
+        checkpoint=FINETUNING.checkpoint,
         memory_limit=FINETUNING.memory_limit,
-        store_dir=None,
+        store_dir=FINETUNING.store_dir,
     ):
         self.backbone = backbone
         self.weights = weights
@@ -385,24 +338,29 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         recipe = self._recipe(backbone)
         layers, network_head = probe_backbone(backbone, recipe.crop_size)
         layer_names = [layer.name for layer in layers]
-        unfreeze, why = self._unfreeze(labels)
+        unfreeze, why = strategy.resolved_unfreeze(self.unfreeze, labels)
         if unfreeze == HEAD:
             # The probe is already the best linear head on frozen codes (convex, C tuned by CV): epochs
             # on augmented images only moved it away, and so it takes every image (benchmarks/RESULTS.md).
-            model, probe = self._head_only(backbone, recipe, network_head, images, labels, weights, layer_names, why)
+            model, started, chosen = self._head_only(
+                backbone, recipe, network_head, images, labels, weights, layer_names, why
+            )
             state = training.State()
         else:
             seed = int(check_random_state(self.random_state).randint(2**31 - 1))
             examples, images = self._decoded(images, labels, weights, recipe, memory_limit)
-            self.strategy_ = self._fine_tuning_strategy(unfreeze, why, layer_names)
-            model, state, probe = self._fine_tuned(backbone, recipe, network_head, images, examples, seed)
+            chosen = strategy.chosen(self.layer, unfreeze, self.batchnorm, why, layer_names)
+            model, state, started, chosen = self._fine_tuned(
+                backbone, recipe, network_head, images, examples, seed, chosen
+            )
+        self.strategy_ = chosen.as_dict()
         # Epoch 0, the started network: the probe's loss on its codes, its validation score, no learning rates.
         epoch_0 = {
             "epoch": 0,
-            "train_loss": probe["train_loss"],
+            "train_loss": started["train_loss"],
             "validation_score": state.start_score,
             "learning_rates": [],
-            "seconds": probe["seconds"],
+            "seconds": started["seconds"],
         }
         self.history_ = [epoch_0, *state.history]
         self.n_epochs_, self.best_epoch_ = state.epoch, state.best_epoch
@@ -417,87 +375,64 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
     def _head_only(self, backbone, recipe, network_head, images, labels, weights, layer_names, why):
         """The linear probe on the frozen codes of ``layer`` (the searched one for ``"auto"``), every usable
-        image; with its training loss and the seconds it took (search included), epoch 0 of ``history_``."""
+        image; its training loss and the seconds it took (search included), epoch 0 of ``history_``; the strategy."""
         started = time.perf_counter()
         with _shared_codes(self.cache) as cache:
-            transformer = self._frozen_codes(recipe.crop_size, PENULTIMATE, cache)
-            layer = self.layer
-            if layer == "auto":  # the frozen-codes baseline: the layer that cross-validates best
-                layer, score = self._searched_layer(transformer, images, labels)
-                why += f"; layer {layer!r} cross-validated best ({score:.3f})"
-            _check_layers(layer, HEAD, layer_names)
+            transformer = probe.frozen_codes(self.get_params(), recipe.crop_size, PENULTIMATE, cache)
+            layer, why = strategy.head_only_layer(self.layer, why, transformer, images, labels)
+            chosen = strategy.chosen(layer, HEAD, self.batchnorm, why, layer_names)
             # The search stored every candidate's codes in the cache: the probe reads them, it computes nothing.
             codes = self._usable_codes(transformer.set_params(layer=layer), images)
         kept = np.flatnonzero(~np.isnan(codes).any(axis=1))
-        self.strategy_ = {"layer": layer, "unfreeze": HEAD, "batchnorm": self._batchnorm(), "reason": why}
-        model = self._tapped(backbone, network_head)
-        model.head, loss = self._probe_head(codes[kept], self._targets(labels[kept]), _rows(weights, kept))
-        return model.to(backbone.device), {"train_loss": loss, "seconds": time.perf_counter() - started}
+        model = self._tapped(backbone, network_head, layer)
+        model.head, loss = probe.probe_head(
+            codes[kept], self._targets(labels[kept]), _rows(weights, kept), len(self.classes_)
+        )
+        return model.to(backbone.device), {"train_loss": loss, "seconds": time.perf_counter() - started}, chosen
 
-    def _fine_tuned(self, backbone, recipe, network_head, images: list, examples: training.Examples, seed: int):
-        """The started model trained as ``strategy_`` says; the training state at the end, and the
-        probe's training loss and seconds (epoch 0 of ``history_``)."""
+    def _fine_tuned(
+        self, backbone, recipe, network_head, images: list, examples: training.Examples, seed: int, chosen: Strategy
+    ):
+        """The started model trained as ``chosen`` says; the training state at the end, the probe's
+        training loss and seconds (epoch 0 of ``history_``), and the strategy with ``augment`` measured."""
         train, val = self._split(examples.targets, seed)
         data = examples.subset(train)
         validation = None if val is None else examples.subset(val)
-        model = self._tapped(backbone, network_head)
+        model = self._tapped(backbone, network_head, chosen.layer)
         # The probe sees the training split only: the validation split judges the epochs. Its codes
         # are dropped once it is fit (not held through training).
-        started = time.perf_counter()
-        probed = _probe_rows(data.targets.numpy(), PROBE_MAX_IMAGES, seed)
+        clock = time.perf_counter()
+        probed = probe.probe_rows(data.targets.numpy(), seed)
         sample = data.subset(torch.as_tensor(probed))
-        model.head, loss = self._probe_head(
+        model.head, loss = probe.probe_head(
             self._probe_codes(model, recipe, [images[i] for i in train[probed].tolist()], sample.images),
             sample.targets,
             None if sample.weights is None else sample.weights.numpy(),
+            len(self.classes_),
         )
-        probe = {"train_loss": loss, "seconds": time.perf_counter() - started}
+        started = {"train_loss": loss, "seconds": time.perf_counter() - clock}
         model = model.to(backbone.device)
-        augment = self._augment(model, recipe, sample, seed)
-        plan = self._plan(backbone.device, seed, examples)
+        augment, chosen = self._augment(model, recipe, sample, seed, chosen)
+        plan = self._plan(backbone.device, seed, examples, chosen.batchnorm)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            start = model.module_name(self.strategy_["unfreeze"])
+            first = model.module_name(chosen.unfreeze)
             example = recipe.normalize(data.images.read([0])).to(backbone.device)
-            parameters = training.trainable(model, HEAD, start, example)
+            parameters = training.trainable(model, HEAD, first, example)
             if plan.batchnorm == "adapt":
                 training.adapt_batchnorm(model, data.images, recipe, plan)
                 plan.batchnorm = "frozen"
             state = training.train(model, parameters, data, validation, recipe, augment, plan)
-        return model, state, probe
+        return model, state, started, chosen
 
-    def _augment(self, model: TappedClassifier, recipe, sample: training.Examples, seed: int):
-        """The augmentation of training batches; ``"auto"`` measures which symmetries keep the class."""
+    def _augment(self, model: TappedClassifier, recipe, sample: training.Examples, seed: int, chosen: Strategy):
+        """The augmentation of training batches, and the strategy: ``"auto"`` measures which symmetries keep the
+        class (:func:`skcnn.finetuning.strategy.measured_augment`), and the strategy says which."""
         measured = None
         if isinstance(self.augment, str) and self.augment == "auto":
-            rows = _probe_rows(sample.targets.numpy(), SYMMETRY_MAX_IMAGES, seed)
-            kept = self._kept_symmetries(model, recipe, sample.subset(torch.as_tensor(rows)), seed)
-            measured = policy_for(kept)
-            if symmetry.needs_square(measured) and recipe.crop_size[0] != recipe.crop_size[1]:
-                measured = "flips"  # rotations need a square input
-            self.strategy_["augment"] = measured
-            self.strategy_["reason"] += f"; augment {measured!r} (class kept under {sorted(kept) or 'no symmetry'})"
-        return resolve_augment(self.augment, recipe.crop_size, measured)
-
-    def _kept_symmetries(self, model: TappedClassifier, recipe, sample: training.Examples, seed: int) -> set[str]:
-        """The flips and rotations under which a probe of the frozen codes keeps its accuracy."""
-        device = next(model.parameters()).device
-        training.set_mode(model, False, "frozen")
-        views = {"original": lambda x: x, **symmetry.GENERATORS}
-        if recipe.crop_size[0] != recipe.crop_size[1]:
-            del views["rot90"]  # a rectangle turned is another input size
-        codes = {name: [] for name in views}
-        with torch.inference_mode():
-            for pixels in sample.images.batches(range(len(sample.images)), self.batch_size):
-                for name, view in views.items():
-                    codes[name].append(model.codes(recipe.normalize(view(pixels)).to(device)).float().cpu().numpy())
-        codes = {name: np.concatenate(blocks) for name, blocks in codes.items()}
-        targets = sample.targets.numpy()
-        original = codes.pop("original")
-        if np.bincount(targets).min() < 2:  # too few of a class to halve: measure nothing
-            return set()
-        accuracies = label_preserving(original, targets, codes, seed)
-        return symmetries_kept(accuracies, len(targets))
+            measured, kept = strategy.measured_augment(model, recipe, sample, seed, self.batch_size)
+            chosen = chosen.with_augment(measured, kept)
+        return resolve_augment(self.augment, recipe.crop_size, measured), chosen
 
     def _sample_weights(self, labels: np.ndarray, sample_weight) -> np.ndarray | None:
         """Per image: ``sample_weight`` times its class's weight; None when neither is given."""
@@ -549,42 +484,6 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             raise image_io.BadImagesError(self.failed_)
         image_io.warn_bad_images(self.failed_, n_images, stacklevel=4, what="training images")
 
-    def _unfreeze(self, labels: np.ndarray) -> tuple[str, str]:
-        """``unfreeze`` resolved from the images per class, with the reason.
-
-        Only the data's size decides (the size x similarity table's choice
-        between frozen codes and fine-tuning does not depend on similarity),
-        so no image is decoded for it: ``advise_layer`` measures similarity
-        for those who ask, and ``layer="auto"`` searches the layer.
-        """
-        if self.unfreeze != "auto":
-            return self.unfreeze, "as given"
-        per_class = len(labels) / len(np.unique(labels))
-        small = per_class < FINE_TUNING_PAYS_FROM
-        why = (
-            f"{'small' if small else 'large'} data ({len(labels)} images, {per_class:.0f} per class; "
-            f"fine-tuning pays from about {FINE_TUNING_PAYS_FROM} per class)"
-        )
-        return (HEAD if small else WHOLE), why
-
-    def _fine_tuning_strategy(self, unfreeze: str, why: str, layer_names: list[str]) -> dict:
-        # Fine-tuning adapts the later layers to the data: the head reads the top.
-        layer = PENULTIMATE if self.layer == "auto" else self.layer
-        _check_layers(layer, unfreeze, layer_names)
-        return {"layer": layer, "unfreeze": unfreeze, "batchnorm": self._batchnorm(), "reason": why}
-
-    def _batchnorm(self) -> str:
-        # "auto" is "frozen": "adapt" and "train" moved the features the probe head was fit on
-        return "frozen" if self.batchnorm == "auto" else self.batchnorm
-
-    def _frozen_codes(self, crop_size, layer: str, cache) -> CNNFeatureTransformer:
-        """The transformer whose codes the probe head is fit on (fp32: the arithmetic training starts in)."""
-        return CNNFeatureTransformer(
-            backbone=self.backbone, weights=self.weights, input_size=crop_size, crop=self.crop, layer=layer,
-            batch_size=self.batch_size, device=self.device, precision="fp32", progress=False,
-            on_error=self.on_error, max_pixels=self.max_pixels, decode=self.decode, cache=cache,
-        )  # fmt: skip
-
     def _usable_codes(self, transformer: CNNFeatureTransformer, images: list) -> np.ndarray:
         """The transformer's codes of ``images`` (NaN rows for bad ones, ``failed_`` naming them)."""
         with warnings.catch_warnings():
@@ -593,27 +492,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self._left_out(transformer.failed_, len(images))
         return codes
 
-    def _searched_layer(self, transformer, images: list, labels: np.ndarray) -> tuple[str, float]:
-        """The candidate layer whose frozen codes cross-validate best, and its score."""
-        smallest = int(np.unique(labels, return_counts=True)[1].min())
-        if smallest < LAYER_SEARCH_CV:
-            raise ValueError(
-                f"layer='auto' with the head alone searches the layers by {LAYER_SEARCH_CV}-fold cross-validation, "
-                f"and a class has {smallest} image(s); give a layer (e.g. layer='penultimate') or more images."
-            )
-        with warnings.catch_warnings():  # bad images: the probe's own warning names them
-            warnings.simplefilter("ignore", image_io.BadImagesWarning)
-            # The head reads average-pooled codes at the classifier's own input: the layers alone are searched.
-            search = LayerSearchCV(
-                transformer, poolings=[DEFAULTS.pooling], input_sizes=[transformer.input_size], cv=LAYER_SEARCH_CV,
-                refit=False,
-            ).fit(images, labels)  # fmt: skip
-        return search.best_layer_, search.best_score_
-
-    def _tapped(self, backbone, network_head: str) -> TappedClassifier:
-        """A copy of the pretrained network tapped at the layer, in fp32; its head is the probe, set next."""
+    def _tapped(self, backbone, network_head: str, layer: str) -> TappedClassifier:
+        """A copy of the pretrained network tapped at ``layer``, in fp32; its head is the probe, set next."""
         network = copy.deepcopy(backbone.network).float().to(backbone.device)
-        return TappedClassifier(network, self.strategy_["layer"], network_head, head=None)
+        return TappedClassifier(network, layer, network_head, head=None)
 
     def _probe_codes(self, model: TappedClassifier, recipe, images: list, crops) -> np.ndarray:
         """The frozen codes of the training images at the head's layer.
@@ -623,32 +505,11 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         is decoded twice.
         """
         if self.cache is not None:
-            return self._frozen_codes(recipe.crop_size, self.strategy_["layer"], self.cache).fit_transform(images)
-        device = next(model.parameters()).device
-        training.set_mode(model, False, "frozen")
-        with torch.inference_mode():
-            return np.concatenate(
-                [
-                    model.codes(recipe.normalize(pixels).to(device)).float().cpu().numpy()
-                    for pixels in crops.batches(range(len(crops)), self.batch_size)
-                ]
-            )
+            transformer = probe.frozen_codes(self.get_params(), recipe.crop_size, model.layer, self.cache)
+            return transformer.fit_transform(images)
+        return probe.crop_codes(model, recipe, crops, self.batch_size)["original"]
 
-    def _probe_head(
-        self, codes: np.ndarray, targets: torch.Tensor, weights: np.ndarray | None
-    ) -> tuple[nn.Linear, float]:
-        """The new head: the linear probe on ``codes`` (one logit per class), and its mean
-        cross-entropy on them (weighted by ``weights``), the training loss of epoch 0."""
-        weight, bias = _probe(codes, targets.numpy(), weights)
-        if len(self.classes_) == 2:  # one logit for class 1 against class 0
-            weight, bias = np.vstack([np.zeros_like(weight), weight]), np.concatenate([[0.0], bias])
-        head = linear_head(torch.as_tensor(weight, dtype=torch.float32), torch.as_tensor(bias, dtype=torch.float32))
-        with torch.inference_mode():
-            losses = nn.functional.cross_entropy(head(torch.as_tensor(codes)), targets, reduction="none").double()
-        mean = losses.mean() if weights is None else (losses * torch.as_tensor(weights)).sum() / float(weights.sum())
-        return head, float(mean)
-
-    def _plan(self, device: torch.device, seed: int, examples: training.Examples) -> training.Plan:
+    def _plan(self, device: torch.device, seed: int, examples: training.Examples, batchnorm: str) -> training.Plan:
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
         if self.precision == "auto" and device.type == "cuda":
             dtype = torch.float16
@@ -659,7 +520,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             learning_rate=self.learning_rate,
             backbone_lr_ratio=self.backbone_lr_ratio,
             weight_decay=self.weight_decay,
-            batchnorm=self.strategy_["batchnorm"],
+            batchnorm=batchnorm,
             n_iter_no_change=self.n_iter_no_change if self.early_stopping else None,
             device=device,
             dtype=dtype,
@@ -901,39 +762,6 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         return tags
 
 
-def _probe(codes: np.ndarray, targets: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """Weights and bias of the linear probe on ``codes``, standardisation folded in.
-
-    The probe is the frozen-codes baseline of :class:`~skcnn.LayerSearchCV`
-    (standardised codes, a logistic regression with ``C`` tuned by inner
-    cross-validation), so that fine-tuning starts where that baseline ends;
-    with a class too small to tune ``C``, ``C`` is ``PROBE_C``. Sample
-    ``weights`` weight the standardisation and the regression.
-    """
-    fit_params = {} if weights is None else {"sample_weight": weights}
-    smallest = int(np.unique(targets, return_counts=True)[1].min())
-    if smallest >= 2:
-        probe = default_classifier(inner_cv=min(PROBE_INNER_CV, smallest))
-        scaler, linear = probe[0], probe[-1]
-    else:
-        scaler, linear = StandardScaler(), LogisticRegression(C=PROBE_C, max_iter=2000)
-    linear.fit(scaler.fit(codes, **fit_params).transform(codes), targets, **fit_params)
-    weight = linear.coef_ / scaler.scale_  # w . (x - mean) / scale == (w / scale) . x - (w / scale) . mean
-    return weight, linear.intercept_ - weight @ scaler.mean_
-
-
-def _probe_rows(targets: np.ndarray, limit: int, seed: int) -> np.ndarray:
-    """All rows within ``limit``; beyond, a seeded draw of each class in proportion (one at least)."""
-    if len(targets) <= limit:
-        return np.arange(len(targets))
-    rng = np.random.default_rng(seed)
-    rows = []
-    for label in np.unique(targets):
-        members = np.flatnonzero(targets == label)
-        rows.append(rng.permutation(members)[: max(1, round(limit * len(members) / len(targets)))])
-    return np.sort(np.concatenate(rows))
-
-
 def _rows(weights: np.ndarray | None, rows: np.ndarray) -> np.ndarray | None:
     return None if weights is None else weights[rows]
 
@@ -947,20 +775,6 @@ def _shared_codes(cache):
         return
     with tempfile.TemporaryDirectory(prefix="skcnn-codes-") as folder:
         yield os.path.join(folder, "codes.h5")
-
-
-def _check_layers(layer: str, unfreeze: str, layers: list[str]) -> None:
-    """``layer`` a layer of the network, ``unfreeze`` one the pass enters before it (or all, head)."""
-    if layer not in layers:
-        raise ValueError(f"layer={layer!r} is not a layer of the network; use 'auto' or a name from list_layers().")
-    if unfreeze in (WHOLE, HEAD):
-        return
-    allowed = layers[: layers.index(layer) + 1]
-    if unfreeze not in allowed:
-        raise ValueError(
-            f"unfreeze={unfreeze!r} must be 'auto', 'all', 'head' or a layer the forward pass reaches up to "
-            f"layer={layer!r} (where the head is): one of {allowed[-4:]} or earlier, from list_layers()."
-        )
 
 
 __all__ = ["CNNClassifier"]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pandas as pd
 from sklearn.base import clone
@@ -12,6 +10,7 @@ from sklearn.neighbors import NearestNeighbors
 from .. import images as image_io
 from ..identity import content_keys
 from ..transformer import CNNFeatureTransformer
+from .codes import transformed
 from .models import image_path, note_failures
 
 #: The default transformer's codes: a mid-level layer of EfficientNet-Lite0
@@ -84,18 +83,35 @@ def find_duplicates(X, X_other=None, *, threshold=DUPLICATE_SIMILARITY, transfor
         raise ValueError(f"threshold must be a cosine similarity in (-1, 1]; got {threshold!r}.")
     images = image_io.as_image_list(X)
     others = None if X_other is None else image_io.as_image_list(X_other)
-    if transformer is None:
-        transformer = CNNFeatureTransformer(**DUPLICATE_CODES)
-    transformer = clone(transformer)
-    failures: list = []
-    codes = _unit_codes(transformer.fit(images), images, failures)
+    transformer = clone(duplicate_codes() if transformer is None else transformer).fit(images)
+    codes = transformed(transformer, images, fit=False)
+    other_codes = None if others is None else transformed(transformer, others, fit=False)
+    pairs = duplicate_pairs(images, codes.codes, others, None if others is None else other_codes.codes, threshold)
+    left_out = codes.failures + ([] if others is None else other_codes.failures)
+    note_failures(pairs, left_out, len(images) + len(others or []), stacklevel=2)
+    return pairs
+
+
+def duplicate_codes() -> CNNFeatureTransformer:
+    """The transformer whose codes :func:`find_duplicates` compares by default."""
+    return CNNFeatureTransformer(**DUPLICATE_CODES)
+
+
+def duplicate_pairs(
+    images: list,
+    codes: np.ndarray,
+    others: list | None = None,
+    other_codes: np.ndarray | None = None,
+    threshold: float = DUPLICATE_SIMILARITY,
+) -> pd.DataFrame:
+    """:func:`find_duplicates` of images whose codes are given (NaN rows for those left out), without
+    naming the images left out (``pairs.attrs``)."""
+    codes = _unit(codes)
     keys = content_keys(images, [])
     if others is None:
-        other_codes, other_keys, other_failures = codes, keys, failures
+        other_codes, other_keys = codes, keys
     else:
-        other_failures = []
-        other_codes = _unit_codes(transformer, others, other_failures)
-        other_keys = content_keys(others, [])
+        other_codes, other_keys = _unit(other_codes), content_keys(others, [])
     pairs = pd.concat(
         [
             _near_pairs(codes, other_codes, threshold, same_set=others is None),
@@ -108,21 +124,11 @@ def find_duplicates(X, X_other=None, *, threshold=DUPLICATE_SIMILARITY, transfor
     if any(image_path(image) for image in images + (others or [])):
         pairs["path"] = [image_path(images[i]) for i in pairs["index"]]
         pairs["other_path"] = [image_path((others or images)[i]) for i in pairs["other_index"]]
-    left_out = failures + ([] if others is None else other_failures)
-    note_failures(pairs, left_out, len(images) + len(others or []), stacklevel=2)
     return pairs
 
 
-def _unit_codes(transformer: CNNFeatureTransformer, images: list, failures: list) -> np.ndarray:
-    """Codes scaled to unit length (NaN rows for bad images, named in ``failures``)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", image_io.BadImagesWarning)
-        try:
-            codes = transformer.transform(images)
-            failures += transformer.failed_
-        except image_io.BadImagesError as error:
-            codes = error.codes
-            failures += error.failures
+def _unit(codes: np.ndarray) -> np.ndarray:
+    """Codes scaled to unit length (NaN rows stay NaN)."""
     codes = np.asarray(codes, dtype=np.float32)
     norms = np.linalg.norm(codes, axis=1, keepdims=True)
     return codes / np.maximum(norms, np.finfo(np.float32).tiny)  # all-zero codes stay zero: similarity 0

@@ -81,8 +81,7 @@ def top_losses(model, X, y, *, cv=None) -> pd.DataFrame:
         result = probabilities(model, images)
     else:
         result = out_of_fold_probabilities(clone(model), images, labels, cv)
-    table = _table(images, labels, result)
-    return table.sort_values("loss", ascending=False, kind="stable").reset_index(drop=True)
+    return worst_first(scores_table(images, labels, result, stacklevel=2))
 
 
 def label_issues(estimator, X, y, *, cv=5, filter_by="prune_by_noise_rate") -> pd.DataFrame:
@@ -173,6 +172,38 @@ def out_of_fold_losses(estimator, X, y, *, cv=5, filter_by="prune_by_noise_rate"
     >>> len(losses), list(issues.columns)[-1]
     (24, 'label_quality')
     """
+    check_cleanlab()  # before any image is read
+    check_model(estimator, "estimator")
+    images, labels = _checked(X, y)
+    result = out_of_fold_probabilities(clone(estimator), images, labels, cv)
+    return losses_and_issues(scores_table(images, labels, result, stacklevel=2), labels, result, filter_by)
+
+
+def check_cleanlab() -> None:
+    """A clear error where ``cleanlab`` is not installed."""
+    _cleanlab()
+
+
+def losses_and_issues(
+    table: pd.DataFrame, labels: np.ndarray, result: Probabilities, filter_by: str = "prune_by_noise_rate"
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`out_of_fold_losses` of a :func:`scores_table` of out-of-fold probabilities."""
+    find_label_issues, get_label_quality_scores = _cleanlab()
+    rows = table["position"].to_numpy()
+    given = np.searchsorted(result.classes, labels[rows])  # the labels themselves: the table's are as shown
+    proba = result.proba[rows]
+    flagged = find_label_issues(given, proba, filter_by=filter_by, return_indices_ranked_by="self_confidence")
+    issues = table.assign(label_quality=get_label_quality_scores(given, proba, method="self_confidence"))
+    return worst_first(table), issues.iloc[flagged].reset_index(drop=True)
+
+
+def worst_first(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a :func:`scores_table`, the largest loss first."""
+    return table.sort_values("loss", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def _cleanlab():
+    """cleanlab's ``find_label_issues`` and ``get_label_quality_scores``."""
     try:
         from cleanlab.filter import find_label_issues
         from cleanlab.rank import get_label_quality_scores
@@ -181,17 +212,7 @@ def out_of_fold_losses(estimator, X, y, *, cv=5, filter_by="prune_by_noise_rate"
             "label_issues finds label errors with cleanlab's confident learning: pip install cleanlab "
             "(or skcnn[inspection])."
         ) from error
-    check_model(estimator, "estimator")
-    images, labels = _checked(X, y)
-    result = out_of_fold_probabilities(clone(estimator), images, labels, cv)
-    table = _table(images, labels, result)
-    rows = table["position"].to_numpy()
-    given = np.searchsorted(result.classes, labels[rows])  # the labels themselves: the table's are as shown
-    proba = result.proba[rows]
-    flagged = find_label_issues(given, proba, filter_by=filter_by, return_indices_ranked_by="self_confidence")
-    issues = table.assign(label_quality=get_label_quality_scores(given, proba, method="self_confidence"))
-    losses = table.sort_values("loss", ascending=False, kind="stable").reset_index(drop=True)
-    return losses, issues.iloc[flagged].reset_index(drop=True)
+    return find_label_issues, get_label_quality_scores
 
 
 def _checked(X, y) -> tuple[list, np.ndarray]:
@@ -202,8 +223,11 @@ def _checked(X, y) -> tuple[list, np.ndarray]:
     return images, labels
 
 
-def _table(images: list, labels: np.ndarray, result: Probabilities) -> pd.DataFrame:
-    """One row per usable image: its given and predicted label and the loss on the given one."""
+def scores_table(images: list, labels: np.ndarray, result: Probabilities, stacklevel: int = 1) -> pd.DataFrame:
+    """One row per usable image: its given and predicted label and the loss on the given one.
+
+    The images left out are named in a warning for the caller ``stacklevel`` frames up.
+    """
     usable = np.flatnonzero(~np.isnan(result.proba).any(axis=1))
     proba, given = result.proba[usable], labels[usable]
     column = np.searchsorted(result.classes, given).clip(max=len(result.classes) - 1)
@@ -216,5 +240,5 @@ def _table(images: list, labels: np.ndarray, result: Probabilities) -> pd.DataFr
     table["predicted"] = shown_labels(result.classes[proba.argmax(axis=1)] if len(usable) else given)
     table["probability"] = probability
     table["loss"] = -np.log(np.clip(probability, EPS, 1.0))
-    note_failures(table, result.failures, len(images), stacklevel=3)  # the caller of top_losses or label_issues
+    note_failures(table, result.failures, len(images), stacklevel=stacklevel + 1)
     return table

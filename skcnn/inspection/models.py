@@ -6,14 +6,14 @@ Two kinds of model: a :class:`~skcnn.CNNClassifier`, and a scikit-learn
 out-of-fold probabilities compute each image's codes once and
 cross-validate the steps after it on them: the same predictions as
 cross-validating the whole pipeline, without running the network once per
-fold.
+fold. A CNNClassifier's folds read the frozen codes their heads are fit on
+from one store, filled by one pass over the images before them.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -24,9 +24,13 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
 from .. import images as image_io
+from ..cache import CodeCache
 from ..datasets import shown_path
 from ..finetuning.classifier import CNNClassifier
+from ..finetuning.probe import frozen_codes
+from ..layers import candidate_layers
 from ..transformer import CNNFeatureTransformer
+from .codes import Codes, read_codes, store_codes, transformed
 
 SUPPORTED = (
     "a CNNClassifier, or a scikit-learn Pipeline whose first step is a CNNFeatureTransformer "
@@ -53,9 +57,32 @@ def check_model(model, name: str = "model") -> None:
     raise TypeError(f"{name} must be {SUPPORTED}; got {type(model).__name__}.")
 
 
-def probabilities(model, images: list) -> Probabilities:
+def codes_read(model) -> CNNFeatureTransformer:
+    """The transformer whose codes inspecting ``model`` reads: a pipeline's first step, or the
+    frozen codes a CNNClassifier's head is fit on (:func:`head_codes`)."""
+    return head_codes(model) if isinstance(model, CNNClassifier) else model[0]
+
+
+def head_codes(classifier: CNNClassifier) -> CNNFeatureTransformer:
+    """The transformer of the frozen codes ``classifier.fit`` reads from its cache, as it builds it:
+    those of its ``layer``, or with ``layer="auto"`` of every candidate its layer search compares.
+
+    Its ``cache`` is the classifier's (a first pass reads what it holds).
+    """
+    layer = classifier.layer
+    if layer == "auto":
+        layer = candidate_layers(classifier.backbone, classifier.input_size)
+    params = classifier.get_params()
+    return frozen_codes(params, classifier.input_size, layer, classifier.cache, progress=classifier.progress)
+
+
+def probabilities(model, images: list, codes: Codes | None = None) -> Probabilities:
     """A fitted model's class probabilities of ``images`` (softmax of the decision
-    function where the classifier has no ``predict_proba``)."""
+    function where the classifier has no ``predict_proba``).
+
+    ``codes``: those of :func:`codes_read` already read, for a pipeline (a
+    CNNClassifier predicts from the images).
+    """
     check_model(model)
     check_is_fitted(model)
     if isinstance(model, CNNClassifier):
@@ -63,19 +90,25 @@ def probabilities(model, images: list) -> Probabilities:
             return Probabilities(model.predict_proba(images), model.classes_, [])
         except image_io.BadImagesError as error:  # the logits of the others are in the error
             return Probabilities(softmax(error.codes.astype(np.float64), axis=1), model.classes_, error.failures)
-    codes, failures = _codes(model[0], images, fit=False)
+    if codes is None:
+        codes = transformed(model[0], images, fit=False)
     steps = model[1:]
-    proba = _rows_of_usable(codes, len(steps.classes_), lambda X: _probabilities(steps, X))
-    return Probabilities(proba, steps.classes_, failures)
+    proba = _rows_of_usable(codes.codes, len(steps.classes_), lambda X: _probabilities(steps, X))
+    return Probabilities(proba, steps.classes_, codes.failures)
 
 
-def out_of_fold_probabilities(estimator, images: list, labels: np.ndarray, cv) -> Probabilities:
-    """Each image's class probabilities from a clone of ``estimator`` fit on the folds without it."""
+def out_of_fold_probabilities(
+    estimator, images: list, labels: np.ndarray, cv, codes: Codes | None = None
+) -> Probabilities:
+    """Each image's class probabilities from a clone of ``estimator`` fit on the folds without it.
+
+    ``codes``: those of :func:`codes_read` already read (else read here).
+    """
     check_model(estimator, "estimator")
     classes = np.unique(labels)
     if isinstance(estimator, CNNClassifier):
-        return _classifier_out_of_fold(estimator, images, labels, cv)
-    codes, failures = _codes(clone(estimator[0]), images, fit=True)
+        return _classifier_out_of_fold(estimator, images, labels, cv, codes)
+    codes, failures = transformed(clone(estimator[0]), images) if codes is None else codes
     steps = clone(estimator[1:])
     method = "predict_proba" if hasattr(steps, "predict_proba") else "decision_function"
     usable = ~np.isnan(codes).any(axis=1)
@@ -88,30 +121,36 @@ def out_of_fold_probabilities(estimator, images: list, labels: np.ndarray, cv) -
     return Probabilities(_rows_of_usable(codes, len(classes), predict), classes, failures)
 
 
-def _classifier_out_of_fold(estimator: CNNClassifier, images: list, labels: np.ndarray, cv) -> Probabilities:
+def _classifier_out_of_fold(
+    estimator: CNNClassifier, images: list, labels: np.ndarray, cv, codes: Codes | None
+) -> Probabilities:
     """A clone fit per fold of the usable images, each predicting its held-out ones; one code store for all.
 
-    The bad images are found first (:func:`skcnn.check_images`), so that
+    One pass first reads the frozen codes the folds' heads are fit on
+    (:func:`head_codes`, unless given) and names the bad images, so that
     the folds split the usable images as a user's clean set would split.
-    The folds' fits share a code cache (the estimator's, or a temporary
-    file) and the decoded-crop store: an image is decoded once for all the
-    fits, not once per fold, and once for its prediction.
+    Its codes go into a temporary store that every fold's fit reads (and
+    the decoded-crop store is shared): an image is decoded once for all the
+    fits, and once for its prediction.
     """
-    ok, failures = image_io.check_images(images, max_pixels=estimator.max_pixels)
-    usable = np.flatnonzero(ok)
-    _check_classes_kept(labels, usable, failures)
+    frozen = head_codes(estimator)
+    if codes is None:
+        codes = read_codes({"frozen": frozen}, images)["frozen"]
+    usable = np.flatnonzero(~np.isnan(codes.codes).any(axis=1))
+    _check_classes_kept(labels, usable, codes.failures)
     classes = np.unique(labels[usable])
     proba = np.full((len(images), len(classes)), np.nan)
     with tempfile.TemporaryDirectory(prefix="skcnn-inspection-") as folder:
-        cache = estimator.cache if estimator.cache is not None else os.path.join(folder, "codes.h5")
-        shared = clone(estimator).set_params(cache=cache)
+        store = CodeCache(os.path.join(folder, "codes.h5"))
+        store_codes(store, frozen, images, codes.codes)
+        shared = clone(estimator).set_params(cache=store)
         for train, test in check_cv(cv, labels[usable], classifier=True).split(usable[:, None], labels[usable]):
             train, test = usable[train], usable[test]
             fitted = clone(shared).fit([images[i] for i in train], labels[train])
             rows = np.zeros((len(test), len(classes)))  # a class this fold never saw: probability 0
             rows[:, np.searchsorted(classes, fitted.classes_)] = fitted.predict_proba([images[i] for i in test])
             proba[test] = rows
-    return Probabilities(proba, classes, failures)
+    return Probabilities(proba, classes, codes.failures)
 
 
 def _check_classes_kept(labels: np.ndarray, usable: np.ndarray, failures: list) -> None:
@@ -146,18 +185,6 @@ def _normalised(scores: np.ndarray) -> np.ndarray:
     if scores.ndim == 1:
         scores = np.column_stack([np.zeros_like(scores), scores])
     return softmax(scores, axis=1)
-
-
-def _codes(transformer: CNNFeatureTransformer, images: list, fit: bool) -> tuple[np.ndarray, list]:
-    """The codes of ``images``, NaN rows for bad ones, and their failures (under either
-    ``on_error``: the work on the other images is kept)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", image_io.BadImagesWarning)
-        try:
-            codes = transformer.fit_transform(images) if fit else transformer.transform(images)
-        except image_io.BadImagesError as error:
-            return np.asarray(error.codes), error.failures
-    return np.asarray(codes), transformer.failed_
 
 
 def image_path(image) -> str | None:

@@ -62,8 +62,8 @@ def plot_top_losses(table: pd.DataFrame, X, *, k=9, model=None, ncols=3, figsize
     if model is None:
         pictures, overlays = [_thumbnail(image) for image in shown], [None] * len(shown)
     else:
-        recipe = _recipe(model)
-        pictures = [_crop(image, recipe) for image in shown]
+        recipe, decode = _recipe(model)
+        pictures = [_crop(image, recipe, decode) for image in shown]
         maps = class_activation_maps(model, shown)
         classes = list(model.classes_)
         overlays = [maps[i, classes.index(predicted)] for i, predicted in enumerate(rows["predicted"])]
@@ -132,21 +132,24 @@ def _grid(pictures: list, titles: list, ncols: int, figsize, overlays: list):
     return figure
 
 
-def _recipe(model) -> Preprocessing:
+def _recipe(model) -> tuple[Preprocessing, str]:
+    """The model's preprocessing, and how far it lets a JPEG be scaled while decoded (``decode``)."""
     if isinstance(model, CNNClassifier):
-        return Preprocessing.from_dict(model.preprocessing_)
-    return model[0].extractor_.preprocessing()
+        return Preprocessing.from_dict(model.preprocessing_), model.decode
+    return model[0].extractor_.preprocessing(), model[0].decode
 
 
-def _crop(image, recipe: Preprocessing) -> np.ndarray:
-    """The centre crop the network sees, as ``(h, w, 3)`` pixels to show."""
-    return _shown(recipe.crop(image_io.load_image(image)).permute(1, 2, 0).numpy())
+def _crop(image, recipe: Preprocessing, decode: str) -> np.ndarray:
+    """The centre crop the network sees, as ``(h, w, 3)`` pixels to show: decoded as it decodes it
+    (a 12 MP photo scaled in the DCT, several times faster than in full)."""
+    pixels = image_io.load_image(image, min_side=recipe.min_decoded_side(decode))
+    return _shown(recipe.crop(pixels).permute(1, 2, 0).numpy())
 
 
 def _thumbnail(image) -> np.ndarray:
     from PIL import Image
 
-    pixels = _shown(image_io.load_image(image))
+    pixels = _shown(image_io.load_image(image, min_side=THUMBNAIL_SIDE))  # no more pixels than shown
     picture = Image.fromarray(pixels.squeeze())
     picture.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
     return np.asarray(picture)

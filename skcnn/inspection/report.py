@@ -6,13 +6,16 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from sklearn.base import clone
 
 from ..datasets import shown_path
+from ..finetuning.classifier import CNNClassifier
 from ..images import BadImagesWarning
 from .activation_maps import class_activation_maps
-from .duplicates import find_duplicates
-from .losses import label_issues, out_of_fold_losses, top_losses
-from .models import shown_labels
+from .codes import Codes, read_codes
+from .duplicates import duplicate_codes, duplicate_pairs
+from .losses import check_cleanlab, losses_and_issues, scores_table, worst_first
+from .models import check_model, codes_read, note_failures, out_of_fold_probabilities, probabilities, shown_labels
 from .plots import plot_top_losses
 
 
@@ -31,6 +34,10 @@ def write_report(
     within the images, and with ``test_images``, ``leakage.csv`` pairs each
     test image with its copies among them. Images that cannot be used are
     left out, listed in ``failed.csv`` and counted in the summary.
+
+    Each set of images is read in one pass for all the tables (see
+    :func:`_tables`); only the ``k`` images ``top_losses.png`` shows are
+    read again, to be shown.
     """
     import matplotlib
 
@@ -40,17 +47,15 @@ def write_report(
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    check_cleanlab()  # before any image is read
+    check_model(model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BadImagesWarning)
-        if test_labels is None:
-            losses, issues = out_of_fold_losses(model, images, labels, cv=cv)
-            scored, scored_on = images, f"{cv}-fold out of fold on the images"
-        else:
-            losses = top_losses(model, test_images, test_labels)
-            issues = label_issues(model, images, labels, cv=cv)
-            scored, scored_on = test_images, "the fitted model on the --test images (held out)"
-        pairs = find_duplicates(images)
-        leaks = None if test_images is None else find_duplicates(images, test_images)
+        losses, issues, pairs, leaks = _tables(model, images, np.asarray(labels), test_images, test_labels, cv)
+    if test_labels is None:
+        scored, scored_on = images, f"{cv}-fold out of fold on the images"
+    else:
+        scored, scored_on = test_images, "the fitted model on the --test images (held out)"
     losses.to_csv(out / "top_losses.csv", index=False)
     issues.to_csv(out / "label_issues.csv", index=False)
     pairs.to_csv(out / "duplicates.csv", index=False)
@@ -81,6 +86,42 @@ def write_report(
     pd.DataFrame(shown).to_csv(out / "failed.csv", index=False)
     summary.append(f"report: {shown_path(out)}")
     return summary, failed
+
+
+def _tables(model, images: list, labels: np.ndarray, test_images, test_labels, cv) -> tuple:
+    """The top losses, label issues, duplicates and leaks (or None) of the report.
+
+    The codes of the out-of-fold fits (or of the held-out predictions) and
+    the duplicates' are read in one pass over each set of images where one
+    network gives both (:func:`~skcnn.inspection.codes.read_codes`; the
+    duplicates' codes are EfficientNet-Lite0's at its own input size, as a
+    default ``CNNFeatureTransformer()``'s or ``CNNClassifier()``'s; any
+    other model costs one pass more). Then each image is decoded once for
+    every table of a pipeline; a CNNClassifier decodes it once more to predict.
+    """
+    train = read_codes({"model": codes_read(model), "duplicates": duplicate_codes()}, images)
+    result = out_of_fold_probabilities(clone(model), images, labels, cv, train["model"])
+    losses, issues = losses_and_issues(scores_table(images, labels, result), labels, result)
+    test = None
+    if test_images is not None:
+        readers = {"duplicates": duplicate_codes()}
+        if test_labels is not None and not isinstance(model, CNNClassifier):  # a classifier predicts from images
+            readers = {"model": codes_read(model), **readers}
+        test = read_codes(readers, test_images)
+    if test_labels is not None:
+        held_out = probabilities(model, test_images, test.get("model"))
+        losses = worst_first(scores_table(test_images, np.asarray(test_labels), held_out))
+    pairs = _pairs(images, train["duplicates"])
+    leaks = None if test is None else _pairs(images, train["duplicates"], test_images, test["duplicates"])
+    return losses, issues, pairs, leaks
+
+
+def _pairs(images: list, codes: Codes, others: list | None = None, other_codes: Codes | None = None):
+    """:func:`~skcnn.inspection.find_duplicates` of codes read, the images left out in ``attrs["failed"]``."""
+    pairs = duplicate_pairs(images, codes.codes, others, None if other_codes is None else other_codes.codes)
+    failures = codes.failures + ([] if other_codes is None else other_codes.failures)
+    note_failures(pairs, failures, len(images) + len(others or []), stacklevel=1)
+    return pairs
 
 
 def _has_maps(model) -> bool:

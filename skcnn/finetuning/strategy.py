@@ -1,0 +1,251 @@
+"""What trains and why: the choices ``"auto"`` makes for :class:`~skcnn.CNNClassifier`.
+
+- ``unfreeze="auto"``: the head alone for small data, the whole network
+  from :data:`~skcnn.advice.FINE_TUNING_PAYS_FROM` images per class, from
+  the labels alone (no image is decoded to choose).
+- ``layer="auto"``: with the head alone, the layer whose frozen codes
+  cross-validate best (:class:`~skcnn.LayerSearchCV`); when the network
+  trains, ``"penultimate"``.
+- ``batchnorm="auto"``: ``"frozen"``.
+- ``augment="auto"``: the richest augmentation whose flips and rotations
+  keep a frozen-codes probe's accuracy, measured on the training images.
+
+The choices and their reasons are a :class:`Strategy`, which the
+classifier keeps as its ``strategy_`` dict.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from .. import symmetry
+from ..advice import FINE_TUNING_PAYS_FROM
+from ..images import BadImagesWarning
+from ..options import DEFAULTS, PENULTIMATE
+from ..preprocessing import Preprocessing
+from ..search import LayerSearchCV
+from ..transformer import CNNFeatureTransformer
+from . import training
+from .augment import label_preserving, policy_for, symmetries_kept
+from .model import HEAD, WHOLE, TappedClassifier
+from .probe import crop_codes, stratified_rows
+
+#: Folds of the layer search behind ``layer="auto"`` with the head alone.
+LAYER_SEARCH_CV = 3
+#: Images on which ``augment="auto"`` measures which symmetries keep the
+#: class (4 frozen forward passes each): its standard error at 256 is about 3%.
+SYMMETRY_MAX_IMAGES = 256
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """What trains: the head's layer, where training starts, batch norm, and why.
+
+    Attributes
+    ----------
+    layer : str
+        Where the head reads its codes.
+    unfreeze : str
+        ``"head"``, ``"all"`` or the first layer that trains.
+    batchnorm : str
+        ``"frozen"``, ``"adapt"`` or ``"train"``.
+    reason : str
+        What ``"auto"`` chose and why (``"as given"`` otherwise).
+    augment : str or None, default=None
+        The policy ``augment="auto"`` measured; None where it was not measured.
+    """
+
+    layer: str
+    unfreeze: str
+    batchnorm: str
+    reason: str
+    augment: str | None = None
+
+    def as_dict(self) -> dict:
+        """The classifier's ``strategy_``: ``augment`` only where it was measured."""
+        chosen = {"layer": self.layer, "unfreeze": self.unfreeze, "batchnorm": self.batchnorm, "reason": self.reason}
+        return chosen if self.augment is None else {**chosen, "augment": self.augment}
+
+    def with_augment(self, policy: str, kept: set[str]) -> Strategy:
+        """This strategy with the measured augmentation ``policy`` and the symmetries that allow it."""
+        why = f"; augment {policy!r} (class kept under {sorted(kept) or 'no symmetry'})"
+        return replace(self, augment=policy, reason=self.reason + why)
+
+
+def resolved_unfreeze(unfreeze: str, labels: np.ndarray) -> tuple[str, str]:
+    """``unfreeze`` resolved from the images per class, with the reason.
+
+    Only the data's size decides (the size x similarity table's choice
+    between frozen codes and fine-tuning does not depend on similarity), so
+    no image is decoded for it: ``advise_layer`` measures similarity for
+    those who ask, and ``layer="auto"`` searches the layer.
+
+    Parameters
+    ----------
+    unfreeze : str
+        The classifier's parameter.
+    labels : ndarray of shape (n_images,)
+
+    Returns
+    -------
+    unfreeze : str
+        ``"head"`` or ``"all"`` for ``"auto"``, else as given.
+    reason : str
+    """
+    if unfreeze != "auto":
+        return unfreeze, "as given"
+    per_class = len(labels) / len(np.unique(labels))
+    small = per_class < FINE_TUNING_PAYS_FROM
+    why = (
+        f"{'small' if small else 'large'} data ({len(labels)} images, {per_class:.0f} per class; "
+        f"fine-tuning pays from about {FINE_TUNING_PAYS_FROM} per class)"
+    )
+    return (HEAD if small else WHOLE), why
+
+
+def resolved_batchnorm(batchnorm: str) -> str:
+    """``batchnorm`` with ``"auto"`` resolved."""
+    # "auto" is "frozen": "adapt" and "train" moved the features the probe head was fit on
+    return "frozen" if batchnorm == "auto" else batchnorm
+
+
+def check_layers(layer: str, unfreeze: str, layers: list[str]) -> None:
+    """Raise unless ``layer`` is a layer of the network, ``unfreeze`` one the pass enters before it (or all, head)."""
+    if layer not in layers:
+        raise ValueError(f"layer={layer!r} is not a layer of the network; use 'auto' or a name from list_layers().")
+    if unfreeze in (WHOLE, HEAD):
+        return
+    allowed = layers[: layers.index(layer) + 1]
+    if unfreeze not in allowed:
+        raise ValueError(
+            f"unfreeze={unfreeze!r} must be 'auto', 'all', 'head' or a layer the forward pass reaches up to "
+            f"layer={layer!r} (where the head is): one of {allowed[-4:]} or earlier, from list_layers()."
+        )
+
+
+def chosen(layer: str, unfreeze: str, batchnorm: str, reason: str, layers: list[str]) -> Strategy:
+    """The strategy for a resolved ``unfreeze``, its layers checked against the network's ``layers``.
+
+    ``layer="auto"`` is ``"penultimate"`` where the network trains:
+    fine-tuning adapts the later layers to the data, and the head reads the
+    top. With the head alone, ``layer`` is resolved first (:func:`head_only_layer`).
+    """
+    if layer == "auto" and unfreeze != HEAD:
+        layer = PENULTIMATE
+    check_layers(layer, unfreeze, layers)
+    return Strategy(layer, unfreeze, resolved_batchnorm(batchnorm), reason)
+
+
+def head_only_layer(
+    layer: str, reason: str, transformer: CNNFeatureTransformer, images: list, labels: np.ndarray
+) -> tuple[str, str]:
+    """The head-only model's layer and the reason: ``"auto"`` is the one whose frozen codes cross-validate best.
+
+    Parameters
+    ----------
+    layer : str
+        The classifier's parameter.
+    reason : str
+        The reason so far, which the search's result extends.
+    transformer : CNNFeatureTransformer
+        Computes the candidates' codes (with a cache, where the probe reads them next).
+    images : list
+    labels : ndarray of shape (n_images,)
+
+    Returns
+    -------
+    layer, reason : str
+    """
+    if layer != "auto":
+        return layer, reason
+    layer, score = searched_layer(transformer, images, labels)
+    return layer, f"{reason}; layer {layer!r} cross-validated best ({score:.3f})"
+
+
+def searched_layer(transformer: CNNFeatureTransformer, images: list, labels: np.ndarray) -> tuple[str, float]:
+    """The candidate layer whose frozen codes cross-validate best, and its score.
+
+    A :data:`LAYER_SEARCH_CV`-fold :class:`~skcnn.LayerSearchCV` of the
+    layers alone, average-pooled at the transformer's input size: the codes
+    the head reads.
+    """
+    smallest = int(np.unique(labels, return_counts=True)[1].min())
+    if smallest < LAYER_SEARCH_CV:
+        raise ValueError(
+            f"layer='auto' with the head alone searches the layers by {LAYER_SEARCH_CV}-fold cross-validation, "
+            f"and a class has {smallest} image(s); give a layer (e.g. layer='penultimate') or more images."
+        )
+    with warnings.catch_warnings():  # bad images: the probe's own warning names them
+        warnings.simplefilter("ignore", BadImagesWarning)
+        # The head reads average-pooled codes at the classifier's own input: the layers alone are searched.
+        search = LayerSearchCV(
+            transformer, poolings=[DEFAULTS.pooling], input_sizes=[transformer.input_size], cv=LAYER_SEARCH_CV,
+            refit=False,
+        ).fit(images, labels)  # fmt: skip
+    return search.best_layer_, search.best_score_
+
+
+def measured_augment(
+    model: TappedClassifier, recipe: Preprocessing, sample: training.Examples, seed: int, batch_size: int
+) -> tuple[str, set[str]]:
+    """The augmentation ``augment="auto"`` takes, and the symmetries that keep the class.
+
+    Measured on at most :data:`SYMMETRY_MAX_IMAGES` of ``sample`` (a
+    stratified draw); rotations are left out of a rectangular input.
+
+    Parameters
+    ----------
+    model : TappedClassifier
+        The pretrained network, tapped at the head's layer (run frozen).
+    recipe : Preprocessing
+    sample : training.Examples
+        Decoded training images and their encoded classes.
+    seed : int
+    batch_size : int
+
+    Returns
+    -------
+    policy : str
+        One of ``"photo"``, ``"crop"``, ``"flips"``, ``"dihedral"``.
+    kept : set of str
+        The symmetries (``skcnn.symmetry.GENERATORS``' names) that keep the class.
+    """
+    rows = stratified_rows(sample.targets.numpy(), SYMMETRY_MAX_IMAGES, seed)
+    kept = kept_symmetries(model, recipe, sample.subset(torch.as_tensor(rows)), seed, batch_size)
+    policy = policy_for(kept)
+    if symmetry.needs_square(policy) and recipe.crop_size[0] != recipe.crop_size[1]:
+        policy = "flips"  # rotations need a square input
+    return policy, kept
+
+
+def kept_symmetries(
+    model: TappedClassifier, recipe: Preprocessing, sample: training.Examples, seed: int, batch_size: int
+) -> set[str]:
+    """The flips and rotations under which a probe of the frozen codes keeps its accuracy."""
+    targets = sample.targets.numpy()
+    if np.bincount(targets).min() < 2:  # too few of a class to halve: measure nothing
+        return set()
+    views = {"original": lambda pixels: pixels, **symmetry.GENERATORS}
+    if recipe.crop_size[0] != recipe.crop_size[1]:
+        del views["rot90"]  # a rectangle turned is another input size
+    codes = crop_codes(model, recipe, sample.images, batch_size, views)
+    original = codes.pop("original")
+    return symmetries_kept(label_preserving(original, targets, codes, seed), len(targets))
+
+
+__all__ = [
+    "LAYER_SEARCH_CV",
+    "SYMMETRY_MAX_IMAGES",
+    "Strategy",
+    "check_layers",
+    "chosen",
+    "head_only_layer",
+    "measured_augment",
+    "resolved_batchnorm",
+    "resolved_unfreeze",
+    "searched_layer",
+]
