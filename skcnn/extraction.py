@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from numbers import Integral
 from typing import NamedTuple
@@ -89,6 +89,16 @@ class CacheStats:
     hits: int
     misses: int
     computed: int
+
+
+class Crops(NamedTuple):
+    """Crops already made for some of the images (as :meth:`Preprocessing.pixels` makes
+    them with the extractor's preprocessing and decoding): those are not decoded again."""
+
+    #: The positions of the images that have one.
+    positions: Collection[int]
+    #: Their uint8 ``(B, 3, h, w)`` crops, for positions in the order given.
+    read: Callable[[list[int]], torch.Tensor]
 
 
 class Extraction(NamedTuple):
@@ -244,11 +254,12 @@ class Extractor:
             "width": self.stored_plan.widths[layer],
         }
 
-    def codes(self, images: Sequence, *, progress: bool = False) -> Extraction:
+    def codes(self, images: Sequence, *, progress: bool = False, crops: Crops | None = None) -> Extraction:
         """Codes of ``images`` (a list of paths, PIL images or arrays).
 
         An image that cannot be used gets a NaN row and an entry in the
         failures; every other image is computed (and cached) all the same.
+        The images ``crops`` holds are read from it, not decoded.
         """
         if not len(images):
             return Extraction(np.empty((0, self.width), dtype=np.float32), [], None)
@@ -266,16 +277,20 @@ class Extractor:
             # As many as torch's intra-op threads: what the user (or a Dask worker) gave the network.
             threads=torch.get_num_threads(),
         )
+        recipe = self.preprocessing(backbone)
+        cropped = set() if crops is None else set(crops.positions).intersection(found.todo)
         batches = loading.iter_batches(
             images,
-            found.todo,
-            self.preprocessing(backbone),
+            [i for i in found.todo if i not in cropped],
+            recipe,
             self.batch_size,
             failures,
             max_pixels=self.max_pixels,
             num_workers=self.num_workers,
             decode=self.decode,
         )
+        if cropped:
+            batches = _read_first(crops.read, sorted(cropped), recipe, self.batch_size, batches)
         with (
             tqdm(total=len(found.todo), unit="img", disable=not progress, desc="skcnn") as bar,
             contextlib.closing(batches),  # stops the decoding workers at once on an error
@@ -361,6 +376,20 @@ class _Found:
 
     def stats(self) -> CacheStats:
         return CacheStats(hits=self.n_readable - len(self.missing), misses=len(self.missing), computed=len(self.todo))
+
+
+def _read_first(
+    read: Callable[[list[int]], torch.Tensor],
+    positions: list[int],
+    recipe: Preprocessing,
+    batch_size: int,
+    rest: Iterator,
+) -> Iterator[tuple[list[int], torch.Tensor]]:
+    """The batches of the crops ``read`` gives for ``positions``, normalised, then those of ``rest``."""
+    for start in range(0, len(positions), batch_size):
+        chunk = positions[start : start + batch_size]
+        yield chunk, recipe.normalize(read(chunk))
+    yield from rest  # closing this closes ``rest``
 
 
 def _allocated(plan: TapPlan, n_images: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:

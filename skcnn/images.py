@@ -32,6 +32,8 @@ ImageLike = Union[str, "os.PathLike[str]", Image.Image, np.ndarray]
 # gray modes stay one channel and are replicated to three after resizing.
 _GRAY_MODES = {"L", "1", "LA", "La"}
 _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N"}
+# Modes that give float pixels (16-bit), or are refused ("I", "F"): never uint8.
+_FLOAT_MODES = _SIXTEEN_BIT_MODES | {"I", "F"}
 
 
 #: Images more elongated than this (long side over short side) are cut to
@@ -223,6 +225,26 @@ def image_size(image: ImageLike) -> tuple[int, int] | None:
     except Exception:  # any decoder error on any file: the decoder names it later, with its reason
         return None
     return (width, height) if transposed else (height, width)
+
+
+def gives_uint8(image: ImageLike) -> bool:
+    """Whether :func:`load_image` gives ``image`` as uint8 pixels (an 8-bit source), from a
+    file's header alone; False for 16-bit and float sources, and for what cannot be read.
+
+    Parameters
+    ----------
+    image : str, path, PIL.Image.Image or ndarray
+        One image.
+    """
+    if isinstance(image, np.ndarray):
+        return image.dtype in (np.uint8, np.bool_)
+    if isinstance(image, Image.Image):
+        return image.mode not in _FLOAT_MODES
+    try:
+        with open_image_file(image) as f, _opened(f, quoted(image)) as im:
+            return im.mode not in _FLOAT_MODES
+    except Exception:  # any decoder error on any file: the decoder names it, with its reason
+        return False
 
 
 def failure(image: Any, index: int, exc: BaseException) -> ImageFailure:
@@ -655,6 +677,7 @@ __all__ = [
     "ImageError",
     "ImageFailure",
     "check_images",
+    "gives_uint8",
     "load_image",
     "open_image_file",
     "shown_path",

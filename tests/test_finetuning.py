@@ -714,3 +714,31 @@ def test_fit_with_auto_strategy_decodes_each_image_once(patches, monkeypatch):
     monkeypatch.setattr(image_io, "load_image", counted)
     CNNClassifier(**SMALL, layer="penultimate").fit(X, y)  # unfreeze="auto": no decode to choose it
     assert len(decoded) == len(X)
+
+
+def test_a_first_fit_with_a_cache_decodes_each_image_once_and_caches_the_transformers_codes(
+    patches, tmp_path, monkeypatch, no_kept_crops
+):
+    from collections import Counter
+
+    from PIL import Image
+
+    from skcnn import loading
+
+    X, y, _, _ = patches
+    paths = [str(tmp_path / f"{i}.png") for i in range(len(X))]
+    for path, pixels in zip(paths, X, strict=True):
+        Image.fromarray(np.asarray(pixels)).save(path)
+    decodes = Counter()
+    real = loading.decode
+    monkeypatch.setattr(loading, "decode", lambda image, *a, **k: decodes.update([image]) or real(image, *a, **k))
+    cache = tmp_path / "codes.h5"
+    model = CNNClassifier(**SMALL, cache=cache, unfreeze="all", layer="penultimate", max_epochs=1,
+                          early_stopping=False, progress=False)  # fmt: skip
+    model.fit(paths, y)
+    assert decodes == Counter(paths)  # the probe's codes are computed from the training crops
+    params = dict(input_size=32, layer="penultimate", precision="fp32")
+    cached = CNNFeatureTransformer(**params, cache=cache).fit(paths)
+    codes = cached.transform(paths)
+    assert cached.cache_info_.hits == len(paths) and cached.cache_info_.computed == 0
+    np.testing.assert_allclose(codes, CNNFeatureTransformer(**params).fit_transform(paths), rtol=1e-5, atol=1e-5)

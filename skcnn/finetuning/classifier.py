@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from .. import arithmetic, backbones, loading
 from .. import images as image_io
 from ..compat import _check_sample_weight, _fit_context
-from ..extraction import checked_input_size
+from ..extraction import Crops, checked_input_size
 from ..files import atomic_path
 from ..layers import probe_backbone
 from ..options import DEFAULTS, FINETUNING, PENULTIMATE, constraints_of, show_progress
@@ -500,13 +500,18 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     def _probe_codes(self, model: TappedClassifier, recipe, images: list, crops) -> np.ndarray:
         """The frozen codes of the training images at the head's layer.
 
-        With a ``cache`` they come from the transformer (stored for the next
-        fit); without, from the crops decoded for training, so that no image
-        is decoded twice.
+        With a ``cache`` they come from the transformer's engine (stored for
+        the next fit, as the transformer stores them); without, from the
+        crops decoded for training. Either way no image is decoded twice:
+        the engine reads the training crops of the images the cache lacks,
+        where they are exactly those it would make (same recipe and
+        decoding, uint8 sources: :func:`~skcnn.finetuning.probe.exact_crops`).
         """
         if self.cache is not None:
             transformer = probe.frozen_codes(self.get_params(), recipe.crop_size, model.layer, self.cache)
-            return transformer.fit_transform(images)
+            extractor = transformer.fit(images).extractor_
+            exact = probe.exact_crops(images) if extractor.preprocessing() == recipe else ()
+            return extractor.codes(images, crops=Crops(exact, crops.read)).codes
         return probe.crop_codes(model, recipe, crops, self.batch_size)["original"]
 
     def _plan(self, device: torch.device, seed: int, examples: training.Examples, batchnorm: str) -> training.Plan:

@@ -10,7 +10,7 @@ from the decoded crops of a fit (or, with a ``cache``, by the transformer).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -18,6 +18,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
+from .. import images as image_io
 from ..preprocessing import Preprocessing
 from ..search import default_classifier
 from ..transformer import CNNFeatureTransformer
@@ -54,6 +55,13 @@ def frozen_codes(params: Mapping, input_size, layer, cache, progress=False) -> C
         progress=progress, on_error=params["on_error"], max_pixels=params["max_pixels"], decode=params["decode"],
         cache=cache,
     )  # fmt: skip
+
+
+def exact_crops(images: Sequence) -> frozenset[int]:
+    """The positions of the images decoded to uint8 pixels: their stored crops are, bit for bit,
+    the crops the transformer normalises. 16-bit and float images are resized in float, and their
+    stored crops rounded to uint8, so they are decoded again. A file's header only is read."""
+    return frozenset(i for i, image in enumerate(images) if image_io.gives_uint8(image))
 
 
 #: A view of a uint8 ``(B, 3, h, w)`` batch: the batch itself, a flip, a turn.
@@ -198,6 +206,7 @@ __all__ = [
     "PROBE_INNER_CV",
     "PROBE_MAX_IMAGES",
     "crop_codes",
+    "exact_crops",
     "linear_probe",
     "probe_head",
     "probe_rows",
