@@ -42,11 +42,6 @@ def own_folders(tmp_path, monkeypatch):
     store.clear_decoded_images()
 
 
-@pytest.fixture
-def images(photos_and_arrays):
-    return photos_and_arrays
-
-
 def decoded(images, memory_limit, store_dir=None):
     return store.decoded_images(
         images, RECIPE, [], decode="auto", max_pixels=None, batch_size=4, memory_limit=memory_limit,
@@ -94,7 +89,8 @@ def others_own(monkeypatch, planted: Path) -> None:
 
 
 @pytest.mark.parametrize("how", ["another owner", "group-writable", "symbolic link", "writable files"])
-def test_a_segment_planted_in_store_dir_is_not_read(how, images, tmp_path, decodes, monkeypatch):
+def test_a_segment_planted_in_store_dir_is_not_read(how, photos_and_arrays, tmp_path, decodes, monkeypatch):
+    images = photos_and_arrays
     store_dir = tmp_path / "store"
     folder = plant(images, store_dir)
     if how == "another owner":
@@ -123,7 +119,8 @@ def test_a_segment_planted_in_store_dir_is_not_read(how, images, tmp_path, decod
 
 
 @pytest.mark.parametrize("how", ["another owner", "group-writable"])
-def test_a_default_folder_taken_by_another_user_is_not_used(how, images, tmp_path, decodes, monkeypatch):
+def test_a_default_folder_taken_by_another_user_is_not_used(how, photos_and_arrays, tmp_path, decodes, monkeypatch):
+    images = photos_and_arrays
     default = tmp_path / "tmp" / f"skcnn-decoded-{os.geteuid()}"
     folder = plant(images, default)  # as if another user made the default folder first and filled it
     if how == "another owner":
@@ -140,7 +137,8 @@ def test_a_default_folder_taken_by_another_user_is_not_used(how, images, tmp_pat
     assert fallback.stat().st_mode & 0o777 == 0o700 and list(fallback.glob("seg-*.u8"))
 
 
-def test_the_default_folder_and_its_files_are_the_users_only(images, tmp_path):
+def test_the_default_folder_and_its_files_are_the_users_only(photos_and_arrays, tmp_path):
+    images = photos_and_arrays
     previous = os.umask(0o022)  # the usual umask: new files 0o644, folders 0o755
     try:
         decoded(images, 0)
@@ -155,7 +153,8 @@ def test_the_default_folder_and_its_files_are_the_users_only(images, tmp_path):
 
 
 @pytest.mark.parametrize("given", [True, False], ids=["store_dir", "default"])
-def test_a_fit_in_memory_never_looks_at_the_files(given, images, tmp_path, decodes, monkeypatch):
+def test_a_fit_in_memory_never_looks_at_the_files(given, photos_and_arrays, tmp_path, decodes, monkeypatch):
+    images = photos_and_arrays
     store_dir = tmp_path / "store" if given else None
     root = store_dir or tmp_path / "tmp" / f"skcnn-decoded-{os.geteuid()}"
     if given:
