@@ -9,7 +9,7 @@ move by ~10% from run to run; the ratios are what to compare):
    stores every code; a fresh transformer then transforms the same paths
    again (all cache hits). Printed: both times, images/s, their ratio, and
    the parts of the re-run: hashing the files alone
-   (``skcnn.identity.image_key``) and reading the codes from the cache alone
+   (``skcnn.decoding.identity.image_key``) and reading the codes from the cache alone
    (``CodeCache.lookup``). The files sit in the OS page cache (just written):
    this is a warm re-run; from a cold disk, reading the files adds to the
    hashing time.
@@ -91,7 +91,7 @@ def make_jpegs(folder: Path, n: int, seed: int) -> list[str]:
     import skimage.data
     from PIL import Image
 
-    from skcnn.identity import image_key
+    from skcnn.decoding.identity import image_key
 
     sources = [getattr(skimage.data, name)() for name in SOURCES]
     rng = np.random.default_rng(seed)
@@ -148,7 +148,7 @@ def stored_config(cache_path: Path) -> dict:
 
 def part_rerun(args, paths: list[str], work: Path) -> None:
     from skcnn.cache import CodeCache
-    from skcnn.identity import image_key
+    from skcnn.decoding.identity import image_key
 
     n = len(paths)
     cache_path = work / "rerun.h5"

@@ -16,10 +16,10 @@ import time
 import torch
 
 from skcnn import list_layers
-from skcnn.backbones import load_backbone
-from skcnn.extraction import TapPlan, stored_codes_of_batch
+from skcnn.codes.extraction import TapPlan, stored_codes_of_batch
 from skcnn.layers import probe_backbone
-from skcnn.taps import PENULTIMATE
+from skcnn.network.backbones import load_backbone
+from skcnn.network.taps import PENULTIMATE
 
 
 def seconds_per_image(backbone, batch, plan, repeats: int) -> float:

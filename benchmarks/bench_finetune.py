@@ -25,7 +25,7 @@ from reporting import cpu_name
 from sklearn.pipeline import make_pipeline
 
 from skcnn import CNNClassifier, CNNFeatureTransformer
-from skcnn.search import default_classifier
+from skcnn.frozen.search import default_classifier
 
 
 def animal_mnist(per_class: int, test_per_class: int = 100, seed: int = 0):

@@ -46,7 +46,7 @@ from bench_finetune import animal_mnist
 from reporting import cpu_name
 
 from skcnn import CNNClassifier, CNNFeatureTransformer, LayerSearchCV
-from skcnn.advice import FINE_TUNING_PAYS_FROM
+from skcnn.frozen.advice import FINE_TUNING_PAYS_FROM
 
 HERE = Path(__file__).parent
 TEST_PER_CLASS = 100

@@ -47,8 +47,9 @@ from reporting import machine_line, table
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
-from skcnn import CNNFeatureTransformer, arithmetic, cli
+from skcnn import CNNFeatureTransformer, cli
 from skcnn import images as image_io
+from skcnn.network import arithmetic
 
 #: Rows of top_losses.png (``skcnn inspect --top``'s default).
 SHOWN = 16

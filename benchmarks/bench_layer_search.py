@@ -59,9 +59,10 @@ from pathlib import Path
 import numpy as np
 from reporting import load_average, machine_line, table
 
-from skcnn import CNNFeatureTransformer, LayerSearchCV, backbones
+from skcnn import CNNFeatureTransformer, LayerSearchCV
 from skcnn.datasets import load_texture_patches
 from skcnn.layers import candidate_layers, probe_backbone
+from skcnn.network import backbones
 
 HERE = Path(__file__).resolve().parent
 
@@ -73,15 +74,15 @@ def counted_images(backbone: str, input_size: int):
     ``input_size``.
 
     Counted where a batch enters the forward pass
-    (``stored_codes_of_batch`` as ``skcnn.extraction`` calls it, whatever
+    (``stored_codes_of_batch`` as ``skcnn.codes.extraction`` calls it, whatever
     runtime runs the network), not with a hook on
-    ``skcnn.backbones.load_backbone(...).network``: on the CPU the batches
+    ``skcnn.network.backbones.load_backbone(...).network``: on the CPU the batches
     run through a private copy of that network (batch norm folded,
     channels_last), which a hook registered on the original does not see
     (or, registered before the copy is made, keeps seeing after its
     handle is removed).
     """
-    from skcnn import extraction
+    from skcnn.codes import extraction
 
     probe_backbone(backbones.load_backbone(backbone, "DEFAULT", "auto"), (input_size, input_size))
     seen: list[int] = []

@@ -34,7 +34,9 @@ from reporting import machine_line, table
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
-from skcnn import CNNClassifier, CNNFeatureTransformer, arithmetic, loading
+from skcnn import CNNClassifier, CNNFeatureTransformer
+from skcnn.decoding import loading
+from skcnn.network import arithmetic
 
 LAYER = "penultimate"
 

@@ -22,8 +22,8 @@ from reporting import machine_line
 import skcnn
 from skcnn import CNNFeatureTransformer
 from skcnn.datasets import load_digit_images, load_texture_patches, make_surface_defects
+from skcnn.decoding.symmetry import GENERATORS
 from skcnn.finetuning.augment import label_preserving, policy_for, symmetries_kept
-from skcnn.symmetry import GENERATORS
 
 SAMPLE = 256
 

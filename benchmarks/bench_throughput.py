@@ -45,9 +45,11 @@ from PIL import Image
 from reporting import cpu_name
 from torch import nn
 
-from skcnn import CNNFeatureTransformer, arithmetic, backbones, compiled, loading
-from skcnn.extraction import TapPlan, stored_codes_of_batch
+from skcnn import CNNFeatureTransformer
+from skcnn.codes.extraction import TapPlan, stored_codes_of_batch
+from skcnn.decoding import loading
 from skcnn.layers import probe_backbone
+from skcnn.network import arithmetic, backbones, compiled
 from skcnn.options import PRECISIONS
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field", "retina")
@@ -497,7 +499,9 @@ import numpy as np, torch
 from PIL import Image
 sys.path.insert(0, sys.argv[5])
 from bench_throughput import Subject
-from skcnn import CNNFeatureTransformer, arithmetic, loading, onnx_runtime
+from skcnn import CNNFeatureTransformer
+from skcnn.network import arithmetic, onnx_runtime
+from skcnn.decoding import loading
 mode, name, listing, batch_size = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 paths = [line.strip() for line in open(listing)]
 subject = Subject(name, "auto", batch_size)

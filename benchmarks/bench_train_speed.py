@@ -36,10 +36,10 @@ from torch import nn
 
 import skcnn
 from skcnn import CNNClassifier
-from skcnn.backbones import load_backbone
+from skcnn.decoding.loading import iter_batches
 from skcnn.finetuning.augment import default_augment, normalized, to_uint8
 from skcnn.layers import probe_backbone
-from skcnn.loading import iter_batches
+from skcnn.network.backbones import load_backbone
 
 INPUT_SIZE = 64
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}

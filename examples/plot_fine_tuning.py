@@ -78,5 +78,5 @@ print(scores.round(3).to_string(index=False))
 # %%
 # With 50 images per class the gain, where there is one, is small and the
 # validation split that judges the epochs holds 5 images per class: below
-# ``skcnn.advice.FINE_TUNING_PAYS_FROM`` (200) images per class,
+# ``skcnn.frozen.advice.FINE_TUNING_PAYS_FROM`` (200) images per class,
 # ``unfreeze="auto"`` trains the head alone.

@@ -1,11 +1,14 @@
 """skcnn: frozen pretrained CNN codes as scikit-learn transformers.
 
-The path an image takes, one module each: ``images`` (decode) ->
-``preprocessing`` (resize, crop, normalise) -> ``backbones`` / ``weights``
-(the frozen network) -> ``taps`` (layers read in one forward pass) ->
-``pooling`` (ReLU and pooling into codes) -> ``cache`` (HDF5 store keyed by
-image content), driven by ``extraction`` (the engine) under the estimators
-(``transformer``, ``search``). The manual's Layout page (docs/layout.md) shows them all.
+The path an image takes, one folder per part: ``decoding`` (files -> pixels
+-> the network's input) -> ``network`` (the frozen network, its taps, how it
+runs) -> ``codes`` (pooling, the engine, the HDF5 cache keyed by image
+content) -> ``frozen`` (the estimators on codes: ``CNNFeatureTransformer``,
+``LayerSearchCV``, ``advise_layer``). Beside them, ``finetuning`` (the second
+strategy), ``inspection`` (after ``fit``) and ``deployment`` (ONNX export and
+torch-free serving). The manual's Layout page (docs/layout.md) shows them all;
+the flat paths of before 0.8 (``skcnn.cache``, ``skcnn.images``, ...) still
+import (``skcnn.moved``).
 
 The public names are imported lazily, so that ``skcnn.cache`` can read codes
 on a machine without torch.
@@ -14,6 +17,10 @@ on a machine without torch.
 from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
 
+from . import moved
+
+moved.install()
+
 try:
     __version__ = version("skcnn")
 except PackageNotFoundError:  # running from a source tree that is not installed
@@ -21,28 +28,29 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 
 _PUBLIC = {
     # estimators and advice
-    "CNNFeatureTransformer": ".transformer",
-    "LayerSearchCV": ".search",
+    "CNNFeatureTransformer": ".frozen.transformer",
+    "LayerSearchCV": ".frozen.search",
     "CNNClassifier": ".finetuning.classifier",
+    "CNNRegressor": ".finetuning.regressor",
     "clear_decoded_images": ".finetuning.store",
-    "advise_layer": ".advice",
-    "LayerAdvice": ".advice",
+    "advise_layer": ".frozen.advice",
+    "LayerAdvice": ".frozen.advice",
     # layers
-    "list_layers": ".layers",
-    "candidate_layers": ".layers",
-    "Layer": ".taps",
+    "list_layers": ".network.layers",
+    "candidate_layers": ".network.layers",
+    "Layer": ".network.taps",
     # images
-    "check_images": ".images",
-    "BadImagesError": ".images",
-    "BadImagesWarning": ".images",
-    "ImageFailure": ".images",
+    "check_images": ".decoding.images",
+    "BadImagesError": ".decoding.images",
+    "BadImagesWarning": ".decoding.images",
+    "ImageFailure": ".decoding.images",
     # the code cache
-    "CodeCache": ".cache",
-    "CacheStats": ".extraction",
-    "CacheError": ".cache",
+    "CodeCache": ".codes.cache",
+    "CacheStats": ".codes.extraction",
+    "CacheError": ".codes.cache",
     # weights and the networks this process keeps
-    "CheckpointError": ".weights",
-    "clear_networks": ".backbones",
+    "CheckpointError": ".network.weights",
+    "clear_networks": ".network.backbones",
 }
 
 __all__ = [*_PUBLIC, "__version__"]

@@ -12,26 +12,19 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import dataclasses
 import functools
 import os
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from .datasets import find_image_files, load_image_folder, shown_path
-from .images import BadImagesError, BadImagesWarning, ImageFailure, describe
-from .options import (
-    PATHS_PER_TASK,
-    PENULTIMATE,
-    POOLINGS,
-    TTA_POLICIES,
-    Parameter,
-    declared,
-    parameter_names,
-    watched,
-)
+from .decoding.images import BadImagesError, BadImagesWarning, ImageFailure, describe
+from .options import PATHS_PER_TASK, PENULTIMATE, POOLINGS, TTA_POLICIES, Parameter, declared, parameter_names, watched
 
 #: Images per call of the model in ``skcnn predict``: a step of its progress
 #: bar, and the rows written before the next call.
@@ -73,7 +66,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _layers(args: argparse.Namespace) -> int:
-    from .layers import list_layers
+    from .network.layers import list_layers
 
     if args.search is not None:
         return _search_layers(args)
@@ -92,8 +85,8 @@ def _search_layers(args: argparse.Namespace) -> int:
     import matplotlib
 
     matplotlib.use("Agg")  # a file, never a window
-    from .search import LayerSearchCV
-    from .transformer import CNNFeatureTransformer
+    from .frozen.search import LayerSearchCV
+    from .frozen.transformer import CNNFeatureTransformer
 
     paths, labels = load_image_folder(args.search, return_X_y=True)
     transformer = CNNFeatureTransformer(**transformer_params(args, backbone=args.backbone))
@@ -233,7 +226,7 @@ def transformer_params(args: argparse.Namespace, **given) -> dict:
 
 
 def _extract(args: argparse.Namespace) -> int:
-    from .transformer import CNNFeatureTransformer
+    from .frozen.transformer import CNNFeatureTransformer
 
     paths = find_image_files(args.images)
     layers = args.layer or [PENULTIMATE]
@@ -258,7 +251,7 @@ def _extract(args: argparse.Namespace) -> int:
 def _extract_on_dask(args: argparse.Namespace, paths: list[str], params: dict):
     from dask.distributed import Client
 
-    from . import dask as skcnn_dask
+    from .frozen import dask as skcnn_dask
 
     params = {name: value for name, value in params.items() if name != "cache"}
     with Client(args.dask_scheduler) as client:
@@ -281,11 +274,21 @@ def _finetune(args: argparse.Namespace) -> int:
     import joblib
 
     from .finetuning.classifier import CNNClassifier
+    from .finetuning.regressor import CNNRegressor
 
-    paths, labels = load_image_folder(args.folder, return_X_y=True)
-    model = CNNClassifier(
-        **parsed_parameters(args, (*FINETUNE_OPTIONS, *PREDICTION_OPTIONS, "on_error")), progress=True
-    )
+    if args.targets is None and args.task != "classification":
+        raise ValueError(f"--task {args.task} reads the targets from a CSV file: give --targets FILE.")
+    if args.targets is None:
+        paths, labels = load_image_folder(args.folder, return_X_y=True)
+    else:
+        paths, labels = _targets_table(args.folder, args.targets, args.task)
+    estimator = CNNRegressor if args.task == "regression" else CNNClassifier
+    params = parsed_parameters(args, (*FINETUNE_OPTIONS, *PREDICTION_OPTIONS, "on_error"))
+    taken = estimator().get_params()
+    classes_only = sorted(f"--{name.replace('_', '-')}" for name in params if name not in taken and params[name])
+    if classes_only:
+        raise ValueError(f"{', '.join(classes_only)}: for classes only; {estimator.__name__} does not take it.")
+    model = estimator(**{name: value for name, value in params.items() if name in taken}, progress=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BadImagesWarning)  # the bad files are listed below instead
         model.fit(paths, labels)
@@ -293,40 +296,73 @@ def _finetune(args: argparse.Namespace) -> int:
     strategy = ", ".join(f"{k}={v!r}" for k, v in model.strategy_.items() if k != "reason")
     if model.n_epochs_:
         scores = [epoch["validation_score"] for epoch in model.history_]  # epoch 0: the probe
+        score = "R^2" if args.task == "regression" else "accuracy"
         ran = (
-            f"{model.n_epochs_} epochs, kept epoch {model.best_epoch_} (0: the linear probe; validation accuracy "
+            f"{model.n_epochs_} epochs, kept epoch {model.best_epoch_} (0: the linear probe; validation {score} "
             f"{scores[model.best_epoch_]:.3f})"
         )
     else:
         ran = "a linear probe on frozen codes, no epochs"
-    print(f"{len(paths)} images, {len(model.classes_)} classes; {model.strategy_['reason']}; {strategy}; {ran}")
+    what = {
+        "classification": f"{len(getattr(model, 'classes_', []))} classes",
+        "multilabel": f"{len(getattr(model, 'classes_', []))} labels",
+        "regression": f"{getattr(model, 'n_outputs_', 1)} target(s)",
+    }[args.task]
+    print(f"{len(paths)} images, {what}; {model.strategy_['reason']}; {strategy}; {ran}")
     joblib.dump(model, args.out)
     print(f"model: {shown_path(args.out)} (skcnn predict {shown_path(args.out)} FILES...)")
     return 0
 
 
+def _targets_table(folder: str, table: str, task: str) -> tuple[list[str], np.ndarray | list[list[str]]]:
+    """Images and their targets from a CSV file: a header, then ``path,target...`` per image, the paths
+    relative to ``folder``. Regression: numbers (one column or several); multi-label: one column of labels
+    separated by ``;`` (none for an image with no label), a list of labels per image; classification: one label."""
+    with open(table, newline="", encoding="utf-8") as lines:
+        rows = [row for row in csv.reader(lines) if row]
+    if len(rows) < 2 or len(rows[0]) < 2:
+        raise ValueError(f"{shown_path(table)}: expected a header and a row per image: path,target[,target...].")
+    width = 2 if task != "regression" else len(rows[0])
+    for number, row in enumerate(rows[1:], start=2):
+        if len(row) != width:
+            raise ValueError(
+                f"{shown_path(table)}, line {number}: {len(row)} fields where {width} were expected "
+                f"(path and {'the targets' if task == 'regression' else 'one column of labels'})."
+            )
+    paths = [os.path.join(folder, row[0]) for row in rows[1:]]
+    values = [row[1:] for row in rows[1:]]
+    if task == "multilabel":  # each image's labels, a list each (CNNClassifier's classes_ are their names)
+        return paths, [sorted({label.strip() for label in row[0].split(";") if label.strip()}) for row in values]
+    if task == "classification":
+        return paths, np.array([row[0] for row in values])
+    try:
+        targets = np.array(values, dtype=np.float64)
+    except ValueError as error:
+        raise ValueError(f"{shown_path(table)}: --task regression needs numbers as targets: {error}.") from None
+    return paths, targets[:, 0] if targets.shape[1] == 1 else targets
+
+
 def _predict(args: argparse.Namespace) -> int:
     paths = find_image_files(args.images)
     model = _predictor(args)
-    columns, method = _score_columns(model)
+    readout = _readout(model)
     # An ONNX file's graph and metadata can still fail when run; a fitted model's errors then are
     # skcnn's or torch's, and keep their traceback.
     running = functools.partial(_model_file, args.model) if _is_onnx(args.model) else contextlib.nullcontext
     failed: list[ImageFailure] = []
     with _output(args.out) as out, _progress_bar(len(paths)) as bar:
         rows = csv.writer(out)
-        rows.writerow(["path", "label", *columns, "error"])
+        rows.writerow(["path", *readout.columns, "error"])
         for start in range(0, len(paths), PREDICT_CHUNK):
             chunk = paths[start : start + PREDICT_CHUNK]
             with running():
-                labels, scores, failures = _predicted(model, method, chunk)
+                values, failures = _predicted(model, readout.method, chunk)
             reasons = {failure.index: shown_path(failure.reason) for failure in failures}
             for i, path in enumerate(chunk):
                 if i in reasons:
-                    rows.writerow([shown_path(path), "", *[""] * len(columns), reasons[i]])
+                    rows.writerow([shown_path(path), *[""] * len(readout.columns), reasons[i]])
                 else:
-                    values = (f"{value:.6g}" for value in np.atleast_1d(scores[i]))
-                    rows.writerow([shown_path(path), shown_path(str(labels[i])), *values, ""])
+                    rows.writerow([shown_path(path), *readout.row(values[i]), ""])
             out.flush()
             for f in failures:  # named by their place among all the images, not in the chunk
                 failed.append(ImageFailure(start + f.index, describe(chunk[f.index], start + f.index), f.reason))
@@ -341,22 +377,38 @@ def _predict(args: argparse.Namespace) -> int:
 def _predictor(args: argparse.Namespace):
     """The model of ``skcnn predict``: an ONNX file run without torch, or a fitted model file."""
     if _is_onnx(args.model):
-        from .serving import OnnxImageClassifier
+        from .deployment.serving import load_onnx
 
         with _model_file(args.model):
-            return _classifier(args.model, OnnxImageClassifier(args.model, batch_size=args.batch_size))
-    model = _classifier(args.model, _load_model(args.model))
+            return _predicting(args.model, load_onnx(args.model, batch_size=args.batch_size))
+    model = _predicting(args.model, _load_model(args.model))
     # Our own progress bar counts the images; the model raises on a bad file so that its chunk is
     # predicted again without it.
     return _with_params(model, progress=False, on_error="raise", batch_size=args.batch_size, device=args.device)
 
 
-def _classifier(path: str, model):
-    """``model``, where it is a fitted classifier; else a ValueError naming the file and what it holds."""
-    if not hasattr(model, "classes_"):
+def _predicting(path: str, model):
+    """``model``, where it is a fitted classifier or regressor; else a ValueError naming the file and what it holds."""
+    if not (hasattr(model, "classes_") or _is_regressor(model)):
         held = getattr(model, "metadata_", {}).get("kind") or type(model).__name__  # an ONNX file's kind
-        raise ValueError(f"{path} holds a {held}, not a fitted classifier.")
+        raise ValueError(f"{path} holds a {held}, not a fitted classifier or regressor.")
     return model
+
+
+def _is_regressor(model) -> bool:
+    """scikit-learn's ``is_regressor``, or an exported regressor's file (read without scikit-learn)."""
+    if hasattr(model, "metadata_"):
+        return model.metadata_["kind"] == "regressor"
+    from sklearn.base import is_regressor
+
+    return is_regressor(model)
+
+
+def _is_multilabel(model) -> bool:
+    """A classifier fitted on an indicator matrix, or an exported one's file."""
+    if hasattr(model, "metadata_"):
+        return bool(model.metadata_.get("multilabel", False))
+    return getattr(model, "target_type_", None) == "multilabel-indicator"
 
 
 def _is_onnx(path: str) -> bool:
@@ -429,20 +481,57 @@ def _with_params(model, **params):
     return model
 
 
-def _score_columns(model) -> tuple[list[str], str]:
-    """The CSV's score columns and the method giving them: one probability per class, or
-    decision scores (one column for two classes) where the model has no ``predict_proba``."""
-    classes = [shown_path(str(label)) for label in model.classes_]
-    if hasattr(model, "predict_proba"):
-        return [f"p({label})" for label in classes], "predict_proba"
-    if len(classes) == 2:
-        return [f"score({classes[1]})"], "decision_function"
-    return [f"score({label})" for label in classes], "decision_function"
+@dataclasses.dataclass(frozen=True)
+class Readout:
+    """What ``skcnn predict`` writes of a model: its CSV columns after ``path``, the method whose
+    values fill them, and one image's values as that row's cells."""
+
+    columns: list[str]
+    method: str
+    row: Callable[[np.ndarray], list[str]]
 
 
-def _predicted(model, method: str, images: list) -> tuple[np.ndarray, np.ndarray, list[ImageFailure]]:
-    """Labels and scores of ``images``, and the failures (indexes into ``images``): a call that
-    meets bad files is made again without them."""
+def _readout(model) -> Readout:
+    """A classifier's label (the class of the largest probability or score) and one column per class
+    (probabilities, or decision scores where it has no ``predict_proba``: one column for two classes);
+    a multi-label one's labels (``;`` between them) and one column per label; a regressor's predictions."""
+    if _is_regressor(model):
+        n_outputs = _n_outputs(model)
+        columns = ["prediction"] if n_outputs == 1 else [f"prediction({i})" for i in range(n_outputs)]
+        return Readout(columns, "predict", lambda values: [f"{v:.6g}" for v in np.atleast_1d(values)])
+    classes = np.asarray(model.classes_)
+    names = [shown_path(str(label)) for label in classes]
+    method = "predict_proba" if hasattr(model, "predict_proba") else "decision_function"
+    prefix = "p" if method == "predict_proba" else "score"
+    threshold = 0.5 if method == "predict_proba" else 0.0
+    scores = [f"{prefix}({name})" for name in (names[1:] if len(names) == 2 and prefix == "score" else names)]
+
+    def row(values: np.ndarray) -> list[str]:
+        values = np.atleast_1d(values)
+        if _is_multilabel(model):
+            label = ";".join(name for name, value in zip(names, values, strict=True) if value >= threshold)
+        elif len(values) == 1:  # two classes' one decision score: the second class's
+            label = names[int(values[0] > 0)]
+        else:
+            label = names[int(values.argmax())]
+        return [label, *(f"{value:.6g}" for value in values)]
+
+    return Readout(["labels" if _is_multilabel(model) else "label", *scores], method, row)
+
+
+def _n_outputs(model) -> int:
+    """How many targets a regressor predicts: its ``n_outputs_``, else what its last step's ``predict``
+    gives for one row of zeros (a pipeline's ridge, which has no such attribute)."""
+    if hasattr(model, "n_outputs_"):
+        return int(model.n_outputs_)
+    last = model[-1] if hasattr(model, "steps") else model
+    shape = np.shape(last.predict(np.zeros((1, last.n_features_in_), dtype=np.float32)))
+    return 1 if len(shape) == 1 else int(shape[1])
+
+
+def _predicted(model, method: str, images: list) -> tuple[np.ndarray, list[ImageFailure]]:
+    """The values of ``method`` for ``images`` (one row each, None for the bad ones), and the failures
+    (indexes into ``images``): a call that meets bad files is made again without them."""
     failures: list[ImageFailure] = []
     good = list(range(len(images)))
     while True:
@@ -453,15 +542,10 @@ def _predicted(model, method: str, images: list) -> tuple[np.ndarray, np.ndarray
             failures += [ImageFailure(good[f.index], f.source, f.reason) for f in error.failures]
             bad = {f.index for f in error.failures}
             good = [i for position, i in enumerate(good) if position not in bad]
-    if scores.ndim == 2:
-        labels = np.asarray(model.classes_)[scores.argmax(axis=1)] if len(good) else []
-    else:
-        labels = np.asarray(model.classes_)[(scores > 0).astype(int)]
-    full_labels = np.empty(len(images), dtype=object)
-    full_scores = np.empty(len(images), dtype=object)
+    rows = np.empty(len(images), dtype=object)
     for position, i in enumerate(good):
-        full_labels[i], full_scores[i] = labels[position], scores[position]
-    return full_labels, full_scores, sorted(failures, key=lambda failure: failure.index)
+        rows[i] = scores[position]
+    return rows, sorted(failures, key=lambda failure: failure.index)
 
 
 def _output(path: str | None):
@@ -486,7 +570,7 @@ class _NoBar:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .export import to_onnx
+    from .deployment.export import to_onnx
 
     path = to_onnx(_load_model(args.model), args.out)
     shown = shown_path(path)
@@ -503,16 +587,46 @@ def _size(n_bytes: int) -> str:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from .inspection.report import write_report
+    from .inspection.report import model_task, write_report
 
     # Every usable image is scored whatever --on-error says; it decides the exit status.
     model = _with_params(_load_model(args.model), progress=True, on_error="skip")
-    paths, labels = load_image_folder(args.folder, return_X_y=True)
+    task = model_task(model)  # as `skcnn finetune --task` fit it
+    names = None
+    if args.targets is None:
+        if task != "classification":
+            raise ValueError(
+                f"{shown_path(args.model)} holds a {'regressor' if task == 'regression' else 'multi-label classifier'}"
+                f": give its images' targets with --targets CSV, as to skcnn finetune --task {task}."
+            )
+        paths, labels = load_image_folder(args.folder, return_X_y=True)
+    else:
+        paths, labels = _targets_table(args.folder, args.targets, task)
+    if task == "multilabel":
+        names = [str(name) for name in model.classes_]
+        unknown = sorted({label for row in labels for label in row} - set(names))
+        if unknown:
+            raise ValueError(
+                f"{shown_path(args.targets)} names labels the model was not fit on: {', '.join(unknown)} (its "
+                f"labels: {', '.join(names)})."
+            )
+        labels = np.array([[int(name in row) for name in names] for row in labels])  # the model's columns
+    elif task == "regression":
+        given, fitted = 1 if labels.ndim == 1 else labels.shape[1], _n_outputs(model)
+        if given != fitted:
+            raise ValueError(f"{shown_path(args.targets)} has {given} target column(s); the model predicts {fitted}.")
     test_images, test_labels = _test_images(args.test)
+    if args.targets is not None:
+        test_labels = None  # with --targets, --test is the leak check only
     summary, failed = write_report(
-        model, paths, labels, args.out, test_images=test_images, test_labels=test_labels, cv=args.cv, k=args.top
-    )
-    print(f"{len(paths)} images, {len(set(labels))} classes, model {shown_path(args.model)}:")
+        model, paths, labels, args.out, test_images=test_images, test_labels=test_labels, cv=args.cv, k=args.top,
+        target_names=names,
+    )  # fmt: skip
+    if task == "classification":
+        what = f"{len(set(labels))} classes"
+    else:
+        what = f"{len(names)} labels" if task == "multilabel" else f"{given} target(s)"
+    print(f"{len(paths)} images, {what}, model {shown_path(args.model)}:")
     print("\n".join(summary))
     _left_out(args, failed)
     return _status(args, failed)
@@ -531,7 +645,7 @@ def _test_images(folder: str | None) -> tuple[list[str] | None, np.ndarray | Non
 
 
 def _cache_info(args: argparse.Namespace) -> int:
-    from .cache import CodeCache
+    from .codes.cache import CodeCache
 
     cache = CodeCache(args.file)
     configs = cache.configs()
@@ -553,7 +667,7 @@ def _cache_info(args: argparse.Namespace) -> int:
 
 
 def _cache_prune(args: argparse.Namespace) -> int:
-    from .cache import CodeCache
+    from .codes.cache import CodeCache
 
     cache = CodeCache(args.file)
     known = {config.fingerprint for config in cache.configs()}
@@ -566,7 +680,7 @@ def _cache_prune(args: argparse.Namespace) -> int:
 
 
 def _cache_compact(args: argparse.Namespace) -> int:
-    from .cache import CodeCache
+    from .codes.cache import CodeCache
 
     merged = CodeCache(args.file).compact()
     print(f"merged {merged} files (segments and worker shards) into {shown_path(args.file)}")
@@ -574,7 +688,7 @@ def _cache_compact(args: argparse.Namespace) -> int:
 
 
 def _cache_clear_graphs(args: argparse.Namespace) -> int:
-    from .onnx_runtime import cache_dir, clear_graph_cache
+    from .network.onnx_runtime import cache_dir, clear_graph_cache
 
     freed = clear_graph_cache()
     print(f"freed {_size(freed)}: the ONNX graphs exported for the CPU runtime, in {shown_path(cache_dir())}")
@@ -684,9 +798,26 @@ def build_parser() -> argparse.ArgumentParser:
     extract_parser.set_defaults(run=_extract)
 
     finetune = commands.add_parser(
-        "finetune", help="fine-tune a pretrained network on FOLDER/<class>/<images> (skcnn.CNNClassifier)"
+        "finetune",
+        help="fine-tune a pretrained network on FOLDER/<class>/<images> (skcnn.CNNClassifier), or on images "
+        "and targets listed in a CSV file (--targets: several labels per image, or continuous values)",
     )
-    finetune.add_argument("folder", help="one subfolder of images per class")
+    finetune.add_argument("folder", help="one subfolder of images per class; with --targets, the images' folder")
+    finetune.add_argument(
+        "--task",
+        choices=["classification", "multilabel", "regression"],
+        default="classification",
+        help="one class per image (skcnn.CNNClassifier); several labels per image (the CNNClassifier of an "
+        "indicator matrix); continuous targets (skcnn.CNNRegressor)",
+    )
+    finetune.add_argument(
+        "--targets",
+        default=None,
+        metavar="CSV",
+        help="a CSV file with a header, then path,target... per image (paths relative to FOLDER): numbers for "
+        "regression (a column per target), labels separated by ; for multilabel, one label for classification "
+        "(none given: the class of each image is its subfolder)",
+    )
     finetune.add_argument(
         "--out",
         required=True,
@@ -703,10 +834,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser(
         "predict",
-        help="classify image files with an exported .onnx file (without torch) or a fitted model file: "
+        help="predict image files with an exported .onnx file (without torch) or a fitted model file: "
         "a CSV row per image",
-        description="Classify image files. Writes CSV: path, label, one column per class (its probability, "
-        "or decision scores for a classifier without probabilities), and error (why a file could not be used).",
+        description="Predict image files. Writes CSV: path; for a classifier, label and one column per class (its "
+        "probability, or decision scores for a classifier without probabilities); for a multi-label one, labels "
+        "(separated by ;) and one probability per label; for a regressor, prediction (one column per target); and "
+        "error (why a file could not be used).",
     )
     predict.add_argument("model", help=f"a .onnx file from `skcnn export`, or {MODEL_FILE}")
     predict.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
@@ -724,16 +857,27 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(run=_export)
 
     inspect = commands.add_parser(
-        "inspect", help="where a fitted model fails on FOLDER/<class>/<images>: top losses, label errors, duplicates"
+        "inspect",
+        help="where a fitted model fails on FOLDER/<class>/<images>, or on images and targets listed in a CSV file "
+        "(--targets): top losses, label errors, duplicates",
     )
     inspect.add_argument("model", help=MODEL_FILE)
-    inspect.add_argument("folder", help="one subfolder of images per class")
+    inspect.add_argument("folder", help="one subfolder of images per class; with --targets, the images' folder")
+    inspect.add_argument(
+        "--targets",
+        default=None,
+        metavar="CSV",
+        help="a CSV file as skcnn finetune --targets reads it (path,target... per image, paths relative to FOLDER); "
+        "what it holds is what the model predicts: numbers for a regressor, labels separated by ; for a multi-label "
+        "classifier (the model's columns are the CSV's label names, sorted), one label for a classifier",
+    )
     inspect.add_argument("--out", required=True, help="the report folder to write")
     inspect.add_argument(
         "--test",
         default=None,
-        help="a folder of test images: with class subfolders, the top losses and confusion matrix are the fitted "
-        "model's on them; in any case, those with a copy in FOLDER are reported",
+        help="a folder of test images: with class subfolders (and no --targets), the top losses and confusion "
+        "matrix are the fitted model's on them; in any case, those with a copy in FOLDER are reported (with "
+        "--targets, that leak check alone: the report is out of fold)",
     )
     inspect.add_argument(
         "--cv", type=int, default=5, help="folds of the out-of-fold label check (and of the losses, without --test)"

@@ -9,6 +9,10 @@
 - **Small local evidence**: close-ups of real surfaces (the texture
   photos) with a crack, a spot or a scratch drawn at a random place, most
   images flawless (:func:`make_surface_defects`).
+- **Regression and multi-label targets**: crops made of several textures
+  in random regions, with the share each covers as a continuous target
+  (:func:`make_texture_mixtures`) or which ones appear as an indicator
+  matrix (:func:`make_texture_collages`).
 - **Your own images**: :func:`load_image_folder` reads a folder with one
   subfolder of image files per class, as :func:`sklearn.datasets.load_files`
   reads text; :func:`find_image_files` lists the image files below folders,
@@ -27,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .images import shown_path
+from .decoding.images import shown_path
 
 TEXTURES = ("brick", "grass", "gravel")
 #: scikit-image's photos (colour and gray) that :func:`load_photo_crops` cuts.
@@ -433,6 +437,257 @@ def _draw_path(mask: np.ndarray, points: np.ndarray, width: int) -> None:
             mask[rows, cols] = 1.0
 
 
+#: The textures of :func:`make_texture_mixtures` and :func:`make_texture_collages`: scikit-image's
+#: CC0 photos of brick, grass and gravel, and ``"tissue"``, its immunohistochemistry slide (gray).
+MIXED_TEXTURES = ("brick", "grass", "gravel", "tissue")
+#: Range of the zoom of a texture crop (a crop of ``zoom * patch_size`` pixels resized to ``patch_size``).
+TEXTURE_ZOOM = (0.75, 1.5)
+
+
+def make_texture_mixtures(
+    n_samples: int = 200,
+    *,
+    patch_size: int = 64,
+    n_outputs: int = 1,
+    split: str | None = None,
+    random_state: int = 0,
+    return_X_y: bool = False,
+):
+    """Gray crops made of several textures, with the share of the crop each covers as a continuous target.
+
+    A regression set from photos that ship with pip. Each image is cut
+    into regions by random boundaries, either parallel straight lines at a
+    random angle or the outlines of random blobs, and each region is filled
+    with a random crop of one of scikit-image's texture photos
+    (``MIXED_TEXTURES``), turned by a random angle, zoomed by 0.75-1.5x,
+    flipped at random, and brought to the image's brightness and contrast
+    (so that a region is told from another by its texture, not its grey
+    level). The target is the share of the image's pixels that the first
+    ``n_outputs`` textures cover: with ``n_outputs=1``, how much of the
+    crop is brick, the rest one other texture; with ``n_outputs=k``, the
+    shares of the first ``k`` textures, one other texture filling the rest
+    (for ``k < 4``). The shares are drawn uniformly from the simplex
+    (a flat Dirichlet), and the target is the share of pixels each texture
+    covers in the image.
+
+    Parameters
+    ----------
+    n_samples : int, default=200
+        How many images.
+    patch_size : int, default=64
+        Side of the square images, in pixels (16 to 256).
+    n_outputs : int, default=1
+        How many textures' shares are targets (1 to 4): ``y`` has shape
+        ``(n_samples,)`` for 1, ``(n_samples, n_outputs)`` otherwise.
+    split : {"train", "test"} or None, default=None
+        ``"train"`` cuts the texture crops from the left half of each
+        photo, ``"test"`` from the right half, so that a training and a
+        test set never share a pixel; ``None`` from the whole photos.
+    random_state : int, default=0
+        Seeds the layouts, shares, crops and turns: two seeds give two
+        different draws.
+    return_X_y : bool, default=False
+        Return ``(images, target)`` instead of a Bunch.
+
+    Returns
+    -------
+    data : :class:`~sklearn.utils.Bunch`
+        ``images`` (ndarray of shape (n_samples, patch_size, patch_size),
+        uint8, gray), ``target`` (float, in [0, 1]: the shares) and
+        ``target_names`` (the textures whose shares they are).
+    (images, target) : tuple
+        With ``return_X_y=True``.
+
+    See Also
+    --------
+    make_texture_collages : Which textures a crop holds (multi-label).
+
+    Examples
+    --------
+    >>> from skcnn.datasets import make_texture_mixtures
+    >>> data = make_texture_mixtures(4, patch_size=32, random_state=1)
+    >>> data.images.shape, data.target.shape, data.target_names.tolist()
+    ((4, 32, 32), (4,), ['brick'])
+    >>> X, y = make_texture_mixtures(4, patch_size=32, n_outputs=3, return_X_y=True)
+    >>> y.shape, bool(((0 <= y) & (y <= 1)).all() and (y.sum(axis=1) <= 1 + 1e-9).all())
+    ((4, 3), True)
+    """
+    if not 1 <= n_outputs <= len(MIXED_TEXTURES):
+        raise ValueError(f"n_outputs must be in [1, {len(MIXED_TEXTURES)}]; got {n_outputs}.")
+    photos, rng = _mixture_start(patch_size, split, random_state)
+    images = np.empty((n_samples, patch_size, patch_size), dtype=np.uint8)
+    shares = np.zeros((n_samples, len(MIXED_TEXTURES)))
+    for i in range(n_samples):
+        parts = list(range(n_outputs))
+        if n_outputs < len(MIXED_TEXTURES):  # one other texture fills the rest
+            parts.append(int(rng.integers(n_outputs, len(MIXED_TEXTURES))))
+        images[i], shares[i] = _texture_layout(
+            photos, np.asarray(parts), rng.dirichlet(np.ones(len(parts))), patch_size, rng
+        )
+    target = shares[:, :n_outputs]
+    target = target[:, 0] if n_outputs == 1 else target
+    return _mixture_result(images, target, np.asarray(MIXED_TEXTURES[:n_outputs]), return_X_y)
+
+
+def make_texture_collages(
+    n_samples: int = 200,
+    *,
+    patch_size: int = 64,
+    max_labels: int = 3,
+    min_share: float = 0.1,
+    split: str | None = None,
+    random_state: int = 0,
+    return_X_y: bool = False,
+):
+    """Gray crops holding one to ``max_labels`` textures in random regions, labelled by which they hold.
+
+    A multi-label set from photos that ship with pip. Each image holds 1
+    to ``max_labels`` of the four ``MIXED_TEXTURES`` (how many: uniform),
+    each covering at least ``min_share`` of it, in regions cut as in
+    :func:`make_texture_mixtures` (parallel straight lines at a random
+    angle, or random blobs) and filled the same way (random crops, turned,
+    zoomed, flipped, at the image's brightness and contrast). The target
+    says which textures appear: a binary indicator matrix, as
+    :func:`sklearn.datasets.make_multilabel_classification` returns.
+
+    Parameters
+    ----------
+    n_samples : int, default=200
+        How many images.
+    patch_size : int, default=64
+        Side of the square images, in pixels (16 to 256).
+    max_labels : int, default=3
+        Most textures in an image (1 to 4).
+    min_share : float, default=0.1
+        Smallest share of the image a texture that appears covers (a
+        texture below it would be a sliver few annotators would label).
+    split : {"train", "test"} or None, default=None
+        As for :func:`make_texture_mixtures`: ``"train"`` and ``"test"``
+        crop the left and the right halves of the photos.
+    random_state : int, default=0
+        Seeds the draw.
+    return_X_y : bool, default=False
+        Return ``(images, target)`` instead of a Bunch.
+
+    Returns
+    -------
+    data : :class:`~sklearn.utils.Bunch`
+        ``images`` (ndarray of shape (n_samples, patch_size, patch_size),
+        uint8, gray), ``target`` (ndarray of shape (n_samples, 4), int: 1
+        where the texture appears), ``target_names`` (``MIXED_TEXTURES``)
+        and ``shares`` (float: the share of the image each texture covers).
+    (images, target) : tuple
+        With ``return_X_y=True``.
+
+    See Also
+    --------
+    make_texture_mixtures : The shares as a regression target.
+
+    Examples
+    --------
+    >>> from skcnn.datasets import make_texture_collages
+    >>> data = make_texture_collages(6, patch_size=32, random_state=1)
+    >>> data.images.shape, data.target.shape, data.target_names.tolist()
+    ((6, 32, 32), (6, 4), ['brick', 'grass', 'gravel', 'tissue'])
+    >>> counts = data.target.sum(axis=1)
+    >>> bool(((1 <= counts) & (counts <= 3)).all()), bool((data.shares[data.target == 1] >= 0.09).all())
+    (True, True)
+    """
+    if not 1 <= max_labels <= len(MIXED_TEXTURES):
+        raise ValueError(f"max_labels must be in [1, {len(MIXED_TEXTURES)}]; got {max_labels}.")
+    if not 0 <= min_share <= 1 / max_labels:
+        raise ValueError(f"min_share must be in [0, 1 / max_labels = {1 / max_labels:.3g}]; got {min_share}.")
+    photos, rng = _mixture_start(patch_size, split, random_state)
+    images = np.empty((n_samples, patch_size, patch_size), dtype=np.uint8)
+    shares = np.zeros((n_samples, len(MIXED_TEXTURES)))
+    for i in range(n_samples):
+        n_parts = int(rng.integers(1, max_labels + 1))
+        parts = rng.choice(len(MIXED_TEXTURES), size=n_parts, replace=False)
+        drawn = min_share + (1 - n_parts * min_share) * rng.dirichlet(np.ones(n_parts))
+        images[i], shares[i] = _texture_layout(photos, parts, drawn, patch_size, rng)
+    result = _mixture_result(images, (shares > 0).astype(int), np.asarray(MIXED_TEXTURES), return_X_y)
+    if not return_X_y:
+        result["shares"] = shares
+    return result
+
+
+def _mixture_start(patch_size: int, split: str | None, random_state: int):
+    """The texture photos (or their halves) and the generator of one draw."""
+    from skimage import data
+
+    if not 16 <= patch_size <= 256:
+        raise ValueError(f"patch_size must be between 16 and 256 pixels; got {patch_size}.")
+    if split not in (None, "train", "test"):
+        raise ValueError(f"split must be 'train', 'test' or None; got {split!r}.")
+    photos = [getattr(data, name)() for name in TEXTURES]
+    tissue = data.immunohistochemistry()[..., :3].astype(np.float64) @ [0.2125, 0.7154, 0.0721]
+    photos.append(np.round(tissue).astype(np.uint8))
+    if split is not None:
+        photos = [photo[:, : photo.shape[1] // 2] if split == "train" else photo[:, photo.shape[1] // 2 :]
+                  for photo in photos]  # fmt: skip
+    seed = [random_state, {None: 0, "train": 1, "test": 2}[split]]
+    return photos, np.random.default_rng(seed)
+
+
+def _mixture_result(images: np.ndarray, target: np.ndarray, names: np.ndarray, return_X_y: bool):
+    if return_X_y:
+        return images, target
+    from sklearn.utils import Bunch
+
+    return Bunch(images=images, target=target, target_names=names)
+
+
+def _texture_layout(photos: list, parts: np.ndarray, shares: np.ndarray, side: int, rng: np.random.Generator):
+    """An image of the textures ``parts`` (indices into ``photos``) covering about ``shares`` of it,
+    and the share of its pixels that each texture of ``photos`` covers."""
+    regions = _regions(side, shares, rng)
+    mean, std = rng.uniform(96, 160), rng.uniform(28, 48)  # the image's brightness and contrast
+    image = np.empty((side, side))
+    for j, part in enumerate(parts):
+        where = regions == j
+        crop = _turned_crop(photos[part], side, rng)
+        crop = (crop - crop.mean()) / max(crop.std(), 1.0)
+        image[where] = mean + rng.normal(0, 6) + crop[where] * std * rng.uniform(0.9, 1.1)
+    covered = np.zeros(len(photos))
+    np.add.at(covered, parts, np.bincount(regions.ravel(), minlength=len(parts)) / side**2)
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8), covered
+
+
+def _regions(side: int, shares: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Which of ``len(shares)`` regions each pixel is in, region ``j`` about ``shares[j]`` of them: bands
+    between parallel straight lines at a random angle, or level sets of a smooth random field (blobs)."""
+    if len(shares) == 1:
+        return np.zeros((side, side), dtype=int)
+    if rng.random() < 0.5:
+        yy, xx = np.mgrid[:side, :side]
+        angle = rng.uniform(0, 2 * np.pi)
+        field = np.cos(angle) * xx + np.sin(angle) * yy
+    else:
+        from scipy.ndimage import gaussian_filter
+
+        field = gaussian_filter(rng.normal(size=(side, side)), sigma=side * rng.uniform(0.08, 0.2))
+    order = rng.permutation(len(shares))  # which region lies where along the field
+    thresholds = np.quantile(field, np.cumsum(shares[order])[:-1])
+    return order[np.searchsorted(thresholds, field, side="right")]
+
+
+def _turned_crop(photo: np.ndarray, side: int, rng: np.random.Generator) -> np.ndarray:
+    """A ``side`` x ``side`` crop of ``photo`` at a random place, turned by a random angle, zoomed
+    (``TEXTURE_ZOOM``, less where the photo is too small) and flipped at random, as float."""
+    from PIL import Image
+
+    fits = (min(photo.shape) - 2) / (side * np.sqrt(2))  # the largest zoom whose turned crop fits
+    zoom = rng.uniform(min(TEXTURE_ZOOM[0], fits), min(TEXTURE_ZOOM[1], fits))
+    window = min(int(np.ceil(side * zoom * np.sqrt(2))) + 2, min(photo.shape))
+    top, left = (int(rng.integers(0, dim - window + 1)) for dim in photo.shape)
+    turned = Image.fromarray(photo[top : top + window, left : left + window])
+    turned = turned.rotate(rng.uniform(0, 360), resample=Image.BILINEAR)
+    start, inner = (window - side * zoom) / 2, side * zoom
+    box = (start, start, start + inner, start + inner)
+    crop = np.asarray(turned.resize((side, side), Image.BILINEAR, box=box), dtype=np.float64)
+    return crop[:, ::-1] if rng.random() < 0.5 else crop
+
+
 def find_image_files(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[str]:
     """The image files among ``paths``, and those below its folders, searched recursively.
 
@@ -566,6 +821,8 @@ __all__ = [
     "load_photo_crops",
     "load_texture_patches",
     "make_surface_defects",
+    "make_texture_collages",
+    "make_texture_mixtures",
     "near_copies",
     "shown_path",
 ]

@@ -26,7 +26,7 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from .datasets import load_digit_images, load_texture_patches
 from .finetuning.classifier import CNNClassifier
-from .transformer import CNNFeatureTransformer
+from .frozen.transformer import CNNFeatureTransformer
 
 BACKBONE = "efficientnet_lite0"
 EARLY_LAYER = "blocks.2"

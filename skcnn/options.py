@@ -23,11 +23,11 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DECODES = ("auto", "exact", "draft")
 ON_ERRORS = ("raise", "skip")
 RUNTIMES = ("auto", "torch", "onnxruntime")
-#: ``tta``: the views whose codes are averaged (:mod:`skcnn.symmetry`).
+#: ``tta``: the views whose codes are averaged (:mod:`skcnn.decoding.symmetry`).
 TTA_POLICIES = ("flips", "dihedral")
-#: ``batchnorm`` of fine-tuning (the same as ``skcnn.finetuning.training.BATCHNORMS``).
+#: ``batchnorm`` of fine-tuning: what batch norm layers do while training (``skcnn.finetuning.training``).
 BATCHNORMS = ("auto", "frozen", "adapt", "train")
-#: ``augment``'s named policies (the same as ``skcnn.finetuning.augment.AUGMENT_POLICIES``).
+#: ``augment``'s named policies besides ``"auto"``, None and a callable (``skcnn.finetuning.augment``).
 AUGMENT_POLICIES = ("photo", "crop", "flips", "dihedral")
 #: ``scoring`` of fine-tuning's validation (the keys of ``skcnn.finetuning.training.SCORERS``).
 SCORINGS = ("accuracy", "balanced_accuracy")

@@ -1,13 +1,14 @@
 import os
 import shutil
 import signal
+import sys
 import tempfile
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from skcnn.onnx_runtime import CACHE_DIR_ENV
+from skcnn.network.onnx_runtime import CACHE_DIR_ENV
 
 # ONNX exports of the whole run go to one temporary folder, shared by the
 # tests and by the processes they start (Dask workers, killed children): an
@@ -47,9 +48,17 @@ def _exported_graphs_in_a_test_folder():
     shutil.rmtree(_EXPORTS, ignore_errors=True)
 
 
+@pytest.fixture(autouse=True)
+def _figures_closed():
+    """Each test's matplotlib figures closed after it: pyplot keeps every figure it made until then."""
+    yield
+    if "matplotlib.pyplot" in sys.modules:
+        sys.modules["matplotlib.pyplot"].close("all")
+
+
 def returned_codes(backbone, batch, plan, inference=None):
     """Codes of one batch as a user gets them: ReLU where it was deferred, layers concatenated."""
-    from skcnn.extraction import stored_codes_of_batch
+    from skcnn.codes.extraction import stored_codes_of_batch
 
     stored = stored_codes_of_batch(backbone, batch, plan, inference)
     blocks = []
@@ -74,7 +83,7 @@ def photos_and_arrays(tmp_path):
 @pytest.fixture
 def decodes(monkeypatch):
     """How many images were decoded, counted where the loader decodes them."""
-    from skcnn import loading
+    from skcnn.decoding import loading
 
     calls = []
     real = loading.decode

@@ -5,8 +5,8 @@ import pytest
 from sklearn.datasets import load_digits
 
 from skcnn import CNNFeatureTransformer, advise_layer, list_layers
-from skcnn.advice import earlier_layer
 from skcnn.datasets import load_texture_patches
+from skcnn.frozen.advice import earlier_layer
 
 
 @pytest.fixture(scope="module")

@@ -2,12 +2,17 @@
 
 import ast
 import dataclasses
+import importlib
+import importlib.util
 import inspect
 from pathlib import Path
 
+import joblib
+import numpy as np
 import pytest
 
 import skcnn
+import skcnn.moved
 from skcnn import CNNFeatureTransformer, LayerSearchCV
 from skcnn.options import DEFAULTS, PARAMETERS, parameter_names
 
@@ -114,3 +119,93 @@ def test_scikit_learn_private_helpers_are_imported_in_one_module():
         }
         private = {pair for pair in imported if any(part.startswith("_") for part in (*pair[0].split("."), pair[1]))}
         assert not private, f"{path.relative_to(PACKAGE)} imports {private}: import it from skcnn.compat"
+
+
+#: The parts, each allowed to import from itself and the parts before it (the
+#: order of the flow); the top-level modules that every part may use come first.
+PARTS = [
+    "compat",
+    "options",
+    "files",
+    "decoding",
+    "network",
+    "codes",
+    "frozen",
+    "finetuning",
+    "deployment",
+    "inspection",
+]
+#: What sits at the top of skcnn/ besides the parts: the public face, the command, the shared plumbing.
+TOP_MODULES = {"__init__", "moved", "options", "compat", "files", "datasets", "demo", "cli"}
+
+
+def _part(module: list[str]) -> str:
+    return module[1] if len(module) > 1 else "__init__"
+
+
+def _imports(path: Path) -> list[list[str]]:
+    """What a module imports from skcnn by relative imports, as absolute names split at the dots."""
+    package = ["skcnn", *path.relative_to(PACKAGE).parts[:-1]]
+    imported = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package[: len(package) - node.level + 1]
+            imported += [base + node.module.split(".")] if node.module else [[*base, a.name] for a in node.names]
+    return imported
+
+
+def test_the_top_of_the_package_is_the_face_and_the_parts():
+    top = {path.stem for path in PACKAGE.glob("*.py")}
+    folders = {path.name for path in PACKAGE.iterdir() if (path / "__init__.py").exists()}
+    assert top == TOP_MODULES
+    assert folders == set(PARTS) - TOP_MODULES
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_a_part_imports_only_itself_and_the_parts_before_it(path):
+    own = _part(["skcnn", *path.relative_to(PACKAGE).with_suffix("").parts])
+    if own not in PARTS:
+        return  # the face and the command use every part
+    allowed = set(PARTS[: PARTS.index(own) + 1])
+    allowed |= {"deployment": {"__version__"}, "inspection": {"datasets"}}.get(own, set())
+    assert {_part(module) for module in _imports(path)} <= allowed
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_no_module_imports_another_through_a_path_of_before_0_8(path):
+    through_old = [".".join(module[:2]) for module in _imports(path) if ".".join(module[:2]) in skcnn.moved.MOVED]
+    assert not through_old
+
+
+def test_the_paths_of_before_0_8_import_the_modules_themselves():
+    for old, new in skcnn.moved.MOVED.items():
+        module = importlib.import_module(old)
+        assert module is importlib.import_module(new) and module.__name__ == new and module.__spec__.name == new
+
+
+def test_models_pickled_by_0_7_load_and_predict_the_same():
+    """A pipeline, a LayerSearchCV and a preprocessing recipe pickled by skcnn 0.7.0 (flat modules)."""
+    old = joblib.load(Path(__file__).parent / "data" / "models_v0.7.0.joblib")
+    rng = np.random.default_rng(0)  # the images they were fitted on and predicted
+    X = [rng.integers(0, 255, (40, 40, 3), dtype=np.uint8) for _ in range(12)]
+    assert type(old["pipeline"][0]) is CNNFeatureTransformer and type(old["search"]) is LayerSearchCV
+    assert type(old["recipe"]).__module__ == "skcnn.decoding.preprocessing"
+    np.testing.assert_allclose(old["pipeline"].predict_proba(X), old["codes"], atol=1e-6)
+    np.testing.assert_allclose(old["search"].predict_proba(X), old["search_proba"], atol=1e-6)
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_every_relative_import_names_what_is_there(path):
+    """Imports inside functions too: those run only when a command needs them (``skcnn extract --dask-scheduler``)."""
+    package = ["skcnn", *path.relative_to(PACKAGE).parts[:-1]]
+    missing = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            name = ".".join(package[: len(package) - node.level + 1] + ([node.module] if node.module else []))
+            module = importlib.import_module(name)
+            missing += [
+                f"{name}.{alias.name}"
+                for alias in node.names
+                if not hasattr(module, alias.name) and importlib.util.find_spec(f"{name}.{alias.name}") is None
+            ]
+    assert not missing

@@ -6,10 +6,11 @@ import torch
 from conftest import returned_codes
 from torch import nn
 
-from skcnn import CNNFeatureTransformer, arithmetic, backbones
+from skcnn import CNNFeatureTransformer
 from skcnn.cache import CodeCache
-from skcnn.extraction import TapPlan
-from skcnn.preprocessing import AUTO_DECODE_MARGIN
+from skcnn.codes.extraction import TapPlan
+from skcnn.decoding.preprocessing import AUTO_DECODE_MARGIN
+from skcnn.network import arithmetic, backbones
 
 SMALL = dict(backbone="efficientnet_lite0", input_size=64, batch_size=4)
 

@@ -1,5 +1,5 @@
-"""Tests of skcnn.backbones (names, devices, registry) and of the
-preprocessing each backbone's weights prescribe (skcnn.preprocessing)."""
+"""Tests of skcnn.network.backbones (names, devices, registry) and of the
+preprocessing each backbone's weights prescribe (skcnn.decoding.preprocessing)."""
 
 from __future__ import annotations
 
@@ -20,10 +20,11 @@ from PIL import Image
 from torch import nn
 from torchvision.transforms import InterpolationMode
 
-from skcnn import CNNFeatureTransformer, backbones, clear_networks
-from skcnn.backbones import BackboneSpec, load_backbone, parse_backbone, resolve_device
+from skcnn import CNNFeatureTransformer, clear_networks
+from skcnn.decoding.preprocessing import Preprocessing
 from skcnn.images import load_image
-from skcnn.preprocessing import Preprocessing
+from skcnn.network import backbones
+from skcnn.network.backbones import BackboneSpec, load_backbone, parse_backbone, resolve_device
 
 IMAGENET_CATEGORIES = torchvision.models.ResNet50_Weights.DEFAULT.meta["categories"]
 

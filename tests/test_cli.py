@@ -249,7 +249,7 @@ def test_every_subcommand_of_cache_says_what_it_does():
 
 
 def test_cache_clear_graphs_empties_the_graph_folder_and_says_what_it_freed(monkeypatch, capsys):
-    from skcnn import onnx_runtime
+    from skcnn.network import onnx_runtime
 
     cleared = []
     # Not the real folder: the test run shares its exports between tests (conftest.py).

@@ -8,9 +8,10 @@ import pytest
 import torch
 from sklearn.base import clone
 
-from skcnn import CNNFeatureTransformer, backbones, compiled
-from skcnn.compiled import tapped_graph
-from skcnn.taps import probe, run_taps
+from skcnn import CNNFeatureTransformer
+from skcnn.network import backbones, compiled
+from skcnn.network.compiled import tapped_graph
+from skcnn.network.taps import probe, run_taps
 
 # fp32: "auto" is bf16 on CPUs with native bf16, where the checks are 64 bf16 eps wide.
 # torch: compiled graphs are compared with torch's eager pass.

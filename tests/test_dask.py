@@ -17,9 +17,10 @@ import dask.array as da  # noqa: E402
 import dask.bag as db  # noqa: E402
 
 import skcnn.dask  # noqa: E402
-from skcnn import CNNFeatureTransformer, onnx_runtime  # noqa: E402
+from skcnn import CNNFeatureTransformer  # noqa: E402
 from skcnn.cache import CodeCache  # noqa: E402
 from skcnn.images import BadImagesError, BadImagesWarning  # noqa: E402
+from skcnn.network import onnx_runtime  # noqa: E402
 
 PARAMS = dict(backbone="efficientnet_lite0", input_size=64, batch_size=4)
 N = 60
@@ -97,7 +98,7 @@ def test_codes_equal_the_single_process_transform_and_merge_into_one_cache(clien
 
 
 def loads():
-    from skcnn import backbones
+    from skcnn.network import backbones
 
     return backbones.REGISTRY.builds, len(skcnn.dask._transformers), skcnn.dask._configured
 
@@ -205,7 +206,7 @@ SLOW_BATCHES = 0.3  # seconds per batch on the workers: a kill lands mid-task ev
 @pytest.mark.slow
 def test_a_killed_worker_loses_at_most_its_batch_in_flight(client, paths, reference, tmp_path):
     def slow_down(seconds):
-        from skcnn import extraction
+        from skcnn.codes import extraction
 
         real = extraction.stored_codes_of_batch
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from skcnn import CacheStats, CNNFeatureTransformer, CodeCache
-from skcnn.extraction import Extractor
-from skcnn.several_backbones import ConcatenatedExtractor, split_params
+from skcnn.codes.extraction import Extractor
+from skcnn.codes.several_backbones import ConcatenatedExtractor, split_params
 
 DATA = Path(__file__).parent / "data"
 SMALL = dict(backbone="efficientnet_lite0", input_size=32, batch_size=4, precision="fp32")

@@ -8,7 +8,7 @@ import torch
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, cross_val_score
 
-from skcnn import BadImagesError, CNNClassifier, CNNFeatureTransformer
+from skcnn import BadImagesError, CNNClassifier, CNNFeatureTransformer, CNNRegressor
 from skcnn.datasets import load_texture_patches
 from skcnn.finetuning import training
 from skcnn.images import BadImagesWarning
@@ -74,7 +74,7 @@ def test_two_classes_and_a_torchvision_backbone(patches):
 
 
 def test_only_the_unfrozen_layers_change(fitted):
-    from skcnn import backbones
+    from skcnn.network import backbones
 
     original = backbones.load_backbone("efficientnet_lite0", "DEFAULT", "cpu").network.state_dict()
     tuned = fitted.state_dict_
@@ -101,7 +101,7 @@ def test_deterministic_on_the_cpu_and_pickles_without_the_device(fitted, patches
 def test_batchnorm_frozen_keeps_the_statistics_adapt_and_train_change_them(patches, batchnorm):
     X, y, _, _ = patches
     model = CNNClassifier(**SMALL, max_epochs=1, unfreeze="all", batchnorm=batchnorm, early_stopping=False).fit(X, y)
-    from skcnn import backbones
+    from skcnn.network import backbones
 
     original = backbones.load_backbone("efficientnet_lite0", "DEFAULT", "cpu").network.state_dict()
     key = "blocks.2.0.bn1.running_mean"
@@ -176,7 +176,7 @@ def test_a_head_on_an_earlier_layer_reads_the_transformers_codes(patches, tmp_pa
 def test_head_only_is_the_frozen_codes_baseline(patches):
     from sklearn.pipeline import make_pipeline
 
-    from skcnn.search import default_classifier
+    from skcnn.frozen.search import default_classifier
 
     X, y, X_test, _ = patches
     model = CNNClassifier(**SMALL, layer="blocks.2", unfreeze="head").fit(X, y)
@@ -244,7 +244,7 @@ def test_history_starts_with_epoch_0_the_probe(patches):
 
 def _eager_fp32_logits(model, X):
     """The fitted network run as prediction ran before runtimes: eager torch in fp32, no copy."""
-    from skcnn import loading
+    from skcnn.decoding import loading
 
     network, logits = model.module_, []
     with torch.inference_mode():
@@ -281,7 +281,7 @@ def test_predictions_on_the_transformers_runtime_are_the_fp32_networks(fitted, p
 
 @pytest.mark.slow
 def test_the_export_is_keyed_by_the_fine_tuned_weights(fitted, patches, monkeypatch, tmp_path):
-    from skcnn import onnx_runtime
+    from skcnn.network import onnx_runtime
 
     _, _, X_test, _ = patches
     monkeypatch.setenv(onnx_runtime.CACHE_DIR_ENV, str(tmp_path))
@@ -303,7 +303,7 @@ def test_the_export_is_keyed_by_the_fine_tuned_weights(fitted, patches, monkeypa
 def test_a_network_that_does_not_export_predicts_on_torch_with_one_warning(fitted, patches, monkeypatch, tmp_path):
     import warnings
 
-    from skcnn import onnx_runtime
+    from skcnn.network import onnx_runtime
 
     def unsupported(*args, **kwargs):
         raise RuntimeError("Unsupported operator: aten::my_custom_op")
@@ -457,11 +457,12 @@ def test_cli_finetune_then_predict(tmp_path, patches, capsys):
         "check_valid_tag_types",
     ],
 )
-def test_sklearn_api_checks(check):
+@pytest.mark.parametrize("estimator", [CNNClassifier, CNNRegressor])
+def test_sklearn_api_checks(check, estimator):
     """The checks that need no 2-D numeric table (the estimator takes images, as its tags say)."""
     from sklearn.utils import estimator_checks
 
-    getattr(estimator_checks, check)("CNNClassifier", CNNClassifier())
+    getattr(estimator_checks, check)(estimator.__name__, estimator())
 
 
 def test_defaults_are_declared_once():
@@ -476,7 +477,7 @@ def test_defaults_are_declared_once():
 @pytest.fixture
 def training_decodes(monkeypatch):
     """Images the store decodes for training (uint8 crops), counted across fits."""
-    from skcnn import loading
+    from skcnn.decoding import loading
 
     decoded = []
     real = loading.iter_batches
@@ -549,7 +550,7 @@ def test_a_killed_fit_resumes_with_images_in_files(patches, tmp_path, monkeypatc
 
 
 def test_head_only_computes_the_codes_once_for_search_and_probe(patches, monkeypatch, no_kept_crops):
-    from skcnn import loading
+    from skcnn.decoding import loading
 
     X, y, _, _ = patches
     decodes = []
@@ -614,7 +615,7 @@ def test_validation_accuracy_is_weighted():
     images = FourImages()
     from torchvision.transforms import InterpolationMode
 
-    from skcnn.preprocessing import Preprocessing
+    from skcnn.decoding.preprocessing import Preprocessing
 
     recipe = Preprocessing((2, 2), 2, (0.5,) * 3, (0.5,) * 3, InterpolationMode.BILINEAR)
     plan = training.Plan(1, 4, 1e-3, 0.1, 0.0, "frozen", None, torch.device("cpu"), None, 0)
@@ -647,7 +648,7 @@ def test_the_probe_that_starts_fine_tuning_takes_a_stratified_draw_of_large_sets
 
 def test_the_probe_folds_the_standardisation_into_the_head():
     from skcnn.finetuning import probe
-    from skcnn.search import default_classifier
+    from skcnn.frozen.search import default_classifier
 
     rng = np.random.default_rng(0)
     targets = np.repeat([0, 1, 2], 8)
@@ -662,8 +663,8 @@ def test_the_probe_folds_the_standardisation_into_the_head():
 
 
 def test_the_strategy_follows_the_images_per_class_alone():
-    from skcnn.advice import FINE_TUNING_PAYS_FROM
     from skcnn.finetuning import strategy
+    from skcnn.frozen.advice import FINE_TUNING_PAYS_FROM
 
     assert strategy.resolved_unfreeze("auto", np.repeat([0, 1], FINE_TUNING_PAYS_FROM))[0] == "all"
     unfreeze, why = strategy.resolved_unfreeze("auto", np.repeat([0, 1], FINE_TUNING_PAYS_FROM - 1))
@@ -723,7 +724,7 @@ def test_a_first_fit_with_a_cache_decodes_each_image_once_and_caches_the_transfo
 
     from PIL import Image
 
-    from skcnn import loading
+    from skcnn.decoding import loading
 
     X, y, _, _ = patches
     paths = [str(tmp_path / f"{i}.png") for i in range(len(X))]

@@ -1,4 +1,4 @@
-"""Tests of skcnn.jpeg and the JPEG path of skcnn.images: Pillow's pixels, faster."""
+"""Tests of skcnn.decoding.jpeg and the JPEG path of skcnn.images: Pillow's pixels, faster."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import skimage.data
 from PIL import Image, ImageOps
 
-from skcnn import jpeg
+from skcnn.decoding import jpeg
 from skcnn.images import ImageError, load_image
 
 

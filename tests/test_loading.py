@@ -12,8 +12,11 @@ import pytest
 import torch
 from PIL import Image
 
-from skcnn import CNNFeatureTransformer, backbones, extraction, loading
+from skcnn import CNNFeatureTransformer
+from skcnn.codes import extraction
+from skcnn.decoding import loading
 from skcnn.images import BadImagesWarning, ImageFailure, load_image
+from skcnn.network import backbones
 
 SMALL = dict(backbone="efficientnet_lite0", input_size=64, batch_size=4)
 
@@ -288,7 +291,8 @@ def test_a_phone_photo_never_becomes_a_full_size_float_array(phone_photo, decode
 
 PEAK = """
 import sys
-from skcnn import backbones, loading
+from skcnn.network import backbones
+from skcnn.decoding import loading
 
 def status(field):
     with open("/proc/self/status") as f:

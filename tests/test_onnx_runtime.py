@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from skcnn import CacheStats, CNNFeatureTransformer, arithmetic, clear_networks, onnx_runtime
+from skcnn import CacheStats, CNNFeatureTransformer, clear_networks
+from skcnn.network import arithmetic, onnx_runtime
 
 FP32 = dict(input_size=64, batch_size=4, precision="fp32")
 

@@ -8,7 +8,8 @@ from sklearn.pipeline import FeatureUnion, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
-from skcnn import CNNFeatureTransformer, backbones
+from skcnn import CNNFeatureTransformer
+from skcnn.network import backbones
 
 
 def linear():

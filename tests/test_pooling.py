@@ -1,4 +1,4 @@
-"""Tests of skcnn.pooling: activations -> fixed-length codes."""
+"""Tests of skcnn.codes.pooling: activations -> fixed-length codes."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from skcnn.pooling import POOLINGS, PYRAMID_LEVELS, check_poolable, n_codes, to_codes
+from skcnn.codes.pooling import POOLINGS, PYRAMID_LEVELS, check_poolable, n_codes, to_codes
 
 
 def _random(*shape: int, seed: int = 0) -> torch.Tensor:

@@ -22,10 +22,11 @@ import pytest
 import torch
 from torchvision.transforms import InterpolationMode
 
-from skcnn import loading, onnx_runtime
+from skcnn.decoding import loading
+from skcnn.decoding.preprocessing import Preprocessing
 from skcnn.files import TEMPORARY_GLOB
 from skcnn.finetuning import store
-from skcnn.preprocessing import Preprocessing
+from skcnn.network import onnx_runtime
 
 RECIPE = Preprocessing((24, 24), 28, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), InterpolationMode.BILINEAR)
 ROW = 3 * 24 * 24
@@ -182,7 +183,7 @@ import os, signal, sys
 import numpy as np
 from torchvision.transforms import InterpolationMode
 from skcnn.finetuning import store
-from skcnn.preprocessing import Preprocessing
+from skcnn.decoding.preprocessing import Preprocessing
 
 RECIPE = Preprocessing((24, 24), 28, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), InterpolationMode.BILINEAR)
 store.SEGMENT_BYTES = 2 * 3 * 24 * 24

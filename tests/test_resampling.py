@@ -1,4 +1,4 @@
-"""skcnn.resampling: torch's antialiased uint8 resize, value for value, in numpy."""
+"""skcnn.deployment.resampling: torch's antialiased uint8 resize, value for value, in numpy."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-from skcnn.resampling import resize
+from skcnn.deployment.resampling import resize
 
 
 @pytest.mark.parametrize("interpolation", ["bicubic", "bilinear"])

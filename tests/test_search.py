@@ -10,7 +10,8 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.naive_bayes import GaussianNB
 from sklearn.pipeline import FeatureUnion, make_pipeline
 
-from skcnn import CNNFeatureTransformer, LayerSearchCV, extraction
+from skcnn import CNNFeatureTransformer, LayerSearchCV
+from skcnn.codes import extraction
 from skcnn.images import BadImagesError, BadImagesWarning
 from skcnn.layers import candidate_layers, list_layers
 
@@ -390,7 +391,7 @@ def test_ttas_are_searched_beside_each_input_size(textures):
 
 
 def test_a_tie_goes_to_the_steadier_then_the_deeper_layer():
-    from skcnn.search import _best_index
+    from skcnn.frozen.search import _best_index
 
     results = {
         "mean_test_score": np.array([1.0, 1.0, 0.9, 1.0, 1.0]),

@@ -7,9 +7,9 @@ import pytest
 import torch
 from torchvision.transforms import InterpolationMode
 
-from skcnn import loading
+from skcnn.decoding import loading
+from skcnn.decoding.preprocessing import Preprocessing
 from skcnn.finetuning import store
-from skcnn.preprocessing import Preprocessing
 
 RECIPE = Preprocessing((24, 24), 28, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), InterpolationMode.BILINEAR)
 

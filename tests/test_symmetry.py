@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from skcnn import symmetry
+from skcnn.decoding import symmetry
 from skcnn.finetuning.augment import label_preserving, policy_augment, policy_for, resolve_augment, symmetries_kept
 
 

@@ -6,9 +6,9 @@ import torch
 from conftest import returned_codes
 
 from skcnn import list_layers
-from skcnn.backbones import load_backbone
-from skcnn.extraction import TapPlan
-from skcnn.taps import PENULTIMATE, probe, run_taps
+from skcnn.codes.extraction import TapPlan
+from skcnn.network.backbones import load_backbone
+from skcnn.network.taps import PENULTIMATE, probe, run_taps
 
 
 def names(layers):

@@ -12,7 +12,8 @@ from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.utils import estimator_checks
 
-from skcnn import CNNFeatureTransformer, backbones
+from skcnn import CNNFeatureTransformer
+from skcnn.network import backbones
 
 SMALL = dict(backbone="resnet18", weights=None, input_size=48)
 

@@ -77,7 +77,7 @@ def _set(*keys_and_value):
 TAMPERED = [
     ("resize-20000px", _set("preprocessing", "resize_size", 20_000), r"'preprocessing\.resize_size' holds 20000"),
     ("kind-missing", lambda meta: meta.pop("kind"), r"'kind' holds nothing \(the field is missing\)"),
-    ("kind-unknown", _set("kind", "regressor"), r"'kind' holds 'regressor'"),
+    ("kind-unknown", _set("kind", "segmenter"), r"'kind' holds 'segmenter'"),
     ("interpolation-unknown", _set("preprocessing", "interpolation", "hamming"), r"'preprocessing\.interpolation'"),
     ("crop-past-resize", _set("preprocessing", "crop_size", [64, 64]), r"'preprocessing\.crop_size' holds \[64, 64\]"),
     ("crop-zero", _set("preprocessing", "crop_size", [0, 32]), r"'preprocessing\.crop_size' holds \[0, 32\]"),

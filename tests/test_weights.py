@@ -1,4 +1,4 @@
-"""Tests of skcnn.weights and of how skcnn.backbones loads weights.
+"""Tests of skcnn.network.weights and of how skcnn.network.backbones loads weights.
 
 Nothing here touches the internet: torchvision's "DEFAULT" weights are
 exercised through a torch hub cache laid out in ``tmp_path``.
@@ -16,8 +16,8 @@ import torch
 import torchvision
 from torch import nn
 
-from skcnn import backbones
-from skcnn.weights import (
+from skcnn.network import backbones
+from skcnn.network.weights import (
     PACKAGED_WEIGHTS,
     CheckpointError,
     PackagedWeights,

@@ -5,7 +5,7 @@ Applied to training batches only, never to the validation split or to
 prediction. Images are kept as uint8 network inputs (resized and centre
 cropped once, when decoded); each batch is augmented image by image (each
 its own crop) and then normalised with the weights' own mean and std
-(:meth:`skcnn.preprocessing.Preprocessing.normalize`).
+(:meth:`skcnn.decoding.preprocessing.Preprocessing.normalize`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torchvision.transforms import v2
 
-from ..symmetry import RandomSymmetry, check_fits
+from ..decoding.symmetry import RandomSymmetry, check_fits
+from ..options import AUGMENT_POLICIES
 
 #: The part of the image a random crop keeps, at least: mild, as small data
 #: sets and pretrained features call for (BiT-HyperRule and fastai use
@@ -32,10 +33,6 @@ MIN_CROP_SCALE = 0.6
 #: How many standard errors of the originals' accuracy a view may lose and
 #: still count as keeping the label: a paired difference this small is noise.
 LABEL_TOLERANCE_SE = 2.0
-
-
-#: The named augmentations ``augment`` takes besides ``"auto"``, None and a callable.
-AUGMENT_POLICIES = ("photo", "crop", "flips", "dihedral")
 
 
 def policy_augment(policy: str, size: tuple[int, int]) -> Callable:

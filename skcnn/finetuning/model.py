@@ -13,9 +13,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..codes.pooling import to_codes
+from ..network.taps import run_taps
 from ..options import DEFAULTS
-from ..pooling import to_codes
-from ..taps import run_taps
 
 #: The module names ``unfreeze`` takes besides layer names.
 WHOLE, HEAD = "all", "head"
@@ -59,6 +59,15 @@ def _codes(activation: torch.Tensor, layer: str) -> torch.Tensor:
     return to_codes(activation, DEFAULTS.pooling, DEFAULTS.relu)
 
 
+def set_mode(network: nn.Module, training: bool, batchnorm: str) -> None:
+    """``train()`` / ``eval()``, batch norm kept in eval mode unless it trains."""
+    network.train(training)
+    if batchnorm != "train":
+        for module in network.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
+
 def network_weights(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The pretrained network's weights in a :class:`TappedClassifier`'s state dict, named as its own
     architecture names them (the file a transformer's ``weights=`` reads)."""
@@ -75,4 +84,4 @@ def linear_head(weight: torch.Tensor, bias: torch.Tensor) -> nn.Linear:
     return head
 
 
-__all__ = ["HEAD", "WHOLE", "TappedClassifier", "linear_head", "network_weights"]
+__all__ = ["HEAD", "WHOLE", "TappedClassifier", "linear_head", "network_weights", "set_mode"]

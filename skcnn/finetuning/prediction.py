@@ -1,10 +1,10 @@
 """The fitted classifier's prediction pass, run as the transformer runs a backbone.
 
-The fine-tuned network is wrapped as a :class:`~skcnn.backbones.Backbone`
+The fine-tuned network is wrapped as a :class:`~skcnn.network.backbones.Backbone`
 named by the content hash of its weights, so that
-:func:`skcnn.arithmetic.inference_for` gives it what it gives a pretrained
+:func:`skcnn.network.arithmetic.inference_for` gives it what it gives a pretrained
 backbone: a private copy with batch norm folded, in channels_last layout,
-on the runtime and in the precision :func:`skcnn.arithmetic.resolve_runtime`
+on the runtime and in the precision :func:`skcnn.network.arithmetic.resolve_runtime`
 chooses (``"auto"``: ONNX Runtime in fp32 on a CPU, its export kept per
 machine under that hash; torch in bf16 where the CPU has it natively and it
 pays; fp16 on CUDA), the first batch checked against the torch pass, a
@@ -20,13 +20,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .. import arithmetic
-from ..arithmetic import Inference
-from ..backbones import Backbone, BackboneSpec
-from ..extraction import TapPlan, stored_codes_of_batch
+from ..codes.extraction import TapPlan, stored_codes_of_batch
+from ..decoding.preprocessing import Preprocessing
+from ..network import arithmetic
+from ..network.arithmetic import Inference
+from ..network.backbones import Backbone, BackboneSpec
+from ..network.weights import state_dict_digest
 from ..options import DEFAULTS
-from ..preprocessing import Preprocessing
-from ..weights import state_dict_digest
 from .model import TappedClassifier
 
 
@@ -48,7 +48,7 @@ class Predictor:
         """The pass of ``model`` (in eval mode) at ``recipe``'s input size.
 
         ``runtime`` and ``precision`` are the transformer's parameters of
-        the same names (:func:`skcnn.arithmetic.resolve_runtime`); an
+        the same names (:func:`skcnn.network.arithmetic.resolve_runtime`); an
         explicit ``runtime="onnxruntime"`` that cannot run raises ``ValueError``.
         """
         network = model.network

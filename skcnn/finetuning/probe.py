@@ -14,16 +14,15 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression, RidgeCV
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from .. import images as image_io
-from ..preprocessing import Preprocessing
-from ..search import default_classifier
-from ..transformer import CNNFeatureTransformer
-from . import training
-from .model import TappedClassifier, linear_head
+from ..decoding import images as image_io
+from ..decoding.preprocessing import Preprocessing
+from ..frozen.search import default_classifier
+from ..frozen.transformer import CNNFeatureTransformer
+from .model import TappedClassifier, linear_head, set_mode
 from .store import DecodedImages
 
 #: Inverse regularisation of the linear probe that starts the head where a
@@ -128,11 +127,80 @@ def probe_head(
     weight, bias = linear_probe(codes, targets.numpy(), weights)
     if n_classes == 2:  # one logit for class 1 against class 0
         weight, bias = np.vstack([np.zeros_like(weight), weight]), np.concatenate([[0.0], bias])
+    return fitted_head(weight, bias, codes, targets, weights, _cross_entropy)
+
+
+def _cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return nn.functional.cross_entropy(outputs, targets, reduction="none")
+
+
+def fitted_head(
+    weight: np.ndarray,
+    bias: np.ndarray,
+    codes: np.ndarray,
+    targets: torch.Tensor,
+    weights: np.ndarray | None,
+    losses: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+) -> tuple[nn.Linear, float]:
+    """A probe's ``weight`` and ``bias`` as the new head, and its mean loss on ``codes``.
+
+    Parameters
+    ----------
+    weight : ndarray of shape (n_outputs, n_codes)
+    bias : ndarray of shape (n_outputs,)
+    codes : ndarray of shape (n_images, n_codes)
+    targets : Tensor
+        Encoded, as the loss reads them.
+    weights : ndarray of shape (n_images,) or None
+        Sample weights of the mean.
+    losses : callable
+        ``(outputs, targets) -> per-image losses`` (the target kind's,
+        :mod:`skcnn.finetuning.targets`).
+
+    Returns
+    -------
+    head : nn.Linear
+    loss : float
+        Weighted by ``weights``: the training loss of epoch 0.
+    """
     head = linear_head(torch.as_tensor(weight, dtype=torch.float32), torch.as_tensor(bias, dtype=torch.float32))
     with torch.inference_mode():
-        losses = nn.functional.cross_entropy(head(torch.as_tensor(codes)), targets, reduction="none").double()
-    mean = losses.mean() if weights is None else (losses * torch.as_tensor(weights)).sum() / float(weights.sum())
+        per_image = losses(head(torch.as_tensor(codes)), targets).double()
+    mean = per_image.mean() if weights is None else (per_image * torch.as_tensor(weights)).sum() / float(weights.sum())
     return head, float(mean)
+
+
+#: The ridge penalties :func:`ridge_probe` chooses from (by efficient leave-one-out), on standardised
+#: codes and targets: from almost none to a prediction near the mean.
+RIDGE_ALPHAS = tuple(np.logspace(-2, 5, 15))
+
+
+def ridge_probe(codes: np.ndarray, targets: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Weights and bias of a ridge regression on standardised ``codes``, the standardisation folded in.
+
+    Parameters
+    ----------
+    codes : ndarray of shape (n_images, n_codes)
+    targets : ndarray of shape (n_images, n_targets)
+        Standardised targets.
+    weights : ndarray of shape (n_images,) or None
+        Sample weights of the standardisation and the regression.
+
+    Returns
+    -------
+    weight : ndarray of shape (n_targets, n_codes)
+    bias : ndarray of shape (n_targets,)
+
+    Notes
+    -----
+    ``alpha`` is one of :data:`RIDGE_ALPHAS`, chosen by ``RidgeCV``'s
+    efficient leave-one-out cross-validation.
+    """
+    fit_params = {} if weights is None else {"sample_weight": weights}
+    scaler = StandardScaler().fit(codes, **fit_params)
+    ridge = RidgeCV(alphas=RIDGE_ALPHAS).fit(scaler.transform(codes), targets, **fit_params)
+    weight = np.atleast_2d(ridge.coef_) / scaler.scale_
+    return weight, np.atleast_1d(ridge.intercept_) - weight @ scaler.mean_
 
 
 def stratified_rows(targets: np.ndarray, limit: int, seed: int) -> np.ndarray:
@@ -159,9 +227,14 @@ def stratified_rows(targets: np.ndarray, limit: int, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(rows))
 
 
-def probe_rows(targets: np.ndarray, seed: int) -> np.ndarray:
-    """The training rows the probe that starts a fine-tuned head is fit on (:data:`PROBE_MAX_IMAGES` at most)."""
-    return stratified_rows(targets, PROBE_MAX_IMAGES, seed)
+def probe_rows(targets: np.ndarray, seed: int, stratify: bool = True) -> np.ndarray:
+    """The training rows the probe that starts a fine-tuned head is fit on (:data:`PROBE_MAX_IMAGES` at most):
+    a stratified draw beyond (classes), or a plain one (``stratify=False``: labels, continuous targets)."""
+    if stratify:
+        return stratified_rows(targets, PROBE_MAX_IMAGES, seed)
+    if len(targets) <= PROBE_MAX_IMAGES:
+        return np.arange(len(targets))
+    return np.sort(np.random.default_rng(seed).permutation(len(targets))[:PROBE_MAX_IMAGES])
 
 
 def crop_codes(
@@ -192,7 +265,7 @@ def crop_codes(
     """
     views = {"original": lambda pixels: pixels} if views is None else views
     device = next(model.parameters()).device
-    training.set_mode(model, False, "frozen")
+    set_mode(model, False, "frozen")
     blocks: dict[str, list[np.ndarray]] = {name: [] for name in views}
     with torch.inference_mode():
         for pixels in crops.batches(range(len(crops)), batch_size):
@@ -205,10 +278,13 @@ __all__ = [
     "PROBE_C",
     "PROBE_INNER_CV",
     "PROBE_MAX_IMAGES",
+    "RIDGE_ALPHAS",
     "crop_codes",
     "exact_crops",
+    "fitted_head",
     "linear_probe",
     "probe_head",
     "probe_rows",
+    "ridge_probe",
     "stratified_rows",
 ]

@@ -3,7 +3,7 @@
 Fine-tuning reads every training image once per epoch, so
 :class:`~skcnn.CNNClassifier` decodes each one once, to the uint8 crop the
 network sees, and reads the crops back in every epoch. Crops are keyed by
-the image's content (:func:`skcnn.identity.image_key`) on a *shelf* for one
+the image's content (:func:`skcnn.decoding.identity.image_key`) on a *shelf* for one
 way of decoding (crop and resize sizes, interpolation, DCT margin): clones
 in a grid search (each fold a subset of the same images), a second fit and
 a fit resumed after a kill find the crops already there and decode only the
@@ -60,11 +60,11 @@ import numpy as np
 import psutil
 import torch
 
-from .. import loading
+from ..decoding import loading
+from ..decoding.identity import content_keys
+from ..decoding.images import ImageFailure
+from ..decoding.preprocessing import DECODE_MARGINS, Preprocessing
 from ..files import AtomicFile, atomic_write, owned_privately, private_folder, remove_dead_temporaries, writer_running
-from ..identity import content_keys
-from ..images import ImageFailure
-from ..preprocessing import DECODE_MARGINS, Preprocessing
 
 #: A file segment is committed every this many bytes of crops: what a kill
 #: can lose, and few enough files for 10^5 images at 224 px (about 60).

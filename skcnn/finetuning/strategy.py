@@ -1,14 +1,17 @@
-"""What trains and why: the choices ``"auto"`` makes for :class:`~skcnn.CNNClassifier`.
+"""What trains and why: the choices ``"auto"`` makes for :class:`~skcnn.CNNClassifier`
+and :class:`~skcnn.CNNRegressor`.
 
 - ``unfreeze="auto"``: the head alone for small data, the whole network
-  from :data:`~skcnn.advice.FINE_TUNING_PAYS_FROM` images per class, from
-  the labels alone (no image is decoded to choose).
+  from :data:`~skcnn.frozen.advice.FINE_TUNING_PAYS_FROM` images per class
+  (positives per label; twice as many images for continuous targets), from
+  the targets alone (no image is decoded to choose).
 - ``layer="auto"``: with the head alone, the layer whose frozen codes
   cross-validate best (:class:`~skcnn.LayerSearchCV`); when the network
   trains, ``"penultimate"``.
 - ``batchnorm="auto"``: ``"frozen"``.
 - ``augment="auto"``: the richest augmentation whose flips and rotations
-  keep a frozen-codes probe's accuracy, measured on the training images.
+  keep a frozen-codes probe's accuracy, measured on the training images
+  (classes); ``"photo"`` for labels and continuous targets, unmeasured.
 
 The choices and their reasons are a :class:`Strategy`, which the
 classifier keeps as its ``strategy_`` dict.
@@ -22,13 +25,13 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from .. import symmetry
-from ..advice import FINE_TUNING_PAYS_FROM
-from ..images import BadImagesWarning
+from ..decoding import symmetry
+from ..decoding.images import BadImagesWarning
+from ..decoding.preprocessing import Preprocessing
+from ..frozen.advice import FINE_TUNING_PAYS_FROM
+from ..frozen.search import LayerSearchCV
+from ..frozen.transformer import CNNFeatureTransformer
 from ..options import DEFAULTS, PENULTIMATE
-from ..preprocessing import Preprocessing
-from ..search import LayerSearchCV
-from ..transformer import CNNFeatureTransformer
 from . import training
 from .augment import label_preserving, policy_for, symmetries_kept
 from .model import HEAD, WHOLE, TappedClassifier
@@ -70,13 +73,19 @@ class Strategy:
         chosen = {"layer": self.layer, "unfreeze": self.unfreeze, "batchnorm": self.batchnorm, "reason": self.reason}
         return chosen if self.augment is None else {**chosen, "augment": self.augment}
 
-    def with_augment(self, policy: str, kept: set[str]) -> Strategy:
-        """This strategy with the measured augmentation ``policy`` and the symmetries that allow it."""
-        why = f"; augment {policy!r} (class kept under {sorted(kept) or 'no symmetry'})"
+    def with_augment(self, policy: str, kept: set[str] | None) -> Strategy:
+        """This strategy with the measured augmentation ``policy`` and the symmetries that allow it
+        (``kept=None``: not measured, as for labels and continuous targets)."""
+        if kept is None:
+            why = f"; augment {policy!r} (not measured: flips and rotations are measured on classes alone)"
+        else:
+            why = f"; augment {policy!r} (class kept under {sorted(kept) or 'no symmetry'})"
         return replace(self, augment=policy, reason=self.reason + why)
 
 
-def resolved_unfreeze(unfreeze: str, labels: np.ndarray) -> tuple[str, str]:
+def resolved_unfreeze(
+    unfreeze: str, labels: np.ndarray, size: tuple[float, str | None, float] | None = None
+) -> tuple[str, str]:
     """``unfreeze`` resolved from the images per class, with the reason.
 
     Only the data's size decides (the size x similarity table's choice
@@ -88,7 +97,12 @@ def resolved_unfreeze(unfreeze: str, labels: np.ndarray) -> tuple[str, str]:
     ----------
     unfreeze : str
         The classifier's parameter.
-    labels : ndarray of shape (n_images,)
+    labels : ndarray of shape (n_images,) or (n_images, n_outputs)
+    size : (float, str or None, float) or None, default=None
+        How much data there is, in what unit, and the multiple of
+        :data:`~skcnn.frozen.advice.FINE_TUNING_PAYS_FROM` fine-tuning pays
+        from in that unit: the target kind's ``size(labels)``
+        (:mod:`skcnn.finetuning.targets`). None: images per class.
 
     Returns
     -------
@@ -98,11 +112,13 @@ def resolved_unfreeze(unfreeze: str, labels: np.ndarray) -> tuple[str, str]:
     """
     if unfreeze != "auto":
         return unfreeze, "as given"
-    per_class = len(labels) / len(np.unique(labels))
-    small = per_class < FINE_TUNING_PAYS_FROM
+    amount, unit, multiple = (len(labels) / len(np.unique(labels)), "per class", 1) if size is None else size
+    pays_from = FINE_TUNING_PAYS_FROM * multiple
+    small = amount < pays_from
+    counted = f"{len(labels)} images" + ("" if unit is None else f", {amount:.0f} {unit}")
     why = (
-        f"{'small' if small else 'large'} data ({len(labels)} images, {per_class:.0f} per class; "
-        f"fine-tuning pays from about {FINE_TUNING_PAYS_FROM} per class)"
+        f"{'small' if small else 'large'} data ({counted}; "
+        f"fine-tuning pays from about {pays_from:.0f} {'images' if unit is None else unit})"
     )
     return (HEAD if small else WHOLE), why
 
@@ -141,7 +157,7 @@ def chosen(layer: str, unfreeze: str, batchnorm: str, reason: str, layers: list[
 
 
 def head_only_layer(
-    layer: str, reason: str, transformer: CNNFeatureTransformer, images: list, labels: np.ndarray
+    layer: str, reason: str, transformer: CNNFeatureTransformer, images: list, labels: np.ndarray, search: bool = True
 ) -> tuple[str, str]:
     """The head-only model's layer and the reason: ``"auto"`` is the one whose frozen codes cross-validate best.
 
@@ -155,6 +171,10 @@ def head_only_layer(
         Computes the candidates' codes (with a cache, where the probe reads them next).
     images : list
     labels : ndarray of shape (n_images,)
+        Classes.
+    search : bool, default=True
+        False where the targets are no classes (labels, continuous values):
+        ``"auto"`` is then ``"penultimate"``.
 
     Returns
     -------
@@ -162,6 +182,9 @@ def head_only_layer(
     """
     if layer != "auto":
         return layer, reason
+    if not search:
+        # LayerSearchCV cross-validates a classifier of classes: labels and continuous targets read the top.
+        return PENULTIMATE, f"{reason}; layer {PENULTIMATE!r} (the layer search compares classes alone)"
     layer, score = searched_layer(transformer, images, labels)
     return layer, f"{reason}; layer {layer!r} cross-validated best ({score:.3f})"
 
@@ -212,7 +235,7 @@ def measured_augment(
     policy : str
         One of ``"photo"``, ``"crop"``, ``"flips"``, ``"dihedral"``.
     kept : set of str
-        The symmetries (``skcnn.symmetry.GENERATORS``' names) that keep the class.
+        The symmetries (``skcnn.decoding.symmetry.GENERATORS``' names) that keep the class.
     """
     rows = stratified_rows(sample.targets.numpy(), SYMMETRY_MAX_IMAGES, seed)
     kept = kept_symmetries(model, recipe, sample.subset(torch.as_tensor(rows)), seed, batch_size)

@@ -15,9 +15,11 @@
 - **Weights.** With sample weights (``class_weight``, ``sample_weight``)
   every batch's loss is the weighted mean of its images' losses, the
   weights scaled to a mean of 1 over the training split (so the learning
-  rates mean the same as without), and the validation accuracy is
+  rates mean the same as without), and the validation score is
   weighted too.
-- **Early stopping** on the validation split's accuracy; the best epoch's
+- **The kind of target** (:mod:`skcnn.finetuning.targets`: classes, labels,
+  continuous values) gives the loss and the validation score.
+- **Early stopping** on the validation split's score; the best epoch's
   weights are restored at the end. The started network (its head a linear
   probe) is scored first, as epoch 0: where no epoch beats it, it is kept.
 - **Checkpoints.** With a path, every finished epoch is saved atomically;
@@ -39,22 +41,22 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from sklearn.metrics import accuracy_score, balanced_accuracy_score
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..decoding.preprocessing import Preprocessing
 from ..files import atomic_path
-from ..preprocessing import Preprocessing
+from . import targets
 from .augment import augmented
+from .model import set_mode
 from .store import DecodedImages
 
-BATCHNORMS = ("auto", "frozen", "adapt", "train")
 #: Share of the steps the learning rates take to rise to their peak.
 WARMUP_FRACTION = 0.1
 
 
 class Examples(NamedTuple):
-    """Images (their uint8 crops) with their class indices and, optionally, weights."""
+    """Images (their uint8 crops), their encoded targets (:mod:`skcnn.finetuning.targets`), optionally weights."""
 
     images: DecodedImages
     targets: torch.Tensor
@@ -82,8 +84,17 @@ class Plan:
     progress: bool = False
     checkpoint: Path | None = None
     fingerprint: str = ""
-    #: What early stopping compares: "accuracy" or "balanced_accuracy" (both weighted by sample weight).
+    #: What early stopping compares for classes: "accuracy" or "balanced_accuracy" (both weighted by
+    #: sample weight), where ``target`` is None.
     scoring: str = "accuracy"
+    #: The kind of target (:mod:`skcnn.finetuning.targets`): the loss, and the validation score.
+    #: None: single-label classes scored by ``scoring``.
+    target: targets.Classes | targets.Labels | targets.Values | None = None
+
+    @property
+    def kind(self) -> targets.Classes | targets.Labels | targets.Values:
+        """``target``, or classes scored by ``scoring`` where it is None."""
+        return self.target if self.target is not None else targets.Classes(scoring=self.scoring)
 
 
 @dataclass
@@ -96,7 +107,7 @@ class State:
     best_epoch: int = 0
     best_weights: dict | None = None
     stale: int = 0  # epochs since the best one
-    start_score: float = np.nan  # validation accuracy before the first epoch
+    start_score: float = np.nan  # validation score before the first epoch
     interrupted: bool = False
 
 
@@ -146,15 +157,6 @@ def _owner(parameter: str, modules: list[str]) -> str:
     while name and name not in modules:
         name = name.rpartition(".")[0]
     return name
-
-
-def set_mode(network: nn.Module, training: bool, batchnorm: str) -> None:
-    """``train()`` / ``eval()``, batch norm kept in eval mode unless it trains."""
-    network.train(training)
-    if batchnorm != "train":
-        for module in network.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                module.eval()
 
 
 def adapt_batchnorm(network: nn.Module, images: DecodedImages, recipe: Preprocessing, plan: Plan) -> None:
@@ -258,7 +260,8 @@ def _epoch(network, optimizer, schedule, scaler, data, recipe, augment, plan: Pl
             batch = recipe.normalize(augmented(pixels, augment)).to(plan.device)
             target = data.targets[rows].to(plan.device)
             with torch.autocast(plan.device.type, dtype=plan.dtype, enabled=plan.dtype is not None):
-                loss = _loss(network(batch), target, None if weights is None else weights[rows].to(plan.device))
+                batch_weights = None if weights is None else weights[rows].to(plan.device)
+                loss = plan.kind.loss(network(batch), target, batch_weights)
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()
@@ -277,13 +280,6 @@ def _epoch(network, optimizer, schedule, scaler, data, recipe, augment, plan: Pl
     return losses / max(seen, 1)
 
 
-def _loss(logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
-    """Cross-entropy, the mean over the batch, weighted by ``weights`` (mean 1 over the training split)."""
-    if weights is None:
-        return nn.functional.cross_entropy(logits, target)
-    return (nn.functional.cross_entropy(logits, target, reduction="none") * weights).mean()
-
-
 def predict_logits(network: nn.Module, images: DecodedImages, recipe: Preprocessing, plan: Plan) -> torch.Tensor:
     """Logits of the decoded images, batched, in eval mode and inference mode."""
     set_mode(network, False, plan.batchnorm)
@@ -294,18 +290,19 @@ def predict_logits(network: nn.Module, images: DecodedImages, recipe: Preprocess
     return torch.cat(out)
 
 
-#: The scores early stopping can compare, each weighted by the validation images' sample weights.
-SCORERS = {"accuracy": accuracy_score, "balanced_accuracy": balanced_accuracy_score}
+#: The scores early stopping can compare for classes, each weighted by the validation images' sample weights.
+SCORERS = targets.SCORERS
 
 
 def _validation_score(network, validation: Examples, recipe: Preprocessing, plan: Plan) -> float:
-    """The validation images' ``plan.scoring``: the share classified right (``"accuracy"``), or the
-    mean of the per-class recalls (``"balanced_accuracy"``), weighted by their sample weights."""
-    predicted = predict_logits(network, validation.images, recipe, plan).argmax(1).numpy()
+    """The validation images' score, the target kind's (``plan.kind.score``), weighted by their sample
+    weights: for classes the share classified right (``"accuracy"``), or the mean of the per-class
+    recalls (``"balanced_accuracy"``)."""
+    outputs = predict_logits(network, validation.images, recipe, plan).numpy()
     weights = None if validation.weights is None else validation.weights.double().numpy()
     if weights is not None and not weights.sum() > 0:
         return 0.0
-    return float(SCORERS[plan.scoring](validation.targets.numpy(), predicted, sample_weight=weights))
+    return plan.kind.score(outputs, validation.targets.numpy(), weights)
 
 
 def _keep_best(state: State, network: nn.Module, score: float) -> None:

@@ -22,13 +22,13 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 from torch.nn import functional as F
 
-from .. import images as image_io
-from .. import loading
-from ..extraction import layer_names
+from ..codes.extraction import layer_names
+from ..decoding import images as image_io
+from ..decoding import loading
+from ..decoding.preprocessing import Preprocessing
 from ..finetuning.classifier import CNNClassifier
+from ..network.taps import probe, run_taps
 from ..options import PENULTIMATE
-from ..preprocessing import Preprocessing
-from ..taps import probe, run_taps
 from .models import check_model
 
 #: What the maps support, for the errors that refuse other models.

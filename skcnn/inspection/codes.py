@@ -20,12 +20,12 @@ from typing import NamedTuple
 import numpy as np
 from sklearn.base import clone
 
-from .. import images as image_io
-from ..cache import CodeCache
-from ..extraction import layer_names
-from ..identity import content_keys
-from ..pooling import n_codes, pooled_widths, pooling_names
-from ..transformer import CNNFeatureTransformer
+from ..codes.cache import CodeCache
+from ..codes.extraction import layer_names
+from ..codes.pooling import n_codes, pooled_widths, pooling_names
+from ..decoding import images as image_io
+from ..decoding.identity import content_keys
+from ..frozen.transformer import CNNFeatureTransformer
 
 
 class Codes(NamedTuple):

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from sklearn.base import clone
-from sklearn.neighbors import NearestNeighbors
 
-from .. import images as image_io
-from ..identity import content_keys
-from ..transformer import CNNFeatureTransformer
+from ..decoding import images as image_io
+from ..decoding.identity import content_keys
+from ..frozen.transformer import CNNFeatureTransformer
+from .code_search import check_search, near_pairs
 from .codes import transformed
 from .models import image_path, note_failures
 
@@ -26,13 +26,15 @@ DUPLICATE_CODES = {"layer": "blocks.4", "pooling": "spp"}
 DUPLICATE_SIMILARITY = 0.93
 
 
-def find_duplicates(X, X_other=None, *, threshold=DUPLICATE_SIMILARITY, transformer=None) -> pd.DataFrame:
+def find_duplicates(
+    X, X_other=None, *, threshold=DUPLICATE_SIMILARITY, transformer=None, search="auto"
+) -> pd.DataFrame:
     """Pairs of images that are copies of each other: exact, or re-encoded, resized or cropped.
 
     Exact copies are found by content (the code cache's image keys); near
-    copies by the cosine similarity of their codes, through
-    :class:`~sklearn.neighbors.NearestNeighbors` (a radius query on the
-    normalised codes, computed in chunks, never all pairs in memory).
+    copies by the cosine similarity of their codes (as
+    :func:`find_duplicate_codes` finds them: every pair compared in blocks,
+    or candidates from an approximate index, each checked on the full codes).
 
     Parameters
     ----------
@@ -54,6 +56,14 @@ def find_duplicates(X, X_other=None, *, threshold=DUPLICATE_SIMILARITY, transfor
         apart from other photos of the same scene (penultimate codes
         describe what is in an image, and rate such photos as alike as
         copies).
+    search : {"auto", "exact", "approximate"}, default="auto"
+        How near copies are searched: ``"exact"`` compares every pair of
+        codes (time grows with the square of their count); ``"approximate"``
+        takes candidates from an index (``pip install 'skcnn[scale]'``,
+        faiss) and checks each on the full codes, so it may miss a pair,
+        never report one under ``threshold``; ``"auto"``: exact under
+        ``APPROXIMATE_FROM`` images (both sets together), approximate from
+        there where faiss is installed (a warning otherwise).
 
     Returns
     -------
@@ -81,12 +91,14 @@ def find_duplicates(X, X_other=None, *, threshold=DUPLICATE_SIMILARITY, transfor
     """
     if not (isinstance(threshold, (int, float)) and -1 < threshold <= 1):
         raise ValueError(f"threshold must be a cosine similarity in (-1, 1]; got {threshold!r}.")
+    check_search(search)
     images = image_io.as_image_list(X)
     others = None if X_other is None else image_io.as_image_list(X_other)
     transformer = clone(duplicate_codes() if transformer is None else transformer).fit(images)
     codes = transformed(transformer, images, fit=False)
     other_codes = None if others is None else transformed(transformer, others, fit=False)
-    pairs = duplicate_pairs(images, codes.codes, others, None if others is None else other_codes.codes, threshold)
+    other = None if others is None else other_codes.codes
+    pairs = duplicate_pairs(images, codes.codes, others, other, threshold, search=search)
     left_out = codes.failures + ([] if others is None else other_codes.failures)
     note_failures(pairs, left_out, len(images) + len(others or []), stacklevel=2)
     return pairs
@@ -97,24 +109,81 @@ def duplicate_codes() -> CNNFeatureTransformer:
     return CNNFeatureTransformer(**DUPLICATE_CODES)
 
 
+def find_duplicate_codes(codes, other_codes=None, *, threshold=DUPLICATE_SIMILARITY, search="auto") -> pd.DataFrame:
+    """Pairs of codes with a cosine similarity of at least ``threshold``: :func:`find_duplicates` of
+    codes already computed, of any number (read in blocks of rows).
+
+    Parameters
+    ----------
+    codes : array-like of shape (n_codes, n_features)
+        A NumPy array, ``numpy.memmap`` or HDF5 dataset (``h5py``): anything
+        sliced by rows is read in blocks, never whole. NaN rows (images
+        that could not be read) are in no pair.
+    other_codes : array-like of shape (n_other, n_features) or None, default=None
+        ``None`` pairs the codes with each other. Otherwise each of
+        ``other_codes`` (a test set's) with ``codes`` (the training set's).
+    threshold : float in (-1, 1], default=DUPLICATE_SIMILARITY
+        Cosine similarity from which a pair is reported (measured for the
+        codes of ``duplicate_codes()``, the default transformer of :func:`find_duplicates`).
+    search : {"auto", "exact", "approximate"}, default="auto"
+        ``"exact"``: every pair compared, in blocks of matrix products.
+        ``"approximate"`` (``pip install 'skcnn[scale]'``, faiss): PCA to
+        128 dimensions fit on a sample, 16 nearest neighbours of each code
+        in an inverted-file index (more where all of them are copies: a
+        cluster of copies), and each candidate's similarity computed again
+        from the full codes, so no pair under ``threshold`` is reported.
+        ``"auto"``: exact under ``APPROXIMATE_FROM`` codes (both sets
+        together), approximate from there where faiss is installed (a
+        warning otherwise).
+
+    Returns
+    -------
+    pairs : pandas.DataFrame
+        One row per pair, most similar first: ``index`` (into ``codes``),
+        ``other_index`` (into ``other_codes`` where given, else into
+        ``codes``, larger than ``index``), ``similarity`` and ``exact``
+        (``False``: codes do not tell exact copies).
+
+    See Also
+    --------
+    find_duplicates : The same from images, exact copies included.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skcnn.inspection import find_duplicate_codes
+    >>> rng = np.random.default_rng(0)
+    >>> codes = rng.random((1000, 64))
+    >>> codes[7] = codes[500] + 0.01 * rng.random(64)  # a near copy
+    >>> codes[9] = np.nan  # an image that could not be read
+    >>> find_duplicate_codes(codes)[["index", "other_index"]].values.tolist()
+    [[7, 500]]
+    """
+    if not (isinstance(threshold, (int, float)) and -1 < threshold <= 1):
+        raise ValueError(f"threshold must be a cosine similarity in (-1, 1]; got {threshold!r}.")
+    if other_codes is not None and other_codes.shape[1] != codes.shape[1]:
+        raise ValueError(f"other_codes has {other_codes.shape[1]} features, codes {codes.shape[1]}.")
+    index, other, similarity = near_pairs(codes, other_codes, threshold=threshold, search=search)
+    pairs = _pairs(index, other, similarity, exact=False)
+    order = np.lexsort((pairs["other_index"], pairs["index"], -pairs["similarity"]))
+    return pairs.iloc[order].reset_index(drop=True)
+
+
 def duplicate_pairs(
     images: list,
     codes: np.ndarray,
     others: list | None = None,
     other_codes: np.ndarray | None = None,
     threshold: float = DUPLICATE_SIMILARITY,
+    search: str = "auto",
 ) -> pd.DataFrame:
     """:func:`find_duplicates` of images whose codes are given (NaN rows for those left out), without
     naming the images left out (``pairs.attrs``)."""
-    codes = _unit(codes)
     keys = content_keys(images, [])
-    if others is None:
-        other_codes, other_keys = codes, keys
-    else:
-        other_codes, other_keys = _unit(other_codes), content_keys(others, [])
+    other_keys = keys if others is None else content_keys(others, [])
     pairs = pd.concat(
         [
-            _near_pairs(codes, other_codes, threshold, same_set=others is None),
+            find_duplicate_codes(codes, other_codes, threshold=threshold, search=search),
             _exact_pairs(keys, other_keys, same_set=others is None),
         ]
     )
@@ -125,36 +194,6 @@ def duplicate_pairs(
         pairs["path"] = [image_path(images[i]) for i in pairs["index"]]
         pairs["other_path"] = [image_path((others or images)[i]) for i in pairs["other_index"]]
     return pairs
-
-
-def _unit(codes: np.ndarray) -> np.ndarray:
-    """Codes scaled to unit length (NaN rows stay NaN)."""
-    codes = np.asarray(codes, dtype=np.float32)
-    norms = np.linalg.norm(codes, axis=1, keepdims=True)
-    return codes / np.maximum(norms, np.finfo(np.float32).tiny)  # all-zero codes stay zero: similarity 0
-
-
-def _near_pairs(codes: np.ndarray, other_codes: np.ndarray, threshold: float, same_set: bool) -> pd.DataFrame:
-    """Pairs whose unit codes lie within the distance a cosine similarity of ``threshold`` allows."""
-    rows = np.flatnonzero(~np.isnan(codes).any(axis=1))
-    other_rows = np.flatnonzero(~np.isnan(other_codes).any(axis=1))
-    if not len(rows) or not len(other_rows):
-        return _pairs([], [], [], exact=False)
-    # |a - b|^2 = 2 - 2 cos(a, b) for unit vectors; a hair of slack for float32 rounding.
-    radius = np.sqrt(max(2.0 - 2.0 * threshold, 0.0)) + 1e-6
-    search = NearestNeighbors(radius=radius).fit(codes[rows])
-    neighbours = search.radius_neighbors(other_codes[other_rows], return_distance=False)
-    found = [(rows[j], other_rows[i]) for i, row in enumerate(neighbours) for j in row]
-    index = np.asarray([a for a, _ in found], dtype=np.int64)
-    other = np.asarray([b for _, b in found], dtype=np.int64)
-    if same_set:  # each pair once, no image with itself
-        index, other = np.minimum(index, other), np.maximum(index, other)
-        keep = index < other
-        index, other = index[keep], other[keep]
-    similarity = np.einsum("ij,ij->i", codes[index], other_codes[other]).astype(np.float64)
-    keep = similarity >= threshold
-    pairs = _pairs(index[keep], other[keep], similarity[keep], exact=False)
-    return pairs.drop_duplicates(["index", "other_index"])
 
 
 def _exact_pairs(keys: dict[int, str], other_keys: dict[int, str], same_set: bool) -> pd.DataFrame:

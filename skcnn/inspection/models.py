@@ -8,6 +8,12 @@ cross-validate the steps after it on them: the same predictions as
 cross-validating the whole pipeline, without running the network once per
 fold. A CNNClassifier's folds read the frozen codes their heads are fit on
 from one store, filled by one pass over the images before them.
+
+For a regressor and for multi-label targets inspection reads the model's
+outputs instead (:func:`outputs`, :func:`out_of_fold_outputs`): its
+predictions, or each label's probability. Then the model may also be any
+other of skcnn's estimators of images (a ``CNNRegressor``), cross-validated
+on the images.
 """
 
 from __future__ import annotations
@@ -17,19 +23,20 @@ import tempfile
 from typing import NamedTuple
 
 import numpy as np
-from scipy.special import softmax
-from sklearn.base import clone
+from scipy.special import expit, softmax
+from sklearn.base import clone, is_regressor
 from sklearn.model_selection import check_cv, cross_val_predict
 from sklearn.pipeline import Pipeline
+from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted
 
-from .. import images as image_io
-from ..cache import CodeCache
+from ..codes.cache import CodeCache
 from ..datasets import shown_path
+from ..decoding import images as image_io
 from ..finetuning.classifier import CNNClassifier
 from ..finetuning.probe import frozen_codes
-from ..layers import candidate_layers
-from ..transformer import CNNFeatureTransformer
+from ..frozen.transformer import CNNFeatureTransformer
+from ..network.layers import candidate_layers
 from .codes import Codes, read_codes, store_codes, transformed
 
 SUPPORTED = (
@@ -44,6 +51,125 @@ class Probabilities(NamedTuple):
     proba: np.ndarray  # (n_images, n_classes), NaN rows for the failures
     classes: np.ndarray
     failures: list[image_io.ImageFailure]
+
+
+class Outputs(NamedTuple):
+    """Per-image outputs of a regressor (its predictions) or of a multi-label classifier (each label's
+    probability), NaN rows for the images that could not be used; those named."""
+
+    values: np.ndarray  # (n_images, n_outputs)
+    failures: list[image_io.ImageFailure]
+
+
+def target_kind(model, y: np.ndarray) -> str:
+    """``"regression"`` for a regressor (:func:`~sklearn.base.is_regressor`), ``"multilabel"`` for a
+    binary indicator matrix (:func:`~sklearn.utils.multiclass.type_of_target`), else ``"classification"``."""
+    if is_regressor(model):
+        return "regression"
+    if np.ndim(y) == 2 and type_of_target(y) == "multilabel-indicator":
+        return "multilabel"
+    return "classification"
+
+
+def check_model_of_outputs(model, name: str = "model") -> None:
+    """``model`` is one that inspection reads the outputs of (regression, multi-label), or a clear error.
+
+    A pipeline whose first step is a CNNFeatureTransformer (its codes read
+    once), or one of skcnn's own estimators of images (a CNNClassifier, a
+    CNNRegressor: any estimator defined in skcnn that predicts from images).
+    """
+    if isinstance(model, Pipeline) and isinstance(model.steps[0][1], CNNFeatureTransformer):
+        if len(model.steps) < 2:
+            raise ValueError(f"{name} is a Pipeline of a CNNFeatureTransformer alone; it needs an estimator after it.")
+        return
+    if type(model).__module__.startswith("skcnn.") and hasattr(model, "predict"):
+        return
+    raise TypeError(
+        f"{name} must be a CNNClassifier, or a scikit-learn Pipeline whose first step is a CNNFeatureTransformer "
+        "(make_pipeline(CNNFeatureTransformer(...), Ridge()), or another of skcnn's estimators of images "
+        f"(CNNRegressor); got {type(model).__name__}."
+    )
+
+
+def outputs(model, images: list, kind: str, n_outputs: int) -> Outputs:
+    """A fitted model's predictions (``kind="regression"``) or per-label probabilities (``"multilabel"``)
+    of ``images``, as ``(n_images, n_outputs)``."""
+    check_model_of_outputs(model)
+    check_is_fitted(model)
+    if not isinstance(model, Pipeline):
+        method = _method(model, kind)
+        return Outputs(_as_outputs(getattr(model, method)(images), method, n_outputs, _classes(model)), [])
+    codes = transformed(model[0], images, fit=False)
+    steps = model[1:]
+    method = _method(steps, kind)
+    read = _rows_of_usable(
+        codes.codes, n_outputs, lambda X: _as_outputs(getattr(steps, method)(X), method, n_outputs, _classes(steps))
+    )
+    return Outputs(read, codes.failures)
+
+
+def out_of_fold_outputs(estimator, images: list, y: np.ndarray, kind: str, cv) -> Outputs:
+    """Each image's predictions or per-label probabilities (see :func:`outputs`) from a clone of
+    ``estimator`` fit on the folds without it: ``cv`` as for regressors (an int is ``KFold``, not
+    stratified). A pipeline's frozen codes are read once, before the folds; another estimator
+    (a CNNRegressor) is cross-validated on the images."""
+    check_model_of_outputs(estimator, "estimator")
+    n_outputs = 1 if y.ndim == 1 else y.shape[1]
+    method = _method(estimator, kind)
+    if not isinstance(estimator, Pipeline):
+        folds = check_cv(cv, y, classifier=False)
+        values = cross_val_predict(clone(estimator), images, y, cv=folds, method=method)
+        return Outputs(_as_outputs(values, method, n_outputs, _column_classes(y)), [])
+    codes, failures = transformed(clone(estimator[0]), images)
+    usable = ~np.isnan(codes).any(axis=1)
+    folds = check_cv(cv, y[usable], classifier=False)
+    steps = clone(estimator[1:])
+
+    def predict(X):
+        values = cross_val_predict(steps, X, y[usable], cv=folds, method=method)
+        return _as_outputs(values, method, n_outputs, _column_classes(y[usable]))
+
+    return Outputs(_rows_of_usable(codes, n_outputs, predict), failures)
+
+
+def _method(model, kind: str) -> str:
+    if kind == "regression":
+        return "predict"
+    if hasattr(model, "predict_proba"):
+        return "predict_proba"
+    if hasattr(model, "decision_function"):
+        return "decision_function"
+    raise TypeError(f"{type(model).__name__} has neither predict_proba nor decision_function: no label probabilities.")
+
+
+def _classes(model):
+    """A fitted multi-label model's classes: per label (a list, MultiOutputClassifier) or the labels."""
+    return getattr(model, "classes_", None)
+
+
+def _column_classes(y: np.ndarray) -> list[np.ndarray] | None:
+    """The classes of each column of ``y`` as :func:`~sklearn.model_selection.cross_val_predict` orders
+    a list of per-label probabilities (sorted values of the whole column)."""
+    return [np.unique(column) for column in y.T] if y.ndim == 2 else None
+
+
+def _as_outputs(values, method: str, n_outputs: int, classes) -> np.ndarray:
+    """Predictions as ``(n, n_outputs)`` floats; per-label probabilities from a list of per-label class
+    probabilities (``MultiOutputClassifier``: each label's probability of 1), an ``(n, n_labels)``
+    array (``OneVsRestClassifier``, a multi-label CNNClassifier), or a decision function (its
+    logistic function: a ranking, not calibrated)."""
+    if isinstance(values, list):  # one (n, n_classes) array per label
+        positive = []
+        for i, proba in enumerate(values):
+            known = np.asarray(classes[i]).tolist()
+            positive.append(proba[:, known.index(1)] if 1 in known else np.zeros(len(proba)))
+        values = np.column_stack(positive)
+    values = np.asarray(values, dtype=np.float64)
+    values = values.reshape(len(values), -1)
+    if values.shape[1] != n_outputs:
+        what = "outputs" if method == "predict" else "label probabilities"
+        raise ValueError(f"the model gives {values.shape[1]} {what} per image; y has {n_outputs} columns.")
+    return expit(values) if method == "decision_function" else values
 
 
 def check_model(model, name: str = "model") -> None:

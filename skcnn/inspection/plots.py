@@ -6,10 +6,10 @@ import math
 
 import numpy as np
 import pandas as pd
+from sklearn.pipeline import Pipeline
 
-from .. import images as image_io
-from ..finetuning.classifier import CNNClassifier
-from ..preprocessing import Preprocessing
+from ..decoding import images as image_io
+from ..decoding.preprocessing import Preprocessing
 from .activation_maps import class_activation_maps
 
 #: Side of the images of a grid whose model is not given (the network's own crop is shown otherwise).
@@ -20,7 +20,11 @@ def plot_top_losses(table: pd.DataFrame, X, *, k=9, model=None, ncols=3, figsize
     """The first ``k`` rows of a :func:`top_losses` (or :func:`label_issues`) table as an image grid.
 
     Each image is titled with its given label, the predicted one and the
-    probability of the given label.
+    probability of the given label. A regressor's rows are titled with the
+    target and the prediction (with several outputs, those of up to three,
+    else of the output with the largest error) and the loss; multi-label
+    rows with the given labels, the predicted ones and the loss (and, for
+    :func:`label_issues`, the labels cleanlab doubts).
 
     Parameters
     ----------
@@ -34,7 +38,9 @@ def plot_top_losses(table: pd.DataFrame, X, *, k=9, model=None, ncols=3, figsize
         A fitted model that :func:`class_activation_maps` supports: each
         image is then the centre crop the network saw, overlaid with the
         map of the predicted class (where the model found the evidence for
-        what it predicted). ``None`` shows the whole images.
+        what it predicted). ``None`` shows the whole images. For a
+        regressor or multi-label targets, the crop the network saw,
+        without a map.
     ncols : int, default=3
     figsize : (float, float) or None, default=None
         ``None``: 3 inches per image.
@@ -59,19 +65,49 @@ def plot_top_losses(table: pd.DataFrame, X, *, k=9, model=None, ncols=3, figsize
     images = image_io.as_image_list(X)
     rows = table.head(k)
     shown = [images[i] for i in rows["position"]]
+    kind = _table_kind(rows)
     if model is None:
         pictures, overlays = [_thumbnail(image) for image in shown], [None] * len(shown)
+    elif kind != "classification":  # no class maps of a regressor's outputs or of one label against the rest
+        recipe, decode = _recipe(model)
+        pictures, overlays = [_crop(image, recipe, decode) for image in shown], [None] * len(shown)
     else:
         recipe, decode = _recipe(model)
         pictures = [_crop(image, recipe, decode) for image in shown]
         maps = class_activation_maps(model, shown)
         classes = list(model.classes_)
         overlays = [maps[i, classes.index(predicted)] for i, predicted in enumerate(rows["predicted"])]
-    titles = [
-        f"{row.label} / {row.predicted}\n{row.probability:.2f}" + (f"\n{_name(row.path)}" if "path" in rows else "")
-        for row in rows.itertuples()
-    ]
+    titles = [_title(row, kind) + (f"\n{_name(row['path'])}" if "path" in rows else "") for _, row in rows.iterrows()]
     return _grid(pictures, titles, ncols, figsize, overlays)
+
+
+def _table_kind(table: pd.DataFrame) -> str:
+    """Which :func:`top_losses` table ``table`` is: ``"regression"``, ``"multilabel"`` or ``"classification"``."""
+    if "prediction" in table or any(str(column).startswith("prediction_") for column in table.columns):
+        return "regression"
+    if "labels" in table and any(str(column).startswith("probability_") for column in table.columns):
+        return "multilabel"
+    return "classification"
+
+
+def _title(row: pd.Series, kind: str) -> str:
+    """A grid image's title: given and predicted, and the probability of the given label or the loss."""
+    if kind == "classification":
+        return f"{row['label']} / {row['predicted']}\n{row['probability']:.2f}"
+    if kind == "multilabel":
+        title = f"{row['labels'] or 'none'} / {row['predicted'] or 'none'}\nloss {row['loss']:.2f}"
+        return title + (f", doubted: {row['doubted']}" if row.get("doubted") else "")
+    if "prediction" in row:
+        return f"target {row['target']:.3g} / predicted {row['prediction']:.3g}\nloss {row['loss']:.3g}"
+    names = [str(column)[len("prediction_") :] for column in row.index if str(column).startswith("prediction_")]
+    if len(names) > 3:  # the output with the largest error
+        names = [max(names, key=lambda name: row[f"loss_{name}"])]
+        shown = f"{names[0]}: {row[f'target_{names[0]}']:.3g} / {row[f'prediction_{names[0]}']:.3g}"
+    else:
+        targets = ", ".join(f"{row[f'target_{name}']:.2f}" for name in names)
+        predictions = ", ".join(f"{row[f'prediction_{name}']:.2f}" for name in names)
+        shown = f"target {targets} / predicted {predictions}"
+    return f"{shown}\nloss {row['loss']:.3g}"
 
 
 def plot_duplicates(pairs: pd.DataFrame, X, X_other=None, *, k=8, figsize=None):
@@ -134,9 +170,9 @@ def _grid(pictures: list, titles: list, ncols: int, figsize, overlays: list):
 
 def _recipe(model) -> tuple[Preprocessing, str]:
     """The model's preprocessing, and how far it lets a JPEG be scaled while decoded (``decode``)."""
-    if isinstance(model, CNNClassifier):
-        return Preprocessing.from_dict(model.preprocessing_), model.decode
-    return model[0].extractor_.preprocessing(), model[0].decode
+    if isinstance(model, Pipeline):
+        return model[0].extractor_.preprocessing(), model[0].decode
+    return Preprocessing.from_dict(model.preprocessing_), model.decode  # a CNNClassifier (or CNNRegressor)
 
 
 def _crop(image, recipe: Preprocessing, decode: str) -> np.ndarray:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .options import PENULTIMATE
+from ..options import PENULTIMATE
 
 
 @dataclass(frozen=True)

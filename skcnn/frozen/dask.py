@@ -62,11 +62,11 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("skcnn.dask needs dask.distributed: pip install 'skcnn[dask]'") from exc
 
-from . import images as image_io
-from .backbones import MAX_NETWORKS
-from .cache import CodeCache
-from .extraction import CacheStats, Extraction
-from .options import DEFAULTS, PATHS_PER_TASK, show_progress
+from ..codes.cache import CodeCache
+from ..codes.extraction import CacheStats, Extraction
+from ..decoding import images as image_io
+from ..network.backbones import MAX_NETWORKS
+from ..options import DEFAULTS, PATHS_PER_TASK, show_progress
 from .transformer import CNNFeatureTransformer
 
 __all__ = ["ExtractInfo", "extract"]

@@ -23,14 +23,14 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
-from .backbones import load_backbone
-from .compat import HasMethods, _fit_context
-from .extraction import checked_input_size
-from .images import BadImagesError, BadImagesWarning, as_image_list, image_size, warn_bad_images
-from .layers import candidate_layers, last_map, list_layers
-from .options import constraints_of, parameter_names
-from .pooling import pooled_widths, pooling_names
-from .preprocessing import native_input_size
+from ..codes.extraction import checked_input_size
+from ..codes.pooling import pooled_widths, pooling_names
+from ..compat import HasMethods, _fit_context
+from ..decoding.images import BadImagesError, BadImagesWarning, as_image_list, image_size, warn_bad_images
+from ..decoding.preprocessing import native_input_size
+from ..network.backbones import load_backbone
+from ..network.layers import candidate_layers, last_map, list_layers
+from ..options import FINETUNING, constraints_of, parameter_names
 from .transformer import CNNFeatureTransformer
 
 #: Inverse regularisation strengths the default classifier chooses from.
@@ -121,7 +121,7 @@ class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         (height, width) pair (with the transformer's ``crop``), ``None``
         (the weights' own size and crop) or ``"native"``: the images' own
         resolution seen whole (their median shorter side, at most
-        ``skcnn.preprocessing.NATIVE_MAX_SCALE`` times the transformer's
+        ``skcnn.decoding.preprocessing.NATIVE_MAX_SCALE`` times the transformer's
         input size, no centre crop; left out when the images are not at
         least ``NATIVE_MIN_GAIN`` times that size, as the resize would keep
         nearly every pixel). ``None``: the transformer's ``input_size`` and
@@ -246,7 +246,7 @@ class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         poolings=None,
         input_sizes=None,
         ttas=None,
-        class_weight=None,
+        class_weight=FINETUNING.class_weight,  # declared once, as CNNClassifier's
         cv=5,
         scoring=None,
         refit=True,

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from .options import POOLINGS
+from ..options import POOLINGS
 
 #: Grid sizes of the spatial pyramid: 1x1, 2x2 and 4x4 average pools.
 PYRAMID_LEVELS = (1, 2, 4)

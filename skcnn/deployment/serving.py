@@ -6,7 +6,7 @@ Images are decoded as the fitted model decodes them
 (:func:`skcnn.images.load_image`: EXIF orientation, colour rules, pixel
 limit, the same JPEG DCT scaling), then resized and centre-cropped as the
 fitted model does: images the resize enlarges with torch's own integer
-arithmetic (``skcnn.resampling``, the same pixels), larger ones with
+arithmetic (``skcnn.deployment.resampling``, the same pixels), larger ones with
 Pillow's antialiased filter, within one level of torch's on a few values
 in a thousand; the recipe is the file's own metadata.
 
@@ -27,9 +27,10 @@ from types import MethodType
 import numpy as np
 from PIL import Image
 
-from . import images as image_io
-from . import jpeg, resampling
-from .options import MAX_PIXELS
+from ..decoding import images as image_io
+from ..decoding import jpeg
+from ..options import MAX_PIXELS
+from . import resampling
 
 #: The metadata key :func:`skcnn.export.to_onnx` writes (read here without importing it: it needs torch).
 METADATA_KEY = "skcnn"
@@ -46,7 +47,7 @@ FORMAT_VERSION = 1
 #: predictor: an image enlarged to 4096 px is 4096 x 4096 x 3 int32 levels (200 MB) in the resize,
 #: against 4.8 GB at the 20,000 px a crafted file may ask for.
 MAX_SIDE = 4096
-_KINDS = ("classifier", "transformer")
+_KINDS = ("classifier", "regressor", "transformer")
 #: What a file of skcnn <= 0.6 said its "probabilities" output held.
 _LEGACY_SCORES = ("probabilities", "decision_function")
 _MISSING = object()
@@ -82,13 +83,14 @@ class _IfOutput:
         return MethodType(self.function, instance)
 
 
-class OnnxImageClassifier:
-    """A classifier (or transformer) exported by :func:`skcnn.export.to_onnx`, run by ONNX Runtime.
+class OnnxImageModel:
+    """A model exported by :func:`skcnn.export.to_onnx`, run by ONNX Runtime: what every kind shares.
 
-    Methods exist where the file has their output, as on the fitted model:
-    ``predict_proba`` where it had ``predict_proba``, ``decision_function``
-    where it had ``decision_function``, ``transform`` for a transformer
-    (``hasattr`` says which).
+    The file is opened and checked, images are decoded and cropped as the
+    fitted model did, and the graph runs in batches. :func:`load_onnx` gives
+    the class of the file's kind: :class:`OnnxImageClassifier` (a
+    classifier, multi-label included, or a transformer),
+    :class:`OnnxImageRegressor`.
 
     Parameters
     ----------
@@ -103,8 +105,6 @@ class OnnxImageClassifier:
 
     Attributes
     ----------
-    classes_ : ndarray
-        The class labels, in the order of the probabilities' columns (classifiers).
     preprocessing_ : dict
         Crop and resize sizes, mean, std, interpolation and JPEG DCT margin.
     metadata_ : dict
@@ -116,6 +116,9 @@ class OnnxImageClassifier:
     --------
     See :func:`skcnn.export.to_onnx`.
     """
+
+    #: The kinds of file this class runs.
+    kinds: tuple[str, ...] = _KINDS
 
     def __init__(self, path, *, batch_size=16, max_pixels=MAX_PIXELS, threads=0):
         import onnxruntime
@@ -133,10 +136,92 @@ class OnnxImageClassifier:
             raise ModelFileError(f"{self.path}: its {METADATA_KEY!r} metadata is not valid JSON ({error}).") from None
         self.metadata_ = validate_metadata(meta, self.path)
         _check_graph(self._session, self.metadata_, self.path)
+        kind = self.metadata_["kind"]
+        if kind not in self.kinds:
+            raise ModelFileError(
+                f"{self.path} holds a {kind}, which {type(self).__name__} does not run: open it with "
+                f"{_CLASSES[kind]} (or skcnn.serving.load_onnx, which picks the class of the file's kind)."
+            )
         self.preprocessing_ = self.metadata_["preprocessing"]
+        self.failed_: list = []
+
+    def _run(self, X, output: str) -> np.ndarray:
+        images = image_io.as_image_list(X)
+        crops, kept, failures = [], [], []
+        results = []
+        for index, image in enumerate(images):
+            try:
+                crops.append(self.crop(image))
+                kept.append(index)
+            except image_io.ImageError as error:
+                failures.append(image_io.failure(image, index, error))
+            if len(crops) == self.batch_size or (index == len(images) - 1 and crops):
+                results.append(self._session.run([output], {self.metadata_["input"]["name"]: np.stack(crops)})[0])
+                crops = []
+        self.failed_ = failures
+        if failures:
+            raise image_io.BadImagesError(failures, _rows(results, kept, len(images)))
+        return np.concatenate(results) if results else np.empty((0,))
+
+    def crop(self, image) -> np.ndarray:
+        """The ``(h, w, 3)`` uint8 crop the network sees: decoded, resized, centre-cropped.
+
+        Parameters
+        ----------
+        image : str, path, PIL.Image.Image or ndarray
+            One image.
+        """
+        recipe = self.preprocessing_
+        resize = int(recipe["resize_size"])
+        min_side = jpeg.min_decoded_side(resize, recipe["jpeg_dct_margin"])
+        pixels = image_io.load_image(image, self.max_pixels, min_side)
+        if pixels.dtype != np.uint8:  # 16-bit and float sources: rounded, as the graph takes uint8
+            pixels = np.clip(np.rint(pixels * 255.0), 0, 255).astype(np.uint8)
+        h, w = pixels.shape[:2]
+        # torchvision's rule for resizing the shorter side (the longer one truncated).
+        size = (resize, int(resize * h / w)) if w <= h else (int(resize * w / h), resize)
+        if min(h, w) <= resize and recipe["interpolation"] in resampling.FILTERS:
+            # Enlarged: torch's own integer arithmetic (Pillow's rounds its weights otherwise).
+            resized = resampling.resize(pixels, size[::-1], recipe["interpolation"])
+            resized = np.broadcast_to(resized, (*resized.shape[:2], 3))
+        else:
+            picture = Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels)
+            resized = np.asarray(picture.resize(size, _FILTERS[recipe["interpolation"]]).convert("RGB"))
+        return _centre_crop(resized, tuple(recipe["crop_size"]))
+
+
+class OnnxImageClassifier(OnnxImageModel):
+    """A classifier (or transformer) exported by :func:`skcnn.export.to_onnx`, run by ONNX Runtime.
+
+    Methods exist where the file has their output, as on the fitted model:
+    ``predict_proba`` where it had ``predict_proba``, ``decision_function``
+    where it had ``decision_function``, ``transform`` for a transformer
+    (``hasattr`` says which). A multi-label classifier's ``predict`` gives
+    the indicator matrix, ``predict_proba`` one probability per label.
+
+    Parameters
+    ----------
+    path, batch_size, max_pixels, threads
+        As for :class:`OnnxImageModel`.
+
+    Attributes
+    ----------
+    classes_ : ndarray
+        The class labels, in the order of the probabilities' columns (classifiers).
+    preprocessing_, metadata_, failed_
+        As for :class:`OnnxImageModel`.
+
+    Examples
+    --------
+    See :func:`skcnn.export.to_onnx`.
+    """
+
+    kinds = ("classifier", "transformer")
+
+    def __init__(self, path, *, batch_size=16, max_pixels=MAX_PIXELS, threads=0):
+        super().__init__(path, batch_size=batch_size, max_pixels=max_pixels, threads=threads)
         if self.metadata_["kind"] == "classifier":
             self.classes_ = np.asarray(self.metadata_["classes"])
-        self.failed_: list = []
 
     def _output(self, method: str) -> str:
         """The graph output ``method`` reads, or AttributeError saying why this file has none."""
@@ -181,6 +266,8 @@ class OnnxImageClassifier:
         skcnn.BadImagesError
             When images cannot be used; it names them and holds the others' results.
         """
+        if self.metadata_.get("multilabel", False):
+            return self._run(X, "label")  # the indicator matrix: a column per label of classes_
         return self._run(X, "label").astype(self.classes_.dtype)  # ONNX strings come back as objects
 
     @_if_output("predict_proba")
@@ -237,49 +324,102 @@ class OnnxImageClassifier:
         """
         return self._run(X, self._output("transform"))
 
-    def _run(self, X, output: str) -> np.ndarray:
-        images = image_io.as_image_list(X)
-        crops, kept, failures = [], [], []
-        results = []
-        for index, image in enumerate(images):
-            try:
-                crops.append(self.crop(image))
-                kept.append(index)
-            except image_io.ImageError as error:
-                failures.append(image_io.failure(image, index, error))
-            if len(crops) == self.batch_size or (index == len(images) - 1 and crops):
-                results.append(self._session.run([output], {self.metadata_["input"]["name"]: np.stack(crops)})[0])
-                crops = []
-        self.failed_ = failures
-        if failures:
-            raise image_io.BadImagesError(failures, _rows(results, kept, len(images)))
-        return np.concatenate(results) if results else np.empty((0,))
 
-    def crop(self, image) -> np.ndarray:
-        """The ``(h, w, 3)`` uint8 crop the network sees: decoded, resized, centre-cropped.
+class OnnxImageRegressor(OnnxImageModel):
+    """A regressor exported by :func:`skcnn.export.to_onnx`, run by ONNX Runtime.
+
+    A :class:`~skcnn.CNNRegressor` or a pipeline ending in a scikit-learn
+    regressor; ``predict`` is shaped as the fitted model's (``(N,)`` for a
+    target of one column given as a vector, ``(N, n_outputs)`` otherwise).
+
+    Parameters
+    ----------
+    path, batch_size, max_pixels, threads
+        As for :class:`OnnxImageModel`.
+
+    Attributes
+    ----------
+    n_outputs_ : int
+        The number of targets predicted.
+    preprocessing_, metadata_, failed_
+        As for :class:`OnnxImageModel`.
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> from sklearn.linear_model import Ridge
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from skcnn import CNNFeatureTransformer
+    >>> from skcnn.datasets import load_texture_patches
+    >>> from skcnn.export import to_onnx
+    >>> from skcnn.serving import load_onnx
+    >>> X, y = load_texture_patches(n_per_class=4, patch_size=64)
+    >>> brightness = [image.mean() / 255 for image in X]
+    >>> model = make_pipeline(CNNFeatureTransformer(input_size=64, progress=False), Ridge()).fit(X, brightness)
+    >>> served = load_onnx(to_onnx(model, os.path.join(tempfile.mkdtemp(), "model.onnx")))
+    >>> type(served).__name__, served.predict(X).shape
+    ('OnnxImageRegressor', (12,))
+    >>> bool(abs(served.predict(X) - model.predict(X)).max() < 1e-3)
+    True
+    """
+
+    kinds = ("regressor",)
+
+    def __init__(self, path, *, batch_size=16, max_pixels=MAX_PIXELS, threads=0):
+        super().__init__(path, batch_size=batch_size, max_pixels=max_pixels, threads=threads)
+        self.n_outputs_ = int(self.metadata_["n_outputs"])
+
+    def predict(self, X) -> np.ndarray:
+        """The predicted targets of each image.
 
         Parameters
         ----------
-        image : str, path, PIL.Image.Image or ndarray
-            One image.
+        X : sequence of images
+            Paths, PIL images or arrays, as the fitted model took them.
+
+        Returns
+        -------
+        predictions : ndarray of shape (n_images,) or (n_images, n_outputs)
+
+        Raises
+        ------
+        skcnn.BadImagesError
+            When images cannot be used; it names them and holds the others' results.
         """
-        recipe = self.preprocessing_
-        resize = int(recipe["resize_size"])
-        min_side = jpeg.min_decoded_side(resize, recipe["jpeg_dct_margin"])
-        pixels = image_io.load_image(image, self.max_pixels, min_side)
-        if pixels.dtype != np.uint8:  # 16-bit and float sources: rounded, as the graph takes uint8
-            pixels = np.clip(np.rint(pixels * 255.0), 0, 255).astype(np.uint8)
-        h, w = pixels.shape[:2]
-        # torchvision's rule for resizing the shorter side (the longer one truncated).
-        size = (resize, int(resize * h / w)) if w <= h else (int(resize * w / h), resize)
-        if min(h, w) <= resize and recipe["interpolation"] in resampling.FILTERS:
-            # Enlarged: torch's own integer arithmetic (Pillow's rounds its weights otherwise).
-            resized = resampling.resize(pixels, size[::-1], recipe["interpolation"])
-            resized = np.broadcast_to(resized, (*resized.shape[:2], 3))
-        else:
-            picture = Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels)
-            resized = np.asarray(picture.resize(size, _FILTERS[recipe["interpolation"]]).convert("RGB"))
-        return _centre_crop(resized, tuple(recipe["crop_size"]))
+        predictions = self._run(X, "predictions")
+        return predictions.reshape(len(predictions), -1)[:, 0] if self.metadata_["output_ndim"] == 1 else predictions
+
+
+#: The class that runs each kind of file.
+_CLASSES = {
+    "classifier": "OnnxImageClassifier",
+    "transformer": "OnnxImageClassifier",
+    "regressor": "OnnxImageRegressor",
+}
+
+
+def load_onnx(path, **params) -> OnnxImageModel:
+    """The exported model in ``path``, as the class of its kind.
+
+    Parameters
+    ----------
+    path : str or path
+        The ``.onnx`` file (:func:`skcnn.export.to_onnx`).
+    **params
+        ``batch_size``, ``max_pixels``, ``threads``, as for :class:`OnnxImageModel`.
+
+    Returns
+    -------
+    model : OnnxImageClassifier or OnnxImageRegressor
+        A classifier's or a transformer's file, or a regressor's.
+
+    Raises
+    ------
+    ModelFileError
+        Where the file is not one skcnn wrote, or its metadata is out of bounds.
+    """
+    model = OnnxImageModel(path, **params)
+    return globals()[_CLASSES[model.metadata_["kind"]]](path, **params)
 
 
 def validate_metadata(meta, path) -> dict:
@@ -314,10 +454,10 @@ def validate_metadata(meta, path) -> dict:
     --------
     >>> from skcnn.serving import ModelFileError, validate_metadata
     >>> try:
-    ...     validate_metadata({"kind": "regressor"}, "model.onnx")
+    ...     validate_metadata({"kind": "segmenter"}, "model.onnx")
     ... except ModelFileError as error:
     ...     print(str(error).split(". ")[0])
-    model.onnx: the metadata field 'kind' holds 'regressor'; allowed: one of ('classifier', 'transformer')
+    model.onnx: the metadata field 'kind' holds 'segmenter'; allowed: one of ('classifier', 'regressor', 'transformer')
     """
     path = os.fspath(path)
     if not isinstance(meta, dict):
@@ -327,6 +467,8 @@ def validate_metadata(meta, path) -> dict:
     _field(meta, "outputs", path, lambda v: _list_of(v, str) and len(v) > 0, "a non-empty list of output names")
     if kind == "classifier":
         _check_classes(meta, path)
+    elif kind == "regressor":
+        _check_regressor(meta, path)
     elif "n_features" in meta:
         _field(meta, "n_features", path, lambda v: _integer(v, 1, None), "a positive integer")
     recipe = _field(meta, "preprocessing", path, lambda v: isinstance(v, dict), "a JSON object")
@@ -345,7 +487,7 @@ def _check_format(meta: dict, path: str) -> None:
     if not _integer(version, 1, None):
         raise _invalid(path, "format_version", version, "a positive integer")
     if version > FORMAT_VERSION:
-        from . import __version__
+        from .. import __version__
 
         raise ModelFileError(
             f"{path} was written by a newer skcnn ({meta.get('skcnn_version', 'version unknown')}, metadata "
@@ -364,6 +506,17 @@ def _check_classes(meta: dict, path: str) -> None:
         raise _invalid(path, "outputs", meta["outputs"], "a list that has a classifier's 'label'")
     if "scores" in meta:
         _field(meta, "scores", path, lambda v: v in _LEGACY_SCORES, f"one of {_LEGACY_SCORES}")
+    if "multilabel" in meta:  # the classes are the labels of the indicator matrix's columns
+        _field(meta, "multilabel", path, lambda v: isinstance(v, bool), "true or false")
+
+
+def _check_regressor(meta: dict, path: str) -> None:
+    """A regressor's ``predictions`` output: ``n_outputs`` columns, predicted as a vector (1) or a matrix (2)."""
+    if "predictions" not in meta["outputs"]:
+        raise _invalid(path, "outputs", meta["outputs"], "a list that has a regressor's 'predictions'")
+    n_outputs = _field(meta, "n_outputs", path, lambda v: _integer(v, 1, None), "a positive integer")
+    single = "1 (one target, predicted as a vector) or 2"
+    _field(meta, "output_ndim", path, lambda v: v == 2 or (v == 1 and n_outputs == 1), single)
 
 
 def _check_recipe(recipe: dict, path: str) -> None:
@@ -480,9 +633,19 @@ def _rows(results: list[np.ndarray], kept: list[int], n_images: int) -> np.ndarr
     if not results:
         return None
     done = np.concatenate(results)
-    out = np.full((n_images, *done.shape[1:]), np.nan) if done.dtype.kind == "f" else np.empty(n_images, done.dtype)
+    shape = (n_images, *done.shape[1:])
+    out = np.full(shape, np.nan) if done.dtype.kind == "f" else np.empty(shape, done.dtype)
     out[kept] = done
     return out
 
 
-__all__ = ["FORMAT_VERSION", "MAX_SIDE", "ModelFileError", "OnnxImageClassifier", "validate_metadata"]
+__all__ = [
+    "FORMAT_VERSION",
+    "MAX_SIDE",
+    "ModelFileError",
+    "OnnxImageClassifier",
+    "OnnxImageModel",
+    "OnnxImageRegressor",
+    "load_onnx",
+    "validate_metadata",
+]

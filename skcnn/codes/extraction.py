@@ -1,8 +1,8 @@
 """The engine: resolved parameters -> an :class:`Extractor` -> codes of images.
 
-The path of every image: decode (:mod:`skcnn.loading`) -> network
-(:mod:`skcnn.backbones`, run as :mod:`skcnn.arithmetic` says) -> taps
-(:mod:`skcnn.taps`) -> pooling (:mod:`skcnn.pooling`) -> cache
+The path of every image: decode (:mod:`skcnn.decoding.loading`) -> network
+(:mod:`skcnn.network.backbones`, run as :mod:`skcnn.network.arithmetic` says) -> taps
+(:mod:`skcnn.network.taps`) -> pooling (:mod:`skcnn.codes.pooling`) -> cache
 (:mod:`skcnn.cache`) -> codes. Every estimator computes codes through an
 :class:`Extractor`: :class:`~skcnn.CNNFeatureTransformer`,
 :class:`~skcnn.LayerSearchCV` (through its transformer) and
@@ -27,17 +27,18 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import arithmetic, backbones, compiled, loading, symmetry
-from . import images as image_io
-from .arithmetic import Inference
-from .backbones import Backbone
+from ..decoding import images as image_io
+from ..decoding import loading, symmetry
+from ..decoding.identity import content_keys
+from ..decoding.preprocessing import DECODE_MARGINS, Preprocessing, check_crop
+from ..network import arithmetic, backbones, compiled
+from ..network.arithmetic import Inference
+from ..network.backbones import Backbone
+from ..network.layers import check_layer_names, probe_backbone
+from ..network.taps import run_taps
+from ..options import DEFAULTS, PENULTIMATE
 from .cache import FORMAT_VERSION, CodeCache
-from .identity import content_keys
-from .layers import check_layer_names, probe_backbone
-from .options import DEFAULTS, PENULTIMATE
 from .pooling import check_poolable, n_codes, pooling_names, relu_commutes, to_codes
-from .preprocessing import DECODE_MARGINS, Preprocessing, check_crop
-from .taps import run_taps
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class TapPlan:
     pooling: str | tuple[str, ...]
     relu: bool
     shapes: tuple[tuple[int, ...], ...] | None = None
-    #: Test-time views whose codes are averaged (:mod:`skcnn.symmetry`), or None.
+    #: Test-time views whose codes are averaged (:mod:`skcnn.decoding.symmetry`), or None.
     tta: str | None = None
 
     def relu_on_read(self, layer: str) -> bool:
@@ -465,7 +466,7 @@ def cache_layer_names(names: list[str], cache_layers, cache) -> list[str]:
 
 
 def check_tta(tta, crop_size: tuple[int, int]) -> str | None:
-    """``tta``: None, or a policy of :mod:`skcnn.symmetry` that fits the input size."""
+    """``tta``: None, or a policy of :mod:`skcnn.decoding.symmetry` that fits the input size."""
     if tta is None:
         return None
     if not isinstance(tta, str) or tta not in symmetry.POLICIES:

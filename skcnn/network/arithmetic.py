@@ -17,7 +17,7 @@ arithmetic is done:
   and bias absorb; one pass over the activations fewer.
 
 Layout and folding are applied to a private copy of the network (the
-shared :class:`~skcnn.backbones.Backbone` is never modified); a
+shared :class:`~skcnn.network.backbones.Backbone` is never modified); a
 convolution whose own output is tapped is not folded, and the folded copy
 is checked against the original on a probe batch before use. In fp32
 they change codes only by float rounding (about 1e-6 relative).
@@ -171,8 +171,8 @@ class Inference:
     precision: str = "fp32"
     channels_last: bool = False
     #: Runs the tapped passes through another engine instead of eager torch:
-    #: compiled graphs (:mod:`skcnn.compiled`) or ONNX Runtime
-    #: (:mod:`skcnn.onnx_runtime`).
+    #: compiled graphs (:mod:`skcnn.network.compiled`) or ONNX Runtime
+    #: (:mod:`skcnn.network.onnx_runtime`).
     runner: CheckedGraphs | None = None
 
     def prepare(self, batch: torch.Tensor) -> torch.Tensor:

@@ -27,11 +27,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import backbones
-from .images import as_image_list
-from .layers import candidate_layers, list_layers
-from .loading import iter_batches
-from .options import PENULTIMATE, show_progress
+from ..decoding.images import as_image_list
+from ..decoding.loading import iter_batches
+from ..network import backbones
+from ..network.layers import candidate_layers, list_layers
+from ..options import PENULTIMATE, show_progress
 
 #: The network that measures similarity: its pretrained weights ship with pip
 #: and its batch-norm statistics are ImageNet's. It measures at its own input size.
@@ -141,7 +141,7 @@ def advise_layer(
     ``max_images`` images run through the pretrained reference network
     (EfficientNet-Lite0, at its own 224 px) and the mean shift of their
     batch-norm inputs from the ImageNet statistics stored in the network
-    is mapped to [0, 1] (see the module ``skcnn.advice``). The earlier layer is
+    is mapped to [0, 1] (see the module ``skcnn.frozen.advice``). The earlier layer is
     the end of the stage before the last resolution stage of ``backbone``
     (``blocks.4`` of EfficientNet-Lite0, ``layer3`` of a ResNet): one or
     two stages back from the top, where digits measured best, rather than

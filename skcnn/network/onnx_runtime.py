@@ -1,7 +1,7 @@
 """The tapped forward pass on ONNX Runtime: skcnn's fast CPU runtime.
 
 The network copy torch would run (batch norm folded) is cut after its last
-tap (:func:`skcnn.compiled.tapped_graph`), each tap an output, and exported
+tap (:func:`skcnn.network.compiled.tapped_graph`), each tap an output, and exported
 to ONNX once per machine: per backbone, weights, tapped layers, input size
 and exporter and runtime versions. The file is kept in a per-user cache
 folder (:func:`cache_dir`), written atomically, and read again by later
@@ -38,8 +38,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..files import atomic_path, remove_dead_temporaries
 from .compiled import CheckedGraphs, tapped_graph
-from .files import atomic_path, remove_dead_temporaries
 
 #: Environment variable that names the folder of exported graphs.
 CACHE_DIR_ENV = "SKCNN_ONNX_CACHE"
@@ -125,7 +125,7 @@ def clear_graph_cache() -> int:
 
     >>> import os, tempfile
     >>> from unittest import mock
-    >>> from skcnn.onnx_runtime import clear_graph_cache
+    >>> from skcnn.network.onnx_runtime import clear_graph_cache
     >>> with tempfile.TemporaryDirectory() as folder, mock.patch.dict(os.environ, SKCNN_ONNX_CACHE=folder):
     ...     _ = open(os.path.join(folder, "resnet18-0123.onnx"), "wb").write(bytes(1000))
     ...     clear_graph_cache(), os.listdir(folder)

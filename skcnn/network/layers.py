@@ -7,9 +7,9 @@ import functools
 
 import torch
 
+from ..options import PENULTIMATE
 from . import backbones
 from .backbones import Backbone
-from .options import PENULTIMATE
 from .taps import Layer, probe
 
 

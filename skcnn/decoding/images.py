@@ -5,7 +5,7 @@ may be, which pixel types and modes are accepted, and how each becomes an
 array of shape ``(H, W, C)``, ``C`` 1 (gray) or 3 (RGB). 8-bit sources (JPEG
 and PNG files, PIL images, uint8 and bool arrays) stay ``uint8``: a 12 MP
 photo is 36 MB of pixels, not 145 MB of floats, and it is resized in uint8
-(``skcnn.preprocessing``). 16-bit sources become ``float32`` in ``[0, 1]``
+(``skcnn.decoding.preprocessing``). 16-bit sources become ``float32`` in ``[0, 1]``
 (scaled by 65535), float arrays in ``[0, 1]`` stay float. The same picture
 given as a file path, a PIL image or a uint8 array gives the same array, so
 it gives the same codes.
@@ -23,8 +23,8 @@ from typing import Any, BinaryIO, Union
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ..options import MAX_PIXELS
 from . import jpeg
-from .options import MAX_PIXELS
 
 ImageLike = Union[str, "os.PathLike[str]", Image.Image, np.ndarray]
 
@@ -318,7 +318,7 @@ def load_image(image: ImageLike, max_pixels: int | None = MAX_PIXELS, min_side: 
 
     ``min_side`` (JPEG files only) lets the decoder scale the image by 1/2,
     1/4 or 1/8 in the DCT while its shorter side stays at least
-    ``min_side`` (``skcnn.jpeg.dct_scale``): several times less work
+    ``min_side`` (``skcnn.decoding.jpeg.dct_scale``): several times less work
     after the entropy decoding, and slightly different pixels than decoding
     in full and resizing. ``None`` decodes in full.
 

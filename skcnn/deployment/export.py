@@ -1,7 +1,7 @@
 """One ONNX file for a fitted model: uint8 crops in; labels and probabilities, or codes, out.
 
 The network part is skcnn's own: the frozen (or fine-tuned) network cut
-after its taps (``skcnn.compiled.tapped_graph``), with the
+after its taps (``skcnn.network.compiled.tapped_graph``), with the
 normalisation before it and ReLU and pooling after it, exported by torch.
 The scikit-learn steps after a :class:`~skcnn.CNNFeatureTransformer` are
 converted by ``skl2onnx`` and joined to it into one graph
@@ -22,18 +22,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.base import is_regressor
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from . import __version__
-from .compiled import tapped_graph
-from .files import atomic_path
-from .finetuning.classifier import CNNClassifier
-from .pooling import pooled
-from .preprocessing import DECODE_MARGINS, Preprocessing
+from .. import __version__
+from ..codes.pooling import pooled
+from ..decoding.preprocessing import DECODE_MARGINS, Preprocessing
+from ..files import atomic_path
+from ..finetuning.estimator import FineTuning
+from ..finetuning.regressor import CNNRegressor
+from ..frozen.transformer import CNNFeatureTransformer
+from ..network.compiled import tapped_graph
 from .serving import FORMAT_VERSION, validate_metadata
-from .transformer import CNNFeatureTransformer
 
 #: ONNX opset of the whole graph (torch's exporter and skl2onnx's converters), and of its ML domain.
 OPSET, ML_OPSET = 18, 3
@@ -48,13 +50,14 @@ def to_onnx(model, path) -> Path:
 
     Parameters
     ----------
-    model : CNNClassifier, Pipeline or CNNFeatureTransformer
-        A fitted :class:`~skcnn.CNNClassifier`; a fitted scikit-learn
+    model : CNNClassifier, CNNRegressor, Pipeline or CNNFeatureTransformer
+        A fitted :class:`~skcnn.CNNClassifier` (multi-label included) or
+        :class:`~skcnn.CNNRegressor`; a fitted scikit-learn
         pipeline whose first step is a :class:`~skcnn.CNNFeatureTransformer`
         (one backbone or several sharing one resize and crop), followed by
         steps ``skl2onnx`` converts (``StandardScaler``, ``PCA``,
         ``LogisticRegression``, ``LinearSVC``, ``SVC``, ``RidgeClassifier``,
-        ``GaussianNB``, ...); or a lone transformer (codes out).
+        ``GaussianNB``, ``Ridge``, ``SVR``, ...); or a lone transformer (codes out).
     path : str or path
         The ``.onnx`` file to write (written under a temporary name, then
         renamed).
@@ -71,10 +74,14 @@ def to_onnx(model, path) -> Path:
     it has ``predict_proba`` and ``scores`` where it has
     ``decision_function`` (shaped as scikit-learn's: ``(N,)`` for two
     classes, ``(N, n_classes)`` otherwise; a ``CNNClassifier``'s logits);
-    the metadata lists them. A transformer's output is ``codes``.
-    :class:`skcnn.serving.OnnxImageClassifier` decodes and crops images as
-    the fitted model does (its resize of enlarged images is torch's own
-    integer arithmetic) and runs the file without torch.
+    the metadata lists them. A multi-label ``CNNClassifier``'s ``label`` is
+    the ``(N, n_labels)`` indicator matrix, its ``probabilities`` one per
+    label. A regressor's output is ``predictions``, a transformer's ``codes``.
+    :class:`skcnn.serving.OnnxImageClassifier` and
+    :class:`~skcnn.serving.OnnxImageRegressor` (:func:`skcnn.serving.load_onnx`
+    picks the one of the file's kind) decode and crop images as the fitted
+    model does (its resize of enlarged images is torch's own integer
+    arithmetic) and run the file without torch.
 
     Examples
     --------
@@ -95,8 +102,8 @@ def to_onnx(model, path) -> Path:
     import onnx
 
     check_is_fitted(model)
-    if isinstance(model, CNNClassifier):
-        graph, recipe, meta = _classifier_graph(model)
+    if isinstance(model, FineTuning):
+        graph, recipe, meta = _fine_tuned_graph(model)
     elif isinstance(model, CNNFeatureTransformer):
         graph, recipe = _codes_graph(model)
         meta = {"kind": "transformer", "outputs": ["codes"], "n_features": int(model.n_features_out_)}
@@ -106,7 +113,8 @@ def to_onnx(model, path) -> Path:
         graph = _joined(graph, steps)
     else:
         raise TypeError(
-            "to_onnx takes a fitted CNNClassifier, a fitted Pipeline whose first step is a CNNFeatureTransformer, "
+            "to_onnx takes a fitted CNNClassifier or CNNRegressor, a fitted Pipeline whose first step is a "
+            "CNNFeatureTransformer, "
             f"or a fitted CNNFeatureTransformer; got {type(model).__name__}."
         )
     decoding = model[0] if isinstance(model, Pipeline) else model  # whose decode parameter applies
@@ -155,22 +163,36 @@ class _Codes(nn.Module):
         return torch.cat(blocks, dim=1)
 
 
-class _Classifier(nn.Module):
-    """A fine-tuned network: normalised input, the tapped layer's codes, the head; its scores and softmax.
-
-    The scores are ``CNNClassifier.decision_function``'s: the logits, or for
-    two classes the second's over the first's.
-    """
+class _FineTuned(nn.Module):
+    """A fine-tuned network: normalised input, the tapped layer's codes, the head's outputs."""
 
     def __init__(self, recipe: Preprocessing, tapped: nn.Module, layer: str, head: nn.Linear):
         super().__init__()
         self.normalised, self.tapped, self.layer, self.head = _Normalised(recipe), tapped, layer, head
 
+    def outputs(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(pooled(self.tapped(self.normalised(images))[self.layer], "avg", True))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:  # a regressor's predictions
+        return self.outputs(images)
+
+
+class _Classifier(_FineTuned):
+    """A fine-tuned classifier's scores and softmax: ``CNNClassifier.decision_function``'s scores are the
+    logits, or for two classes the second's over the first's."""
+
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        codes = pooled(self.tapped(self.normalised(images))[self.layer], "avg", True)
-        logits = self.head(codes)
+        logits = self.outputs(images)
         scores = logits[:, 1] - logits[:, 0] if logits.shape[1] == 2 else logits
         return scores, torch.softmax(logits, dim=1)
+
+
+class _MultiLabel(_FineTuned):
+    """A multi-label classifier's logits, each label's probability (sigmoid) and the indicator matrix."""
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        logits = self.outputs(images)
+        return logits, torch.sigmoid(logits), (logits > 0).to(torch.int64)
 
 
 def _codes_graph(transformer: CNNFeatureTransformer):
@@ -197,17 +219,26 @@ def _codes_graph(transformer: CNNFeatureTransformer):
     return _exported(_Codes(described), described[0][0], ["codes"]), described[0][0]
 
 
-def _classifier_graph(model: CNNClassifier):
-    """The ONNX model of a fitted CNNClassifier (``label``, ``probabilities``, ``scores``), its recipe and metadata."""
+def _fine_tuned_graph(model: FineTuning):
+    """The ONNX model of a fitted CNNClassifier (``label``, ``probabilities``, ``scores``; a multi-label one's
+    ``label`` is the indicator matrix) or CNNRegressor (``predictions``), its recipe and metadata."""
     module = model.module_
     recipe = Preprocessing.from_dict(model.preprocessing_)
     network = _copy_in_fp32(module.network)
     tapped = tapped_graph(network, (module.layer,), module.network_head)
     head = nn.Linear(module.head.in_features, module.head.out_features)
     head.load_state_dict({k: v.detach().float().cpu() for k, v in module.head.state_dict().items()})
-    graph = _exported(_Classifier(recipe, tapped, module.layer, head), recipe, ["scores", "probabilities"])
-    graph = _with_labels(graph, model.classes_)
-    return graph, recipe, _classifier_meta(model.classes_, ["probabilities", "scores"])
+    parts = (recipe, tapped, module.layer, head)
+    if isinstance(model, CNNRegressor):
+        meta = _regressor_meta(model.n_outputs_, 1 if model.n_outputs_ == 1 else 2)
+        return _exported(_FineTuned(*parts), recipe, ["predictions"]), recipe, meta
+    meta = _classifier_meta(model.classes_, ["probabilities", "scores"])
+    if getattr(model, "target_type_", None) == "multilabel-indicator":
+        graph = _exported(_MultiLabel(*parts), recipe, ["scores", "probabilities", "label"])
+        graph.graph.output.insert(0, graph.graph.output.pop())  # label first, as a single-label file's
+        return graph, recipe, {**meta, "multilabel": True}
+    graph = _exported(_Classifier(*parts), recipe, ["scores", "probabilities"])
+    return _with_labels(graph, model.classes_), recipe, meta
 
 
 def _sklearn_steps(pipeline: Pipeline):
@@ -221,6 +252,8 @@ def _sklearn_steps(pipeline: Pipeline):
     steps = pipeline[1:]
     width = int(pipeline[0].n_features_out_)
     classifier = steps.steps[-1][1]
+    if is_regressor(classifier):
+        return _regressor_steps(steps, width)
     if not hasattr(classifier, "classes_"):  # a last step that is no classifier (PCA: codes out)
         converted = _converted(steps, width, None)
         return converted, {"kind": "transformer", "outputs": [output.name for output in converted.graph.output]}
@@ -238,6 +271,26 @@ def _sklearn_steps(pipeline: Pipeline):
         )
     graph = _steps_graph(parts, binary=len(classifier.classes_) == 2)
     return graph, _classifier_meta(classifier.classes_, list(parts))
+
+
+def _regressor_steps(steps: Pipeline, width: int):
+    """``skl2onnx``'s ONNX model of steps ending in a regressor, its output renamed ``predictions``, and the
+    metadata: how many targets, and whether ``predict`` gives them as a vector (asked of the fitted steps)."""
+    from onnx import helper
+
+    converted = _converted(steps, width, None)
+    shape = np.shape(steps.predict(np.zeros((1, width), dtype=np.float32)))
+    output = converted.graph.output[0]
+    converted.graph.node.append(helper.make_node("Identity", [output.name], ["predictions"]))
+    del converted.graph.output[:]
+    converted.graph.output.append(
+        helper.make_tensor_value_info("predictions", output.type.tensor_type.elem_type, [None, None])
+    )
+    return converted, _regressor_meta(1 if len(shape) == 1 else shape[1], len(shape))
+
+
+def _regressor_meta(n_outputs: int, output_ndim: int) -> dict:
+    return {"kind": "regressor", "outputs": ["predictions"], "n_outputs": int(n_outputs), "output_ndim": output_ndim}
 
 
 def _converted(steps: Pipeline, width: int, options: dict | None):

@@ -1,7 +1,7 @@
 """torch's antialiased uint8 resize, in numpy: the server's resize of small images.
 
 A fitted model resizes uint8 pixels with torch's antialiased kernel
-(:meth:`skcnn.preprocessing.Preprocessing.crop`). That kernel is Pillow's
+(:meth:`skcnn.decoding.preprocessing.Preprocessing.crop`). That kernel is Pillow's
 algorithm (the same filter supports, centres and normalised weights) but
 rounds the weights to int16 at a precision chosen per axis from its
 largest weight: 14 bits where an image is enlarged (a weight near 1),

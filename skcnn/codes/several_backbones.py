@@ -1,7 +1,7 @@
 """Several networks' codes side by side (AlexNet + VGG): ``backbone=[...]``.
 
 Each backbone gets its own parameters (:func:`split_params`) and its own
-:class:`~skcnn.extraction.Extractor`; :class:`ConcatenatedExtractor` puts
+:class:`~skcnn.codes.extraction.Extractor`; :class:`ConcatenatedExtractor` puts
 their codes next to each other, in the order of the list.
 """
 
@@ -75,7 +75,7 @@ def _per_backbone(value, names: list[str], param: str) -> dict:
 
 @dataclass(frozen=True)
 class ConcatenatedExtractor:
-    """The codes of several :class:`~skcnn.extraction.Extractor`, side by side.
+    """The codes of several :class:`~skcnn.codes.extraction.Extractor`, side by side.
 
     A row fails if any backbone failed it; cache statistics are a dict by
     backbone.

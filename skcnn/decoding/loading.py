@@ -33,8 +33,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
 
+from ..options import DEFAULTS
 from . import images as image_io
-from .options import DEFAULTS
 from .preprocessing import Preprocessing
 
 
@@ -47,7 +47,7 @@ def decode(
     """One image -> its resized, centre-cropped ``(C, h, w)`` pixels (uint8 for 8-bit sources).
 
     ``decode`` says how far a JPEG file may be DCT-scaled while decoding
-    (:meth:`~skcnn.preprocessing.Preprocessing.min_decoded_side`); other
+    (:meth:`~skcnn.decoding.preprocessing.Preprocessing.min_decoded_side`); other
     inputs are decoded exactly whatever it says. Peak memory for a 12 MP
     photo: its file, its uint8 pixels at the decoded scale, and their
     resized copy (``tests/test_loading.py`` bounds it).

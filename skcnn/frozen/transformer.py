@@ -6,11 +6,11 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from . import images as image_io
-from . import several_backbones
-from .compat import _fit_context
-from .extraction import Extractor
-from .options import DEFAULTS, constraints_of, parameter_names, show_progress
+from ..codes import several_backbones
+from ..codes.extraction import Extractor
+from ..compat import _fit_context
+from ..decoding import images as image_io
+from ..options import DEFAULTS, constraints_of, parameter_names, show_progress
 
 
 class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
@@ -143,7 +143,7 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
     runtime : {"auto", "torch", "onnxruntime"}, default="auto"
         What runs the network. ``"onnxruntime"``: the network cut after
         its last tap is exported to ONNX once per machine (kept in
-        ``skcnn.onnx_runtime.cache_dir()``, ``$SKCNN_ONNX_CACHE`` to move
+        ``skcnn.network.onnx_runtime.cache_dir()``, ``$SKCNN_ONNX_CACHE`` to move
         it) and run by ONNX Runtime on the CPU, in fp32: faster than
         torch's fp32 there (``benchmarks/RESULTS.md``, "Runtimes").
         ``"auto"``: ONNX Runtime where the network computes in fp32 on a
@@ -180,7 +180,7 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
         storing each computed batch at once: re-runs, other folds, other
         layer lists sharing a layer, and interrupted runs reuse what is
         there. Several configurations share one file. A
-        :class:`~skcnn.cache.CodeCache` gives its options (a Dask worker's
+        :class:`~skcnn.CodeCache` gives its options (a Dask worker's
         ``shard``, a ``lock_timeout``).
 
     cache_layers : list of str or None, default=None
@@ -221,8 +221,8 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
         The device the network runs on.
     extractor_ : Extractor or ConcatenatedExtractor
         The engine that computes the codes from the resolved parameters
-        (``skcnn.extraction.Extractor``; several backbones:
-        ``skcnn.several_backbones.ConcatenatedExtractor``). It holds
+        (``skcnn.codes.extraction.Extractor``; several backbones:
+        ``skcnn.codes.several_backbones.ConcatenatedExtractor``). It holds
         no network: one per process is kept loaded, shared by clones.
     failed_ : list of ImageFailure
         Set by ``transform``: the images of the last call that could not be
@@ -256,7 +256,7 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
     The network is built on first use and kept once per process: clones
     (in ``GridSearchCV``) share it, and a pickled transformer holds no
     weights (it reloads them from their source after unpickling). A
-    process keeps at most ``skcnn.backbones.MAX_NETWORKS`` networks,
+    process keeps at most ``skcnn.network.backbones.MAX_NETWORKS`` networks,
     the least recently used dropped first; :func:`skcnn.clear_networks`
     drops them all.
 

@@ -28,7 +28,7 @@ the main file (``skcnn cache compact``), streaming the codes in blocks.
 
 Files from outside: every structural surprise (a ``configs`` that is not a
 group, keys or codes of another type or width, rows declared beyond what the
-file really stores) is refused with :class:`CacheError` naming the file, so
+file really stores) is refused with :class:`~skcnn.CacheError` naming the file, so
 memory is bounded by a file's real size, never by what it declares. Codes
 that are not finite numbers are never served: a
 lookup takes them for misses (the images are computed again, with a
@@ -67,8 +67,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .files import atomic_path, writer_pid
-from .identity import KEY_LENGTH
+from ..decoding.identity import KEY_LENGTH
+from ..files import atomic_path, writer_pid
 
 #: The ``format`` attribute of every cache file: an HDF5 file without it is
 #: refused (see :func:`_open`) rather than read or overwritten as a cache.
