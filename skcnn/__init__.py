@@ -59,6 +59,10 @@ __all__ = [*_PUBLIC, "__version__"]
 def __getattr__(name: str):
     if name in _PUBLIC:
         return getattr(import_module(_PUBLIC[name], __name__), name)
+    if f"{__name__}.{name}" in moved.MOVED:
+        # skcnn.dask where only skcnn.frozen.dask was imported (a Dask worker unpickling a task): the
+        # attribute a flat module got when it was imported, now that it lives in a part folder.
+        return import_module(f".{name}", __name__)
     raise AttributeError(f"module 'skcnn' has no attribute {name!r}")
 
 

@@ -5,6 +5,8 @@ import dataclasses
 import importlib
 import importlib.util
 import inspect
+import subprocess
+import sys
 from pathlib import Path
 
 import joblib
@@ -181,6 +183,14 @@ def test_the_paths_of_before_0_8_import_the_modules_themselves():
     for old, new in skcnn.moved.MOVED.items():
         module = importlib.import_module(old)
         assert module is importlib.import_module(new) and module.__name__ == new and module.__spec__.name == new
+
+
+def test_a_path_of_before_0_8_is_an_attribute_of_skcnn_where_only_the_new_one_was_imported():
+    """As in a Dask worker, which imports the modules a pickled task names (skcnn.frozen.dask), no more."""
+    code = (
+        "import skcnn, skcnn.frozen.dask as new; assert skcnn.dask is new and 'skcnn.dask' in __import__('sys').modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_models_pickled_by_0_7_load_and_predict_the_same():
