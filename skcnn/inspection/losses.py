@@ -156,7 +156,7 @@ def label_issues(estimator, X, y, *, cv=5, filter_by="prune_by_noise_rate", targ
     estimate how often each class is labelled as each other one, and the
     images flagged are the least confident ones of those counts. For
     multi-label targets (a binary indicator matrix), its multi-label
-    version (``multi_label=True``): each label is one class against the
+    version (``cleanlab.multilabel_classification``): each label is one class against the
     rest, and an image is flagged where any of its labels (given or
     missing) is doubted.
 
