@@ -3,6 +3,7 @@
     python benchmarks/bench_defects.py                      # the shipped defect set, written as PNG files
     python benchmarks/bench_defects.py --train 400 --test 300 --tta
     pip install elpv-dataset && python benchmarks/bench_defects.py --elpv   # a real published set
+    python benchmarks/bench_defects.py --elpv --finetune --params '{"input_size": 300, "crop": false}'
 
 The shipped set (:func:`skcnn.datasets.make_surface_defects`): 300 px
 close-ups of scikit-image's texture photos, most flawless, the others with
@@ -24,8 +25,11 @@ the test files:
   (codes of each image, or averaged over its 8 flips and rotations), with
   ``--tta``;
 - ``CNNClassifier()``: ``CNNClassifier(random_state=0)`` at its defaults,
-  with ``--finetune`` (instead of the searches): its strategy and the
-  seconds of the whole fit.
+  with ``--finetune`` (instead of the searches), or with the parameters
+  ``--params`` gives as JSON (``--params '{"input_size": 300, "crop":
+  false, "augment": "dihedral"}'``): its strategy and the seconds of the
+  whole fit; then the same fitted model's predictions with each ``tta``
+  its input takes (``set_params``, no new fit), and their seconds.
 
 Accuracy and balanced accuracy (the mean per-class recall), and the search's choice.
 """
@@ -33,6 +37,7 @@ Accuracy and balanced accuracy (the mean per-class recall), and the search's cho
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 import time
@@ -98,6 +103,9 @@ def main() -> None:
     parser.add_argument("--elpv", action="store_true", help="the ELPV solar-cell set (pip install elpv-dataset)")
     parser.add_argument("--tta", action="store_true", help="also the defaults with tta='dihedral'")
     parser.add_argument("--finetune", action="store_true", help="CNNClassifier(random_state=0) instead")
+    parser.add_argument(
+        "--params", type=json.loads, default={}, help="more CNNClassifier parameters, as JSON: '{\"input_size\": 300}'"
+    )
     args = parser.parse_args()
     print(machine_line(skcnn))
     with tempfile.TemporaryDirectory() as folder:
@@ -106,7 +114,9 @@ def main() -> None:
         print(f"{'ELPV' if args.elpv else 'shipped defects'}: {len(X_train)} training, {len(X_test)} test files; "
               f"training classes {counts}")  # fmt: skip
         print(f"{'model':<14} {'accuracy':>8} {'balanced':>8} {'seconds':>7}  choice")
-        models = {"CNNClassifier()": CNNClassifier(random_state=0)} if args.finetune else searches(args.tta)
+        scored = []
+        finetuned = {f"CNNClassifier({_call(args.params)})": CNNClassifier(random_state=0, **args.params)}
+        models = finetuned if args.finetune else searches(args.tta)
         for name, model in models.items():
             start = time.perf_counter()
             predicted = model.fit(X_train, y_train).predict(X_test)
@@ -122,6 +132,28 @@ def main() -> None:
                 f"{balanced_accuracy_score(y_test, predicted):>8.3f} {seconds:>7.0f}  {choice}",
                 flush=True,
             )
+            scored.append(model)
+        if args.finetune:
+            with_tta(scored[0], X_test, y_test)
+
+
+def _call(params: dict) -> str:
+    return ", ".join(f"{name}={value!r}" for name, value in params.items())
+
+
+def with_tta(model: CNNClassifier, X_test: list, y_test: np.ndarray) -> None:
+    """The fitted model's test accuracy with each test-time augmentation its input takes (no new fit)."""
+    square = model.preprocessing_["crop_size"][0] == model.preprocessing_["crop_size"][1]
+    for tta in ("flips", "dihedral") if square else ("flips",):
+        start = time.perf_counter()
+        predicted = model.set_params(tta=tta).predict(X_test)
+        seconds = time.perf_counter() - start
+        print(
+            f"  tta={tta!r:<10} {accuracy_score(y_test, predicted):>8.3f} "
+            f"{balanced_accuracy_score(y_test, predicted):>8.3f} {seconds:>7.0f}  (prediction alone)",
+            flush=True,
+        )
+    model.set_params(tta=None)
 
 
 if __name__ == "__main__":

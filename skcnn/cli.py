@@ -55,7 +55,7 @@ FINETUNE_OPTIONS = (
     "store_dir",
 )  # fmt: skip
 #: The options of ``skcnn finetune`` that set the fitted model's predictions.
-PREDICTION_OPTIONS = ("precision", "runtime")
+PREDICTION_OPTIONS = ("precision", "runtime", "tta")
 
 
 def _demo(args: argparse.Namespace) -> int:

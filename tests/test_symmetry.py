@@ -63,3 +63,60 @@ def test_augment_policies():
         policy_augment("dihedral", (16, 24))
     with pytest.raises(ValueError, match="augment must be"):
         resolve_augment("rotations", (16, 16))
+
+
+@pytest.fixture(scope="module")
+def head_only():
+    """A head-only CNNClassifier on 32 px texture patches, seen whole (no crop: every view is the same crop)."""
+    from skcnn import CNNClassifier
+    from skcnn.datasets import load_texture_patches
+
+    X, y = load_texture_patches(n_per_class=6, patch_size=32)
+    model = CNNClassifier(
+        input_size=32, crop=False, unfreeze="head", layer="penultimate", precision="fp32", runtime="torch"
+    )
+    return model.fit(X, y), X[::3]
+
+
+@pytest.mark.slow
+def test_classifier_tta_averages_the_logits_of_the_views(head_only, tmp_path):
+    from skcnn.export import to_onnx
+
+    model, X = head_only
+    flips = [X, X[:, :, ::-1], X[:, ::-1], X[:, ::-1, ::-1]]
+    views = flips + [np.rot90(view, 1, axes=(1, 2)) for view in flips]  # the dihedral group's 8
+    logits = [model.set_params(tta=None).decision_function(np.ascontiguousarray(view)) for view in views]
+    for tta, expected in [("flips", np.mean(logits[:4], axis=0)), ("dihedral", np.mean(logits, axis=0))]:
+        averaged = model.set_params(tta=tta).decision_function(X)
+        np.testing.assert_allclose(averaged, expected, rtol=1e-4, atol=1e-4)
+        assert np.abs(averaged - logits[0]).max() > 1e-3  # the views differ: the average is no single view's
+        probabilities = model.predict_proba(X)
+        np.testing.assert_allclose(probabilities, torch.softmax(torch.as_tensor(averaged), 1).numpy(), atol=1e-5)
+        np.testing.assert_array_equal(model.predict(X), model.classes_[averaged.argmax(1)])
+    with pytest.raises(ValueError, match="does not export test-time augmentation"):
+        to_onnx(model, tmp_path / "model.onnx")  # tta="dihedral"
+    assert not (tmp_path / "model.onnx").exists()
+    model.set_params(tta=None)
+
+
+def test_classifier_tta_is_checked_before_training(textures):
+    from skcnn import CNNClassifier
+
+    X_train, y_train, _, _ = textures
+    with pytest.raises(ValueError, match="tta='dihedral' rotates by 90 degrees"):
+        CNNClassifier(input_size=(48, 32), tta="dihedral", unfreeze="head").fit(X_train, y_train)
+    with pytest.raises(ValueError, match="The 'tta' parameter of CNNClassifier must be"):
+        CNNClassifier(input_size=48, tta="rotations", unfreeze="head").fit(X_train, y_train)
+
+
+def test_a_model_pickled_before_tta_existed_predicts_from_one_view():
+    import pickle
+
+    from skcnn import CNNClassifier
+
+    state = CNNClassifier(input_size=32).__getstate__()
+    del state["tta"]  # as pickled by skcnn 0.8
+    old = CNNClassifier.__new__(CNNClassifier)
+    old.__setstate__(state)
+    assert old.get_params()["tta"] is None
+    assert pickle.loads(pickle.dumps(old)).get_params() == CNNClassifier(input_size=32).get_params()

@@ -195,6 +195,16 @@ class _MultiLabel(_FineTuned):
         return logits, torch.sigmoid(logits), (logits > 0).to(torch.int64)
 
 
+def _refuse_tta(tta: str | None) -> None:
+    """Raise for a model with test-time augmentation: one graph computes one view."""
+    if tta is not None:
+        raise ValueError(
+            f"to_onnx does not export test-time augmentation (tta={tta!r}): the file would compute "
+            "other outputs than the fitted model. Set tta=None (set_params; a CNNClassifier or CNNRegressor "
+            "needs no new fit, a transformer does) to export it."
+        )
+
+
 def _codes_graph(transformer: CNNFeatureTransformer):
     """The ONNX model of a fitted transformer's codes (input ``images``, output ``codes``), and its recipe."""
     parts = transformer.parts_ if not isinstance(transformer.backbone, str) else [transformer]
@@ -203,11 +213,7 @@ def _codes_graph(transformer: CNNFeatureTransformer):
         extractor = part.extractor_
         backbone = extractor.load()
         plan = extractor.plan
-        if plan.tta is not None:
-            raise ValueError(
-                f"to_onnx does not export test-time augmentation (tta={plan.tta!r}): the file would compute "
-                "other codes than the fitted model. Fit the model with tta=None to export it."
-            )
+        _refuse_tta(plan.tta)
         graph = tapped_graph(_copy_in_fp32(backbone.network), plan.layers, plan.head)
         described.append((extractor.preprocessing(backbone), graph, plan.layers, plan.pooling, plan.relu))
     recipes = {(r.crop_size, r.resize_size, r.interpolation) for r, *_ in described}
@@ -222,6 +228,7 @@ def _codes_graph(transformer: CNNFeatureTransformer):
 def _fine_tuned_graph(model: FineTuning):
     """The ONNX model of a fitted CNNClassifier (``label``, ``probabilities``, ``scores``; a multi-label one's
     ``label`` is the indicator matrix) or CNNRegressor (``predictions``), its recipe and metadata."""
+    _refuse_tta(model.tta)
     module = model.module_
     recipe = Preprocessing.from_dict(model.preprocessing_)
     network = _copy_in_fp32(module.network)

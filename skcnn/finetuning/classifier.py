@@ -78,6 +78,22 @@ class CNNClassifier(ClassifierMixin, FineTuning):
         does not export or differs runs on torch, with one warning. With
         torch, the pass runs on a copy of the network with batch norm folded,
         in channels_last layout, as the transformer's.
+    tta : {"flips", "dihedral"} or None, default=None
+        Test-time augmentation of ``predict``, ``predict_proba`` and
+        ``decision_function``: the head's codes of each image are averaged
+        over its views, the four flips (``"flips"``) or the eight flips and
+        90-degree rotations of the square (``"dihedral"``, square inputs
+        only), as :class:`~skcnn.CNNFeatureTransformer`'s ``tta`` averages
+        them; the head being linear, so are the logits. For images with no up
+        or down (cells, textures, tiles), and for a network trained on those
+        views (``augment="flips"`` or ``"dihedral"``, epochs run): a head fit
+        on the images as they are (``unfreeze="head"``, or a fit that kept
+        epoch 0, the probe) can lose by views it never saw (solar cells:
+        0.758 -> 0.671 with ``"dihedral"``; ``benchmarks/RESULTS.md``,
+        "Small evidence"). It costs one forward pass per view. Training and
+        its validation scores see each image once, as it is; set it on a
+        fitted model (no new fit needed). ``to_onnx`` refuses a model with
+        it. ``None``: one view.
     progress : bool or "auto", default="auto"
         A tqdm progress bar per training epoch, and in images while
         predicting; ``"auto"`` shows it only on an interactive terminal or in
@@ -237,7 +253,7 @@ class CNNClassifier(ClassifierMixin, FineTuning):
     """
 
     _parameter_constraints: dict = constraints_of(
-        "backbone", "weights", "input_size", "crop", "batch_size", "device", "precision", "runtime", "progress",
+        "backbone", "weights", "input_size", "crop", "batch_size", "device", "precision", "runtime", "tta", "progress",
         "on_error", "max_pixels", "decode", "layer", "unfreeze", "max_epochs", "learning_rate", "backbone_lr_ratio",
         "weight_decay", "batchnorm", "augment", "early_stopping", "validation_fraction", "n_iter_no_change",
         "scoring", "class_weight", "random_state", "cache", "checkpoint", "memory_limit", "store_dir",
@@ -255,6 +271,7 @@ class CNNClassifier(ClassifierMixin, FineTuning):
         device=DEFAULTS.device,
         precision=DEFAULTS.precision,
         runtime=DEFAULTS.runtime,
+        tta=DEFAULTS.tta,
         progress=DEFAULTS.progress,
         on_error=DEFAULTS.on_error,
         max_pixels=DEFAULTS.max_pixels,
@@ -286,6 +303,7 @@ class CNNClassifier(ClassifierMixin, FineTuning):
         self.device = device
         self.precision = precision
         self.runtime = runtime
+        self.tta = tta
         self.progress = progress
         self.on_error = on_error
         self.max_pixels = max_pixels

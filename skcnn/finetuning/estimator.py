@@ -30,7 +30,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..codes.extraction import Crops, checked_input_size
+from ..codes.extraction import Crops, check_tta, checked_input_size
 from ..compat import _check_sample_weight
 from ..decoding import images as image_io
 from ..decoding import loading
@@ -79,6 +79,7 @@ class FineTuning(BaseEstimator):
         device=DEFAULTS.device,
         precision=DEFAULTS.precision,
         runtime=DEFAULTS.runtime,
+        tta=DEFAULTS.tta,
         progress=DEFAULTS.progress,
         on_error=DEFAULTS.on_error,
         max_pixels=DEFAULTS.max_pixels,
@@ -108,6 +109,7 @@ class FineTuning(BaseEstimator):
         self.device = device
         self.precision = precision
         self.runtime = runtime
+        self.tta = tta
         self.progress = progress
         self.on_error = on_error
         self.max_pixels = max_pixels
@@ -147,6 +149,7 @@ class FineTuning(BaseEstimator):
         # A runtime that cannot run (runtime="onnxruntime" with bf16, on CUDA) is refused before training.
         arithmetic.resolve_runtime(self.runtime, self.precision, backbone.device, None, backbone.network)
         recipe = self._recipe(backbone)
+        check_tta(self.tta, recipe.crop_size)  # before training: a tta the input cannot take is refused now
         layers, network_head = probe_backbone(backbone, recipe.crop_size)
         layer_names = [layer.name for layer in layers]
         unfreeze, why = strategy.resolved_unfreeze(self.unfreeze, y, kind.size(y))
@@ -509,7 +512,7 @@ class FineTuning(BaseEstimator):
     def _prediction(self) -> Predictor:
         """The prediction pass of the fitted network, for the current ``runtime`` and ``precision``:
         built on first use (after unpickling, after ``set_params``), then kept."""
-        key = (self.runtime, self.precision)
+        key = (self.runtime, self.precision, self.tta)
         kept = getattr(self, "_predictor", None)
         if kept is None or kept[0] != key:
             spec = backbones.parse_backbone(self.backbone)
@@ -521,6 +524,11 @@ class FineTuning(BaseEstimator):
         state.pop("_network", None)  # rebuilt from state_dict_ (CPU tensors) on first use
         state.pop("_predictor", None)  # so is the prediction pass (ONNX exports are kept on disk)
         return state
+
+    def __setstate__(self, state):
+        # Models pickled before skcnn 0.9 have no ``tta``: they predicted from one view.
+        state.setdefault("tta", None)
+        super().__setstate__(state)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -43,13 +43,22 @@ class Predictor:
 
     @classmethod
     def build(
-        cls, model: TappedClassifier, spec: BackboneSpec, recipe: Preprocessing, runtime: str, precision: str
+        cls,
+        model: TappedClassifier,
+        spec: BackboneSpec,
+        recipe: Preprocessing,
+        runtime: str,
+        precision: str,
+        tta: str | None = None,
     ) -> Predictor:
         """The pass of ``model`` (in eval mode) at ``recipe``'s input size.
 
-        ``runtime`` and ``precision`` are the transformer's parameters of
-        the same names (:func:`skcnn.network.arithmetic.resolve_runtime`); an
-        explicit ``runtime="onnxruntime"`` that cannot run raises ``ValueError``.
+        ``runtime``, ``precision`` and ``tta`` are the transformer's
+        parameters of the same names (:func:`skcnn.network.arithmetic.resolve_runtime`;
+        :mod:`skcnn.decoding.symmetry`); an explicit
+        ``runtime="onnxruntime"`` that cannot run raises ``ValueError``. With
+        ``tta`` the head's codes are averaged over the views, and as the
+        head is linear, so are the logits.
         """
         network = model.network
         device = next(network.parameters()).device
@@ -57,7 +66,7 @@ class Predictor:
         weights_id = "fine-tuned:sha256:" + state_dict_digest(network.state_dict())
         backbone = Backbone(spec, network, recipe, device, weights_id)
         # shapes=None: ReLU before pooling, as the model's own codes (TappedClassifier.codes).
-        plan = TapPlan((model.layer,), model.network_head, DEFAULTS.pooling, DEFAULTS.relu)
+        plan = TapPlan((model.layer,), model.network_head, DEFAULTS.pooling, DEFAULTS.relu, tta=tta)
         inference = arithmetic.inference_for(
             backbone,
             precision,

@@ -27,8 +27,8 @@ class CNNRegressor(RegressorMixin, FineTuning):
 
     Parameters
     ----------
-    backbone, weights, input_size, crop, batch_size, device, precision, runtime, progress, on_error, max_pixels, \
-decode, layer, max_epochs, learning_rate, backbone_lr_ratio, weight_decay, batchnorm, validation_fraction, \
+    backbone, weights, input_size, crop, batch_size, device, precision, runtime, tta, progress, on_error, \
+max_pixels, decode, layer, max_epochs, learning_rate, backbone_lr_ratio, weight_decay, batchnorm, validation_fraction, \
 n_iter_no_change, random_state, cache, checkpoint, memory_limit, store_dir
         As for :class:`~skcnn.CNNClassifier`.
     unfreeze : "auto", "head", "all" or a layer name, default="auto"
@@ -88,7 +88,7 @@ n_iter_no_change, random_state, cache, checkpoint, memory_limit, store_dir
     """
 
     _parameter_constraints: dict = constraints_of(
-        "backbone", "weights", "input_size", "crop", "batch_size", "device", "precision", "runtime", "progress",
+        "backbone", "weights", "input_size", "crop", "batch_size", "device", "precision", "runtime", "tta", "progress",
         "on_error", "max_pixels", "decode", "layer", "unfreeze", "max_epochs", "learning_rate", "backbone_lr_ratio",
         "weight_decay", "batchnorm", "augment", "early_stopping", "validation_fraction", "n_iter_no_change",
         "random_state", "cache", "checkpoint", "memory_limit", "store_dir",
