@@ -96,6 +96,8 @@ def test_classifier_tta_averages_the_logits_of_the_views(head_only, tmp_path):
     with pytest.raises(ValueError, match="does not export test-time augmentation"):
         to_onnx(model, tmp_path / "model.onnx")  # tta="dihedral"
     assert not (tmp_path / "model.onnx").exists()
+    with pytest.raises(ValueError, match="tta must be None or one of"):
+        model.set_params(tta="rotations").predict(X)
     model.set_params(tta=None)
 
 

@@ -510,11 +510,12 @@ class FineTuning(BaseEstimator):
         return logits
 
     def _prediction(self) -> Predictor:
-        """The prediction pass of the fitted network, for the current ``runtime`` and ``precision``:
-        built on first use (after unpickling, after ``set_params``), then kept."""
+        """The prediction pass of the fitted network, for the current ``runtime``, ``precision`` and
+        ``tta``: built on first use (after unpickling, after ``set_params``), then kept."""
         key = (self.runtime, self.precision, self.tta)
         kept = getattr(self, "_predictor", None)
         if kept is None or kept[0] != key:
+            check_tta(self.tta, self._recipe_of_weights.crop_size)  # set_params(tta=...) after the fit
             spec = backbones.parse_backbone(self.backbone)
             kept = self._predictor = (key, Predictor.build(self._model(), spec, self._recipe_of_weights, *key))
         return kept[1]
