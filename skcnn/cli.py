@@ -827,7 +827,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_parameter_arguments(
         finetune, *FINETUNE_OPTIONS, training=True, cache={"help": "HDF5 cache of the codes the head starts from"}
     )
-    prediction = finetune.add_argument_group("the fitted model's predictions (training runs in fp32 on a CPU)")
+    prediction = finetune.add_argument_group(
+        "the fitted model's predictions (training runs in fp32 on a CPU; with the head alone, --tta averages "
+        "the codes its probe is fit on too)"
+    )
     add_parameter_arguments(prediction, *PREDICTION_OPTIONS)
     add_on_error_argument(finetune)
     finetune.set_defaults(run=_finetune)

@@ -392,7 +392,7 @@ PARAMETERS = (
         "n_iter_no_change",
         3,
         (Range(Integral, 1),),
-        help="epochs without improvement before stopping",
+        help="epochs without improvement before stopping (counted once the learning rates are at half their peak)",
         training=True,
     ),
     Parameter("scoring", "accuracy", choices=SCORINGS, help="the validation score", training=True),

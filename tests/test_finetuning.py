@@ -173,15 +173,17 @@ def test_a_head_on_an_earlier_layer_reads_the_transformers_codes(patches, tmp_pa
 
 
 @pytest.mark.slow
-def test_head_only_is_the_frozen_codes_baseline(patches):
+@pytest.mark.parametrize("tta", [None, "flips"])
+def test_head_only_is_the_frozen_codes_baseline(patches, tta):
     from sklearn.pipeline import make_pipeline
 
     from skcnn.frozen.search import default_classifier
 
     X, y, X_test, _ = patches
-    model = CNNClassifier(**SMALL, layer="blocks.2", unfreeze="head").fit(X, y)
+    model = CNNClassifier(**SMALL, layer="blocks.2", unfreeze="head", tta=tta).fit(X, y)
     assert model.n_epochs_ == model.best_epoch_ == 0 and [epoch["epoch"] for epoch in model.history_] == [0]
-    codes = CNNFeatureTransformer(input_size=32, layer="blocks.2", precision="fp32")
+    # With tta the probe is fit on the views' averaged codes, as the transformer's tta gives them.
+    codes = CNNFeatureTransformer(input_size=32, layer="blocks.2", precision="fp32", tta=tta)
     baseline = make_pipeline(codes, default_classifier()).fit(X, y)
     np.testing.assert_allclose(model.decision_function(X_test), baseline.decision_function(X_test), atol=1e-3)
 
@@ -202,10 +204,14 @@ def test_layer_and_unfreeze_are_checked(patches, params, message):
 def test_the_probe_is_kept_when_no_epoch_beats_it(patches):
     X, y, X_test, y_test = patches
     # A learning rate that wrecks the network in its first steps: the started network must win.
-    model = CNNClassifier(**SMALL, max_epochs=2, unfreeze="all", learning_rate=50.0, n_iter_no_change=2).fit(X, y)
-    assert model.best_epoch_ == 0 and model.n_epochs_ == 2
+    model = CNNClassifier(**SMALL, max_epochs=6, unfreeze="all", learning_rate=50.0, n_iter_no_change=1).fit(X, y)
+    assert model.best_epoch_ == 0
     assert all(epoch["validation_score"] < model.probe_score_ for epoch in model.history_[1:])
     assert model.score(X_test, y_test) > 0.8  # the linear probe on pretrained codes
+    # Patience counts only epochs that end with the learning rates at half their peak or below: the
+    # first such epoch ends the run (n_iter_no_change=1); the epochs before it, near the peak, did not.
+    head_rates = [epoch["learning_rates"][-1] / 50.0 for epoch in model.history_[1:]]
+    assert 1 < model.n_epochs_ < 6 and head_rates[-1] <= 0.5 and all(rate > 0.5 for rate in head_rates[:-1])
 
 
 def test_plot_history(fitted):

@@ -85,15 +85,17 @@ class CNNClassifier(ClassifierMixin, FineTuning):
         90-degree rotations of the square (``"dihedral"``, square inputs
         only), as :class:`~skcnn.CNNFeatureTransformer`'s ``tta`` averages
         them; the head being linear, so are the logits. For images with no up
-        or down (cells, textures, tiles), and for a network trained on those
-        views (``augment="flips"`` or ``"dihedral"``, epochs run): a head fit
-        on the images as they are (``unfreeze="head"``, or a fit that kept
-        epoch 0, the probe) can lose by views it never saw (solar cells:
-        0.758 -> 0.671 with ``"dihedral"``; ``benchmarks/RESULTS.md``,
-        "Small evidence"). It costs one forward pass per view. Training and
-        its validation scores see each image once, as it is; set it on a
-        fitted model (no new fit needed). ``to_onnx`` refuses a model with
-        it. ``None``: one view.
+        or down (cells, textures, tiles). A head-only fit (``unfreeze="head"``)
+        fits its probe on the views' averaged codes, as a pipeline of
+        ``CNNFeatureTransformer(tta=...)`` does; fine-tuning trains and
+        scores its epochs on each image once, as it is, so it pays for a
+        network trained on those views (``augment="flips"`` or
+        ``"dihedral"``): a fit that kept epoch 0, the probe, can lose by
+        views it never saw (solar cells: 0.758 -> 0.671 with ``"dihedral"``;
+        ``benchmarks/RESULTS.md``, "Small evidence"). It costs one forward
+        pass per view. Set on a fitted model it needs no new fit (a head-only
+        model then predicts with a probe fit on single views).
+        ``to_onnx`` refuses a model with it. ``None``: one view.
     progress : bool or "auto", default="auto"
         A tqdm progress bar per training epoch, and in images while
         predicting; ``"auto"`` shows it only on an interactive terminal or in
@@ -153,7 +155,10 @@ class CNNClassifier(ClassifierMixin, FineTuning):
         a plain split for several labels per image), stop
         after ``n_iter_no_change`` epochs without a better validation
         accuracy (weighted by the sample weights, where given) and keep the
-        best epoch.
+        best epoch. Only epochs that end with the learning rates decayed to
+        half their peak or below count: near the peak of the one-cycle
+        schedule a fine-tuned network often scores below its probe for a
+        few epochs and then recovers.
     validation_fraction : float, default=0.1
         Share of the images held out (at least one per class).
     n_iter_no_change : int, default=3

@@ -193,7 +193,8 @@ class FineTuning(BaseEstimator):
         image; its training loss and the seconds it took (search included), epoch 0 of ``history_``; the strategy."""
         started = time.perf_counter()
         with _shared_codes(self.cache) as cache:
-            transformer = probe.frozen_codes(self.get_params(), recipe.crop_size, PENULTIMATE, cache)
+            # With tta the probe is fit on the views' averaged codes: what the model predicts from.
+            transformer = probe.frozen_codes(self.get_params(), recipe.crop_size, PENULTIMATE, cache, tta=self.tta)
             layer, why = strategy.head_only_layer(self.layer, why, transformer, images, y, search=kind.stratify)
             chosen = strategy.chosen(layer, HEAD, self.batchnorm, why, layer_names)
             # The search stored every candidate's codes in the cache: the probe reads them, it computes nothing.

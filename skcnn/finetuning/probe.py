@@ -40,19 +40,22 @@ PROBE_INNER_CV = 3
 PROBE_MAX_IMAGES = 10_000
 
 
-def frozen_codes(params: Mapping, input_size, layer, cache, progress=False) -> CNNFeatureTransformer:
+def frozen_codes(params: Mapping, input_size, layer, cache, progress=False, tta=None) -> CNNFeatureTransformer:
     """The transformer whose codes a :class:`~skcnn.CNNClassifier` with ``params``
     (its ``get_params()``) fits its probe head on, at ``input_size`` and ``layer``.
 
     fp32: the arithmetic training starts in. The one place that says how the
     classifier's frozen codes are computed, so that what is cached for a fit
     (``cache``) is what inspection reads back (:mod:`skcnn.inspection`).
+    ``tta``: the views whose codes are averaged, for a head-only model (its
+    probe is the model, and predicts from the views' average); a probe that
+    starts fine-tuning is fit on the images as they are, as training sees them.
     """
     return CNNFeatureTransformer(
         backbone=params["backbone"], weights=params["weights"], input_size=input_size, crop=params["crop"],
         layer=layer, batch_size=params["batch_size"], device=params["device"], precision="fp32",
         progress=progress, on_error=params["on_error"], max_pixels=params["max_pixels"], decode=params["decode"],
-        cache=cache,
+        cache=cache, tta=tta,
     )  # fmt: skip
 
 

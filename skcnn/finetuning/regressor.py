@@ -47,7 +47,9 @@ n_iter_no_change, random_state, cache, checkpoint, memory_limit, store_dir
     early_stopping : bool, default=True
         Hold out ``validation_fraction`` of the images (at least 2), stop
         after ``n_iter_no_change`` epochs without a better validation R^2
-        (weighted by the sample weights, where given) and keep the best epoch.
+        (weighted by the sample weights, where given) and keep the best epoch;
+        as for :class:`~skcnn.CNNClassifier`, only epochs that end with the
+        learning rates at half their peak or below count.
 
     Attributes
     ----------

@@ -194,12 +194,15 @@ def head_codes(classifier: CNNClassifier) -> CNNFeatureTransformer:
     those of its ``layer``, or with ``layer="auto"`` of every candidate its layer search compares.
 
     Its ``cache`` is the classifier's (a first pass reads what it holds).
+    With ``tta`` they are averaged over the views, as a head-only fit reads them.
     """
     layer = classifier.layer
     if layer == "auto":
         layer = candidate_layers(classifier.backbone, classifier.input_size)
     params = classifier.get_params()
-    return frozen_codes(params, classifier.input_size, layer, classifier.cache, progress=classifier.progress)
+    return frozen_codes(
+        params, classifier.input_size, layer, classifier.cache, progress=classifier.progress, tta=classifier.tta
+    )
 
 
 def probabilities(model, images: list, codes: Codes | None = None) -> Probabilities:
