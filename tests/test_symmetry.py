@@ -20,6 +20,7 @@ def test_views_are_the_flips_and_rotations_of_the_square():
     allowed = {tuple(torch.rot90(image, k, (1, 2)).flatten().tolist()) for k in range(4)}
     allowed |= {tuple(torch.rot90(image.flip(2), k, (1, 2)).flatten().tolist()) for k in range(4)}
     assert {tuple(view.flatten().tolist()) for view in dihedral} == allowed
+    assert [view(image) for view in symmetry.views(None)] == [image]  # no tta: the image alone
     with pytest.raises(ValueError, match="Unknown symmetry policy"):
         symmetry.views("rotations")
 
@@ -93,12 +94,34 @@ def test_classifier_tta_averages_the_logits_of_the_views(head_only, tmp_path):
         probabilities = model.predict_proba(X)
         np.testing.assert_allclose(probabilities, torch.softmax(torch.as_tensor(averaged), 1).numpy(), atol=1e-5)
         np.testing.assert_array_equal(model.predict(X), model.classes_[averaged.argmax(1)])
-    with pytest.raises(ValueError, match="does not export test-time augmentation"):
-        to_onnx(model, tmp_path / "model.onnx")  # tta="dihedral"
-    assert not (tmp_path / "model.onnx").exists()
+    # The exported file computes the views inside its graph: served scores are the model's (tta="dihedral").
+    from skcnn.serving import OnnxImageClassifier
+
+    served = OnnxImageClassifier(to_onnx(model, tmp_path / "model.onnx"))
+    np.testing.assert_allclose(served.decision_function(X), averaged, rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(served.predict(X), model.predict(X))
     with pytest.raises(ValueError, match="tta must be None or one of"):
         model.set_params(tta="rotations").predict(X)
     model.set_params(tta=None)
+
+
+@pytest.mark.slow
+def test_a_pipeline_with_tta_codes_is_served_as_it_predicts(tmp_path):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    from skcnn import CNNFeatureTransformer
+    from skcnn.datasets import load_texture_patches
+    from skcnn.export import to_onnx
+    from skcnn.serving import OnnxImageClassifier
+
+    X, y = load_texture_patches(n_per_class=6, patch_size=32)
+    codes = CNNFeatureTransformer(input_size=32, crop=False, layer="blocks.4", tta="flips", precision="fp32")
+    pipeline = make_pipeline(codes, LogisticRegression(max_iter=1000)).fit(X, y)
+    served = OnnxImageClassifier(to_onnx(pipeline, tmp_path / "pipeline.onnx"))
+    np.testing.assert_allclose(served.predict_proba(X), pipeline.predict_proba(X), atol=1e-4)
+    untouched = make_pipeline(codes.set_params(tta=None), LogisticRegression(max_iter=1000)).fit(X, y)
+    assert not np.allclose(untouched.predict_proba(X), pipeline.predict_proba(X), atol=1e-3)  # the views count
 
 
 def test_classifier_tta_is_checked_before_training(textures):

@@ -418,7 +418,7 @@ def stored_codes_of_batch(
     if inference is None:
         inference = Inference(backbone.network, backbone.device)
     tapped = inference.runner or functools.partial(run_taps, inference.network)
-    views = (lambda x: x,) if plan.tta is None else symmetry.views(plan.tta)
+    views = symmetry.views(plan.tta)
     with backbone.lock, torch.inference_mode(), inference.autocast():
         taken = [
             tapped(

@@ -68,8 +68,10 @@ POLICIES: dict[str, tuple[View, ...]] = {
 GENERATORS: dict[str, View] = {"hflip": _hflip, "vflip": _vflip, "rot90": _rot90}
 
 
-def views(policy: str) -> tuple[View, ...]:
-    """The views of ``policy`` (``"flips"`` or ``"dihedral"``), the identity first."""
+def views(policy: str | None) -> tuple[View, ...]:
+    """The views of ``policy`` (``"flips"`` or ``"dihedral"``), the identity first; None: the identity alone."""
+    if policy is None:
+        return (_identity,)
     try:
         return POLICIES[policy]
     except KeyError:

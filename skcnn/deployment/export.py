@@ -28,7 +28,9 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from .. import __version__
+from ..codes.extraction import check_tta
 from ..codes.pooling import pooled
+from ..decoding import symmetry
 from ..decoding.preprocessing import DECODE_MARGINS, Preprocessing
 from ..files import atomic_path
 from ..finetuning.estimator import FineTuning
@@ -146,32 +148,49 @@ class _Normalised(nn.Module):
         return images.permute(0, 3, 1, 2).float() * self.scale + self.shift
 
 
-class _Codes(nn.Module):
-    """Each backbone's network, normalised input to pooled taps, its codes side by side."""
+def _viewed(batch: torch.Tensor, tta: str | None) -> torch.Tensor:
+    """A normalised ``(N, 3, h, w)`` batch with its test-time views stacked after it, view by view."""
+    views = symmetry.views(tta)
+    return batch if len(views) == 1 else torch.cat([view(batch) for view in views])
 
-    def __init__(self, parts: list[tuple[Preprocessing, nn.Module, tuple[str, ...], str, bool]]):
+
+def _view_mean(codes: torch.Tensor, tta: str | None) -> torch.Tensor:
+    """``(V * N, C)`` codes of :func:`_viewed` batches -> ``(N, C)``: each image's averaged over its views."""
+    n_views = len(symmetry.views(tta))
+    return codes if n_views == 1 else codes.reshape(n_views, -1, codes.shape[1]).mean(0)
+
+
+class _Codes(nn.Module):
+    """Each backbone's network, normalised input to pooled taps (averaged over the test-time views, as
+    ``skcnn.codes.extraction`` averages them after pooling), its codes side by side."""
+
+    def __init__(self, parts: list[tuple[Preprocessing, nn.Module, tuple[str, ...], str, bool, str | None]]):
         super().__init__()
         self.normalised = nn.ModuleList([_Normalised(recipe) for recipe, *_ in parts])
         self.tapped = nn.ModuleList([graph for _, graph, *_ in parts])
-        self.plans = [(layers, pooling, relu) for *_, layers, pooling, relu in parts]
+        self.plans = [(layers, pooling, relu, tta) for *_, layers, pooling, relu, tta in parts]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         blocks = []
-        for normalised, tapped, (layers, pooling, relu) in zip(self.normalised, self.tapped, self.plans, strict=True):
-            taken = tapped(normalised(images))
-            blocks += [pooled(taken[layer], pooling, relu) for layer in layers]
+        plans = zip(self.normalised, self.tapped, self.plans, strict=True)
+        for normalised, tapped, (layers, pooling, relu, tta) in plans:
+            taken = tapped(_viewed(normalised(images), tta))
+            blocks += [_view_mean(pooled(taken[layer], pooling, relu), tta) for layer in layers]
         return torch.cat(blocks, dim=1)
 
 
 class _FineTuned(nn.Module):
-    """A fine-tuned network: normalised input, the tapped layer's codes, the head's outputs."""
+    """A fine-tuned network: normalised input, the tapped layer's codes (averaged over the test-time
+    views, as the model's prediction pass does), the head's outputs."""
 
-    def __init__(self, recipe: Preprocessing, tapped: nn.Module, layer: str, head: nn.Linear):
+    def __init__(self, recipe: Preprocessing, tapped: nn.Module, layer: str, head: nn.Linear, tta: str | None):
         super().__init__()
         self.normalised, self.tapped, self.layer, self.head = _Normalised(recipe), tapped, layer, head
+        self.tta = tta
 
     def outputs(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(pooled(self.tapped(self.normalised(images))[self.layer], "avg", True))
+        taken = self.tapped(_viewed(self.normalised(images), self.tta))[self.layer]
+        return self.head(_view_mean(pooled(taken, "avg", True), self.tta))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:  # a regressor's predictions
         return self.outputs(images)
@@ -195,16 +214,6 @@ class _MultiLabel(_FineTuned):
         return logits, torch.sigmoid(logits), (logits > 0).to(torch.int64)
 
 
-def _refuse_tta(tta: str | None) -> None:
-    """Raise for a model with test-time augmentation: one graph computes one view."""
-    if tta is not None:
-        raise ValueError(
-            f"to_onnx does not export test-time augmentation (tta={tta!r}): the file would compute "
-            "other outputs than the fitted model. Set tta=None (set_params; a CNNClassifier or CNNRegressor "
-            "needs no new fit, a transformer does) to export it."
-        )
-
-
 def _codes_graph(transformer: CNNFeatureTransformer):
     """The ONNX model of a fitted transformer's codes (input ``images``, output ``codes``), and its recipe."""
     parts = transformer.parts_ if not isinstance(transformer.backbone, str) else [transformer]
@@ -213,9 +222,8 @@ def _codes_graph(transformer: CNNFeatureTransformer):
         extractor = part.extractor_
         backbone = extractor.load()
         plan = extractor.plan
-        _refuse_tta(plan.tta)
         graph = tapped_graph(_copy_in_fp32(backbone.network), plan.layers, plan.head)
-        described.append((extractor.preprocessing(backbone), graph, plan.layers, plan.pooling, plan.relu))
+        described.append((extractor.preprocessing(backbone), graph, plan.layers, plan.pooling, plan.relu, plan.tta))
     recipes = {(r.crop_size, r.resize_size, r.interpolation) for r, *_ in described}
     if len(recipes) > 1:
         raise ValueError(
@@ -228,14 +236,14 @@ def _codes_graph(transformer: CNNFeatureTransformer):
 def _fine_tuned_graph(model: FineTuning):
     """The ONNX model of a fitted CNNClassifier (``label``, ``probabilities``, ``scores``; a multi-label one's
     ``label`` is the indicator matrix) or CNNRegressor (``predictions``), its recipe and metadata."""
-    _refuse_tta(model.tta)
     module = model.module_
     recipe = Preprocessing.from_dict(model.preprocessing_)
     network = _copy_in_fp32(module.network)
     tapped = tapped_graph(network, (module.layer,), module.network_head)
     head = nn.Linear(module.head.in_features, module.head.out_features)
     head.load_state_dict({k: v.detach().float().cpu() for k, v in module.head.state_dict().items()})
-    parts = (recipe, tapped, module.layer, head)
+    check_tta(model.tta, recipe.crop_size)  # set after the fit: checked as prediction checks it
+    parts = (recipe, tapped, module.layer, head, model.tta)
     if isinstance(model, CNNRegressor):
         meta = _regressor_meta(model.n_outputs_, 1 if model.n_outputs_ == 1 else 2)
         return _exported(_FineTuned(*parts), recipe, ["predictions"]), recipe, meta

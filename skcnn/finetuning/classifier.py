@@ -95,7 +95,8 @@ class CNNClassifier(ClassifierMixin, FineTuning):
         ``benchmarks/RESULTS.md``, "Small evidence"). It costs one forward
         pass per view. Set on a fitted model it needs no new fit (a head-only
         model then predicts with a probe fit on single views).
-        ``to_onnx`` refuses a model with it. ``None``: one view.
+        ``to_onnx`` exports the views into the file's graph (served as the
+        model predicts, at one pass per view). ``None``: one view.
     progress : bool or "auto", default="auto"
         A tqdm progress bar per training epoch, and in images while
         predicting; ``"auto"`` shows it only on an interactive terminal or in

@@ -197,7 +197,8 @@ class CNNFeatureTransformer(TransformerMixin, BaseEstimator):
         only), in ``fit``'s data and later data alike (codes invariant to
         the views). For images with no up or down (cells, textures, tiles);
         it costs one forward pass per view, and codes with it are cached
-        apart. ``None``: one view, the image as it is.
+        apart; ``to_onnx`` exports the views into the file's graph.
+        ``None``: one view, the image as it is.
 
     Attributes
     ----------
