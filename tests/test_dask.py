@@ -114,6 +114,7 @@ def test_the_network_is_loaded_once_per_worker_process(client, paths):
         assert configured  # torch threads and allocator set for extraction
 
 
+@pytest.mark.slow  # 8-10 s on 2 cores: two runs on the cluster
 def test_rerun_after_a_total_failure_computes_only_what_no_shard_holds(client, paths, reference, tmp_path):
     cache = tmp_path / "codes.h5"
     # What a crashed run leaves: two workers' shards holding some images,

@@ -204,14 +204,14 @@ def test_layer_and_unfreeze_are_checked(patches, params, message):
 def test_the_probe_is_kept_when_no_epoch_beats_it(patches):
     X, y, X_test, y_test = patches
     # A learning rate that wrecks the network in its first steps: the started network must win.
-    model = CNNClassifier(**SMALL, max_epochs=6, unfreeze="all", learning_rate=50.0, n_iter_no_change=1).fit(X, y)
+    model = CNNClassifier(**SMALL, max_epochs=4, unfreeze="all", learning_rate=50.0, n_iter_no_change=1).fit(X, y)
     assert model.best_epoch_ == 0
     assert all(epoch["validation_score"] < model.probe_score_ for epoch in model.history_[1:])
     assert model.score(X_test, y_test) > 0.8  # the linear probe on pretrained codes
     # Patience counts only epochs that end with the learning rates at half their peak or below: the
     # first such epoch ends the run (n_iter_no_change=1); the epochs before it, near the peak, did not.
     head_rates = [epoch["learning_rates"][-1] / 50.0 for epoch in model.history_[1:]]
-    assert 1 < model.n_epochs_ < 6 and head_rates[-1] <= 0.5 and all(rate > 0.5 for rate in head_rates[:-1])
+    assert 1 < model.n_epochs_ < 4 and head_rates[-1] <= 0.5 and all(rate > 0.5 for rate in head_rates[:-1])
 
 
 def test_plot_history(fitted):
