@@ -107,6 +107,7 @@ def test_classifier_tta_averages_the_logits_of_the_views(head_only, tmp_path):
 
 @pytest.mark.slow
 def test_a_pipeline_with_tta_codes_is_served_as_it_predicts(tmp_path):
+    from sklearn.base import clone
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
 
@@ -120,7 +121,8 @@ def test_a_pipeline_with_tta_codes_is_served_as_it_predicts(tmp_path):
     pipeline = make_pipeline(codes, LogisticRegression(max_iter=1000)).fit(X, y)
     served = OnnxImageClassifier(to_onnx(pipeline, tmp_path / "pipeline.onnx"))
     np.testing.assert_allclose(served.predict_proba(X), pipeline.predict_proba(X), atol=1e-4)
-    untouched = make_pipeline(codes.set_params(tta=None), LogisticRegression(max_iter=1000)).fit(X, y)
+    # A clone: make_pipeline does not copy, and refitting ``codes`` itself would change ``pipeline``.
+    untouched = make_pipeline(clone(codes).set_params(tta=None), LogisticRegression(max_iter=1000)).fit(X, y)
     assert not np.allclose(untouched.predict_proba(X), pipeline.predict_proba(X), atol=1e-3)  # the views count
 
 
