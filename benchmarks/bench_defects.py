@@ -28,8 +28,9 @@ the test files:
   with ``--finetune`` (instead of the searches), or with the parameters
   ``--params`` gives as JSON (``--params '{"input_size": 300, "crop":
   false, "augment": "dihedral"}'``): its strategy and the seconds of the
-  whole fit; then the same fitted model's predictions with each ``tta``
-  its input takes (``set_params``, no new fit), and their seconds.
+  whole fit (``tta="auto"``: the views it chose, in its strategy); then
+  the same fitted model's predictions with one view and each ``tta`` its
+  input takes (``set_params``, no new fit), and their seconds.
 
 Accuracy and balanced accuracy (the mean per-class recall), and the search's choice.
 """
@@ -125,6 +126,9 @@ def main() -> None:
                 choice = f"{model.strategy_}, kept epoch {model.best_epoch_} of {model.n_epochs_}"
                 scores = " ".join(f"{epoch['validation_score']:.3f}" for epoch in model.history_)
                 choice += f"; validation scores from epoch 0: {scores}"
+                views = [epoch["validation_score_views"] for epoch in model.history_]
+                if not np.isnan(views).all():
+                    choice += f"; with the views tta='auto' weighed: {' '.join(f'{v:.3f}' for v in views)}"
             else:
                 best = model.best_params_
                 choice = f"{best['layer']}, {best['pooling']}, input {best['input_size']}, crop {best['crop']}"
@@ -144,9 +148,11 @@ def _call(params: dict) -> str:
 
 
 def with_tta(model: CNNClassifier, X_test: list, y_test: np.ndarray) -> None:
-    """The fitted model's test accuracy with each test-time augmentation its input takes (no new fit)."""
+    """The fitted model's test accuracy with one view and each test-time augmentation its input takes
+    (no new fit)."""
     square = model.preprocessing_["crop_size"][0] == model.preprocessing_["crop_size"][1]
-    for tta in ("flips", "dihedral") if square else ("flips",):
+    given = model.tta
+    for tta in (None, "flips", "dihedral") if square else (None, "flips"):
         start = time.perf_counter()
         predicted = model.set_params(tta=tta).predict(X_test)
         seconds = time.perf_counter() - start
@@ -155,7 +161,7 @@ def with_tta(model: CNNClassifier, X_test: list, y_test: np.ndarray) -> None:
             f"{balanced_accuracy_score(y_test, predicted):>8.3f} {seconds:>7.0f}  (prediction alone)",
             flush=True,
         )
-    model.set_params(tta=None)
+    model.set_params(tta=given)
 
 
 if __name__ == "__main__":

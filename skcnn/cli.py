@@ -829,9 +829,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     prediction = finetune.add_argument_group(
         "the fitted model's predictions (training runs in fp32 on a CPU; with the head alone, --tta averages "
-        "the codes its probe is fit on too)"
+        "the codes its probe is fit on too; --tta auto keeps the views that keep the class where they score better)"
     )
-    add_parameter_arguments(prediction, *PREDICTION_OPTIONS)
+    add_parameter_arguments(prediction, *PREDICTION_OPTIONS, training=True)  # fine-tuning's tta: "auto"
     add_on_error_argument(finetune)
     finetune.set_defaults(run=_finetune)
 

@@ -132,9 +132,10 @@ class Parameter:
         ``backbone=[...]``: a value for each network.
     training : bool, default=False
         A parameter of training a classifier (:class:`~skcnn.CNNClassifier`,
-        and :class:`~skcnn.LayerSearchCV`'s ``class_weight``). ``batch_size``
-        and ``layer`` are declared twice, for extraction and for training,
-        where they mean something else.
+        and :class:`~skcnn.LayerSearchCV`'s ``class_weight``). ``batch_size``,
+        ``layer`` and ``tta`` are declared twice, for extraction and for
+        training, where they mean something else (``tta="auto"`` is
+        fine-tuning's alone: it measures).
     """
 
     name: str
@@ -333,6 +334,18 @@ PARAMETERS = (
         TTA_POLICIES,
         help="codes averaged over the flips (or flips and rotations) of each image",
         cli_flag="--tta",
+    ),
+    # Fine-tuning's tta: "auto" weighs the views the measured symmetries allow against one view.
+    Parameter(
+        "tta",
+        "auto",
+        (None,),
+        ("auto", *TTA_POLICIES),
+        help="views whose codes are averaged at prediction: auto (those the data's symmetries allow, where "
+        "they score better), flips, dihedral or none",
+        cli_flag="--tta",
+        cli_words={"none": None},
+        training=True,
     ),
     # Training a classifier. 32 images per step is the common choice for
     # fine-tuning, and batch norm stays frozen, so small batches do not hurt it.

@@ -134,6 +134,7 @@ def test_rerun_after_a_total_failure_computes_only_what_no_shard_holds(client, p
     assert info.cache_info.hits == N and info.cache_info.computed == 0
 
 
+@pytest.mark.slow
 def test_without_merge_the_shards_stay_and_are_read_as_hits(client, paths, tmp_path):
     cache = tmp_path / "codes.h5"
     skcnn.dask.extract(paths[:30], client=client, cache=cache, merge=False, **PARAMS)
@@ -209,13 +210,13 @@ def test_a_killed_worker_loses_at_most_its_batch_in_flight(client, paths, refere
     def slow_down(seconds):
         from skcnn.codes import extraction
 
-        real = extraction.stored_codes_of_batch
+        real = extraction.view_codes_of_batch
 
         def slow(*args, **kwargs):
             time.sleep(seconds)
             return real(*args, **kwargs)
 
-        extraction.stored_codes_of_batch = slow
+        extraction.view_codes_of_batch = slow
 
     client.run(slow_down, SLOW_BATCHES)
     pids = set(client.run(os.getpid).values())

@@ -98,7 +98,7 @@ def test_cli_predict_writes_a_regressors_predictions(texture_files, ridge_of_two
     assert rows[5][1:3] == ["", ""] and "bad.png" in rows[5][3]
 
 
-@pytest.mark.parametrize("n_outputs", [1, pytest.param(2, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("n_outputs", [pytest.param(n, marks=pytest.mark.slow) for n in (1, 2)])
 def test_a_cnn_regressor_is_served_as_it_predicts(texture_files, n_outputs, tmp_path):
     paths, targets = texture_files
     y = targets[:, 0] if n_outputs == 1 else targets

@@ -47,15 +47,21 @@ def test_fit_predict_probabilities_and_labels_of_any_kind(fitted, patches):
     assert fitted.score(X_test, y_test) > 0.8  # the head starts from a linear probe on pretrained codes
     assert fitted.decision_function(X_test).shape == (30, 3)
     assert fitted.n_epochs_ == len(fitted.history_) - 1 == fitted.best_epoch_ == 2  # no validation: the last epoch
-    # augment="auto" measured that flips and rotations keep the class of these textures.
+    # augment="auto" measured that flips and rotations keep the class of these textures; tta="auto" had
+    # no validation split to weigh their views on.
     assert fitted.strategy_ == {
         "layer": "penultimate",
         "unfreeze": "blocks.5",
         "batchnorm": "frozen",
         "augment": "dihedral",
-        "reason": "as given; augment 'dihedral' (class kept under ['hflip', 'rot90', 'vflip'])",
+        "tta": None,
+        "reason": "as given; augment 'dihedral' (class kept under ['hflip', 'rot90', 'vflip']); "
+        "tta None ('dihedral' not measured: no validation split)",
     }
-    assert set(fitted.history_[0]) == {"epoch", "train_loss", "validation_score", "learning_rates", "seconds"}
+    assert fitted.tta_ is None
+    assert set(fitted.history_[0]) == {
+        "epoch", "train_loss", "validation_score", "validation_score_views", "learning_rates", "seconds"
+    }  # fmt: skip
     assert len(fitted.history_[1]["learning_rates"]) == 2  # pretrained layers and head
     rates = fitted.history_[-1]["learning_rates"]
     assert rates[0] < rates[1]  # the pretrained layers learn slower than the head
@@ -144,7 +150,7 @@ def test_auto_strategy_follows_size(patches):
     from skcnn import LayerSearchCV
 
     X, y, _, _ = patches
-    small = CNNClassifier(**SMALL, max_epochs=1).fit(X, y)
+    small = CNNClassifier(**SMALL, max_epochs=1, tta=None).fit(X, y)
     search = LayerSearchCV(CNNFeatureTransformer(input_size=32, precision="fp32"), cv=3).fit(X, y)
     assert small.strategy_["layer"] == search.best_layer_ and small.strategy_["unfreeze"] == "head"
     assert small.strategy_["batchnorm"] == "frozen" and f"small data ({len(X)} images" in small.strategy_["reason"]
@@ -555,6 +561,7 @@ def test_a_killed_fit_resumes_with_images_in_files(patches, tmp_path, monkeypatc
     np.testing.assert_allclose(resumed.predict_proba(X_test), uninterrupted.predict_proba(X_test), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_head_only_computes_the_codes_once_for_search_and_probe(patches, monkeypatch, no_kept_crops):
     from skcnn.decoding import loading
 
@@ -562,8 +569,13 @@ def test_head_only_computes_the_codes_once_for_search_and_probe(patches, monkeyp
     decodes = []
     real = loading.decode
     monkeypatch.setattr(loading, "decode", lambda image, *a, **k: decodes.append(1) or real(image, *a, **k))
-    model = CNNClassifier(**SMALL, unfreeze="head").fit(X, y)
+    model = CNNClassifier(**SMALL, unfreeze="head", tta=None).fit(X, y)
     assert model.strategy_["layer"] != "auto" and len(decodes) == len(X)  # the search's pass; the probe reads its codes
+    decodes.clear()
+    # tta="auto": the symmetries measured on a sample (all 30 here), then one pass with the views that also
+    # stores the codes of the images as they are, which the one-view candidates read.
+    model = CNNClassifier(**SMALL, unfreeze="head").fit(X, y)
+    assert "tta" in model.strategy_ and len(decodes) == 2 * len(X)
 
 
 def test_sample_weight_follows_scikit_learns_rules(patches):
@@ -627,12 +639,12 @@ def test_validation_accuracy_is_weighted():
     plan = training.Plan(1, 4, 1e-3, 0.1, 0.0, "frozen", None, torch.device("cpu"), None, 0)
     targets = torch.tensor([0, 0, 0, 1])
     validation = training.Examples(images, targets, torch.tensor([1.0, 1.0, 1.0, 3.0]))
-    assert training._validation_score(Constant(), validation, recipe, plan) == 0.5
-    assert training._validation_score(Constant(), validation._replace(weights=None), recipe, plan) == 0.75
+    assert training.validation_score(Constant(), validation, recipe, plan) == 0.5
+    assert training.validation_score(Constant(), validation._replace(weights=None), recipe, plan) == 0.75
     # Balanced: the mean of the recalls (1 for class 0, 0 for class 1), whatever the weights.
     plan.scoring = "balanced_accuracy"
-    assert training._validation_score(Constant(), validation, recipe, plan) == 0.5
-    assert training._validation_score(Constant(), validation._replace(weights=None), recipe, plan) == 0.5
+    assert training.validation_score(Constant(), validation, recipe, plan) == 0.5
+    assert training.validation_score(Constant(), validation._replace(weights=None), recipe, plan) == 0.5
 
 
 def test_the_probe_that_starts_fine_tuning_takes_a_stratified_draw_of_large_sets(patches, monkeypatch):
@@ -719,7 +731,7 @@ def test_fit_with_auto_strategy_decodes_each_image_once(patches, monkeypatch):
         return load_image(image, *args, **kwargs)
 
     monkeypatch.setattr(image_io, "load_image", counted)
-    CNNClassifier(**SMALL, layer="penultimate").fit(X, y)  # unfreeze="auto": no decode to choose it
+    CNNClassifier(**SMALL, layer="penultimate", tta=None).fit(X, y)  # unfreeze="auto": no decode to choose it
     assert len(decoded) == len(X)
 
 

@@ -441,9 +441,17 @@ def test_out_of_fold_probabilities_of_a_cnn_classifier_are_those_of_fitting_each
 
     X, y, _, _ = patches
     X, y = list(X[::2]), y[::2]
-    classifier = CNNClassifier(input_size=SIZE, unfreeze="head", layer="penultimate", progress=False)
+    classifier = CNNClassifier(input_size=SIZE, unfreeze="head", layer="penultimate", progress=False, tta=None)
     folds = list(StratifiedKFold(3, shuffle=True, random_state=0).split(X, y))
     result = out_of_fold_probabilities(classifier, X, y, folds)  # the folds' fits read one pass's codes
     for train, test in folds:
         fitted = clone(classifier).fit([X[i] for i in train], y[train])
         np.testing.assert_allclose(result.proba[test], fitted.predict_proba([X[i] for i in test]), atol=1e-5)
+    # tta="auto" not fitted: the folds take one view (none measures the views again); fitted: its choice.
+    auto = clone(classifier).set_params(tta="auto")
+    np.testing.assert_allclose(out_of_fold_probabilities(auto, X, y, folds).proba, result.proba, atol=1e-6)
+    auto.fit(X, y)
+    viewed = out_of_fold_probabilities(auto, X, y, folds)
+    for train, test in folds[:1]:
+        fitted = clone(classifier).set_params(tta=auto.tta_).fit([X[i] for i in train], y[train])
+        np.testing.assert_allclose(viewed.proba[test], fitted.predict_proba([X[i] for i in test]), atol=1e-5)

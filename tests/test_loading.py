@@ -144,7 +144,7 @@ def test_bad_images_still_become_failures_with_workers(jpegs):
 
 
 def test_an_interrupted_transform_stops_its_decoding_threads(jpegs, monkeypatch):
-    real = extraction.stored_codes_of_batch
+    real = extraction.view_codes_of_batch
     calls = []
 
     def interrupted(*args, **kwargs):
@@ -153,7 +153,7 @@ def test_an_interrupted_transform_stops_its_decoding_threads(jpegs, monkeypatch)
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(extraction, "stored_codes_of_batch", interrupted)
+    monkeypatch.setattr(extraction, "view_codes_of_batch", interrupted)
     t = CNNFeatureTransformer(**SMALL, num_workers=2).fit(jpegs)
     with pytest.raises(KeyboardInterrupt):
         t.transform(jpegs * 20)
@@ -168,7 +168,7 @@ def test_a_ctrl_c_swallowed_by_a_finaliser_still_stops_the_run(jpegs, monkeypatc
         def __del__(self):
             signal.raise_signal(signal.SIGINT)
 
-    real = extraction.stored_codes_of_batch
+    real = extraction.view_codes_of_batch
     calls = []
 
     def swallowed(*args, **kwargs):
@@ -177,7 +177,7 @@ def test_a_ctrl_c_swallowed_by_a_finaliser_still_stops_the_run(jpegs, monkeypatc
             RaisesOnDelete()  # freed at once: the interrupt is lost in its finaliser
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(extraction, "stored_codes_of_batch", swallowed)
+    monkeypatch.setattr(extraction, "view_codes_of_batch", swallowed)
     t = CNNFeatureTransformer(**{**SMALL, "batch_size": 2}).fit(jpegs)
     with pytest.raises(KeyboardInterrupt):
         t.transform(jpegs * 10)

@@ -90,7 +90,7 @@ def test_the_defaults_dataclasses_are_the_table():
 def test_each_parameter_is_declared_once_for_extraction_and_once_for_training():
     keys = [(parameter.name, parameter.training) for parameter in PARAMETERS]
     assert len(keys) == len(set(keys))
-    assert {name for name, training in keys if (name, not training) in keys} == {"batch_size", "layer"}
+    assert {name for name, training in keys if (name, not training) in keys} == {"batch_size", "layer", "tta"}
 
 
 def test_the_fine_tuning_choices_are_those_of_the_fine_tuning_modules():
@@ -122,7 +122,12 @@ def test_every_option_from_the_table_has_its_flag_default_and_choices(command):
         assert default == cli.COMMAND_DEFAULTS.get(name, parameter.default), name
         for choice in parameter.choices:  # each of them is taken, as itself
             assert vars(parser.parse_args([*argv, parameter.cli_flag, choice]))[name] == choice, name
-        if parameter.choices and parameter.number is None and str not in parameter.constraints:
+        if (
+            parameter.choices
+            and parameter.number is None
+            and not parameter.cli_words
+            and str not in parameter.constraints
+        ):
             assert list(actions[name].choices) == list(parameter.choices), name
 
 

@@ -25,17 +25,17 @@ def counted_forward_passes():
     runs it (the one-time probe and self-checks of a network are not data
     passes)."""
     seen = []
-    batch_codes = extraction.stored_codes_of_batch
+    batch_codes = extraction.view_codes_of_batch
 
     def counting(backbone, batch, *args, **kwargs):
         seen.append(batch.shape[0])
         return batch_codes(backbone, batch, *args, **kwargs)
 
-    extraction.stored_codes_of_batch = counting
+    extraction.view_codes_of_batch = counting
     try:
         yield seen
     finally:
-        extraction.stored_codes_of_batch = batch_codes
+        extraction.view_codes_of_batch = batch_codes
 
 
 @pytest.fixture
@@ -234,6 +234,7 @@ def test_layer_search_default_candidates_and_custom_classifier(textures):
     assert search.predict_proba(X).shape == (len(X), 3)
 
 
+@pytest.mark.slow
 def test_layer_search_plot_draws_error_bars(tmp_path, textures):
     import matplotlib
 
@@ -391,11 +392,12 @@ def test_ttas_are_searched_beside_each_input_size(textures):
 
 
 def test_a_tie_goes_to_the_steadier_then_the_deeper_layer():
-    from skcnn.frozen.search import _best_index
+    from skcnn.frozen.search import best_index
 
     results = {
         "mean_test_score": np.array([1.0, 1.0, 0.9, 1.0, 1.0]),
         "std_test_score": np.array([0.0, 0.0, 0.0, 0.1, 0.0]),
         "depth": np.array([3, 7, 9, 9, 7]),
     }
-    assert _best_index(results) == 1  # depth 7 beats 3; row 3 is deeper but less steady; row 4 is a later copy
+    assert best_index(results) == 1  # depth 7 beats 3; row 3 is deeper but less steady; row 4 is a later copy
+    assert best_index(results, np.array([True, False, True, True, False])) == 0  # among rows 0, 2, 3

@@ -74,7 +74,7 @@ def head_only():
 
     X, y = load_texture_patches(n_per_class=6, patch_size=32)
     model = CNNClassifier(
-        input_size=32, crop=False, unfreeze="head", layer="penultimate", precision="fp32", runtime="torch"
+        input_size=32, crop=False, unfreeze="head", layer="penultimate", precision="fp32", runtime="torch", tta=None
     )
     return model.fit(X, y), X[::3]
 
@@ -146,4 +146,95 @@ def test_a_model_pickled_before_tta_existed_predicts_from_one_view():
     old = CNNClassifier.__new__(CNNClassifier)
     old.__setstate__(state)
     assert old.get_params()["tta"] is None
-    assert pickle.loads(pickle.dumps(old)).get_params() == CNNClassifier(input_size=32).get_params()
+    assert pickle.loads(pickle.dumps(old)).get_params() == CNNClassifier(input_size=32, tta=None).get_params()
+
+
+def test_tta_auto_weighs_the_views_the_measured_symmetries_allow():
+    from skcnn.finetuning.strategy import chosen_tta, tta_candidate
+
+    assert tta_candidate({"hflip", "vflip", "rot90"}, (32, 32)) == "dihedral"
+    assert tta_candidate({"hflip", "vflip", "rot90"}, (32, 48)) == "flips"  # rotations need a square
+    assert tta_candidate({"hflip", "vflip"}, (32, 32)) == "flips"
+    assert tta_candidate({"hflip"}, (32, 32)) is None and tta_candidate(set(), (32, 32)) is None
+    assert chosen_tta({"hflip", "vflip"}, "flips", (0.70, 0.72), "validation") == (
+        "flips",
+        "validation 0.720 with 'flips' against 0.700 from one view",
+    )
+    assert chosen_tta({"hflip", "vflip"}, "flips", (0.70, 0.70), "validation")[0] is None  # a tie: one view
+    assert chosen_tta({"hflip", "vflip"}, "flips", None, "validation") == (
+        None,
+        "'flips' not measured: no validation split",
+    )
+    assert chosen_tta({"hflip"}, None, None, "validation") == (
+        None,
+        "no flip or rotation policy keeps the class (kept under ['hflip'])",
+    )
+    assert chosen_tta(None, None, None, "validation")[1].startswith("not measured")
+
+
+@pytest.mark.parametrize("relu", [True, False])
+def test_a_pass_with_views_stores_the_codes_of_the_images_as_they_are(tmp_path, relu):
+    from skcnn import CNNFeatureTransformer
+    from skcnn.datasets import load_texture_patches
+
+    X, _ = load_texture_patches(n_per_class=4, patch_size=32)
+    # Average pooling of maps ReLUs before pooling; max pooling and the pooled penultimate code defer it.
+    params = dict(input_size=32, layer=["blocks.3", "penultimate"], pooling=["avg", "max"], precision="fp32", relu=relu)
+    cache = tmp_path / "codes.h5"
+    viewed = CNNFeatureTransformer(**params, tta="flips", cache=cache).fit(X).transform(X)
+    single = CNNFeatureTransformer(**params, cache=cache).fit(X)
+    codes = single.transform(X)
+    assert single.cache_info_.hits == len(X) and single.cache_info_.computed == 0  # read, not computed
+    np.testing.assert_array_equal(codes, CNNFeatureTransformer(**params).fit(X).transform(X))
+    np.testing.assert_array_equal(viewed, CNNFeatureTransformer(**params, tta="flips").fit(X).transform(X))
+    assert (codes < 0).any() != relu and (viewed < 0).any() != relu
+
+
+def test_tta_auto_with_the_head_alone_is_cross_validated_against_one_view(textures):
+    import pickle
+    import re
+
+    from skcnn import CNNClassifier
+
+    X, y, X_test, _ = textures
+    model = CNNClassifier(
+        input_size=32, crop=False, layer="penultimate", unfreeze="head", precision="fp32", random_state=0
+    ).fit(X, y)
+    # Textures keep their class under flips and rotations: the eight views are weighed against one.
+    found = re.search(
+        r"cross-validated ([0-9.]+) with 'dihedral' against ([0-9.]+) from one view", model.strategy_["reason"]
+    )
+    assert found, model.strategy_["reason"]
+    viewed, single = map(float, found.groups())
+    assert model.strategy_["tta"] == model.tta_ == ("dihedral" if viewed > single else None)
+    decision = model.decision_function(X_test)
+    explicit = CNNClassifier(**{**model.get_params(), "tta": model.tta_}).fit(X, y)
+    np.testing.assert_allclose(explicit.decision_function(X_test), decision, rtol=1e-4, atol=1e-4)
+    # Set after the fit, a tta takes effect at once; "auto" is the fit's choice again, after pickling too.
+    from skcnn.finetuning.estimator import predicted_views
+
+    assert predicted_views(model.set_params(tta="flips")) == "flips" and model.tta_ == explicit.tta_
+    assert predicted_views(pickle.loads(pickle.dumps(model.set_params(tta="auto")))) == explicit.tta_
+
+
+def test_tta_auto_after_fine_tuning_is_weighed_on_the_validation_split(textures):
+    import re
+
+    from skcnn import CNNClassifier
+
+    X, y, X_test, _ = textures
+    model = CNNClassifier(input_size=32, crop=False, unfreeze="blocks.6", max_epochs=1, random_state=0).fit(X, y)
+    found = re.search(
+        r"validation ([0-9.]+) with 'dihedral' against ([0-9.]+) from one view", model.strategy_["reason"]
+    )
+    assert found and model.strategy_["augment"] == "dihedral", model.strategy_["reason"]
+    viewed, single = map(float, found.groups())
+    assert model.tta_ == ("dihedral" if viewed > single else None)
+    # Every epoch was scored both ways; the kept one is the best of either, and its scores are the reason's.
+    kept = model.history_[model.best_epoch_]
+    assert (round(kept["validation_score"], 3), round(kept["validation_score_views"], 3)) == (single, viewed)
+    best = max(max(epoch["validation_score"], epoch["validation_score_views"]) for epoch in model.history_)
+    assert max(single, viewed) == round(best, 3)
+    one_view = model.set_params(tta=None).decision_function(X_test)
+    eight = model.set_params(tta="dihedral").decision_function(X_test)
+    assert np.abs(one_view - eight).max() > 1e-3  # the views were weighed on logits that differ

@@ -167,6 +167,7 @@ def test_several_labels_fit_predict_shapes_and_probabilities(multilabel, mixed):
     assert multilabel.score(X_test, Y_test) == accuracy_score(Y_test, predicted)  # subset accuracy
     assert multilabel.state_dict_["head.weight"].shape == (3, 1280)
     assert multilabel.strategy_["augment"] == "photo" and "not measured" in multilabel.strategy_["reason"]
+    assert multilabel.strategy_["tta"] is multilabel.tta_ is None  # flips and rotations are measured on classes
     assert 0 <= multilabel.probe_score_ <= 1 and len(multilabel.history_) == 2  # early stopping scored epoch 0
     assert 1 - hamming_loss(Y_test, predicted) > 0.6  # two textures of three per image: better than chance
 

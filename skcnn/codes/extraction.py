@@ -11,7 +11,9 @@ The path of every image: decode (:mod:`skcnn.decoding.loading`) -> network
 There is one batch loop. With a cache, images are looked up by content
 first and only the misses go through the network; each computed batch is
 stored before the next starts, so an interrupted run keeps every finished
-batch. Without a cache every image is a miss.
+batch. Without a cache every image is a miss. A pass with test-time views
+stores the first view's codes (the image as it is) besides their average:
+a search of ``tta`` against one view decodes each image once.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from numbers import Integral
 from typing import NamedTuple
 
@@ -56,14 +58,24 @@ class TapPlan:
     #: Test-time views whose codes are averaged (:mod:`skcnn.decoding.symmetry`), or None.
     tta: str | None = None
 
-    def relu_on_read(self, layer: str) -> bool:
-        """ReLU applied after pooling (it commutes): stored codes are pre-ReLU.
-        Never with ``tta``: the views' codes are averaged after their ReLU."""
-        if not self.relu or self.shapes is None or self.tta is not None:
+    def relu_deferred(self, layer: str) -> bool:
+        """ReLU left until after pooling (it commutes): a view's codes are taken pre-ReLU."""
+        if not self.relu or self.shapes is None:
             return False
         return relu_commutes(self.shapes[self.layers.index(layer)], self.pooling)
 
+    def relu_on_read(self, layer: str) -> bool:
+        """ReLU applied when stored codes are read: they are pre-ReLU. Never with
+        ``tta``: the views' codes are averaged after their ReLU, and stored so."""
+        return self.tta is None and self.relu_deferred(layer)
+
     def relu_on_tap(self, layer: str) -> bool:
+        """ReLU applied to the activations before pooling: each view's codes take the form
+        one view's stored codes have, whatever ``tta`` (:func:`averaged` ReLUs the others)."""
+        return self.relu and not self.relu_deferred(layer)
+
+    def relu_stored(self, layer: str) -> bool:
+        """Whether the stored codes are ReLU'd (part of the cache key)."""
         return self.relu and not self.relu_on_read(layer)
 
     @property
@@ -249,7 +261,7 @@ class Extractor:
             "layer": layer,
             "layer_shape": list(shape),
             "pooling": self.plan.pooling if isinstance(self.plan.pooling, str) else list(self.plan.pooling),
-            "relu_before_pooling": self.stored_plan.relu_on_tap(layer),
+            "relu_before_pooling": self.stored_plan.relu_stored(layer),
             "preprocessing": self.preprocessing(backbone).as_dict(),
             **approximations,
             "width": self.stored_plan.widths[layer],
@@ -267,6 +279,7 @@ class Extractor:
         backbone = self.load()
         failures: list[image_io.ImageFailure] = []
         found = _Found.nothing(self, len(images)) if self.cache is None else self._look_up(backbone, images, failures)
+        single, single_have = self._single_view(backbone, found)
         inference = arithmetic.inference_for(
             backbone,
             self.precision,
@@ -297,9 +310,12 @@ class Extractor:
             contextlib.closing(batches),  # stops the decoding workers at once on an error
         ):
             for positions, batch in batches:
-                codes = stored_codes_of_batch(backbone, batch, self.stored_plan, inference)
+                views = view_codes_of_batch(backbone, batch, self.stored_plan, inference)
+                codes = averaged(views, self.stored_plan)
                 if self.cache is not None:
                     self.cache.write(found.unstored(positions, codes, found.configs))
+                if single and (first := _unstored(single_have, found.keys, positions, views[0], single)):
+                    self.cache.write(first)
                 for layer in self.layers:
                     found.stored[layer][positions] = codes[layer]
                 bar.update(len(positions))
@@ -309,6 +325,17 @@ class Extractor:
         if self.cache.should_compact():  # also after a run killed before its compaction
             self.cache.compact()
         return Extraction(found.finished(self.plan), failures, found.stats())
+
+    def _single_view(self, backbone: Backbone, found: _Found) -> tuple[dict[str, dict], dict[str, set[int]]]:
+        """With views and a cache: the cache keys of the first view's codes (those of the same extractor
+        without ``tta``), and the images the cache holds of each."""
+        if self.cache is None or self.plan.tta is None:
+            return {}, {}
+        one = replace(self, plan=replace(self.plan, tta=None), stored_plan=replace(self.stored_plan, tta=None))
+        configs = {layer: one.cache_config(layer, backbone) for layer in self.stored_plan.layers}
+        readable = np.asarray(sorted(found.keys), dtype=np.intp)
+        held = self.cache.lookup(configs, [found.keys[i] for i in readable])
+        return configs, {layer: set(readable[mask].tolist()) for layer, (mask, _) in held.items()}
 
     def _look_up(self, backbone: Backbone, images: Sequence, failures: list) -> _Found:
         configs = {layer: self.cache_config(layer, backbone) for layer in self.stored_plan.layers}
@@ -356,12 +383,7 @@ class _Found:
 
     def unstored(self, positions: list[int], codes: Mapping[str, np.ndarray], configs: Mapping[str, dict]) -> dict:
         """``{layer: (config, keys, codes)}`` of the batch's rows the cache lacks."""
-        batch = {}
-        for layer, config in configs.items():
-            rows = [row for row, i in enumerate(positions) if i not in self.have[layer]]
-            if rows:
-                batch[layer] = (config, [self.keys[positions[row]] for row in rows], codes[layer][rows])
-        return batch
+        return _unstored(self.have, self.keys, positions, codes, configs)
 
     def share_repeats(self, images: Sequence, failures: list, layers: tuple[str, ...]) -> list:
         """Repeated images take the codes (or the failure) of their first occurrence."""
@@ -377,6 +399,22 @@ class _Found:
 
     def stats(self) -> CacheStats:
         return CacheStats(hits=self.n_readable - len(self.missing), misses=len(self.missing), computed=len(self.todo))
+
+
+def _unstored(
+    have: Mapping[str, set[int]],
+    keys: Mapping[int, str],
+    positions: list[int],
+    codes: Mapping[str, np.ndarray],
+    configs: Mapping[str, dict],
+) -> dict:
+    """``{layer: (config, keys, codes)}`` of the rows of a batch at ``positions`` that ``have`` lacks."""
+    batch = {}
+    for layer, config in configs.items():
+        rows = [row for row, i in enumerate(positions) if i not in have[layer]]
+        if rows:
+            batch[layer] = (config, [keys[positions[row]] for row in rows], codes[layer][rows])
+    return batch
 
 
 def _read_first(
@@ -405,10 +443,33 @@ def _allocated(plan: TapPlan, n_images: int) -> tuple[np.ndarray, dict[str, np.n
 def stored_codes_of_batch(
     backbone: Backbone, batch: torch.Tensor, plan: TapPlan, inference: Inference | None = None
 ) -> dict[str, np.ndarray]:
-    """One batch through the network: each layer's codes in stored form, on the host.
+    """One batch through the network: each layer's codes in stored form, on the host (averaged
+    over the views of ``plan.tta``).
 
     Pooling runs on the device, in fp32; only the pooled codes come back.
     """
+    return averaged(view_codes_of_batch(backbone, batch, plan, inference), plan)
+
+
+def averaged(views: list[dict[str, np.ndarray]], plan: TapPlan) -> dict[str, np.ndarray]:
+    """Test-time augmentation: each layer's codes averaged over the views, each view's ReLU'd
+    first where its ReLU was deferred (one view: its codes as they are, in stored form)."""
+    if plan.tta is None:
+        return views[0]
+
+    def relu(codes: np.ndarray, layer: str) -> np.ndarray:
+        return np.maximum(codes, 0) if plan.relu_deferred(layer) else codes
+
+    return {
+        layer: np.mean([relu(codes[layer], layer) for codes in views], axis=0, dtype=np.float32) for layer in views[0]
+    }
+
+
+def view_codes_of_batch(
+    backbone: Backbone, batch: torch.Tensor, plan: TapPlan, inference: Inference | None = None
+) -> list[dict[str, np.ndarray]]:
+    """One batch through the network under each view of ``plan.tta`` (the image as it is first):
+    each layer's codes in stored form, on the host, by view."""
 
     def on_tap_for(layer: str):
         relu = plan.relu_on_tap(layer)
@@ -429,8 +490,7 @@ def stored_codes_of_batch(
             )
             for view in views
         ]
-    # Test-time augmentation: each layer's codes averaged over the views.
-    return {layer: sum(codes[layer].float() for codes in taken).div_(len(views)).cpu().numpy() for layer in plan.layers}
+    return [{layer: codes[layer].float().cpu().numpy() for layer in plan.layers} for codes in taken]
 
 
 # -- checking the parameters of one backbone --------------------------------

@@ -33,7 +33,7 @@ from ..codes.pooling import pooled
 from ..decoding import symmetry
 from ..decoding.preprocessing import DECODE_MARGINS, Preprocessing
 from ..files import atomic_path
-from ..finetuning.estimator import FineTuning
+from ..finetuning.estimator import FineTuning, predicted_views
 from ..finetuning.regressor import CNNRegressor
 from ..frozen.transformer import CNNFeatureTransformer
 from ..network.compiled import tapped_graph
@@ -242,8 +242,9 @@ def _fine_tuned_graph(model: FineTuning):
     tapped = tapped_graph(network, (module.layer,), module.network_head)
     head = nn.Linear(module.head.in_features, module.head.out_features)
     head.load_state_dict({k: v.detach().float().cpu() for k, v in module.head.state_dict().items()})
-    check_tta(model.tta, recipe.crop_size)  # set after the fit: checked as prediction checks it
-    parts = (recipe, tapped, module.layer, head, model.tta)
+    tta = predicted_views(model)
+    check_tta(tta, recipe.crop_size)  # set after the fit: checked as prediction checks it
+    parts = (recipe, tapped, module.layer, head, tta)
     if isinstance(model, CNNRegressor):
         meta = _regressor_meta(model.n_outputs_, 1 if model.n_outputs_ == 1 else 2)
         return _exported(_FineTuned(*parts), recipe, ["predictions"]), recipe, meta

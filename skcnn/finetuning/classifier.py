@@ -78,25 +78,39 @@ class CNNClassifier(ClassifierMixin, FineTuning):
         does not export or differs runs on torch, with one warning. With
         torch, the pass runs on a copy of the network with batch norm folded,
         in channels_last layout, as the transformer's.
-    tta : {"flips", "dihedral"} or None, default=None
+    tta : {"auto", "flips", "dihedral"} or None, default="auto"
         Test-time augmentation of ``predict``, ``predict_proba`` and
         ``decision_function``: the head's codes of each image are averaged
         over its views, the four flips (``"flips"``) or the eight flips and
         90-degree rotations of the square (``"dihedral"``, square inputs
         only), as :class:`~skcnn.CNNFeatureTransformer`'s ``tta`` averages
         them; the head being linear, so are the logits. For images with no up
-        or down (cells, textures, tiles). A head-only fit (``unfreeze="head"``)
-        fits its probe on the views' averaged codes, as a pipeline of
-        ``CNNFeatureTransformer(tta=...)`` does; fine-tuning trains and
-        scores its epochs on each image once, as it is, so it pays for a
-        network trained on those views (``augment="flips"`` or
+        or down (cells, textures, tiles). It costs one forward pass per view.
+        ``"auto"`` takes the views only where they are measured to pay: the
+        flips and rotations that keep the class (measured as
+        ``augment="auto"`` measures them, on at most 256 training images, a
+        frozen probe scored on turned copies) give the candidate
+        (``"dihedral"`` where rotations keep it too, ``"flips"`` where both
+        flips do, none otherwise: digits and photos of upright objects get
+        one view at no cost), and the candidate is kept where it scores
+        better than one view: by the layer search's cross-validation with the
+        head alone (the probe is then fit on the views' averaged codes, one
+        decode per image beyond the measured sample), on the validation
+        split after fine-tuning (none without one: ``early_stopping=False``
+        predicts from one view). Labels and continuous targets are not
+        measured: one view. ``strategy_["tta"]`` and its reason say what was
+        chosen, with both scores, and ``tta_`` what predictions use. Given
+        views, a head-only fit fits its probe on their averaged codes, as a
+        pipeline of ``CNNFeatureTransformer(tta=...)`` does; fine-tuning
+        trains and scores its epochs on each image once, as it is, so it
+        pays for a network trained on those views (``augment="flips"`` or
         ``"dihedral"``): a fit that kept epoch 0, the probe, can lose by
         views it never saw (solar cells: 0.758 -> 0.671 with ``"dihedral"``;
-        ``benchmarks/RESULTS.md``, "Small evidence"). It costs one forward
-        pass per view. Set on a fitted model it needs no new fit (a head-only
-        model then predicts with a probe fit on single views).
-        ``to_onnx`` exports the views into the file's graph (served as the
-        model predicts, at one pass per view). ``None``: one view.
+        ``benchmarks/RESULTS.md``, "Small evidence"). Set on a fitted model
+        it needs no new fit (a head-only model then predicts with a probe fit
+        on the codes it was fit on), and ``"auto"`` is the fit's choice
+        again. ``to_onnx`` exports the views into the file's graph (served
+        as the model predicts, at one pass per view). ``None``: one view.
     progress : bool or "auto", default="auto"
         A tqdm progress bar per training epoch, and in images while
         predicting; ``"auto"`` shows it only on an interactive terminal or in
@@ -216,10 +230,17 @@ class CNNClassifier(ClassifierMixin, FineTuning):
         ``sklearn.utils.multiclass.type_of_target(y)``: ``"binary"``,
         ``"multiclass"`` or ``"multilabel-indicator"``.
     strategy_ : dict
-        ``layer``, ``unfreeze``, ``batchnorm`` and ``reason``: what ``"auto"`` chose and why.
+        ``layer``, ``unfreeze``, ``batchnorm`` and ``reason``: what ``"auto"`` chose and why;
+        ``augment`` and ``tta`` where ``"auto"`` measured them.
+    tta_ : str or None
+        The views the fit took: ``tta`` as given, or for ``"auto"`` its choice (``strategy_["tta"]``).
+        Predictions average them while ``tta="auto"``; a ``tta`` set after the fit takes effect at once.
     history_ : list of dict
         Per epoch, from epoch 0: ``epoch``, ``train_loss``,
-        ``validation_score``, ``learning_rates``, ``seconds``. Epoch 0 is
+        ``validation_score``, ``validation_score_views`` (with the views
+        ``tta="auto"`` weighs, NaN without), ``learning_rates``,
+        ``seconds``. An epoch is judged by the better of its two scores.
+        Epoch 0 is
         the started network, the linear probe: its ``train_loss`` is the
         probe's mean cross-entropy (for labels, binary cross-entropy, the
         mean over labels) on the codes it was fit on (weighted by
@@ -256,6 +277,8 @@ class CNNClassifier(ClassifierMixin, FineTuning):
     ((3,), [1.0, 1.0, 1.0])
     >>> [epoch["epoch"] for epoch in model.history_]  # epoch 0: the linear probe it started from
     [0, 1]
+    >>> model.strategy_["tta"], model.tta_  # "auto": the 8 views scored no better than one on validation
+    (None, None)
     """
 
     _parameter_constraints: dict = constraints_of(
@@ -277,7 +300,7 @@ class CNNClassifier(ClassifierMixin, FineTuning):
         device=DEFAULTS.device,
         precision=DEFAULTS.precision,
         runtime=DEFAULTS.runtime,
-        tta=DEFAULTS.tta,
+        tta=FINETUNING.tta,
         progress=DEFAULTS.progress,
         on_error=DEFAULTS.on_error,
         max_pixels=DEFAULTS.max_pixels,

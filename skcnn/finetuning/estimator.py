@@ -79,7 +79,7 @@ class FineTuning(BaseEstimator):
         device=DEFAULTS.device,
         precision=DEFAULTS.precision,
         runtime=DEFAULTS.runtime,
-        tta=DEFAULTS.tta,
+        tta=FINETUNING.tta,
         progress=DEFAULTS.progress,
         on_error=DEFAULTS.on_error,
         max_pixels=DEFAULTS.max_pixels,
@@ -149,19 +149,20 @@ class FineTuning(BaseEstimator):
         # A runtime that cannot run (runtime="onnxruntime" with bf16, on CUDA) is refused before training.
         arithmetic.resolve_runtime(self.runtime, self.precision, backbone.device, None, backbone.network)
         recipe = self._recipe(backbone)
-        check_tta(self.tta, recipe.crop_size)  # before training: a tta the input cannot take is refused now
+        if self.tta != "auto":
+            check_tta(self.tta, recipe.crop_size)  # before training: a tta the input cannot take is refused now
         layers, network_head = probe_backbone(backbone, recipe.crop_size)
         layer_names = [layer.name for layer in layers]
         unfreeze, why = strategy.resolved_unfreeze(self.unfreeze, y, kind.size(y))
+        seed = int(check_random_state(self.random_state).randint(2**31 - 1))
         if unfreeze == HEAD:
             # The probe is already the best linear head on frozen codes (convex, C tuned by CV): epochs
             # on augmented images only moved it away, and so it takes every image (benchmarks/RESULTS.md).
             model, started, chosen = self._head_only(
-                backbone, recipe, network_head, images, y, weights, layer_names, why, kind
+                backbone, recipe, network_head, images, y, weights, layer_names, why, kind, seed
             )
             state = training.State()
         else:
-            seed = int(check_random_state(self.random_state).randint(2**31 - 1))
             examples, images = self._decoded(images, y, weights, recipe, memory_limit, kind)
             chosen = strategy.chosen(self.layer, unfreeze, self.batchnorm, why, layer_names)
             model, state, started, chosen = self._fine_tuned(
@@ -169,11 +170,13 @@ class FineTuning(BaseEstimator):
             )
         kind.fold(model.head)  # continuous targets: the head predicts them, not their standardised values
         self.strategy_ = chosen.as_dict()
+        self.tta_ = chosen.tta if self.tta == "auto" else self.tta
         # Epoch 0, the started network: the probe's loss on its codes, its validation score, no learning rates.
         epoch_0 = {
             "epoch": 0,
             "train_loss": started["train_loss"],
             "validation_score": state.start_score,
+            "validation_score_views": state.start_score_views,
             "learning_rates": [],
             "seconds": started["seconds"],
         }
@@ -188,21 +191,58 @@ class FineTuning(BaseEstimator):
         self._predictor = None  # built for these weights on the first prediction
         return self
 
-    def _head_only(self, backbone, recipe, network_head, images, y, weights, layer_names, why, kind: Kind):
-        """The linear probe on the frozen codes of ``layer`` (the searched one for ``"auto"``), every usable
-        image; its training loss and the seconds it took (search included), epoch 0 of ``history_``; the strategy."""
+    def _head_only(self, backbone, recipe, network_head, images, y, weights, layer_names, why, kind: Kind, seed: int):
+        """The linear probe on the frozen codes of ``layer`` (the searched one for ``"auto"``) and ``tta``'s
+        views (cross-validated against one view for ``"auto"``), every usable image; its training loss and
+        the seconds it took (searches included), epoch 0 of ``history_``; the strategy."""
         started = time.perf_counter()
+        if self.layer != "auto":
+            strategy.check_layers(self.layer, HEAD, layer_names)  # before any search of the views
+        ttas, kept = self._head_only_views(backbone, recipe, network_head, images, y, seed, kind)
         with _shared_codes(self.cache) as cache:
             # With tta the probe is fit on the views' averaged codes: what the model predicts from.
-            transformer = probe.frozen_codes(self.get_params(), recipe.crop_size, PENULTIMATE, cache, tta=self.tta)
-            layer, why = strategy.head_only_layer(self.layer, why, transformer, images, y, search=kind.stratify)
+            transformer = probe.frozen_codes(self.get_params(), recipe.crop_size, PENULTIMATE, cache, tta=ttas[0])
+            layer, tta, why, tta_why = strategy.head_only_choice(
+                self.layer, ttas, kept, why, transformer, images, y, search=kind.stratify
+            )
             chosen = strategy.chosen(layer, HEAD, self.batchnorm, why, layer_names)
+            if self.tta == "auto":
+                chosen = chosen.with_tta(tta, tta_why)
             # The search stored every candidate's codes in the cache: the probe reads them, it computes nothing.
-            codes = self._usable_codes(transformer.set_params(layer=layer), images)
+            codes = self._usable_codes(transformer.set_params(layer=layer, tta=tta), images)
         kept = np.flatnonzero(~np.isnan(codes).any(axis=1))
         model = self._tapped(backbone, network_head, layer)
         model.head, loss = kind.probe(codes[kept], kind.encode(y[kept]), _rows(weights, kept))
         return model.to(backbone.device), {"train_loss": loss, "seconds": time.perf_counter() - started}, chosen
+
+    def _head_only_views(
+        self, backbone, recipe, network_head: str, images: list, y: np.ndarray, seed: int, kind: Kind
+    ) -> tuple[list, set[str] | None]:
+        """The views the head-only fit weighs, and the symmetries measured (None: not measured): ``[tta]``
+        as given; for ``"auto"`` one view, and the candidate the symmetries allow where the classes have
+        the images to cross-validate it."""
+        if self.tta != "auto":
+            return [self.tta], None
+        if not kind.stratify or np.unique(y, return_counts=True)[1].min() < strategy.LAYER_SEARCH_CV:
+            return [None], None
+        kept = self._sampled_symmetries(backbone, recipe, network_head, images, y, seed, kind)
+        candidate = strategy.tta_candidate(kept, recipe.crop_size)
+        return [None, *([candidate] if candidate else [])], kept
+
+    def _sampled_symmetries(
+        self, backbone, recipe, network_head: str, images: list, y: np.ndarray, seed: int, kind: Kind
+    ) -> set[str]:
+        """The symmetries that keep the class, measured as ``augment="auto"`` measures them, on at most
+        :data:`~skcnn.finetuning.strategy.SYMMETRY_MAX_IMAGES` images decoded for it (those that fail
+        are left out here; the probe's pass names them)."""
+        rows = probe.stratified_rows(y, strategy.SYMMETRY_MAX_IMAGES, seed)
+        decoded, kept = decoded_images(
+            [images[i] for i in rows], recipe, [], decode=self.decode, max_pixels=self.max_pixels,
+            batch_size=self.batch_size, memory_limit=resolve_memory_limit(self.memory_limit), store_dir=self.store_dir,
+        )  # fmt: skip
+        sample = training.Examples(decoded, kind.encode(y[rows][kept]))
+        model = self._tapped(backbone, network_head, PENULTIMATE).eval()
+        return strategy.kept_symmetries(model, recipe, sample, seed, self.batch_size)
 
     def _fine_tuned(
         self, backbone, recipe, network_head, images: list, examples: training.Examples, seed: int, chosen: Strategy,
@@ -226,8 +266,12 @@ class FineTuning(BaseEstimator):
         )
         started = {"train_loss": loss, "seconds": time.perf_counter() - clock}
         model = model.to(backbone.device)
-        augment, chosen = self._augment(model, recipe, sample, seed, chosen, kind)
+        augment, chosen, kept = self._augment(model, recipe, sample, seed, chosen, kind)
         plan = self._plan(backbone.device, seed, examples, chosen.batchnorm, kind)
+        candidate = strategy.tta_candidate(kept, recipe.crop_size) if self.tta == "auto" and kept is not None else None
+        # Every epoch is scored from one view and with the candidate's views: the kept epoch and views are the
+        # best of both (judged on the split that picks the epoch, neither is favoured by that choice).
+        plan.views = candidate if validation is not None else None
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             first = model.module_name(chosen.unfreeze)
@@ -237,22 +281,24 @@ class FineTuning(BaseEstimator):
                 training.adapt_batchnorm(model, data.images, recipe, plan)
                 plan.batchnorm = "frozen"
             state = training.train(model, parameters, data, validation, recipe, augment, plan)
+        if self.tta == "auto":
+            chosen = chosen.with_tta(*strategy.chosen_tta(kept, candidate, _kept_scores(state, plan), "validation"))
         return model, state, started, chosen
 
     def _augment(
         self, model: TappedClassifier, recipe, sample: training.Examples, seed: int, chosen: Strategy, kind: Kind
     ):
-        """The augmentation of training batches, and the strategy: ``"auto"`` measures which symmetries keep the
-        class (:func:`skcnn.finetuning.strategy.measured_augment`), and the strategy says which. Labels and
-        continuous targets are not measured: ``"auto"`` is the photo recipe."""
-        measured = None
-        if isinstance(self.augment, str) and self.augment == "auto":
-            if kind.stratify:
-                measured, kept = strategy.measured_augment(model, recipe, sample, seed, self.batch_size)
-            else:
-                measured, kept = "photo", None
+        """The augmentation of training batches, the strategy, and the symmetries that keep the class
+        (None where not measured): ``"auto"`` (``augment`` or ``tta``) measures them
+        (:func:`skcnn.finetuning.strategy.measured_augment`), and the strategy says which. Labels and
+        continuous targets are not measured: ``augment="auto"`` is the photo recipe."""
+        auto = isinstance(self.augment, str) and self.augment == "auto"
+        measured, kept = "photo", None
+        if kind.stratify and (auto or self.tta == "auto"):
+            measured, kept = strategy.measured_augment(model, recipe, sample, seed, self.batch_size)
+        if auto:
             chosen = chosen.with_augment(measured, kept)
-        return resolve_augment(self.augment, recipe.crop_size, measured), chosen
+        return resolve_augment(self.augment, recipe.crop_size, measured if auto else None), chosen, kept
 
     def _sample_weights(self, y: np.ndarray, sample_weight, class_weight=None) -> np.ndarray | None:
         """Per image: ``sample_weight`` times its class's weight; None when neither is given."""
@@ -513,10 +559,10 @@ class FineTuning(BaseEstimator):
     def _prediction(self) -> Predictor:
         """The prediction pass of the fitted network, for the current ``runtime``, ``precision`` and
         ``tta``: built on first use (after unpickling, after ``set_params``), then kept."""
-        key = (self.runtime, self.precision, self.tta)
+        key = (self.runtime, self.precision, predicted_views(self))
         kept = getattr(self, "_predictor", None)
         if kept is None or kept[0] != key:
-            check_tta(self.tta, self._recipe_of_weights.crop_size)  # set_params(tta=...) after the fit
+            check_tta(key[2], self._recipe_of_weights.crop_size)  # set_params(tta=...) after the fit
             spec = backbones.parse_backbone(self.backbone)
             kept = self._predictor = (key, Predictor.build(self._model(), spec, self._recipe_of_weights, *key))
         return kept[1]
@@ -528,8 +574,10 @@ class FineTuning(BaseEstimator):
         return state
 
     def __setstate__(self, state):
-        # Models pickled before skcnn 0.9 have no ``tta``: they predicted from one view.
+        # Models pickled before skcnn 0.9 have no ``tta``: they predicted from one view; before 0.11 none chose.
         state.setdefault("tta", None)
+        if "state_dict_" in state:  # fitted
+            state.setdefault("tta_", state["tta"])
         super().__setstate__(state)
 
     def __sklearn_tags__(self):
@@ -538,6 +586,23 @@ class FineTuning(BaseEstimator):
         tags.input_tags.three_d_array = True
         tags.input_tags.string = True
         return tags
+
+
+def predicted_views(model: FineTuning) -> str | None:
+    """The views a fitted model's predictions average: its ``tta``, or for ``"auto"`` the fit's choice
+    (``tta_``); a ``tta`` set after the fit takes effect at once."""
+    check_is_fitted(model)
+    return model.tta_ if model.tta == "auto" else model.tta
+
+
+def _kept_scores(state: training.State, plan: training.Plan) -> tuple[float, float] | None:
+    """The kept epoch's validation scores from one view and with ``plan.views`` (None: not scored with views)."""
+    if plan.views is None:
+        return None
+    if state.best_epoch == 0:
+        return state.start_score, state.start_score_views
+    kept = state.history[state.best_epoch - 1]
+    return kept["validation_score"], kept["validation_score_views"]
 
 
 def _rows(weights: np.ndarray | None, rows: np.ndarray) -> np.ndarray | None:
@@ -555,4 +620,4 @@ def _shared_codes(cache):
         yield os.path.join(folder, "codes.h5")
 
 
-__all__ = ["SAME_RESULT", "FineTuning"]
+__all__ = ["SAME_RESULT", "FineTuning", "predicted_views"]

@@ -56,7 +56,10 @@ n_iter_no_change, random_state, cache, checkpoint, memory_limit, store_dir
     n_outputs_ : int
         The number of targets: 1 for ``y`` of shape (n_samples,), ``k`` for (n_samples, k).
     strategy_ : dict
-        ``layer``, ``unfreeze``, ``batchnorm``, ``augment`` and ``reason``: what ``"auto"`` chose and why.
+        ``layer``, ``unfreeze``, ``batchnorm``, ``augment``, ``tta`` and ``reason``: what ``"auto"`` chose and
+        why (``tta="auto"`` is one view: flips and rotations are measured on classes alone).
+    tta_ : str or None
+        The views the fit took: ``tta`` as given, or for ``"auto"`` its choice (None: one view).
     history_ : list of dict
         Per epoch, from epoch 0 (the ridge probe), as
         :class:`~skcnn.CNNClassifier`'s: ``train_loss`` is the mean squared

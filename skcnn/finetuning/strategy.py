@@ -12,6 +12,11 @@ and :class:`~skcnn.CNNRegressor`.
 - ``augment="auto"``: the richest augmentation whose flips and rotations
   keep a frozen-codes probe's accuracy, measured on the training images
   (classes); ``"photo"`` for labels and continuous targets, unmeasured.
+- ``tta="auto"``: the views of those symmetries (``"flips"`` or
+  ``"dihedral"``, :func:`tta_candidate`) where they score better than one
+  view: by the layer search's cross-validation with the head alone, on the
+  validation split after fine-tuning; one view where no symmetry keeps the
+  class, and for labels and continuous targets (unmeasured).
 
 The choices and their reasons are a :class:`Strategy`, which the
 classifier keeps as its ``strategy_`` dict.
@@ -29,7 +34,7 @@ from ..decoding import symmetry
 from ..decoding.images import BadImagesWarning
 from ..decoding.preprocessing import Preprocessing
 from ..frozen.advice import FINE_TUNING_PAYS_FROM
-from ..frozen.search import LayerSearchCV
+from ..frozen.search import LayerSearchCV, best_index
 from ..frozen.transformer import CNNFeatureTransformer
 from ..options import DEFAULTS, PENULTIMATE
 from . import training
@@ -39,6 +44,10 @@ from .probe import crop_codes, stratified_rows
 
 #: Folds of the layer search behind ``layer="auto"`` with the head alone.
 LAYER_SEARCH_CV = 3
+#: Scores closer than this are equal where ``tta="auto"`` weighs views against one view.
+TIE = 1e-9
+#: ``Strategy.tta`` where ``tta`` was given, not chosen.
+AS_GIVEN = "as given"
 #: Images on which ``augment="auto"`` measures which symmetries keep the
 #: class (4 frozen forward passes each): its standard error at 256 is about 3%.
 SYMMETRY_MAX_IMAGES = 256
@@ -60,6 +69,8 @@ class Strategy:
         What ``"auto"`` chose and why (``"as given"`` otherwise).
     augment : str or None, default=None
         The policy ``augment="auto"`` measured; None where it was not measured.
+    tta : str or None, default=AS_GIVEN
+        The views ``tta="auto"`` chose (None: one view); :data:`AS_GIVEN` where ``tta`` was given.
     """
 
     layer: str
@@ -67,11 +78,16 @@ class Strategy:
     batchnorm: str
     reason: str
     augment: str | None = None
+    tta: str | None = AS_GIVEN
 
     def as_dict(self) -> dict:
-        """The classifier's ``strategy_``: ``augment`` only where it was measured."""
+        """The classifier's ``strategy_``: ``augment`` and ``tta`` only where they were measured."""
         chosen = {"layer": self.layer, "unfreeze": self.unfreeze, "batchnorm": self.batchnorm, "reason": self.reason}
-        return chosen if self.augment is None else {**chosen, "augment": self.augment}
+        if self.augment is not None:
+            chosen["augment"] = self.augment
+        if self.tta != AS_GIVEN:
+            chosen["tta"] = self.tta
+        return chosen
 
     def with_augment(self, policy: str, kept: set[str] | None) -> Strategy:
         """This strategy with the measured augmentation ``policy`` and the symmetries that allow it
@@ -81,6 +97,59 @@ class Strategy:
         else:
             why = f"; augment {policy!r} (class kept under {sorted(kept) or 'no symmetry'})"
         return replace(self, augment=policy, reason=self.reason + why)
+
+    def with_tta(self, tta: str | None, why: str) -> Strategy:
+        """This strategy with the views ``tta="auto"`` chose, and ``why``."""
+        return replace(self, tta=tta, reason=f"{self.reason}; tta {tta!r} ({why})")
+
+
+def tta_candidate(kept: set[str], crop_size: tuple[int, int]) -> str | None:
+    """The views ``tta="auto"`` weighs against one view: those of the symmetries that keep the class.
+
+    ``"dihedral"`` where flips and rotations keep it (rotations need a
+    square input: ``"flips"`` on a rectangle), ``"flips"`` where both flips
+    do, None otherwise (a horizontal flip alone is no policy of
+    :mod:`skcnn.decoding.symmetry`).
+    """
+    policy = policy_for(kept)
+    if policy not in symmetry.POLICIES:
+        return None
+    return "flips" if symmetry.needs_square(policy) and crop_size[0] != crop_size[1] else policy
+
+
+def chosen_tta(
+    kept: set[str] | None, candidate: str | None, scores: tuple[float, float] | None, measured: str
+) -> tuple[str | None, str]:
+    """The views ``tta="auto"`` takes, and why: ``candidate`` where its score beats one view's.
+
+    Parameters
+    ----------
+    kept : set of str or None
+        The symmetries that keep the class; None where they are not measured
+        (labels, continuous targets; a class of fewer than
+        :data:`LAYER_SEARCH_CV` images with the head alone).
+    candidate : str or None
+        :func:`tta_candidate` of ``kept``.
+    scores : (float, float) or None
+        One view's score and the candidate's; None where there is nothing to
+        measure them on (no validation split).
+    measured : str
+        What the scores are (``"cross-validated"``, ``"validation"``).
+    """
+    if kept is None:
+        return None, (
+            f"not measured: flips and rotations are measured on classes, with the head alone on {LAYER_SEARCH_CV} "
+            "images of each at least"
+        )
+    if candidate is None:
+        return None, f"no flip or rotation policy keeps the class (kept under {sorted(kept) or 'no symmetry'})"
+    if scores is None:
+        return None, f"{candidate!r} not measured: no validation split"
+    single, viewed = scores
+    why = f"{measured} {viewed:.3f} with {candidate!r} against {single:.3f} from one view"
+    # Means of equal fold scores can differ in their last bits: a tie is one view (the cheaper).
+    better = viewed > single and not np.isclose(viewed, single, rtol=0, atol=TIE)
+    return (candidate if better else None), why
 
 
 def resolved_unfreeze(
@@ -148,7 +217,7 @@ def chosen(layer: str, unfreeze: str, batchnorm: str, reason: str, layers: list[
 
     ``layer="auto"`` is ``"penultimate"`` where the network trains:
     fine-tuning adapts the later layers to the data, and the head reads the
-    top. With the head alone, ``layer`` is resolved first (:func:`head_only_layer`).
+    top. With the head alone, ``layer`` is resolved first (:func:`head_only_choice`).
     """
     if layer == "auto" and unfreeze != HEAD:
         layer = PENULTIMATE
@@ -156,15 +225,32 @@ def chosen(layer: str, unfreeze: str, batchnorm: str, reason: str, layers: list[
     return Strategy(layer, unfreeze, resolved_batchnorm(batchnorm), reason)
 
 
-def head_only_layer(
-    layer: str, reason: str, transformer: CNNFeatureTransformer, images: list, labels: np.ndarray, search: bool = True
-) -> tuple[str, str]:
-    """The head-only model's layer and the reason: ``"auto"`` is the one whose frozen codes cross-validate best.
+def head_only_choice(
+    layer: str,
+    ttas: list,
+    kept: set[str] | None,
+    reason: str,
+    transformer: CNNFeatureTransformer,
+    images: list,
+    labels: np.ndarray,
+    search: bool = True,
+) -> tuple[str, str | None, str, str]:
+    """The head-only model's layer and views, the reason, and why those views: what the frozen codes
+    cross-validate best.
+
+    ``layer="auto"`` searches the candidate layers, and a candidate in
+    ``ttas`` is weighed against one view (:func:`chosen_tta`, at each one's
+    best layer); neither searches nothing.
 
     Parameters
     ----------
     layer : str
         The classifier's parameter.
+    ttas : list of str or None
+        The views: ``[tta]`` as given, or for ``tta="auto"`` ``[None]`` and
+        the :func:`tta_candidate` of ``kept`` (where there is one).
+    kept : set of str or None
+        The symmetries measured to keep the class (None: not measured).
     reason : str
         The reason so far, which the search's result extends.
     transformer : CNNFeatureTransformer
@@ -174,42 +260,52 @@ def head_only_layer(
         Classes.
     search : bool, default=True
         False where the targets are no classes (labels, continuous values):
-        ``"auto"`` is then ``"penultimate"``.
+        ``"auto"`` is then ``"penultimate"``, and one view.
 
     Returns
     -------
-    layer, reason : str
+    layer : str
+    tta : str or None
+    reason : str
+    tta_why : str
+        Why ``tta="auto"`` took ``tta`` (:func:`chosen_tta`).
     """
-    if layer != "auto":
-        return layer, reason
-    if not search:
-        # LayerSearchCV cross-validates a classifier of classes: labels and continuous targets read the top.
-        return PENULTIMATE, f"{reason}; layer {PENULTIMATE!r} (the layer search compares classes alone)"
-    layer, score = searched_layer(transformer, images, labels)
-    return layer, f"{reason}; layer {layer!r} cross-validated best ({score:.3f})"
+    candidate = ttas[1] if len(ttas) > 1 else None
+    if not search or (layer != "auto" and candidate is None):
+        if layer == "auto":  # LayerSearchCV cross-validates classes: labels and continuous targets read the top
+            layer, reason = PENULTIMATE, f"{reason}; layer {PENULTIMATE!r} (the layer search compares classes alone)"
+        return layer, ttas[0], reason, chosen_tta(kept, None, None, "cross-validated")[1]
+    results = searched(transformer, images, labels, None if layer == "auto" else [layer], ttas).cv_results_
+    best = {tta: best_index(results, results["tta"] == tta) for tta in ttas}  # each view's best layer
+    score = results["mean_test_score"]
+    tta, why = ttas[0], chosen_tta(kept, None, None, "cross-validated")[1]
+    if candidate is not None:
+        tta, why = chosen_tta(kept, candidate, (score[best[None]], score[best[candidate]]), "cross-validated")
+    chosen = best[tta]
+    if layer == "auto":
+        reason = f"{reason}; layer {results['layer'][chosen]!r} cross-validated best ({score[chosen]:.3f})"
+    return str(results["layer"][chosen]), tta, reason, why
 
 
-def searched_layer(transformer: CNNFeatureTransformer, images: list, labels: np.ndarray) -> tuple[str, float]:
-    """The candidate layer whose frozen codes cross-validate best, and its score.
-
-    A :data:`LAYER_SEARCH_CV`-fold :class:`~skcnn.LayerSearchCV` of the
-    layers alone, average-pooled at the transformer's input size: the codes
-    the head reads.
-    """
+def searched(
+    transformer: CNNFeatureTransformer, images: list, labels: np.ndarray, layers: list | None = None, ttas=(None,)
+) -> LayerSearchCV:
+    """A :data:`LAYER_SEARCH_CV`-fold :class:`~skcnn.LayerSearchCV` of ``layers`` (None: the candidates)
+    and ``ttas``, average-pooled at the transformer's input size (the codes the head reads), not refit."""
     smallest = int(np.unique(labels, return_counts=True)[1].min())
     if smallest < LAYER_SEARCH_CV:
         raise ValueError(
-            f"layer='auto' with the head alone searches the layers by {LAYER_SEARCH_CV}-fold cross-validation, "
-            f"and a class has {smallest} image(s); give a layer (e.g. layer='penultimate') or more images."
+            f"layer='auto' or tta='auto' with the head alone cross-validates frozen codes in {LAYER_SEARCH_CV} "
+            f"folds, and a class has {smallest} image(s); give a layer (e.g. layer='penultimate') and a tta "
+            "(e.g. tta=None), or more images."
         )
     with warnings.catch_warnings():  # bad images: the probe's own warning names them
         warnings.simplefilter("ignore", BadImagesWarning)
-        # The head reads average-pooled codes at the classifier's own input: the layers alone are searched.
         search = LayerSearchCV(
-            transformer, poolings=[DEFAULTS.pooling], input_sizes=[transformer.input_size], cv=LAYER_SEARCH_CV,
-            refit=False,
+            transformer, layers, poolings=[DEFAULTS.pooling], input_sizes=[transformer.input_size],
+            ttas=list(ttas), cv=LAYER_SEARCH_CV, refit=False,
         ).fit(images, labels)  # fmt: skip
-    return search.best_layer_, search.best_score_
+    return search
 
 
 def measured_augment(
@@ -261,14 +357,19 @@ def kept_symmetries(
 
 
 __all__ = [
+    "AS_GIVEN",
     "LAYER_SEARCH_CV",
     "SYMMETRY_MAX_IMAGES",
+    "TIE",
     "Strategy",
     "check_layers",
     "chosen",
-    "head_only_layer",
+    "chosen_tta",
+    "head_only_choice",
+    "kept_symmetries",
     "measured_augment",
     "resolved_batchnorm",
     "resolved_unfreeze",
-    "searched_layer",
+    "searched",
+    "tta_candidate",
 ]

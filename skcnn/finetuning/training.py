@@ -24,6 +24,8 @@
   probe) is scored first, as epoch 0: where no epoch beats it, it is kept.
   Epochs without improvement count toward the patience only once the
   learning rates have decayed to half their peak (:data:`PATIENCE_BELOW`).
+  With ``Plan.views`` (``tta="auto"``'s candidate) every epoch is scored
+  from one view and with the views, and judged by the better of the two.
 - **Checkpoints.** With a path, every finished epoch is saved atomically;
   a run killed and started again with the same data and parameters goes
   on from the last finished epoch. Ctrl-C stops after the current batch
@@ -46,6 +48,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..decoding import symmetry
 from ..decoding.preprocessing import Preprocessing
 from ..files import atomic_path
 from . import targets
@@ -101,6 +104,9 @@ class Plan:
     #: The kind of target (:mod:`skcnn.finetuning.targets`): the loss, and the validation score.
     #: None: single-label classes scored by ``scoring``.
     target: targets.Classes | targets.Labels | targets.Values | None = None
+    #: ``tta="auto"``'s candidate views (:mod:`skcnn.decoding.symmetry`), scored besides one view at every
+    #: epoch: the kept epoch and views are the best of both (None: one view alone).
+    views: str | None = None
 
     @property
     def kind(self) -> targets.Classes | targets.Labels | targets.Values:
@@ -119,6 +125,7 @@ class State:
     best_weights: dict | None = None
     stale: int = 0  # epochs since the best one
     start_score: float = np.nan  # validation score before the first epoch
+    start_score_views: float = np.nan  # the same with Plan.views
     interrupted: bool = False
 
 
@@ -214,18 +221,20 @@ def train(
         loss = _epoch(network, optimizer, schedule, scaler, data, recipe, augment, plan, state)
         state.epoch += 1
         # Without a validation split the last epoch is the one kept.
-        score = _validation_score(network, validation, recipe, plan) if validation is not None else float(state.epoch)
+        scores = _scores(network, validation, recipe, plan) if validation is not None else (np.nan, np.nan)
         rates = [group["lr"] for group in optimizer.param_groups]
         state.history.append(
             {
                 "epoch": state.epoch,
                 "train_loss": loss,
-                "validation_score": score if validation is not None else np.nan,
+                "validation_score": scores[0],
+                "validation_score_views": scores[1],
                 "learning_rates": rates,
                 "seconds": time.perf_counter() - start,
             }
         )
-        _keep_best(state, network, score, counts=_decayed(optimizer))
+        judged = scores if validation is not None else (float(state.epoch), np.nan)
+        _keep_best(state, network, judged, counts=_decayed(optimizer))
         if state.interrupted:
             warnings.warn(
                 f"fit interrupted in epoch {state.epoch}: the best weights so far (epoch {state.best_epoch}) are kept.",
@@ -244,8 +253,8 @@ def _started(network, validation, recipe: Preprocessing, plan: Plan) -> State:
     fine-tuning keeps the probe head's weights unless an epoch beats them."""
     state = State()
     if validation is not None:
-        state.start_score = _validation_score(network, validation, recipe, plan)
-        _keep_best(state, network, state.start_score)
+        state.start_score, state.start_score_views = _scores(network, validation, recipe, plan)
+        _keep_best(state, network, (state.start_score, state.start_score_views))
     return state
 
 
@@ -291,13 +300,18 @@ def _epoch(network, optimizer, schedule, scaler, data, recipe, augment, plan: Pl
     return losses / max(seen, 1)
 
 
-def predict_logits(network: nn.Module, images: DecodedImages, recipe: Preprocessing, plan: Plan) -> torch.Tensor:
-    """Logits of the decoded images, batched, in eval mode and inference mode."""
+def predict_logits(
+    network: nn.Module, images: DecodedImages, recipe: Preprocessing, plan: Plan, tta: str | None = None
+) -> torch.Tensor:
+    """Logits of the decoded images, batched, in eval mode and inference mode; with ``tta`` averaged
+    over each image's views (:mod:`skcnn.decoding.symmetry`), as prediction averages them."""
     set_mode(network, False, plan.batchnorm)
+    views = symmetry.views(tta)
     out = []
     with torch.inference_mode():
         for pixels in images.batches(range(len(images)), plan.batch_size):
-            out.append(network(recipe.normalize(pixels).to(plan.device)).float().cpu())
+            logits = [network(recipe.normalize(view(pixels)).to(plan.device)).float() for view in views]
+            out.append(torch.stack(logits).mean(dim=0).cpu())
     return torch.cat(out)
 
 
@@ -305,19 +319,28 @@ def predict_logits(network: nn.Module, images: DecodedImages, recipe: Preprocess
 SCORERS = targets.SCORERS
 
 
-def _validation_score(network, validation: Examples, recipe: Preprocessing, plan: Plan) -> float:
+def validation_score(network, validation: Examples, recipe: Preprocessing, plan: Plan, tta: str | None = None) -> float:
     """The validation images' score, the target kind's (``plan.kind.score``), weighted by their sample
     weights: for classes the share classified right (``"accuracy"``), or the mean of the per-class
-    recalls (``"balanced_accuracy"``)."""
-    outputs = predict_logits(network, validation.images, recipe, plan).numpy()
+    recalls (``"balanced_accuracy"``). ``tta``: from the logits averaged over each image's views."""
+    outputs = predict_logits(network, validation.images, recipe, plan, tta).numpy()
     weights = None if validation.weights is None else validation.weights.double().numpy()
     if weights is not None and not weights.sum() > 0:
         return 0.0
     return plan.kind.score(outputs, validation.targets.numpy(), weights)
 
 
-def _keep_best(state: State, network: nn.Module, score: float, counts: bool = True) -> None:
-    """Keep the weights of a better score; else count the epoch toward the patience where it ``counts``."""
+def _scores(network, validation: Examples, recipe: Preprocessing, plan: Plan) -> tuple[float, float]:
+    """The validation score from one view, and with ``plan.views`` (NaN without)."""
+    single = validation_score(network, validation, recipe, plan)
+    return single, np.nan if plan.views is None else validation_score(network, validation, recipe, plan, plan.views)
+
+
+def _keep_best(state: State, network: nn.Module, scores: tuple[float, float], counts: bool = True) -> None:
+    """Keep the weights of a better score (the better of one view's and the views', ``scores``: which
+    one gave it is read from the history); else count the epoch toward the patience where it ``counts``."""
+    single, viewed = scores
+    score = viewed if viewed > single else single  # NaN views never win
     if score > state.best_score:
         state.best_score, state.best_epoch, state.stale = score, state.epoch, 0
         state.best_weights = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}

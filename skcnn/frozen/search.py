@@ -293,21 +293,27 @@ class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         # One pooling stays a name: its codes share the cache with a transformer of that pooling.
         pooling = poolings[0] if len(poolings) == 1 else poolings
         start = time.perf_counter()
-        blocks, candidates, failures = [], [], {}
-        for view in self._views(transformer, images):
-            layers, averaged = self._candidates(transformer, view, poolings)
-            fitted = clone(transformer).set_params(layer=layers, pooling=pooling, **view)
+        views = self._views(transformer, images)
+        extracted = {}
+        # Test-time views first: their pass caches the codes of the images as they are, which the
+        # one-view candidate of the same size then reads (one decode per image, with a cache).
+        for index in sorted(range(len(views)), key=lambda i: views[i]["tta"] is None):
+            layers, averaged = self._candidates(transformer, views[index], poolings)
+            fitted = clone(transformer).set_params(layer=layers, pooling=pooling, **views[index])
             with warnings.catch_warnings():
                 # Images that failed are left out below, with a warning of the search's own.
                 warnings.simplefilter("ignore", BadImagesWarning)
-                blocks.append(fitted.fit(images).transform(images))
+                extracted[index] = (fitted, fitted.fit(images).transform(images), averaged)
+        blocks, candidates, failures = [], [], {}
+        for index, view in enumerate(views):
+            fitted, block, averaged = extracted[index]
+            blocks.append(block)
             failures.update((failure.index, failure) for failure in fitted.failed_)
             # The last map averaged is the penultimate code: only its other poolings are candidates.
             candidates += [
-                c for c in _view_candidates(fitted, view, len(blocks) - 1) if (c.layer, c.pooling) != (averaged, "avg")
+                c for c in _view_candidates(fitted, view, index) if (c.layer, c.pooling) != (averaged, "avg")
             ]
-            if len(blocks) == 1:
-                self.transformer_ = fitted
+        self.transformer_ = extracted[0][0]
         self.extraction_time_ = time.perf_counter() - start
         self.failed_ = [failures[index] for index in sorted(failures)]
         usable, y = self._usable(y, len(images))
@@ -324,7 +330,7 @@ class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             scores.append(result["test_score"])
             fit_times.append(result["fit_time"].mean())
         self.cv_results_ = _results(candidates, np.asarray(scores), np.asarray(fit_times))
-        self.best_index_ = _best_index(self.cv_results_)
+        self.best_index_ = best_index(self.cv_results_)
         best = candidates[self.best_index_]
         self.best_params_ = best.params(transformer)
         self.best_layer_ = best.layer
@@ -589,10 +595,12 @@ class _Candidate:
         }
 
 
-def _best_index(results: dict) -> int:
-    """The row of the best mean score; ties go to the steadier, then the deeper candidate, then the first."""
+def best_index(results: dict, rows: np.ndarray | None = None) -> int:
+    """The row of ``cv_results_`` with the best mean score (among ``rows``, a boolean mask; None: all);
+    ties go to the steadier, then the deeper candidate, then the first."""
     means, stds, depths = results["mean_test_score"], results["std_test_score"], results["depth"]
-    tied = np.flatnonzero(np.isclose(means, np.max(means), rtol=0, atol=1e-12))
+    among = np.flatnonzero(np.ones(len(means), dtype=bool) if rows is None else rows)
+    tied = among[np.isclose(means[among], np.max(means[among]), rtol=0, atol=1e-12)]
     return int(min(tied, key=lambda row: (stds[row], -depths[row], row)))
 
 
@@ -679,4 +687,4 @@ def _moved_parameters_message(given: dict) -> str:
     )
 
 
-__all__ = ["LayerSearchCV", "default_classifier"]
+__all__ = ["LayerSearchCV", "best_index", "default_classifier"]

@@ -194,15 +194,24 @@ def head_codes(classifier: CNNClassifier) -> CNNFeatureTransformer:
     those of its ``layer``, or with ``layer="auto"`` of every candidate its layer search compares.
 
     Its ``cache`` is the classifier's (a first pass reads what it holds).
-    With ``tta`` they are averaged over the views, as a head-only fit reads them.
+    With ``tta`` they are averaged over the views, as a head-only fit reads them
+    (:func:`inspected_tta`).
     """
     layer = classifier.layer
     if layer == "auto":
         layer = candidate_layers(classifier.backbone, classifier.input_size)
     params = classifier.get_params()
-    return frozen_codes(
-        params, classifier.input_size, layer, classifier.cache, progress=classifier.progress, tta=classifier.tta
-    )
+    tta = inspected_tta(classifier)
+    return frozen_codes(params, classifier.input_size, layer, classifier.cache, progress=classifier.progress, tta=tta)
+
+
+def inspected_tta(classifier: CNNClassifier) -> str | None:
+    """The views the folds of an inspected classifier fit and predict with: its ``tta``, and for
+    ``"auto"`` what its fit chose (one view where it is not fitted), so that no fold measures them
+    again and the first pass computes every fold's codes."""
+    if classifier.tta != "auto":
+        return classifier.tta
+    return classifier.tta_ if hasattr(classifier, "tta_") else None  # not fitted: one view
 
 
 def probabilities(model, images: list, codes: Codes | None = None) -> Probabilities:
@@ -272,7 +281,7 @@ def _classifier_out_of_fold(
     with tempfile.TemporaryDirectory(prefix="skcnn-inspection-") as folder:
         store = CodeCache(os.path.join(folder, "codes.h5"))
         store_codes(store, frozen, images, codes.codes)
-        shared = clone(estimator).set_params(cache=store)
+        shared = clone(estimator).set_params(cache=store, tta=inspected_tta(estimator))
         for train, test in check_cv(cv, labels[usable], classifier=True).split(usable[:, None], labels[usable]):
             train, test = usable[train], usable[test]
             fitted = clone(shared).fit([images[i] for i in train], labels[train])
