@@ -99,7 +99,7 @@ class CNNClassifier(ClassifierMixin, FineTuning):
         split after fine-tuning (none without one: ``early_stopping=False``
         predicts from one view). Labels and continuous targets are not
         measured: one view. ``strategy_["tta"]`` and its reason say what was
-        chosen, with both scores, and ``tta_`` what predictions use. Given
+        chosen, with both scores, and ``tta_`` the views taken. Given
         views, a head-only fit fits its probe on their averaged codes, as a
         pipeline of ``CNNFeatureTransformer(tta=...)`` does; fine-tuning
         trains and scores its epochs on each image once, as it is, so it

@@ -34,6 +34,7 @@ from ..codes.cache import CodeCache
 from ..datasets import shown_path
 from ..decoding import images as image_io
 from ..finetuning.classifier import CNNClassifier
+from ..finetuning.estimator import predicted_views
 from ..finetuning.probe import frozen_codes
 from ..frozen.transformer import CNNFeatureTransformer
 from ..network.layers import candidate_layers
@@ -209,9 +210,9 @@ def inspected_tta(classifier: CNNClassifier) -> str | None:
     """The views the folds of an inspected classifier fit and predict with: its ``tta``, and for
     ``"auto"`` what its fit chose (one view where it is not fitted), so that no fold measures them
     again and the first pass computes every fold's codes."""
-    if classifier.tta != "auto":
-        return classifier.tta
-    return classifier.tta_ if hasattr(classifier, "tta_") else None  # not fitted: one view
+    if hasattr(classifier, "tta_"):
+        return predicted_views(classifier)
+    return None if classifier.tta == "auto" else classifier.tta  # not fitted: "auto" is one view
 
 
 def probabilities(model, images: list, codes: Codes | None = None) -> Probabilities:
