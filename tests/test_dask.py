@@ -144,6 +144,7 @@ def test_without_merge_the_shards_stay_and_are_read_as_hits(client, paths, tmp_p
     assert t.cache_info_.hits == 30 and t.cache_info_.computed == N - 30
 
 
+@pytest.mark.slow
 def test_dask_bag_and_dataframe_column_of_paths(client, paths, reference):
     bag_codes = skcnn.dask.extract(db.from_sequence(paths, npartitions=3), client=client, **PARAMS)
     np.testing.assert_allclose(bag_codes.compute(), reference, **TOLERANCE)

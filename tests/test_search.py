@@ -261,6 +261,7 @@ def test_layer_search_bad_parameters(textures):
         LayerSearchCV(SMALL_NET, layers=["blocks.99"]).fit(X, y)
 
 
+@pytest.mark.slow
 def test_search_is_a_meta_estimator_over_every_transformer_parameter(textures):
     X, y = textures[0][::4], textures[1][::4]
     search = LayerSearchCV(
