@@ -347,6 +347,18 @@ PARAMETERS = (
         cli_words={"none": None},
         training=True,
     ),
+    # Fine-tuning's input_size: "auto" sees images with no up or down whole, at their own size.
+    Parameter(
+        "input_size",
+        "auto",
+        (Range(Integral, 1), tuple, list, None),
+        ("auto",),
+        help="input side in pixels: auto (the images' own size, no crop, where they have no up or down; "
+        "else the weights'), or none (the weights' own)",
+        cli_flag="--input-size",
+        cli_words={"none": None},
+        training=True,
+    ),
     # Training a classifier. 32 images per step is the common choice for
     # fine-tuning, and batch norm stays frozen, so small batches do not hurt it.
     Parameter("batch_size", 32, (Range(Integral, 1),), help="images per step", cli_flag="--batch-size", training=True),

@@ -156,6 +156,7 @@ def test_dask_bag_and_dataframe_column_of_paths(client, paths, reference):
     )
 
 
+@pytest.mark.slow  # 7-8 s: a local cluster's bad-image rows
 def test_bad_images_fail_their_rows_naming_the_file(client, paths, reference, tmp_path):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not a jpeg")

@@ -90,6 +90,23 @@ def test_only_the_unfrozen_layers_change(fitted):
     assert tuned["head.weight"].shape == (3, 1280)
 
 
+def test_the_network_trains_in_channels_last_with_the_same_function(fitted):
+    import copy
+
+    from skcnn.finetuning.model import TappedClassifier
+
+    # The fitted network trained in channels_last (CPU); its state dict loads into an NCHW copy unchanged.
+    trained = fitted.module_
+    assert trained.network.conv_stem.weight.is_contiguous(memory_format=torch.channels_last)
+    nchw = TappedClassifier(copy.deepcopy(trained.network).to(memory_format=torch.contiguous_format),
+                            trained.layer, trained.network_head, copy.deepcopy(trained.head))  # fmt: skip
+    nchw.load_state_dict(fitted.state_dict_)
+    assert nchw.network.conv_stem.weight.is_contiguous()
+    batch = torch.rand(4, 3, 32, 32)
+    with torch.inference_mode():
+        np.testing.assert_allclose(trained.eval()(batch), nchw.eval()(batch), rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.slow
 def test_deterministic_on_the_cpu_and_pickles_without_the_device(fitted, patches):
     X, y, X_test, _ = patches

@@ -113,6 +113,7 @@ def test_inspect_a_regressor_writes_residuals_and_a_scatter_and_no_label_issues(
     assert min(counts) >= 1 and max(counts) <= bound, Counter(counts)
 
 
+@pytest.mark.slow  # 7 s: a multi-label fit and its report
 def test_inspect_a_multilabel_classifier_writes_label_issues_and_a_per_label_confusion(tmp_path, capsys):
     images, lit = coloured()
     names = write_images(tmp_path / "images", images)

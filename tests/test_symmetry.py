@@ -238,3 +238,53 @@ def test_tta_auto_after_fine_tuning_is_weighed_on_the_validation_split(textures)
     one_view = model.set_params(tta=None).decision_function(X_test)
     eight = model.set_params(tta="dihedral").decision_function(X_test)
     assert np.abs(one_view - eight).max() > 1e-3  # the views were weighed on logits that differ
+
+
+def test_input_size_auto_sees_images_with_no_up_or_down_whole():
+    from skcnn.finetuning.strategy import augment_policy, resolved_input, seen_whole
+    from skcnn.network.backbones import load_backbone
+
+    recipe = load_backbone("efficientnet_lite0", None, "cpu").preprocessing
+    assert seen_whole({"hflip", "vflip"}) and not seen_whole({"hflip", "rot90"})
+    assert resolved_input(recipe, 300, {"hflip", "vflip"}) == (
+        300,
+        "input 300x300, the images' own, no crop (no up or down: class kept under ['hflip', 'vflip'])",
+    )
+    weights = resolved_input(recipe, 300, {"hflip"})
+    assert weights == (None, "input 224x224, the weights' (the images have an up: class kept under ['hflip'])")
+    assert resolved_input(recipe, None, None)[0] is None  # images no larger: nothing measured
+    assert "not measured" in resolved_input(recipe, 300, None)[1]  # labels, continuous targets
+    assert augment_policy({"hflip", "vflip", "rot90"}, (32, 48)) == "flips"  # rotations need a square
+    assert augment_policy({"hflip"}, (32, 32)) == "photo"
+
+
+@pytest.mark.slow  # 6-10 s: the symmetries measured at 224 px, two fits at 288 px
+def test_input_size_auto_fits_large_textures_at_their_own_size(textures, tmp_path):
+    import pickle
+
+    from skcnn import CNNClassifier
+
+    X, y, X_test, _ = textures
+    X, y = X[::3], y[::3]  # 7 of each texture
+    large = [np.repeat(np.repeat(image, 6, axis=0), 6, axis=1) for image in (*X, *X_test[:4])]  # 288 px
+    params = dict(layer="penultimate", unfreeze="head", tta=None, precision="fp32", random_state=0)
+    model = CNNClassifier(**params).fit(large[: len(y)], y)
+    # Textures keep their class under both flips: seen whole at their own size, without the crop.
+    assert (model.input_size_, model.crop_) == (288, False), model.strategy_["reason"]
+    assert "input 288x288, the images' own, no crop" in model.strategy_["reason"]
+    assert model.preprocessing_["crop_size"] == [288, 288]
+    explicit = CNNClassifier(**params, input_size=288, crop=False).fit(large[: len(y)], y)
+    np.testing.assert_allclose(
+        model.decision_function(large[len(y) :]), explicit.decision_function(large[len(y) :]), atol=1e-4
+    )
+    transformer = model.to_transformer(tmp_path / "weights.pt")
+    assert (transformer.input_size, transformer.crop) == (288, False)
+    # Small images: the weights' input, nothing measured; a model pickled before input_size_ keeps its input.
+    small = CNNClassifier(**params).fit(X, y)
+    assert (small.input_size_, small.crop_) == (None, True) and "the images are not larger" in small.strategy_["reason"]
+    state = small.__getstate__()
+    del state["input_size_"], state["crop_"]
+    state["input_size"] = 48
+    old = CNNClassifier.__new__(CNNClassifier)
+    old.__setstate__(state)
+    assert (pickle.loads(pickle.dumps(old)).input_size_, old.crop_) == (48, True)

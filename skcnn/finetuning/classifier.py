@@ -47,10 +47,24 @@ class CNNClassifier(ClassifierMixin, FineTuning):
 
     Parameters
     ----------
-    backbone, weights, input_size, crop, device, max_pixels, decode, cache
+    backbone, weights, crop, device, max_pixels, decode, cache
         As for :class:`~skcnn.CNNFeatureTransformer` (``cache`` stores the
         codes the head is started from; ``decode`` applies to training and
         prediction alike).
+    input_size : "auto", int, (height, width) or None, default="auto"
+        The network's input. ``"auto"``: images larger than the weights'
+        input (median shorter side, by a quarter at least) whose class
+        both flips keep, measured on at most 256 images as ``augment="auto"``
+        measures it (no up or down: cells, tiles, textures, micrographs,
+        where the image is the object and a centre crop can drop the
+        evidence), are seen whole at their own size (at most twice the
+        weights' input, no crop whatever ``crop`` says); other images at the
+        weights' size and ``crop``. On 300 px solar cells the images' own
+        size gained 0.06-0.08 accuracy over 224 px with a crop, at 1.8x the time
+        per epoch (``benchmarks/RESULTS.md``, "Small evidence").
+        ``input_size_`` and ``crop_`` are what the fit took, and
+        ``strategy_["reason"]`` says why. Otherwise as for
+        :class:`~skcnn.CNNFeatureTransformer` (None: the weights' own).
     batch_size : int, default=32
         Images per training step, and per prediction batch on CUDA and
         MPS; on a CPU prediction batches are at most 8 images (the
@@ -258,8 +272,14 @@ class CNNClassifier(ClassifierMixin, FineTuning):
         Validation score (``scoring``) of the started network, before any
         epoch: ``history_[0]["validation_score"]`` (NaN without early
         stopping, and with ``unfreeze="head"``).
+    input_size_ : int, (height, width) or None
+        The input the fit took: ``input_size`` as given, or for ``"auto"``
+        its choice (the images' own side, or None: the weights' own).
+    crop_ : bool or float
+        The centre crop the fit took: ``crop``, or False where
+        ``input_size="auto"`` took the images' own size.
     preprocessing_ : dict
-        The evaluation preprocessing (sizes, mean, std, interpolation) of the weights at ``input_size``.
+        The evaluation preprocessing (sizes, mean, std, interpolation) of the weights at ``input_size_``.
     state_dict_ : dict of str to Tensor
         The fine-tuned network's weights, on the CPU (what a pickle holds).
     failed_ : list of ImageFailure
@@ -294,7 +314,7 @@ class CNNClassifier(ClassifierMixin, FineTuning):
         *,
         backbone=DEFAULTS.backbone,
         weights=DEFAULTS.weights,
-        input_size=DEFAULTS.input_size,
+        input_size=FINETUNING.input_size,
         crop=DEFAULTS.crop,
         batch_size=FINETUNING.batch_size,
         device=DEFAULTS.device,

@@ -34,7 +34,7 @@ from ..codes.extraction import Crops, check_tta, checked_input_size
 from ..compat import _check_sample_weight
 from ..decoding import images as image_io
 from ..decoding import loading
-from ..decoding.preprocessing import check_crop
+from ..decoding.preprocessing import check_crop, native_input_size
 from ..files import atomic_path
 from ..frozen.transformer import CNNFeatureTransformer
 from ..network import arithmetic, backbones
@@ -73,7 +73,7 @@ class FineTuning(BaseEstimator):
         *,
         backbone=DEFAULTS.backbone,
         weights=DEFAULTS.weights,
-        input_size=DEFAULTS.input_size,
+        input_size=FINETUNING.input_size,
         crop=DEFAULTS.crop,
         batch_size=FINETUNING.batch_size,
         device=DEFAULTS.device,
@@ -148,29 +148,37 @@ class FineTuning(BaseEstimator):
         backbone = backbones.load_backbone(self.backbone, self.weights, self.device)
         # A runtime that cannot run (runtime="onnxruntime" with bf16, on CUDA) is refused before training.
         arithmetic.resolve_runtime(self.runtime, self.precision, backbone.device, None, backbone.network)
-        recipe = self._recipe(backbone)
+        inputs = given_input(self)
+        recipe = self._recipe(backbone, inputs)
         if self.tta != "auto":
             check_tta(self.tta, recipe.crop_size)  # before training: a tta the input cannot take is refused now
         layers, network_head = probe_backbone(backbone, recipe.crop_size)
-        layer_names = [layer.name for layer in layers]
         unfreeze, why = strategy.resolved_unfreeze(self.unfreeze, y, kind.size(y))
         seed = int(check_random_state(self.random_state).randint(2**31 - 1))
+        side, kept, input_why = self._native_side(backbone, recipe, network_head, images, y, seed, kind)
+        if side is not None:
+            inputs = {"input_size": side, "crop": False}
+            recipe = self._recipe(backbone, inputs)
+            layers, network_head = probe_backbone(backbone, recipe.crop_size)
+        why = why if input_why is None else f"{why}; {input_why}"
+        layer_names = [layer.name for layer in layers]
         if unfreeze == HEAD:
             # The probe is already the best linear head on frozen codes (convex, C tuned by CV): epochs
             # on augmented images only moved it away, and so it takes every image (benchmarks/RESULTS.md).
             model, started, chosen = self._head_only(
-                backbone, recipe, network_head, images, y, weights, layer_names, why, kind, seed
+                backbone, recipe, inputs, network_head, images, y, weights, layer_names, why, kind, seed, kept
             )
             state = training.State()
         else:
             examples, images = self._decoded(images, y, weights, recipe, memory_limit, kind)
             chosen = strategy.chosen(self.layer, unfreeze, self.batchnorm, why, layer_names)
             model, state, started, chosen = self._fine_tuned(
-                backbone, recipe, network_head, images, examples, seed, chosen, kind
+                backbone, recipe, inputs, network_head, images, examples, seed, chosen, kind, kept
             )
         kind.fold(model.head)  # continuous targets: the head predicts them, not their standardised values
         self.strategy_ = chosen.as_dict()
         self.tta_ = chosen.tta if self.tta == "auto" else self.tta
+        self.input_size_, self.crop_ = inputs["input_size"], inputs["crop"]
         # Epoch 0, the started network: the probe's loss on its codes, its validation score, no learning rates.
         epoch_0 = {
             "epoch": 0,
@@ -191,17 +199,21 @@ class FineTuning(BaseEstimator):
         self._predictor = None  # built for these weights on the first prediction
         return self
 
-    def _head_only(self, backbone, recipe, network_head, images, y, weights, layer_names, why, kind: Kind, seed: int):
+    def _head_only(
+        self, backbone, recipe, inputs: dict, network_head, images, y, weights, layer_names, why, kind: Kind, seed: int,
+        kept: set[str] | None,
+    ):  # fmt: skip
         """The linear probe on the frozen codes of ``layer`` (the searched one for ``"auto"``) and ``tta``'s
         views (cross-validated against one view for ``"auto"``), every usable image; its training loss and
-        the seconds it took (searches included), epoch 0 of ``history_``; the strategy."""
+        the seconds it took (searches included), epoch 0 of ``history_``; the strategy. ``kept``: the
+        symmetries already measured (None: measured here where ``tta="auto"`` needs them)."""
         started = time.perf_counter()
         if self.layer != "auto":
             strategy.check_layers(self.layer, HEAD, layer_names)  # before any search of the views
-        ttas, kept = self._head_only_views(backbone, recipe, network_head, images, y, seed, kind)
+        ttas, kept = self._head_only_views(backbone, recipe, network_head, images, y, seed, kind, kept)
         with _shared_codes(self.cache) as cache:
             # With tta the probe is fit on the views' averaged codes: what the model predicts from.
-            transformer = probe.frozen_codes(self.get_params(), recipe.crop_size, PENULTIMATE, cache, tta=ttas[0])
+            transformer = probe.frozen_codes(self._frozen_params(inputs), recipe.crop_size, PENULTIMATE, cache, ttas[0])
             layer, tta, why, tta_why = strategy.head_only_choice(
                 self.layer, ttas, kept, why, transformer, images, y, search=kind.stratify
             )
@@ -216,26 +228,49 @@ class FineTuning(BaseEstimator):
         return model.to(backbone.device), {"train_loss": loss, "seconds": time.perf_counter() - started}, chosen
 
     def _head_only_views(
-        self, backbone, recipe, network_head: str, images: list, y: np.ndarray, seed: int, kind: Kind
-    ) -> tuple[list, set[str] | None]:
+        self, backbone, recipe, network_head: str, images: list, y: np.ndarray, seed: int, kind: Kind,
+        kept: set[str] | None,
+    ) -> tuple[list, set[str] | None]:  # fmt: skip
         """The views the head-only fit weighs, and the symmetries measured (None: not measured): ``[tta]``
         as given; for ``"auto"`` one view, and the candidate the symmetries allow where the classes have
-        the images to cross-validate it."""
+        the images to cross-validate it (``kept``: measured already, or None to measure them here)."""
         if self.tta != "auto":
             return [self.tta], None
         if not kind.stratify or np.unique(y, return_counts=True)[1].min() < strategy.LAYER_SEARCH_CV:
             return [None], None
-        kept = self._sampled_symmetries(backbone, recipe, network_head, images, y, seed, kind)
+        if kept is None:
+            rows = probe.stratified_rows(y, strategy.SYMMETRY_MAX_IMAGES, seed)
+            kept = self._sampled_symmetries(backbone, recipe, network_head, images, y, rows, seed, kind)
         candidate = strategy.tta_candidate(kept, recipe.crop_size)
         return [None, *([candidate] if candidate else [])], kept
 
-    def _sampled_symmetries(
+    def _native_side(
         self, backbone, recipe, network_head: str, images: list, y: np.ndarray, seed: int, kind: Kind
-    ) -> set[str]:
-        """The symmetries that keep the class, measured as ``augment="auto"`` measures them, on at most
-        :data:`~skcnn.finetuning.strategy.SYMMETRY_MAX_IMAGES` images decoded for it (those that fail
-        are left out here; the probe's pass names them)."""
-        rows = probe.stratified_rows(y, strategy.SYMMETRY_MAX_IMAGES, seed)
+    ) -> tuple[int | None, set[str] | None, str | None]:
+        """``input_size="auto"``: the images' own side where they are seen whole (None: the weights' input),
+        the symmetries measured to decide (None: not measured), and why (None: ``input_size`` was given).
+
+        The images' size is read from the headers of the sample the symmetries are measured on
+        (:func:`skcnn.finetuning.strategy.resolved_input`); nothing is measured for images no larger
+        than the weights' input."""
+        if not _auto(self.input_size):
+            return None, None, None
+        rows = probe.stratified_rows(y, strategy.SYMMETRY_MAX_IMAGES, seed) if kind.stratify else np.arange(len(y))
+        rows = rows[: strategy.SYMMETRY_MAX_IMAGES]
+        side = native_input_size([image_io.image_size(images[i]) for i in rows], recipe)
+        kept = None
+        if side is not None and kind.stratify:
+            kept = self._sampled_symmetries(backbone, recipe, network_head, images, y, rows, seed, kind)
+        side, why = strategy.resolved_input(recipe, side, kept)
+        return side, kept, why
+
+    def _sampled_symmetries(
+        self, backbone, recipe, network_head: str, images: list, y: np.ndarray, rows: np.ndarray, seed: int,
+        kind: Kind,
+    ) -> set[str]:  # fmt: skip
+        """The symmetries that keep the class, measured as ``augment="auto"`` measures them, on the
+        images of ``rows`` (at most :data:`~skcnn.finetuning.strategy.SYMMETRY_MAX_IMAGES`, a stratified
+        draw) decoded for it (those that fail are left out here; the probe's pass names them)."""
         decoded, kept = decoded_images(
             [images[i] for i in rows], recipe, [], decode=self.decode, max_pixels=self.max_pixels,
             batch_size=self.batch_size, memory_limit=resolve_memory_limit(self.memory_limit), store_dir=self.store_dir,
@@ -245,11 +280,12 @@ class FineTuning(BaseEstimator):
         return strategy.kept_symmetries(model, recipe, sample, seed, self.batch_size)
 
     def _fine_tuned(
-        self, backbone, recipe, network_head, images: list, examples: training.Examples, seed: int, chosen: Strategy,
-        kind: Kind,
+        self, backbone, recipe, inputs: dict, network_head, images: list, examples: training.Examples, seed: int,
+        chosen: Strategy, kind: Kind, kept: set[str] | None,
     ):  # fmt: skip
         """The started model trained as ``chosen`` says; the training state at the end, the probe's
-        training loss and seconds (epoch 0 of ``history_``), and the strategy with ``augment`` measured."""
+        training loss and seconds (epoch 0 of ``history_``), and the strategy with ``augment`` measured
+        (``kept``: the symmetries ``input_size="auto"`` measured, None where it did not)."""
         train, val = self._split(examples.targets, seed, kind)
         data = examples.subset(train)
         validation = None if val is None else examples.subset(val)
@@ -260,13 +296,13 @@ class FineTuning(BaseEstimator):
         probed = probe.probe_rows(data.targets.numpy(), seed, kind.stratify)
         sample = data.subset(torch.as_tensor(probed))
         model.head, loss = kind.probe(
-            self._probe_codes(model, recipe, [images[i] for i in train[probed].tolist()], sample.images),
+            self._probe_codes(model, recipe, inputs, [images[i] for i in train[probed].tolist()], sample.images),
             sample.targets,
             None if sample.weights is None else sample.weights.numpy(),
         )
         started = {"train_loss": loss, "seconds": time.perf_counter() - clock}
         model = model.to(backbone.device)
-        augment, chosen, kept = self._augment(model, recipe, sample, seed, chosen, kind)
+        augment, chosen, kept = self._augment(model, recipe, sample, seed, chosen, kind, kept)
         plan = self._plan(backbone.device, seed, examples, chosen.batchnorm, kind)
         candidate = strategy.tta_candidate(kept, recipe.crop_size) if self.tta == "auto" and kept is not None else None
         # Every epoch is scored from one view and with the candidate's views: the kept epoch and views are the
@@ -286,15 +322,19 @@ class FineTuning(BaseEstimator):
         return model, state, started, chosen
 
     def _augment(
-        self, model: TappedClassifier, recipe, sample: training.Examples, seed: int, chosen: Strategy, kind: Kind
-    ):
+        self, model: TappedClassifier, recipe, sample: training.Examples, seed: int, chosen: Strategy, kind: Kind,
+        kept: set[str] | None,
+    ):  # fmt: skip
         """The augmentation of training batches, the strategy, and the symmetries that keep the class
         (None where not measured): ``"auto"`` (``augment`` or ``tta``) measures them
-        (:func:`skcnn.finetuning.strategy.measured_augment`), and the strategy says which. Labels and
-        continuous targets are not measured: ``augment="auto"`` is the photo recipe."""
+        (:func:`skcnn.finetuning.strategy.measured_augment`) unless ``input_size="auto"`` has
+        (``kept``), and the strategy says which. Labels and continuous targets are not measured:
+        ``augment="auto"`` is the photo recipe."""
         auto = isinstance(self.augment, str) and self.augment == "auto"
-        measured, kept = "photo", None
-        if kind.stratify and (auto or self.tta == "auto"):
+        measured = "photo"
+        if kept is not None:
+            measured = strategy.augment_policy(kept, recipe.crop_size)
+        elif kind.stratify and (auto or self.tta == "auto"):
             measured, kept = strategy.measured_augment(model, recipe, sample, seed, self.batch_size)
         if auto:
             chosen = chosen.with_augment(measured, kept)
@@ -312,8 +352,14 @@ class FineTuning(BaseEstimator):
             raise ValueError(f"{given} every image a weight of 0; some must weigh more.")
         return weights
 
-    def _recipe(self, backbone):
-        return backbone.preprocessing.with_input_size(checked_input_size(self.input_size), check_crop(self.crop))
+    def _recipe(self, backbone, inputs: dict):
+        """The weights' preprocessing at ``inputs`` (an ``input_size`` and a ``crop``)."""
+        size, crop = checked_input_size(inputs["input_size"]), check_crop(inputs["crop"])
+        return backbone.preprocessing.with_input_size(size, crop)
+
+    def _frozen_params(self, inputs: dict) -> dict:
+        """The parameters the frozen codes of the probe are computed with: ``crop`` as the fit resolved it."""
+        return {**self.get_params(), "crop": inputs["crop"]}
 
     def _decoded(
         self, images: list, y: np.ndarray, weights, recipe, memory_limit: int, kind: Kind
@@ -348,9 +394,10 @@ class FineTuning(BaseEstimator):
     def _tapped(self, backbone, network_head: str, layer: str) -> TappedClassifier:
         """A copy of the pretrained network tapped at ``layer``, in fp32; its head is the probe, set next."""
         network = copy.deepcopy(backbone.network).float().to(backbone.device)
-        return TappedClassifier(network, layer, network_head, head=None)
+        fast = backbone.device.type in arithmetic.FAST_LAYOUT_DEVICES
+        return TappedClassifier(network, layer, network_head, head=None, channels_last=fast)
 
-    def _probe_codes(self, model: TappedClassifier, recipe, images: list, crops) -> np.ndarray:
+    def _probe_codes(self, model: TappedClassifier, recipe, inputs: dict, images: list, crops) -> np.ndarray:
         """The frozen codes of the training images at the head's layer.
 
         With a ``cache`` they come from the transformer's engine (stored for
@@ -361,7 +408,7 @@ class FineTuning(BaseEstimator):
         decoding, uint8 sources: :func:`~skcnn.finetuning.probe.exact_crops`).
         """
         if self.cache is not None:
-            transformer = probe.frozen_codes(self.get_params(), recipe.crop_size, model.layer, self.cache)
+            transformer = probe.frozen_codes(self._frozen_params(inputs), recipe.crop_size, model.layer, self.cache)
             extractor = transformer.fit(images).extractor_
             exact = probe.exact_crops(images) if extractor.preprocessing() == recipe else ()
             return extractor.codes(images, crops=Crops(exact, crops.read)).codes
@@ -469,14 +516,15 @@ class FineTuning(BaseEstimator):
         Returns
         -------
         transformer : CNNFeatureTransformer
-            Unfitted, with ``backbone``, ``weights=path``, ``input_size`` and
-            ``layer`` (the head's, unless given) set.
+            Unfitted, with ``backbone``, ``weights=path``, and ``input_size``,
+            ``crop`` (those the fit took) and ``layer`` (the head's) unless given.
         """
         check_is_fitted(self)
         with atomic_path(path) as temporary:  # a transformer never reads half a weights file
             torch.save(network_weights(self.state_dict_), temporary)  # CPU tensors, wherever it was fitted
         params = {"layer": self.strategy_["layer"], **params}
-        return CNNFeatureTransformer(backbone=self.backbone, weights=path, input_size=self.input_size, **params)
+        params = {"input_size": self.input_size_, "crop": self.crop_, **params}
+        return CNNFeatureTransformer(backbone=self.backbone, weights=path, **params)
 
     def plot_history(self, ax=None):
         """Training loss and validation score per epoch, from ``history_`` (epoch 0: the started network).
@@ -578,6 +626,8 @@ class FineTuning(BaseEstimator):
         state.setdefault("tta", None)
         if "state_dict_" in state:  # fitted
             state.setdefault("tta_", state["tta"])
+            state.setdefault("input_size_", state["input_size"])
+            state.setdefault("crop_", state["crop"])
         super().__setstate__(state)
 
     def __sklearn_tags__(self):
@@ -593,6 +643,16 @@ def predicted_views(model: FineTuning) -> str | None:
     (``tta_``); a ``tta`` set after the fit takes effect at once."""
     check_is_fitted(model)
     return model.tta_ if model.tta == "auto" else model.tta
+
+
+def given_input(model: FineTuning) -> dict:
+    """A model's ``input_size`` and ``crop`` as given; ``input_size="auto"`` is the weights' size until a
+    fit resolves it (``input_size_``, ``crop_``)."""
+    return {"input_size": None if _auto(model.input_size) else model.input_size, "crop": model.crop}
+
+
+def _auto(value) -> bool:
+    return isinstance(value, str) and value == "auto"
 
 
 def _kept_scores(state: training.State, plan: training.Plan) -> tuple[float, float] | None:

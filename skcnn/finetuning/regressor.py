@@ -60,6 +60,9 @@ n_iter_no_change, random_state, cache, checkpoint, memory_limit, store_dir
         why (``tta="auto"`` is one view: flips and rotations are measured on classes alone).
     tta_ : str or None
         The views the fit took: ``tta`` as given, or for ``"auto"`` its choice (None: one view).
+    input_size_, crop_
+        The input the fit took: for ``input_size="auto"`` the weights' (whether
+        images have an up or down is measured on classes alone).
     history_ : list of dict
         Per epoch, from epoch 0 (the ridge probe), as
         :class:`~skcnn.CNNClassifier`'s: ``train_loss`` is the mean squared

@@ -12,6 +12,14 @@ and :class:`~skcnn.CNNRegressor`.
 - ``augment="auto"``: the richest augmentation whose flips and rotations
   keep a frozen-codes probe's accuracy, measured on the training images
   (classes); ``"photo"`` for labels and continuous targets, unmeasured.
+- ``input_size="auto"``: images larger than the weights' input (by
+  :data:`~skcnn.decoding.preprocessing.NATIVE_MIN_GAIN` at least) whose
+  class both flips keep (no up or down: cells, tiles, textures, micrographs,
+  where the image is the object) are seen whole at their own size (their
+  median shorter side, at most
+  :data:`~skcnn.decoding.preprocessing.NATIVE_MAX_SCALE` times the weights'
+  input, no centre crop); other images at the weights' size and crop
+  (:func:`resolved_input`).
 - ``tta="auto"``: the views of those symmetries (``"flips"`` or
   ``"dihedral"``, :func:`tta_candidate`) where they score better than one
   view: by the layer search's cross-validation with the head alone, on the
@@ -111,10 +119,8 @@ def tta_candidate(kept: set[str], crop_size: tuple[int, int]) -> str | None:
     do, None otherwise (a horizontal flip alone is no policy of
     :mod:`skcnn.decoding.symmetry`).
     """
-    policy = policy_for(kept)
-    if policy not in symmetry.POLICIES:
-        return None
-    return "flips" if symmetry.needs_square(policy) and crop_size[0] != crop_size[1] else policy
+    policy = augment_policy(kept, crop_size)
+    return policy if policy in symmetry.POLICIES else None
 
 
 def chosen_tta(
@@ -150,6 +156,36 @@ def chosen_tta(
     # Means of equal fold scores can differ in their last bits: a tie is one view (the cheaper).
     better = viewed > single and not np.isclose(viewed, single, rtol=0, atol=TIE)
     return (candidate if better else None), why
+
+
+def seen_whole(kept: set[str]) -> bool:
+    """Whether images whose class ``kept`` symmetries keep have no up or down (both flips keep it):
+    the image is the object (a cell, a tile, a texture), not a framed photo of one."""
+    return {"hflip", "vflip"} <= kept
+
+
+def resolved_input(recipe: Preprocessing, side: int | None, kept: set[str] | None) -> tuple[int | None, str]:
+    """``input_size="auto"``: the images' own ``side``, seen whole, where they have no up or down
+    (:func:`seen_whole`); None (the weights' size and the classifier's ``crop``) otherwise; and why.
+
+    Parameters
+    ----------
+    recipe : Preprocessing
+        The weights' preprocessing, with the classifier's ``crop``.
+    side : int or None
+        :func:`~skcnn.decoding.preprocessing.native_input_size` of the
+        images; None where it keeps no more than ``recipe`` (then nothing is measured).
+    kept : set of str or None
+        The symmetries that keep the class; None where not measured (labels, continuous targets).
+    """
+    weights = f"input {recipe.crop_size[0]}x{recipe.crop_size[1]}, the weights'"
+    if side is None:
+        return None, f"{weights} (the images are not larger)"
+    if kept is None:
+        return None, f"{weights} (not measured: whether the images have an up is measured on classes)"
+    if not seen_whole(kept):
+        return None, f"{weights} (the images have an up: class kept under {sorted(kept) or 'no symmetry'})"
+    return side, f"input {side}x{side}, the images' own, no crop (no up or down: class kept under {sorted(kept)})"
 
 
 def resolved_unfreeze(
@@ -335,10 +371,15 @@ def measured_augment(
     """
     rows = stratified_rows(sample.targets.numpy(), SYMMETRY_MAX_IMAGES, seed)
     kept = kept_symmetries(model, recipe, sample.subset(torch.as_tensor(rows)), seed, batch_size)
+    return augment_policy(kept, recipe.crop_size), kept
+
+
+def augment_policy(kept: set[str], crop_size: tuple[int, int]) -> str:
+    """The augmentation ``augment="auto"`` takes where ``kept`` symmetries keep the class."""
     policy = policy_for(kept)
-    if symmetry.needs_square(policy) and recipe.crop_size[0] != recipe.crop_size[1]:
-        policy = "flips"  # rotations need a square input
-    return policy, kept
+    if symmetry.needs_square(policy) and crop_size[0] != crop_size[1]:
+        return "flips"  # rotations need a square input
+    return policy
 
 
 def kept_symmetries(
@@ -362,6 +403,7 @@ __all__ = [
     "SYMMETRY_MAX_IMAGES",
     "TIE",
     "Strategy",
+    "augment_policy",
     "check_layers",
     "chosen",
     "chosen_tta",
@@ -369,7 +411,9 @@ __all__ = [
     "kept_symmetries",
     "measured_augment",
     "resolved_batchnorm",
+    "resolved_input",
     "resolved_unfreeze",
     "searched",
+    "seen_whole",
     "tta_candidate",
 ]

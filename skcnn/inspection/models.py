@@ -34,7 +34,7 @@ from ..codes.cache import CodeCache
 from ..datasets import shown_path
 from ..decoding import images as image_io
 from ..finetuning.classifier import CNNClassifier
-from ..finetuning.estimator import predicted_views
+from ..finetuning.estimator import given_input, predicted_views
 from ..finetuning.probe import frozen_codes
 from ..frozen.transformer import CNNFeatureTransformer
 from ..network.layers import candidate_layers
@@ -195,24 +195,26 @@ def head_codes(classifier: CNNClassifier) -> CNNFeatureTransformer:
     those of its ``layer``, or with ``layer="auto"`` of every candidate its layer search compares.
 
     Its ``cache`` is the classifier's (a first pass reads what it holds).
-    With ``tta`` they are averaged over the views, as a head-only fit reads them
-    (:func:`inspected_tta`).
+    With ``tta`` they are averaged over the views, as a head-only fit reads them;
+    the views and input are :func:`inspected_params`.
     """
+    params = {**classifier.get_params(), **inspected_params(classifier)}
     layer = classifier.layer
     if layer == "auto":
-        layer = candidate_layers(classifier.backbone, classifier.input_size)
-    params = classifier.get_params()
-    tta = inspected_tta(classifier)
-    return frozen_codes(params, classifier.input_size, layer, classifier.cache, progress=classifier.progress, tta=tta)
+        layer = candidate_layers(classifier.backbone, params["input_size"])
+    return frozen_codes(
+        params, params["input_size"], layer, classifier.cache, progress=classifier.progress, tta=params["tta"]
+    )
 
 
-def inspected_tta(classifier: CNNClassifier) -> str | None:
-    """The views the folds of an inspected classifier fit and predict with: its ``tta``, and for
-    ``"auto"`` what its fit chose (one view where it is not fitted), so that no fold measures them
-    again and the first pass computes every fold's codes."""
+def inspected_params(classifier: CNNClassifier) -> dict:
+    """The views and input the folds of an inspected classifier fit and predict with (``tta``,
+    ``input_size``, ``crop``): as given, and for ``"auto"`` what its fit chose (one view and the
+    weights' input where it is not fitted), so that no fold measures them again and the first pass
+    computes every fold's codes."""
     if hasattr(classifier, "tta_"):
-        return predicted_views(classifier)
-    return None if classifier.tta == "auto" else classifier.tta  # not fitted: "auto" is one view
+        return {"tta": predicted_views(classifier), "input_size": classifier.input_size_, "crop": classifier.crop_}
+    return {"tta": None if classifier.tta == "auto" else classifier.tta, **given_input(classifier)}
 
 
 def probabilities(model, images: list, codes: Codes | None = None) -> Probabilities:
@@ -282,7 +284,7 @@ def _classifier_out_of_fold(
     with tempfile.TemporaryDirectory(prefix="skcnn-inspection-") as folder:
         store = CodeCache(os.path.join(folder, "codes.h5"))
         store_codes(store, frozen, images, codes.codes)
-        shared = clone(estimator).set_params(cache=store, tta=inspected_tta(estimator))
+        shared = clone(estimator).set_params(cache=store, **inspected_params(estimator))
         for train, test in check_cv(cv, labels[usable], classifier=True).split(usable[:, None], labels[usable]):
             train, test = usable[train], usable[test]
             fitted = clone(shared).fit([images[i] for i in train], labels[train])
