@@ -179,6 +179,7 @@ def test_bad_parameters_are_clear_errors(client, paths):
         skcnn.dask.extract(paths, client=client, layer="not_a_layer", **{k: v for k, v in PARAMS.items()})
 
 
+@pytest.mark.slow  # 6 s: the CLI against a local cluster
 def test_cli_extract_on_a_dask_scheduler(client, paths, tmp_path, capsys):
     from skcnn.cli import main
 

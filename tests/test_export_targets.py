@@ -211,6 +211,7 @@ def test_cli_finetune_names_a_bad_table(texture_files, rows, message, tmp_path, 
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.slow  # 6-7 s: a multi-label fit exported and served
 def test_a_multi_label_model_of_named_labels_is_served_with_its_names(texture_files, tmp_path):
     """Each image's labels as sets: the names are classes_, in the file and in the served model."""
     paths, targets = texture_files

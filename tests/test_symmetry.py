@@ -279,6 +279,12 @@ def test_input_size_auto_fits_large_textures_at_their_own_size(textures, tmp_pat
     )
     transformer = model.to_transformer(tmp_path / "weights.pt")
     assert (transformer.input_size, transformer.crop) == (288, False)
+    # Inspection's folds fit at the fitted model's input: none measures it again.
+    from skcnn.inspection.models import head_codes, inspected_params
+
+    assert inspected_params(model) == {"tta": None, "input_size": 288, "crop": False}
+    assert inspected_params(CNNClassifier(**params)) == {"tta": None, "input_size": None, "crop": True}
+    assert (head_codes(model).input_size, head_codes(model).crop) == (288, False)
     # Small images: the weights' input, nothing measured; a model pickled before input_size_ keeps its input.
     small = CNNClassifier(**params).fit(X, y)
     assert (small.input_size_, small.crop_) == (None, True) and "the images are not larger" in small.strategy_["reason"]
