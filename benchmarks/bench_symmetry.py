@@ -6,7 +6,7 @@
 For each set, the penultimate codes of packaged EfficientNet-Lite0 at 128 px
 (fp32) of up to 256 images, as they are and horizontally flipped,
 vertically flipped and turned by 90 degrees; then
-``skcnn.finetuning.augment.label_preserving`` (a probe fit on one half,
+``skcnn.codes.invariance.label_preserving`` (a probe fit on one half,
 scored on the other half's originals and views, both ways) and the policy
 ``augment="auto"`` takes from it. Sets: texture patches (brick, grass,
 gravel), the shipped surface defects, handwritten digits, and where
@@ -21,9 +21,9 @@ from reporting import machine_line
 
 import skcnn
 from skcnn import CNNFeatureTransformer
+from skcnn.codes.invariance import label_preserving, policy_for, symmetries_kept
 from skcnn.datasets import load_digit_images, load_texture_patches, make_surface_defects
 from skcnn.decoding.symmetry import GENERATORS
-from skcnn.finetuning.augment import label_preserving, policy_for, symmetries_kept
 
 SAMPLE = 256
 

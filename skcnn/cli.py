@@ -95,7 +95,7 @@ def _search_layers(args: argparse.Namespace) -> int:
         layers=args.layer,
         poolings=args.search_pooling,
         input_sizes=args.search_input_size,
-        ttas=args.search_tta,
+        ttas="auto" if args.search_tta is None else args.search_tta,
         class_weight=args.class_weight,
         scoring=args.scoring,
         cv=args.cv,
@@ -110,7 +110,8 @@ def _search_layers(args: argparse.Namespace) -> int:
     best = search.best_params_
     print(
         f"best: layer {best['layer']}, pooling {best['pooling']}, input size {best['input_size']}, "
-        f"crop {best['crop']}, tta {best['tta']} (CNNFeatureTransformer parameters)"
+        f"crop {best['crop']}, tta {best['tta']} (CNNFeatureTransformer parameters); "
+        f"classifier {search.cv_results_['classifier'][search.best_index_]}"
     )
     if args.plot is not None:
         ax = search.plot(label=shown_path(os.path.basename(os.path.normpath(args.search))))
@@ -763,7 +764,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_none_or,
         choices=[None, *TTA_POLICIES],
         metavar="TTA",
-        help="with --search: a candidate test-time augmentation, none, flips or dihedral (repeat; none given: --tta)",
+        help="with --search: a candidate test-time augmentation, none, flips or dihedral (repeat; none given: "
+        "--tta and the flips or rotations measured to keep the class)",
     )
     add_parameter_arguments(search, "class_weight", prefix="with --search: ")
     search.add_argument(

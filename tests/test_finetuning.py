@@ -168,7 +168,9 @@ def test_auto_strategy_follows_size(patches):
 
     X, y, _, _ = patches
     small = CNNClassifier(**SMALL, max_epochs=1, tta=None).fit(X, y)
-    search = LayerSearchCV(CNNFeatureTransformer(input_size=32, precision="fp32"), cv=3).fit(X, y)
+    # The search the head's layer="auto" runs: average codes of one view, by the logistic regression (the head's kind).
+    codes = CNNFeatureTransformer(input_size=32, precision="fp32")
+    search = LayerSearchCV(codes, classifier="logistic", poolings=["avg"], ttas=None, cv=3).fit(X, y)
     assert small.strategy_["layer"] == search.best_layer_ and small.strategy_["unfreeze"] == "head"
     assert small.strategy_["batchnorm"] == "frozen" and f"small data ({len(X)} images" in small.strategy_["reason"]
     assert "cross-validated best" in small.strategy_["reason"]

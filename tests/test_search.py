@@ -12,6 +12,7 @@ from sklearn.pipeline import FeatureUnion, make_pipeline
 
 from skcnn import CNNFeatureTransformer, LayerSearchCV
 from skcnn.codes import extraction
+from skcnn.frozen.search import KERNEL_CANDIDATES, KERNEL_CS, default_classifier, kernel_classifier, ranked
 from skcnn.images import BadImagesError, BadImagesWarning
 from skcnn.layers import candidate_layers, list_layers
 
@@ -70,6 +71,7 @@ def test_cache_layers_store_the_other_candidates_in_the_same_pass(tmp_path, imag
         np.testing.assert_array_equal(codes, CNNFeatureTransformer(**SMALL, layer=layer).fit_transform(images))
 
 
+@pytest.mark.slow
 def test_grid_search_over_layer_with_cache_layers_costs_one_pass_per_image(tmp_path, textures):
     X, y = textures[0][::4], textures[1][::4]
     candidates = ["blocks.1", "blocks.3", "penultimate"]
@@ -199,19 +201,31 @@ def test_layer_search_one_extraction_table_and_best_estimator(tmp_path, textures
     X, y = textures[0][::3], textures[1][::3]  # 20 patches, every class
     layers = ["blocks.1", "blocks.3", "penultimate"]
     search = LayerSearchCV(
-        CNNFeatureTransformer(input_size=32, cache=os.fspath(tmp_path / "c.h5")), layers=layers, input_sizes=[32], cv=3
+        CNNFeatureTransformer(input_size=32, cache=os.fspath(tmp_path / "c.h5")),
+        layers=layers,
+        input_sizes=[32],
+        ttas=None,
+        cv=3,
     )
     with counted_forward_passes() as seen:
         search.fit(X, y)
     assert sum(seen) == len(X)  # the refit reads the best layer from the cache
+    assert search.symmetries_ is None  # ttas given: nothing measured
     results = search.cv_results_
+    linear = results["classifier"] == "logistic"
+    assert linear[:5].all() and not linear[5:].any()  # every candidate first, by the logistic regression
     # Each map twice (average and generalised mean), the penultimate vector once.
-    assert results["layer"].tolist() == ["blocks.1", "blocks.1", "blocks.3", "blocks.3", "penultimate"]
-    assert results["pooling"].tolist() == ["avg", "gem", "avg", "gem", None]
-    assert results["n_features"].tolist() == [24, 24, 80, 80, 1280]
-    assert results["input"].tolist() == ["32x32"] * 5
-    assert np.all(np.diff(results["depth"]) >= 0)
-    assert results["split2_test_score"].shape == (5,)
+    assert results["layer"][linear].tolist() == ["blocks.1", "blocks.1", "blocks.3", "blocks.3", "penultimate"]
+    assert results["pooling"][linear].tolist() == ["avg", "gem", "avg", "gem", None]
+    assert results["n_features"][linear].tolist() == [24, 24, 80, 80, 1280]
+    assert results["input"].tolist() == ["32x32"] * 11
+    assert np.all(np.diff(results["depth"][linear]) >= 0)
+    # Then the RBF SVM, at each strength, on the three codes the logistic regression ranked best.
+    top = ranked(results, linear)[:KERNEL_CANDIDATES]
+    assert results["classifier"][~linear].tolist() == [f"svm C={C:g}" for C in KERNEL_CS] * KERNEL_CANDIDATES
+    kernel_codes = list(zip(results["layer"][~linear], results["pooling"][~linear], strict=True))
+    assert kernel_codes == [(results["layer"][row], results["pooling"][row]) for row in top for _ in KERNEL_CS]
+    assert results["split2_test_score"].shape == (11,)
     best = search.best_index_
     assert results["mean_test_score"][best] == results["mean_test_score"].max()
     assert search.best_layer_ == results["layer"][best]
@@ -219,17 +233,47 @@ def test_layer_search_one_extraction_table_and_best_estimator(tmp_path, textures
     assert results["rank_test_score"][search.best_index_] == 1
     network = search.best_estimator_.named_steps["cnnfeaturetransformer"]
     assert network.layers_ == (search.best_layer_,) and network.pooling == search.best_params_["pooling"]
+    assert type(search.best_estimator_[-1]) is type(search.best_classifier_)
     assert search.predict(X).shape == (len(X),) and 0 <= search.score(X, y) <= 1
-    assert "*" in search.summary() and "blocks.3" in search.summary() and "gem" in search.summary()
+    assert search.predict_proba(X).shape == (len(X), 3)  # whichever classifier won
+    summary = search.summary()
+    assert "*" in summary and "blocks.3" in summary and "gem" in summary and "svm C=10" in summary
     with counted_forward_passes() as seen:
         again = clone(search).set_params(classifier=GaussianNB()).fit(X, y)
     assert sum(seen) == 0  # a second search runs no network at all
-    assert again.cv_results_["layer"].tolist() == results["layer"].tolist()
+    assert again.cv_results_["layer"].tolist() == results["layer"][linear].tolist()
+    assert set(again.cv_results_["classifier"]) == {"GaussianNB"}  # a given classifier alone
 
 
+def test_kernel_stage_left_out_where_it_cannot_be_scored_or_is_not_asked(textures):
+    X, y = textures[0][::3], textures[1][::3]
+    params = dict(layers=["blocks.1"], poolings=["avg"], input_sizes=[32], ttas=None, cv=3, refit=False)
+    for search in (
+        LayerSearchCV(SMALL_NET, classifier="logistic", **params),  # the logistic regression alone (fine-tuning's)
+        LayerSearchCV(SMALL_NET, scoring="neg_log_loss", **params),  # scored by probabilities, which the SVM lacks
+    ):
+        assert search.fit(X, y).cv_results_["classifier"].tolist() == ["logistic"]
+    assert set(LayerSearchCV(SMALL_NET, **params).fit(X, y).cv_results_["classifier"]) == {
+        "logistic", *(f"svm C={C:g}" for C in KERNEL_CS)
+    }  # fmt: skip
+
+
+def test_kernel_classifier_refit_is_calibrated():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 5))
+    y = np.where(np.linalg.norm(X[:, :2], axis=1) > 1.2, "far", "near")  # apart by a circle: no line parts them
+    svm = kernel_classifier(10.0, calibration_cv=3).fit(X, y)
+    proba = svm.predict_proba(X)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    assert (svm.classes_[proba.argmax(axis=1)] == svm.predict(X)).all()
+    assert svm.score(X, y) > default_classifier().fit(X, y).score(X, y)
+
+
+@pytest.mark.slow
 def test_layer_search_default_candidates_and_custom_classifier(textures):
     X, y = textures[0][::4], textures[1][::4]
-    search = LayerSearchCV(SMALL_NET, poolings=["avg"], input_sizes=[32], classifier=GaussianNB(), cv=3).fit(X, y)
+    search = LayerSearchCV(SMALL_NET, poolings=["avg"], input_sizes=[32], ttas=None, classifier=GaussianNB(), cv=3)
+    search.fit(X, y)
     assert search.cv_results_["layer"].tolist() == candidate_layers("efficientnet_lite0", 32)
     assert search.predict_proba(X).shape == (len(X), 3)
 
@@ -240,7 +284,8 @@ def test_layer_search_plot_draws_error_bars(tmp_path, textures):
 
     matplotlib.use("Agg")
     X, y = textures[0][::4], textures[1][::4]
-    search = LayerSearchCV(SMALL_NET, layers=["blocks.1", "penultimate"], classifier=GaussianNB(), cv=3).fit(X, y)
+    search = LayerSearchCV(SMALL_NET, layers=["blocks.1", "penultimate"], ttas=None, classifier=GaussianNB(), cv=3)
+    search.fit(X, y)
     assert search.cv_results_["input"].tolist() == ["32x32"] * 3 + ["48x48, no crop"] * 3  # 48 px patches
     ax = search.plot()
     assert [t.get_text() for t in ax.get_xticklabels()] == ["blocks.1", "penultimate"]
@@ -298,7 +343,7 @@ def test_skipped_images_are_left_out_of_the_search(textures, tmp_path):
     labels = [*y, y[0]]
     transformer = CNNFeatureTransformer(input_size=32, on_error="skip")
     search = LayerSearchCV(
-        transformer, layers=["blocks.1"], poolings=["avg"], input_sizes=[32], classifier=GaussianNB(), cv=3
+        transformer, layers=["blocks.1"], poolings=["avg"], input_sizes=[32], ttas=None, classifier=GaussianNB(), cv=3
     )
     with pytest.warns(BadImagesWarning, match="left out .of the search"):
         search.fit(images, labels)
@@ -311,8 +356,8 @@ def test_skipped_images_are_left_out_of_the_search(textures, tmp_path):
 def test_poolings_of_one_extraction_equal_each_pooling_alone(textures):
     X, y = textures[0][::4], textures[1][::4]
     search = LayerSearchCV(
-        SMALL_NET, layers=["blocks.2"], poolings=["avg", "max", "gem"], input_sizes=[32], classifier=GaussianNB(), cv=3,
-        refit=False,
+        SMALL_NET, layers=["blocks.2"], poolings=["avg", "max", "gem"], input_sizes=[32], ttas=None,
+        classifier=GaussianNB(), cv=3, refit=False,
     )  # fmt: skip
     with counted_forward_passes() as seen:
         search.fit(X, y)
@@ -320,8 +365,8 @@ def test_poolings_of_one_extraction_equal_each_pooling_alone(textures):
     assert search.cv_results_["pooling"].tolist() == ["avg", "max", "gem"]
     for row, pooling in enumerate(["avg", "max", "gem"]):
         alone = LayerSearchCV(
-            SMALL_NET, layers=["blocks.2"], poolings=[pooling], input_sizes=[32], classifier=GaussianNB(), cv=3,
-            refit=False,
+            SMALL_NET, layers=["blocks.2"], poolings=[pooling], input_sizes=[32], ttas=None, classifier=GaussianNB(),
+            cv=3, refit=False,
         ).fit(X, y)  # fmt: skip
         np.testing.assert_allclose(alone.cv_results_["mean_test_score"][0], search.cv_results_["mean_test_score"][row])
 
@@ -338,8 +383,9 @@ def test_native_size_is_searched_for_images_larger_than_the_weights(tmp_path):
         paths.append(str(path))
         y.append(i % 2)
     search = LayerSearchCV(
-        CNNFeatureTransformer(input_size=64), layers=["blocks.1"], poolings=["avg"], classifier=GaussianNB(), cv=2
-    ).fit(paths, y)
+        CNNFeatureTransformer(input_size=64), layers=["blocks.1"], poolings=["avg"], ttas=None, classifier=GaussianNB(),
+        cv=2,
+    ).fit(paths, y)  # fmt: skip
     results = search.cv_results_
     assert results["input"].tolist() == ["64x64", "96x96, no crop"]
     assert results["input_size"].tolist() == [64, 96] and results["crop"].tolist() == [True, False]
@@ -351,6 +397,7 @@ def test_native_size_is_searched_for_images_larger_than_the_weights(tmp_path):
         layers=["blocks.1"],
         poolings=["avg"],
         input_sizes=[None, (48, 64), "native"],
+        ttas=None,
         classifier=GaussianNB(),
         cv=2,
         refit=False,
@@ -375,8 +422,8 @@ def test_class_weight_reaches_the_default_classifier(textures):
 def test_default_candidates_add_the_last_map_pooled_other_than_by_its_average(textures):
     X, y = textures[0][::4], textures[1][::4]
     transformer = CNNFeatureTransformer(input_size=64)  # bn2 is 2 x 2 (at 32 px, 1 x 1: a vector)
-    search = LayerSearchCV(transformer, input_sizes=[64], classifier=GaussianNB(), cv=3, refit=False).fit(X, y)
-    rows = list(zip(search.cv_results_["layer"], search.cv_results_["pooling"], strict=True))
+    search = LayerSearchCV(transformer, input_sizes=[64], ttas=None, classifier=GaussianNB(), cv=3, refit=False)
+    rows = list(zip(search.fit(X, y).cv_results_["layer"], search.cv_results_["pooling"], strict=True))
     assert ("bn2", "gem") in rows and ("bn2", "avg") not in rows  # bn2 averaged is the penultimate code
     assert rows[-1] == ("penultimate", None) and len(rows) == 2 * 4 + 1 + 1
 
@@ -390,6 +437,25 @@ def test_ttas_are_searched_beside_each_input_size(textures):
     assert search.cv_results_["input"].tolist() == ["32x32", "32x32, tta flips"]
     assert search.cv_results_["tta"].tolist() == [None, "flips"]
     assert search.best_estimator_[0].tta == search.best_params_["tta"]
+
+
+def test_ttas_auto_searches_the_views_of_the_symmetries_that_keep_the_class(textures):
+    X, y = textures[0][::4], textures[1][::4]  # textures: every flip and rotation keeps the class
+    params = dict(layers=["blocks.2"], poolings=["avg"], classifier=GaussianNB(), cv=3, refit=False)
+    search = LayerSearchCV(SMALL_NET, input_sizes=[32], **params).fit(X, y)
+    assert search.symmetries_ == ["hflip", "rot90", "vflip"]
+    assert search.cv_results_["tta"].tolist() == [None, "dihedral"]
+    # A rectangle searched beside the square input is not turned: its views are the flips.
+    search = LayerSearchCV(SMALL_NET, input_sizes=[32, (32, 40)], **params).fit(X, y)
+    assert search.cv_results_["input"].tolist() == ["32x32", "32x32, tta dihedral", "32x40", "32x40, tta flips"]
+    # Bright on the left or on the right: a horizontal flip swaps the classes, a turn makes neither.
+    sided = np.zeros((24, 32, 32), np.uint8)
+    sided[::2, :, :16] = 255
+    sided[1::2, :, 16:] = 255
+    sided = np.clip(sided + np.random.default_rng(0).integers(0, 40, sided.shape), 0, 255).astype(np.uint8)
+    search = LayerSearchCV(SMALL_NET, input_sizes=[32], **params).fit(sided, ["left", "right"] * 12)
+    assert "hflip" not in search.symmetries_ and "rot90" not in search.symmetries_
+    assert search.cv_results_["tta"].tolist() == [None]  # nothing more extracted
 
 
 def test_a_tie_goes_to_the_steadier_then_the_deeper_layer():

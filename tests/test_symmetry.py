@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from skcnn.codes.invariance import label_preserving, policy_for, symmetries_kept
 from skcnn.decoding import symmetry
-from skcnn.finetuning.augment import label_preserving, policy_augment, policy_for, resolve_augment, symmetries_kept
+from skcnn.finetuning.augment import policy_augment, resolve_augment
 
 
 def test_views_are_the_flips_and_rotations_of_the_square():
@@ -150,7 +151,8 @@ def test_a_model_pickled_before_tta_existed_predicts_from_one_view():
 
 
 def test_tta_auto_weighs_the_views_the_measured_symmetries_allow():
-    from skcnn.finetuning.strategy import chosen_tta, tta_candidate
+    from skcnn.codes.invariance import tta_candidate
+    from skcnn.finetuning.strategy import chosen_tta
 
     assert tta_candidate({"hflip", "vflip", "rot90"}, (32, 32)) == "dihedral"
     assert tta_candidate({"hflip", "vflip", "rot90"}, (32, 48)) == "flips"  # rotations need a square
@@ -241,7 +243,8 @@ def test_tta_auto_after_fine_tuning_is_weighed_on_the_validation_split(textures)
 
 
 def test_input_size_auto_sees_images_with_no_up_or_down_whole():
-    from skcnn.finetuning.strategy import augment_policy, resolved_input, seen_whole
+    from skcnn.codes.invariance import augment_policy
+    from skcnn.finetuning.strategy import resolved_input, seen_whole
     from skcnn.network.backbones import load_backbone
 
     recipe = load_backbone("efficientnet_lite0", None, "cpu").preprocessing

@@ -4,7 +4,7 @@ Cells, tissue, textures, satellite tiles and close-ups of a surface have no
 up or down: the eight flips and rotations of the square (the dihedral
 group) leave their class unchanged, which makes them free training data and
 free test-time views. Digits and text are not such images: a flip changes
-the class. ``skcnn.finetuning.augment.label_preserving`` tells which
+the class. ``skcnn.codes.invariance.label_preserving`` tells which
 symmetries keep the class of a labelled set: a linear probe of the codes of the images as they are,
 scored on flipped or rotated copies of held-out images, keeps its accuracy
 where the symmetry keeps the class (``benchmarks/RESULTS.md``, "Small

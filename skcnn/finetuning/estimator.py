@@ -30,6 +30,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..codes import invariance
 from ..codes.extraction import Crops, check_tta, checked_input_size
 from ..compat import _check_sample_weight
 from ..decoding import images as image_io
@@ -239,9 +240,9 @@ class FineTuning(BaseEstimator):
         if not kind.stratify or np.unique(y, return_counts=True)[1].min() < strategy.LAYER_SEARCH_CV:
             return [None], None
         if kept is None:
-            rows = probe.stratified_rows(y, strategy.SYMMETRY_MAX_IMAGES, seed)
+            rows = probe.stratified_rows(y, invariance.SYMMETRY_MAX_IMAGES, seed)
             kept = self._sampled_symmetries(backbone, recipe, network_head, images, y, rows, seed, kind)
-        candidate = strategy.tta_candidate(kept, recipe.crop_size)
+        candidate = invariance.tta_candidate(kept, recipe.crop_size)
         return [None, *([candidate] if candidate else [])], kept
 
     def _native_side(
@@ -255,8 +256,8 @@ class FineTuning(BaseEstimator):
         than the weights' input."""
         if not _auto(self.input_size):
             return None, None, None
-        rows = probe.stratified_rows(y, strategy.SYMMETRY_MAX_IMAGES, seed) if kind.stratify else np.arange(len(y))
-        rows = rows[: strategy.SYMMETRY_MAX_IMAGES]
+        rows = probe.stratified_rows(y, invariance.SYMMETRY_MAX_IMAGES, seed) if kind.stratify else np.arange(len(y))
+        rows = rows[: invariance.SYMMETRY_MAX_IMAGES]
         side = native_input_size([image_io.image_size(images[i]) for i in rows], recipe)
         kept = None
         if side is not None and kind.stratify:
@@ -269,7 +270,7 @@ class FineTuning(BaseEstimator):
         kind: Kind,
     ) -> set[str]:  # fmt: skip
         """The symmetries that keep the class, measured as ``augment="auto"`` measures them, on the
-        images of ``rows`` (at most :data:`~skcnn.finetuning.strategy.SYMMETRY_MAX_IMAGES`, a stratified
+        images of ``rows`` (at most :data:`~skcnn.finetuning.invariance.SYMMETRY_MAX_IMAGES`, a stratified
         draw) decoded for it (those that fail are left out here; the probe's pass names them)."""
         decoded, kept = decoded_images(
             [images[i] for i in rows], recipe, [], decode=self.decode, max_pixels=self.max_pixels,
@@ -304,7 +305,8 @@ class FineTuning(BaseEstimator):
         model = model.to(backbone.device)
         augment, chosen, kept = self._augment(model, recipe, sample, seed, chosen, kind, kept)
         plan = self._plan(backbone.device, seed, examples, chosen.batchnorm, kind)
-        candidate = strategy.tta_candidate(kept, recipe.crop_size) if self.tta == "auto" and kept is not None else None
+        measured = self.tta == "auto" and kept is not None
+        candidate = invariance.tta_candidate(kept, recipe.crop_size) if measured else None
         # Every epoch is scored from one view and with the candidate's views: the kept epoch and views are the
         # best of both (judged on the split that picks the epoch, neither is favoured by that choice).
         plan.views = candidate if validation is not None else None
@@ -333,7 +335,7 @@ class FineTuning(BaseEstimator):
         auto = isinstance(self.augment, str) and self.augment == "auto"
         measured = "photo"
         if kept is not None:
-            measured = strategy.augment_policy(kept, recipe.crop_size)
+            measured = invariance.augment_policy(kept, recipe.crop_size)
         elif kind.stratify and (auto or self.tta == "auto"):
             measured, kept = strategy.measured_augment(model, recipe, sample, seed, self.batch_size)
         if auto:

@@ -21,7 +21,7 @@ and :class:`~skcnn.CNNRegressor`.
   input, no centre crop); other images at the weights' size and crop
   (:func:`resolved_input`).
 - ``tta="auto"``: the views of those symmetries (``"flips"`` or
-  ``"dihedral"``, :func:`tta_candidate`) where they score better than one
+  ``"dihedral"``, :func:`~skcnn.codes.invariance.tta_candidate`) where they score better than one
   view: by the layer search's cross-validation with the head alone, on the
   validation split after fine-tuning; one view where no symmetry keeps the
   class, and for labels and continuous targets (unmeasured).
@@ -38,15 +38,15 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from ..codes.invariance import SYMMETRY_MAX_IMAGES, augment_policy, label_preserving, symmetries_kept
 from ..decoding import symmetry
 from ..decoding.images import BadImagesWarning
 from ..decoding.preprocessing import Preprocessing
 from ..frozen.advice import FINE_TUNING_PAYS_FROM
-from ..frozen.search import LayerSearchCV, best_index
+from ..frozen.search import LOGISTIC, LayerSearchCV, best_index
 from ..frozen.transformer import CNNFeatureTransformer
 from ..options import DEFAULTS, PENULTIMATE
 from . import training
-from .augment import label_preserving, policy_for, symmetries_kept
 from .model import HEAD, WHOLE, TappedClassifier
 from .probe import crop_codes, stratified_rows
 
@@ -56,9 +56,6 @@ LAYER_SEARCH_CV = 3
 TIE = 1e-9
 #: ``Strategy.tta`` where ``tta`` was given, not chosen.
 AS_GIVEN = "as given"
-#: Images on which ``augment="auto"`` measures which symmetries keep the
-#: class (4 frozen forward passes each): its standard error at 256 is about 3%.
-SYMMETRY_MAX_IMAGES = 256
 
 
 @dataclass(frozen=True)
@@ -111,18 +108,6 @@ class Strategy:
         return replace(self, tta=tta, reason=f"{self.reason}; tta {tta!r} ({why})")
 
 
-def tta_candidate(kept: set[str], crop_size: tuple[int, int]) -> str | None:
-    """The views ``tta="auto"`` weighs against one view: those of the symmetries that keep the class.
-
-    ``"dihedral"`` where flips and rotations keep it (rotations need a
-    square input: ``"flips"`` on a rectangle), ``"flips"`` where both flips
-    do, None otherwise (a horizontal flip alone is no policy of
-    :mod:`skcnn.decoding.symmetry`).
-    """
-    policy = augment_policy(kept, crop_size)
-    return policy if policy in symmetry.POLICIES else None
-
-
 def chosen_tta(
     kept: set[str] | None, candidate: str | None, scores: tuple[float, float] | None, measured: str
 ) -> tuple[str | None, str]:
@@ -135,7 +120,7 @@ def chosen_tta(
         (labels, continuous targets; a class of fewer than
         :data:`LAYER_SEARCH_CV` images with the head alone).
     candidate : str or None
-        :func:`tta_candidate` of ``kept``.
+        :func:`~skcnn.codes.invariance.tta_candidate` of ``kept``.
     scores : (float, float) or None
         One view's score and the candidate's; None where there is nothing to
         measure them on (no validation split).
@@ -284,7 +269,7 @@ def head_only_choice(
         The classifier's parameter.
     ttas : list of str or None
         The views: ``[tta]`` as given, or for ``tta="auto"`` ``[None]`` and
-        the :func:`tta_candidate` of ``kept`` (where there is one).
+        the :func:`~skcnn.codes.invariance.tta_candidate` of ``kept`` (where there is one).
     kept : set of str or None
         The symmetries measured to keep the class (None: not measured).
     reason : str
@@ -327,7 +312,8 @@ def searched(
     transformer: CNNFeatureTransformer, images: list, labels: np.ndarray, layers: list | None = None, ttas=(None,)
 ) -> LayerSearchCV:
     """A :data:`LAYER_SEARCH_CV`-fold :class:`~skcnn.LayerSearchCV` of ``layers`` (None: the candidates)
-    and ``ttas``, average-pooled at the transformer's input size (the codes the head reads), not refit."""
+    and ``ttas``, average-pooled at the transformer's input size (the codes the head reads), by the
+    logistic regression (the head is linear), not refit."""
     smallest = int(np.unique(labels, return_counts=True)[1].min())
     if smallest < LAYER_SEARCH_CV:
         raise ValueError(
@@ -338,7 +324,7 @@ def searched(
     with warnings.catch_warnings():  # bad images: the probe's own warning names them
         warnings.simplefilter("ignore", BadImagesWarning)
         search = LayerSearchCV(
-            transformer, layers, poolings=[DEFAULTS.pooling], input_sizes=[transformer.input_size],
+            transformer, layers, LOGISTIC, poolings=[DEFAULTS.pooling], input_sizes=[transformer.input_size],
             ttas=list(ttas), cv=LAYER_SEARCH_CV, refit=False,
         ).fit(images, labels)  # fmt: skip
     return search
@@ -374,14 +360,6 @@ def measured_augment(
     return augment_policy(kept, recipe.crop_size), kept
 
 
-def augment_policy(kept: set[str], crop_size: tuple[int, int]) -> str:
-    """The augmentation ``augment="auto"`` takes where ``kept`` symmetries keep the class."""
-    policy = policy_for(kept)
-    if symmetry.needs_square(policy) and crop_size[0] != crop_size[1]:
-        return "flips"  # rotations need a square input
-    return policy
-
-
 def kept_symmetries(
     model: TappedClassifier, recipe: Preprocessing, sample: training.Examples, seed: int, batch_size: int
 ) -> set[str]:
@@ -400,10 +378,8 @@ def kept_symmetries(
 __all__ = [
     "AS_GIVEN",
     "LAYER_SEARCH_CV",
-    "SYMMETRY_MAX_IMAGES",
     "TIE",
     "Strategy",
-    "augment_policy",
     "check_layers",
     "chosen",
     "chosen_tta",
@@ -415,5 +391,4 @@ __all__ = [
     "resolved_unfreeze",
     "searched",
     "seen_whole",
-    "tta_candidate",
 ]

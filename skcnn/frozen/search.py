@@ -3,7 +3,8 @@
 The candidate layers are tapped together, and each is pooled in every
 candidate way, in one forward pass per image and input size (with a cache,
 every later search is served from it); a classifier is then
-cross-validated on each candidate's slice of the codes with the same folds.
+cross-validated on each candidate's slice of the codes with the same folds,
+and, by default, a kernel classifier on the best few of them.
 """
 
 from __future__ import annotations
@@ -15,26 +16,33 @@ from numbers import Integral
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, clone
+from sklearn.calibration import CalibratedClassifierCV
 from sklearn.linear_model import LogisticRegressionCV
 from sklearn.metrics import check_scoring
 from sklearn.model_selection import check_cv, cross_validate
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
 from ..codes.extraction import checked_input_size
 from ..codes.pooling import pooled_widths, pooling_names
-from ..compat import HasMethods, _fit_context
+from ..compat import HasMethods, StrOptions, _fit_context
+from ..decoding import symmetry
 from ..decoding.images import BadImagesError, BadImagesWarning, as_image_list, image_size, warn_bad_images
 from ..decoding.preprocessing import native_input_size
 from ..network.backbones import load_backbone
 from ..network.layers import candidate_layers, last_map, list_layers
 from ..options import FINETUNING, constraints_of, parameter_names
 from .transformer import CNNFeatureTransformer
+from .views import measured_views
 
 #: Inverse regularisation strengths the default classifier chooses from.
 DEFAULT_CS = np.logspace(-4, 2, 7)
+#: Folds of the inner cross-validations: the logistic regression's that tunes
+#: ``C`` and the SVM's calibration (fewer where a class has fewer images).
+INNER_CV = 3
 #: What the inner cross-validation that tunes ``C`` maximises.
 INNER_SCORING = "neg_log_loss"
 #: The solver's stopping tolerance: scikit-learn's 1e-4 took 2.4-3.6x as
@@ -50,8 +58,33 @@ INNER_TOLERANCE = 1e-3
 #: codes scored within 0.02 of each other; pass it to search it too.
 DEFAULT_POOLINGS = ("avg", "gem")
 
+#: The RBF SVM's regularisation strengths, each a candidate of its own on the
+#: best codes. On the ELPV solar cells (``benchmarks/RESULTS.md``, "Small
+#: evidence") an RBF SVM on standardised codes beat the tuned logistic
+#: regression on the same codes by 0.01-0.05 in accuracy on three splits,
+#: at C = 3, 10 and 30 alike; C = 1 is the softer choice for few images.
+KERNEL_CS = (1.0, 10.0)
+#: How many of the best codes (by the logistic regression, which scores
+#: every candidate) the RBF SVM is cross-validated on as well: a kernel
+#: machine fit per candidate would double the search's classifier time for
+#: codes that the linear ranking already placed low.
+KERNEL_CANDIDATES = 3
+#: Above this many images the kernel stage is left out: an SVM's fit grows
+#: with the square of the images (2-3 s on 1,968 solar cells' 1,280 codes,
+#: about 15 s at 5,000), and it is fit once per fold and ``C`` on each
+#: candidate.
+KERNEL_MAX_IMAGES = 5000
+#: The scorings that read predicted labels alone, which the SVM (no
+#: probabilities in cross-validation) is scored by; with any other scoring
+#: the logistic regression alone is searched.
+LABEL_SCORINGS = (None, "accuracy", "balanced_accuracy")
+#: ``ttas``: the transformer's views and those of the symmetries measured to keep the class.
+AUTO = "auto"
+#: ``classifier`` names: the tuned logistic regression alone.
+LOGISTIC = "logistic"
 
-def default_classifier(inner_cv: int = 3, class_weight=None):
+
+def default_classifier(inner_cv: int = INNER_CV, class_weight=None):
     """Standardised codes into a logistic regression whose ``C`` is tuned by
     an inner ``inner_cv``-fold cross-validation: regularised, as few images
     and many codes call for.
@@ -65,6 +98,21 @@ def default_classifier(inner_cv: int = 3, class_weight=None):
     if "use_legacy_attributes" in LogisticRegressionCV().get_params():  # scikit-learn >= 1.8: L2 by l1_ratios
         options.update(use_legacy_attributes=False, l1_ratios=(0.0,))
     return make_pipeline(StandardScaler(), LogisticRegressionCV(**options))
+
+
+def kernel_classifier(C: float, class_weight=None, calibration_cv: int | None = None):
+    """Standardised codes into an RBF SVM (``gamma="scale"``) of strength ``C``.
+
+    ``calibration_cv``: probabilities too, by sigmoids fitted to the SVM's
+    out-of-fold decisions in that many folds, then one SVM on all the data
+    (``CalibratedClassifierCV(ensemble=False)``, what scikit-learn puts in
+    place of ``SVC(probability=True)``); it predicts the likeliest class,
+    which agreed with the SVM's own answers within 0.005 in accuracy on
+    the ELPV solar cells, at 2.5-4x the fit time."""
+    svm = SVC(C=C, class_weight=class_weight)
+    if calibration_cv is not None:
+        svm = CalibratedClassifierCV(svm, cv=calibration_cv, ensemble=False)
+    return make_pipeline(StandardScaler(), svm)
 
 
 def _best_has(method: str):
@@ -87,7 +135,8 @@ class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     forward pass per image and input size (with the transformer's
     ``cache``, stored so that later searches and transforms of any of them
     run no network at all); the classifier is then cross-validated on each
-    candidate's codes over the same folds. The result answers the transfer
+    candidate's codes over the same folds (by default a linear one on every
+    candidate, then a kernel one on the best few). The result answers the transfer
     question *which layer* with evidence (early layers for data unlike
     ImageNet, the penultimate layer for data like it), and the questions of
     data whose evidence is small (a crack, a spot): whether a pooling that
@@ -106,9 +155,19 @@ class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         Candidate layers; ``None``: one per stage from early to penultimate
         (:func:`skcnn.candidate_layers`), and the last map, whose average is
         the penultimate code, pooled each other way of ``poolings``.
-    classifier : estimator or None, default=None
-        Trained on each layer's codes; ``None``: standardised codes into a
-        logistic regression whose ``C`` is tuned by nested cross-validation.
+    classifier : estimator, "logistic" or None, default=None
+        Trained on each candidate's codes. ``"logistic"``: standardised codes
+        into a logistic regression whose ``C`` is tuned by nested
+        cross-validation. ``None``: that logistic regression on every
+        candidate, then an RBF SVM on standardised codes (``C`` of
+        ``KERNEL_CS``, each a row) on the ``KERNEL_CANDIDATES`` candidates
+        it scored best, where ``scoring`` reads labels (accuracy or balanced
+        accuracy) and there are at most ``KERNEL_MAX_IMAGES`` images:
+        whichever scores best is refit, the SVM calibrated for
+        ``predict_proba`` (``skcnn.frozen.search.kernel_classifier``).
+        Where the classes are not linearly apart in any candidate's codes
+        the kernel machine wins (the ELPV solar cells of
+        ``benchmarks/RESULTS.md``: 0.793 against 0.767 held out).
     poolings : list of str or None, default=None
         How each candidate map is pooled (``"avg"``, ``"max"``, ``"gem"``,
         ``"spp"``, ``"flatten"``): every pooling is a candidate of its own,
@@ -126,17 +185,23 @@ class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         least ``NATIVE_MIN_GAIN`` times that size, as the resize would keep
         nearly every pixel). ``None``: the transformer's ``input_size`` and
         ``"native"``.
-    ttas : list or None, default=None
+    ttas : list, "auto" or None, default="auto"
         Test-time augmentations searched (see the transformer's ``tta``),
         each with every input size: ``None`` (one view), ``"flips"``,
-        ``"dihedral"`` (square inputs). ``None``: the transformer's ``tta``
-        alone. ``[None, "dihedral"]`` pays on close-ups with no up or down
-        (the shipped defect set of ``benchmarks/RESULTS.md``: 0.877 against
-        0.833 held out) and
-        costs 8 forward passes per image and size.
+        ``"dihedral"`` (square inputs). ``"auto"``: the transformer's
+        ``tta``, and the views of the flips and rotations that keep the
+        class, measured first on the frozen codes of at most 256 of the
+        images (``symmetries_``; ``skcnn.frozen.views.measured_views``,
+        4 forward passes each): ``"dihedral"`` for close-ups with no up or
+        down (textures, the shipped defect set of ``benchmarks/RESULTS.md``,
+        where it scored 0.877 against 0.833 held out, at 8 forward passes
+        per image and size), ``"flips"`` where both flips keep it, nothing
+        more for digits or upright photos. ``None``: the transformer's
+        ``tta`` alone.
     class_weight : "balanced", dict or None, default=None
-        Given to the default classifier's logistic regression (minority
-        classes weighted up); with another ``classifier``, set it there.
+        Given to the default classifiers, the logistic regression and the
+        SVM (minority classes weighted up); with another ``classifier``,
+        set it there.
         Pair ``"balanced"`` with ``scoring="balanced_accuracy"`` when a
         rare class matters as much as a common one.
     cv : int, cross-validation generator or iterable, default=5
@@ -165,7 +230,8 @@ class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         given to the transformer), ``input`` (the network input it resolved
         to, e.g. ``"300x300, no crop"``), ``depth`` (position in
         :func:`skcnn.list_layers`, 0 = first), ``n_features``,
-        ``mean_test_score``, ``std_test_score``, ``split<k>_test_score``,
+        ``classifier`` (``"logistic"``, ``"svm C=10"`` or the given
+        estimator's class name), ``mean_test_score``, ``std_test_score``, ``split<k>_test_score``,
         ``rank_test_score`` and ``mean_fit_time``; a pandas DataFrame
         takes it as it is.
     best_index_ : int
@@ -180,9 +246,13 @@ class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         The layer of the best candidate.
     best_score_ : float
         Its mean cross-validated score.
+    best_classifier_ : estimator
+        The best row's classifier, unfitted:
+        ``make_pipeline(CNNFeatureTransformer(**best_params_), best_classifier_)``
+        is the model the search chose.
     best_estimator_ : Pipeline
-        The best candidate's transformer and the classifier fitted on all
-        the data (``refit=True``).
+        The best candidate's transformer and ``best_classifier_`` fitted on
+        all the data (``refit=True``).
     transformer_ : CNNFeatureTransformer
         The fitted clone of ``transformer`` that tapped every candidate at
         the first input size.
@@ -190,6 +260,11 @@ class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         The class labels.
     n_splits_ : int
         The number of folds.
+    symmetries_ : list of str or None
+        ``ttas="auto"``: the flips and rotations (``"hflip"``, ``"vflip"``,
+        ``"rot90"``) measured to keep the class; None where nothing was
+        measured (``ttas`` given, or a class of fewer than two images in
+        the sample).
     failed_ : list of ImageFailure
         Images left out of the search because they could not be used
         (with ``transformer.on_error="skip"``; with ``"raise"``, the default,
@@ -211,10 +286,18 @@ class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     >>> search = LayerSearchCV(
     ...     CNNFeatureTransformer(input_size=64), layers=["blocks.1", "penultimate"], cv=3
     ... ).fit(X, y)
-    >>> search.cv_results_["layer"].tolist()
+    >>> {"hflip", "vflip"} <= set(search.symmetries_)  # textures: both flips keep the class
+    True
+    >>> search.cv_results_["layer"][:3].tolist()
     ['blocks.1', 'blocks.1', 'penultimate']
-    >>> search.cv_results_["pooling"].tolist()
+    >>> search.cv_results_["pooling"][:3].tolist()
     ['avg', 'gem', None]
+    >>> search.cv_results_["tta"][:3].tolist()  # one view; then the flips' views averaged
+    [None, None, None]
+    >>> search.cv_results_["tta"][3] in ("flips", "dihedral")
+    True
+    >>> sorted(set(search.cv_results_["classifier"]))  # every candidate, then an SVM on the best 3
+    ['logistic', 'svm C=1', 'svm C=10']
     >>> search.best_params_["layer"] in ("blocks.1", "penultimate")
     True
     >>> search.predict(X[:2]).shape
@@ -226,10 +309,10 @@ class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     _parameter_constraints: dict = {
         "transformer": "no_validation",  # checked in fit, with a message that shows the call
         "layers": [list, tuple, None],
-        "classifier": [HasMethods(["fit", "predict"]), None],
+        "classifier": [HasMethods(["fit", "predict"]), StrOptions({LOGISTIC}), None],
         "poolings": [list, tuple, None],
         "input_sizes": [list, tuple, None],
-        "ttas": [list, tuple, None],
+        "ttas": [list, tuple, StrOptions({AUTO}), None],
         **constraints_of("class_weight"),  # as CNNClassifier takes it
         "cv": ["cv_object"],
         "scoring": [str, callable, None],
@@ -245,7 +328,7 @@ class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         *,
         poolings=None,
         input_sizes=None,
-        ttas=None,
+        ttas=AUTO,
         class_weight=FINETUNING.class_weight,  # declared once, as CNNClassifier's
         cv=5,
         scoring=None,
@@ -293,7 +376,7 @@ class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         # One pooling stays a name: its codes share the cache with a transformer of that pooling.
         pooling = poolings[0] if len(poolings) == 1 else poolings
         start = time.perf_counter()
-        views = self._views(transformer, images)
+        views = self._views(transformer, images, self._ttas(transformer, images, y))
         extracted = {}
         # Test-time views first: their pass caches the codes of the images as they are, which the
         # one-view candidate of the same size then reads (one decode per image, with a cache).
@@ -320,27 +403,47 @@ class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         blocks = [block[usable] for block in blocks]  # once, not per candidate
         cv = check_cv(self.cv, y, classifier=True)
         folds = list(cv.split(np.zeros((len(y), 1)), y))
-        classifier = self._classifier(y, folds)
         self.n_splits_ = len(folds)
-        scorer = check_scoring(classifier, scoring=self._scoring())
-        scores, fit_times = [], []
-        for candidate in candidates:
-            codes = blocks[candidate.view][:, candidate.columns]
-            result = cross_validate(clone(classifier), codes, y, cv=folds, scoring=scorer, n_jobs=self.n_jobs)
-            scores.append(result["test_score"])
-            fit_times.append(result["fit_time"].mean())
-        self.cv_results_ = _results(candidates, np.asarray(scores), np.asarray(fit_times))
+        classifier = self._classifier(y, folds)
+        label = _classifier_label(self.classifier, classifier)
+        rows = [_Row(candidate, label, classifier, classifier) for candidate in candidates]
+        scores, fit_times = self._cross_validated(rows, blocks, y, folds)
+        if self.classifier is None and self.scoring in LABEL_SCORINGS and len(y) <= KERNEL_MAX_IMAGES:
+            # The kernel machine on the codes the linear one ranked best.
+            best = ranked(_results(rows, scores, fit_times))[:KERNEL_CANDIDATES]
+            calibration = min(INNER_CV, int(np.unique(y, return_counts=True)[1].min()))
+            kernel = [
+                _kernel_row(rows[row].candidate, C, self.class_weight, calibration) for row in best for C in KERNEL_CS
+            ]
+            more, more_times = self._cross_validated(kernel, blocks, y, folds)
+            rows, scores, fit_times = rows + kernel, np.vstack([scores, more]), np.concatenate([fit_times, more_times])
+        self.cv_results_ = _results(rows, scores, fit_times)
         self.best_index_ = best_index(self.cv_results_)
-        best = candidates[self.best_index_]
-        self.best_params_ = best.params(transformer)
-        self.best_layer_ = best.layer
+        best = rows[self.best_index_]
+        self.best_params_ = best.candidate.params(transformer)
+        self.best_layer_ = best.candidate.layer
         self.best_score_ = float(self.cv_results_["mean_test_score"][self.best_index_])
+        self.best_classifier_ = clone(best.refit)
         self.classes_ = np.unique(y)
         if self.refit:
             network = clone(transformer).set_params(**self.best_params_).fit(images)
-            fitted = clone(classifier).fit(blocks[best.view][:, best.columns], y)
+            codes = blocks[best.candidate.view][:, best.candidate.columns]
+            fitted = clone(self.best_classifier_).fit(codes, y)
             self.best_estimator_ = Pipeline([("cnnfeaturetransformer", network), ("classifier", fitted)])
         return self
+
+    def _cross_validated(
+        self, rows: list[_Row], blocks: list[np.ndarray], y: np.ndarray, folds: list
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Each row's classifier cross-validated on its candidate's codes: scores (rows x folds), mean fit times."""
+        scores, fit_times = [], []
+        for row in rows:
+            scorer = check_scoring(row.classifier, scoring=self._scoring())
+            codes = blocks[row.candidate.view][:, row.candidate.columns]
+            result = cross_validate(clone(row.classifier), codes, y, cv=folds, scoring=scorer, n_jobs=self.n_jobs)
+            scores.append(result["test_score"])
+            fit_times.append(result["fit_time"].mean())
+        return np.asarray(scores).reshape(len(rows), len(folds)), np.asarray(fit_times, dtype=float)
 
     def _checked_transformer(self) -> CNNFeatureTransformer:
         transformer = CNNFeatureTransformer() if self.transformer is None else self.transformer
@@ -363,8 +466,22 @@ class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             return list(pooling_names(self.poolings))
         return list(dict.fromkeys([*pooling_names(transformer.pooling), *DEFAULT_POOLINGS]))
 
-    def _views(self, transformer: CNNFeatureTransformer, images: list) -> list[dict]:
-        """The input sizes searched, each as the transformer parameters that give it."""
+    def _ttas(self, transformer: CNNFeatureTransformer, images: list, y: np.ndarray) -> list:
+        """The test-time views searched: ``ttas``; for ``"auto"`` the transformer's and those of the
+        symmetries that keep the class (``symmetries_``, measured)."""
+        self.symmetries_ = None
+        if self.ttas is None:
+            return [transformer.tta]
+        if isinstance(self.ttas, str):  # "auto", as validated
+            candidate, kept = measured_views(transformer, images, y)
+            self.symmetries_ = None if kept is None else sorted(kept)
+            return list(dict.fromkeys([transformer.tta, *([candidate] if candidate else [])]))
+        if not self.ttas:
+            raise ValueError("ttas must list at least one of None, 'flips' and 'dihedral', or be 'auto' or None.")
+        return list(dict.fromkeys(self.ttas))
+
+    def _views(self, transformer: CNNFeatureTransformer, images: list, ttas: list) -> list[dict]:
+        """The input sizes searched, each with each of ``ttas``, as the transformer parameters that give it."""
         sizes = [transformer.input_size, NATIVE] if self.input_sizes is None else list(self.input_sizes)
         if not sizes:
             raise ValueError("input_sizes must list at least one size (an int, a pair, None or 'native'), or be None.")
@@ -378,10 +495,14 @@ class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             if view is not None and view not in views:
                 views.append(view)
         views = views or [{"input_size": transformer.input_size, "crop": transformer.crop}]
-        ttas = [transformer.tta] if self.ttas is None else list(self.ttas)
-        if not ttas:
-            raise ValueError("ttas must list at least one of None, 'flips' and 'dihedral', or be None.")
-        return [{**view, "tta": tta} for view in views for tta in dict.fromkeys(ttas)]
+        searched = []
+        for view in views:
+            for tta in ttas:
+                # "auto" measured its views at the transformer's input: a rectangle of another size is not turned.
+                entry = {**view, "tta": _fitting(tta, view["input_size"]) if isinstance(self.ttas, str) else tta}
+                if entry not in searched:
+                    searched.append(entry)
+        return searched
 
     def _native_side(self, transformer: CNNFeatureTransformer, images: list) -> int | None:
         """``"native"``: the images' median shorter side (None where the transformer's input keeps it)."""
@@ -415,7 +536,7 @@ class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         return keep, y[keep]
 
     def _classifier(self, y: np.ndarray, folds: list):
-        if self.classifier is not None:
+        if self.classifier not in (None, LOGISTIC):
             return self.classifier
         # The inner folds that tune C must fit in the smallest class of every training split.
         smallest = min(np.unique(y[train], return_counts=True)[1].min() for train, _ in folds)
@@ -424,7 +545,7 @@ class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
                 f"A class has {smallest} image(s) in a training split of cv={self.cv!r}: too few to tune "
                 "the default classifier. Give more images per class, a smaller cv, or a classifier."
             )
-        return default_classifier(inner_cv=min(3, int(smallest)), class_weight=self.class_weight)
+        return default_classifier(inner_cv=min(INNER_CV, int(smallest)), class_weight=self.class_weight)
 
     def summary(self) -> str:
         """The results as a plain-text table, best candidate marked.
@@ -439,15 +560,16 @@ class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         results = self.cv_results_
         width = max(len("layer"), *(len(layer) for layer in results["layer"]))
         inputs = max(len("input"), *(len(size) for size in results["input"]))
+        named = max(len("classifier"), *(len(name) for name in results["classifier"]))
         lines = [
             f"  {'layer':<{width}}  {'pooling':<7}  {'input':<{inputs}}  {'depth':>5}  {'dimension':>9}  "
-            f"score (mean +/- std over {self.n_splits_} folds)"
+            f"{'classifier':<{named}}  score (mean +/- std over {self.n_splits_} folds)"
         ]
         for row, layer in enumerate(results["layer"]):
             mark = "*" if row == self.best_index_ else " "
             lines.append(
                 f"{mark} {layer:<{width}}  {results['pooling'][row] or '-':<7}  {results['input'][row]:<{inputs}}  "
-                f"{results['depth'][row]:>5}  {results['n_features'][row]:>9}  "
+                f"{results['depth'][row]:>5}  {results['n_features'][row]:>9}  {results['classifier'][row]:<{named}}  "
                 f"{results['mean_test_score'][row]:.3f} +/- {results['std_test_score'][row]:.3f}"
             )
         return "\n".join(lines)
@@ -477,6 +599,7 @@ class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             _, ax = plt.subplots(figsize=(7, 4), layout="constrained")
         results = self.cv_results_
         curves = _curves(results)
+        first = results["classifier"] == results["classifier"][0]  # the classifier every candidate was scored by
         for (pooling, size), rows in curves.items():
             name = f"{pooling or 'codes'}, {size}" if len(curves) > 1 else None
             ax.errorbar(
@@ -487,12 +610,17 @@ class LayerSearchCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
                 capsize=4,
                 label=" ".join(part for part in (label, name) if part) or None,
             )
+        if not first.all():  # the kernel classifier's few candidates: points, not curves
+            ax.plot(
+                results["depth"][~first], results["mean_test_score"][~first], "kx", label=" ".join(
+                    part for part in (label, "RBF SVM on the best codes") if part)
+            )  # fmt: skip
         depths = {int(depth): layer for depth, layer in zip(results["depth"], results["layer"], strict=True)}
         ax.set_xticks(list(depths), list(depths.values()), rotation=30, ha="right")
         ax.set_xlabel(f"layer of {self.transformer_.backbone} (forward order)")
         ax.set_ylabel(f"cross-validated score ({self.n_splits_} folds)")
         ax.grid(alpha=0.3)
-        if label is not None or len(curves) > 1:
+        if label is not None or len(curves) > 1 or not first.all():
             ax.legend()
         return ax
 
@@ -595,13 +723,43 @@ class _Candidate:
         }
 
 
-def best_index(results: dict, rows: np.ndarray | None = None) -> int:
-    """The row of ``cv_results_`` with the best mean score (among ``rows``, a boolean mask; None: all);
+@dataclass(frozen=True)
+class _Row:
+    """One row of ``cv_results_``: a candidate's codes and the classifier cross-validated on them."""
+
+    candidate: _Candidate
+    label: str
+    classifier: object  # cross-validated
+    refit: object  # fitted on all the data for best_estimator_
+
+
+def _kernel_row(candidate: _Candidate, C: float, class_weight, calibration_cv: int) -> _Row:
+    """The RBF SVM of strength ``C`` on ``candidate``'s codes; refit calibrated, so that the search's
+    ``predict_proba`` is there whichever classifier wins (cross-validation needs none: labels are scored)."""
+    svm, calibrated = kernel_classifier(C, class_weight), kernel_classifier(C, class_weight, calibration_cv)
+    return _Row(candidate, f"svm C={C:g}", svm, calibrated)
+
+
+def ranked(results: dict, rows: np.ndarray | None = None) -> list[int]:
+    """The rows of ``cv_results_`` (among ``rows``, a boolean mask; None: all), best mean score first;
     ties go to the steadier, then the deeper candidate, then the first."""
     means, stds, depths = results["mean_test_score"], results["std_test_score"], results["depth"]
     among = np.flatnonzero(np.ones(len(means), dtype=bool) if rows is None else rows)
-    tied = among[np.isclose(means[among], np.max(means[among]), rtol=0, atol=1e-12)]
-    return int(min(tied, key=lambda row: (stds[row], -depths[row], row)))
+    return sorted(among.tolist(), key=lambda row: (-means[row], stds[row], -depths[row], row))
+
+
+def best_index(results: dict, rows: np.ndarray | None = None) -> int:
+    """The first of :func:`ranked`: the best row of ``cv_results_``."""
+    return ranked(results, rows)[0]
+
+
+def _classifier_label(given, classifier) -> str:
+    """How ``cv_results_`` names a classifier: ``"logistic"`` for the default, else the estimator's class
+    (a pipeline's last step's)."""
+    if given in (None, LOGISTIC):
+        return LOGISTIC
+    last = classifier.steps[-1][1] if isinstance(classifier, Pipeline) else classifier
+    return type(last).__name__
 
 
 def _view_candidates(fitted: CNNFeatureTransformer, view: dict, index: int) -> list[_Candidate]:
@@ -624,6 +782,13 @@ def _view_candidates(fitted: CNNFeatureTransformer, view: dict, index: int) -> l
     return candidates
 
 
+def _fitting(tta: str | None, input_size) -> str | None:
+    """``tta``, or the flips where it turns by 90 degrees and ``input_size`` is a rectangle."""
+    size = checked_input_size(input_size)
+    rectangle = size is not None and size[0] != size[1]
+    return "flips" if rectangle and symmetry.needs_square(tta) else tta
+
+
 def _input_label(candidate: _Candidate) -> str:
     height, width = candidate.resolved_size
     crop = "" if candidate.crop is True else ", no crop" if candidate.crop is False else f", crop {candidate.crop}"
@@ -631,7 +796,8 @@ def _input_label(candidate: _Candidate) -> str:
     return f"{height}x{width}{crop}{tta}"
 
 
-def _results(candidates: list[_Candidate], scores: np.ndarray, fit_times: np.ndarray) -> dict:
+def _results(rows: list[_Row], scores: np.ndarray, fit_times: np.ndarray) -> dict:
+    candidates = [row.candidate for row in rows]
     means = scores.mean(axis=1)
     results = {
         "layer": np.asarray([c.layer for c in candidates], dtype=object),
@@ -642,6 +808,7 @@ def _results(candidates: list[_Candidate], scores: np.ndarray, fit_times: np.nda
         "input": np.asarray([_input_label(c) for c in candidates], dtype=object),
         "depth": np.asarray([c.depth for c in candidates]),
         "n_features": np.asarray([c.columns.stop - c.columns.start for c in candidates]),
+        "classifier": np.asarray([row.label for row in rows], dtype=object),
         "mean_test_score": means,
         "std_test_score": scores.std(axis=1),
     }
@@ -662,12 +829,14 @@ def _objects(values: list) -> np.ndarray:
 
 
 def _curves(results: dict) -> dict[tuple, np.ndarray]:
-    """Rows by (pooling, input) in the order met; vectors (no pooling) join every curve of their input."""
-    keys = list(dict.fromkeys(zip(results["pooling"], results["input"], strict=True)))
+    """Rows of the first classifier (which scored every candidate) by (pooling, input) in the order met;
+    vectors (no pooling) join every curve of their input."""
+    first = results["classifier"] == results["classifier"][0]
+    keys = list(dict.fromkeys(zip(results["pooling"][first], results["input"][first], strict=True)))
     pooled = [key for key in keys if key[0] is not None] or keys
     rows = {}
     for pooling, size in pooled:
-        mask = (results["input"] == size) & np.asarray([p in (pooling, None) for p in results["pooling"]])
+        mask = first & (results["input"] == size) & np.asarray([p in (pooling, None) for p in results["pooling"]])
         rows[(pooling, size)] = np.flatnonzero(mask)
     return rows
 
@@ -687,4 +856,4 @@ def _moved_parameters_message(given: dict) -> str:
     )
 
 
-__all__ = ["LayerSearchCV", "best_index", "default_classifier"]
+__all__ = ["LayerSearchCV", "best_index", "default_classifier", "kernel_classifier", "ranked"]
