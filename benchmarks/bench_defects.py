@@ -28,6 +28,10 @@ the test files:
 - ``layers only``: the search of skcnn < 0.9, layers at the weights' 224 px
   resize and centre crop, average pooling (``poolings=["avg"],
   input_sizes=[None]``, ``classifier="logistic"``, ``ttas=None``);
+- ``nested C``: ``no svm``'s search with the logistic regression of skcnn
+  <= 0.13, whose ``C`` a nested 3-fold cross-validation tunes in each fold
+  (``classifier=default_classifier()``), where the search now tunes it on
+  its own folds: its seconds against ``no svm``'s are the saving;
 - ``defaults+tta``: the same searching ``ttas=[None, "dihedral"]`` too
   (codes of each image, or averaged over its 8 flips and rotations), with
   ``--tta``;
@@ -61,6 +65,7 @@ from sklearn.model_selection import train_test_split
 import skcnn
 from skcnn import CNNClassifier, CNNFeatureTransformer, LayerSearchCV
 from skcnn.datasets import make_surface_defects
+from skcnn.frozen.search import default_classifier
 
 
 def written(images: np.ndarray, labels: np.ndarray, folder: str) -> list[str]:
@@ -104,6 +109,8 @@ def searches(tta: bool, cache: str) -> dict[str, LayerSearchCV]:
         "no svm": LayerSearchCV(codes, classifier="logistic"),
         "0.12 defaults": LayerSearchCV(codes, classifier="logistic", ttas=None),
         "layers only": LayerSearchCV(codes, classifier="logistic", poolings=["avg"], input_sizes=[None], ttas=None),
+        # The logistic regression of skcnn <= 0.13, C tuned by 3 inner folds in each fold, beside "no svm".
+        "nested C": LayerSearchCV(codes, classifier=default_classifier()),
     }
     if tta:
         rows["defaults+tta"] = LayerSearchCV(codes, ttas=[None, "dihedral"])

@@ -48,8 +48,9 @@ print(advise_layer(X_train, y_train, input_size=64))
 # What the labels say
 # -------------------
 # A ridge classifier tunes its regularisation by fast leave-one-out; the
-# search's default classifier (logistic regression with ``C`` tuned by nested
-# cross-validation) gives the same picture but takes minutes on a CPU. The
+# search's default classifier (logistic regression with ``C`` tuned over the
+# search's folds, then an RBF SVM on the best codes) gives the same picture
+# but takes minutes on a CPU. The
 # cache keeps every candidate's codes for the comparisons below. The layers
 # alone are searched here, average-pooled (the search's default also tries
 # GeM pooling of each, for evidence that is small and local).

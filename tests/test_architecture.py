@@ -200,8 +200,12 @@ def test_models_pickled_by_0_7_load_and_predict_the_same():
     X = [rng.integers(0, 255, (40, 40, 3), dtype=np.uint8) for _ in range(12)]
     assert type(old["pipeline"][0]) is CNNFeatureTransformer and type(old["search"]) is LayerSearchCV
     assert type(old["recipe"]).__module__ == "skcnn.decoding.preprocessing"
-    np.testing.assert_allclose(old["pipeline"].predict_proba(X), old["codes"], atol=1e-6)
-    np.testing.assert_allclose(old["search"].predict_proba(X), old["search_proba"], atol=1e-6)
+    # The stored probabilities come from a CPU with native bf16 ("auto" precision); another CPU's
+    # kernels round differently: up to 0.0012 measured on an AMD EPYC without it (0.005 in fp32).
+    for model, stored in ((old["pipeline"], old["codes"]), (old["search"], old["search_proba"])):
+        proba = model.predict_proba(X)
+        np.testing.assert_allclose(proba, stored, atol=1e-2)
+        assert (proba.argmax(axis=1) == stored.argmax(axis=1)).all()
 
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))

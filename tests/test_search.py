@@ -6,13 +6,23 @@ import os
 import numpy as np
 import pytest
 from sklearn.base import clone
-from sklearn.model_selection import GridSearchCV
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import check_scoring
+from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.naive_bayes import GaussianNB
 from sklearn.pipeline import FeatureUnion, make_pipeline
 
 from skcnn import CNNFeatureTransformer, LayerSearchCV
 from skcnn.codes import extraction
-from skcnn.frozen.search import KERNEL_CANDIDATES, KERNEL_CS, default_classifier, kernel_classifier, ranked
+from skcnn.frozen.search import (
+    DEFAULT_CS,
+    KERNEL_CANDIDATES,
+    KERNEL_CS,
+    default_classifier,
+    kernel_classifier,
+    logistic_path,
+    ranked,
+)
 from skcnn.images import BadImagesError, BadImagesWarning
 from skcnn.layers import candidate_layers, list_layers
 
@@ -253,9 +263,28 @@ def test_kernel_stage_left_out_where_it_cannot_be_scored_or_is_not_asked(texture
         LayerSearchCV(SMALL_NET, scoring="neg_log_loss", **params),  # scored by probabilities, which the SVM lacks
     ):
         assert search.fit(X, y).cv_results_["classifier"].tolist() == ["logistic"]
+        assert search.best_classifier_[-1].C in DEFAULT_CS  # tuned on the search's folds
     assert set(LayerSearchCV(SMALL_NET, **params).fit(X, y).cv_results_["classifier"]) == {
         "logistic", *(f"svm C={C:g}" for C in KERNEL_CS)
     }  # fmt: skip
+
+
+def test_logistic_path_chooses_the_C_that_logistic_regression_cv_chooses_on_the_same_folds():
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], 40)
+    X = rng.normal(size=(120, 30))
+    X[:, :3] += 1.5 * np.eye(3)[y]  # three informative codes among 30: some regularisation pays
+    folds = list(StratifiedKFold(4, shuffle=True, random_state=0).split(X, y))
+    scorer = check_scoring(LogisticRegression(), scoring="accuracy")
+    paths = [logistic_path(X, y, train, test, scorer) for train, test in folds]
+    scores, losses = np.stack([p[0] for p in paths], axis=1), np.stack([p[1] for p in paths], axis=1)
+    assert scores.shape == losses.shape == (len(DEFAULT_CS), len(folds)) and all(p[2] > 0 for p in paths)
+    chosen = int(np.argmin(losses.mean(axis=1)))
+    assert 0 < chosen < len(DEFAULT_CS) - 1  # neither end of the grid: a real choice
+    assert scores[chosen].mean() > 0.5  # well above chance (1/3)
+    # The LogisticRegressionCV of default_classifier, its inner folds here the same folds, gives the same C.
+    reference = default_classifier(inner_cv=folds).fit(X, y)[-1]
+    assert float(np.ravel(reference.C_)[0]) == DEFAULT_CS[chosen]
 
 
 def test_kernel_classifier_refit_is_calibrated():
